@@ -1,0 +1,185 @@
+//! Content-defined chunking: FastCDC 2020 with a per-repository gear seed, so
+//! that chunk boundaries (and so chunk sizes) do not reveal content across
+//! repositories. Streams any reader with a buffer of twice the maximum chunk.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{cut_gear, get_gear_with_seed, MASKS};
+
+/// Chunk size bounds, stored in the repository config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams { min: 256 << 10, avg: 1 << 20, max: 4 << 20 }
+    }
+}
+
+impl ChunkerParams {
+    /// Whether FastCDC accepts these bounds.
+    pub fn is_valid(&self) -> bool {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max
+    }
+}
+
+pub struct Chunker {
+    params: ChunkerParams,
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl Chunker {
+    /// Panics if `params` is not valid; the config decoder checks it first.
+    pub fn new(params: ChunkerParams, seed: u64) -> Chunker {
+        assert!(params.is_valid(), "invalid chunker parameters");
+        let bits = (params.avg as f64).log2().round() as usize;
+        // Normalization level 1, as FastCDC recommends.
+        let (gear, gear_ls) = get_gear_with_seed(seed);
+        Chunker { params, gear, gear_ls, mask_s: MASKS[bits + 1], mask_l: MASKS[bits - 1] }
+    }
+
+    pub fn max_chunk(&self) -> usize {
+        self.params.max as usize
+    }
+
+    /// Length of the first chunk of `data` (all of it if `data` is the end of
+    /// the stream and shorter than the maximum).
+    fn cut(&self, data: &[u8]) -> usize {
+        let p = &self.params;
+        let (_, n) = cut_gear(
+            data,
+            p.min as usize,
+            p.avg as usize,
+            p.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        n
+    }
+
+    pub fn chunks<R: Read>(&self, reader: R) -> Chunks<'_, R> {
+        Chunks { chunker: self, reader, buf: vec![0; 2 * self.max_chunk()], start: 0, end: 0, eof: false }
+    }
+}
+
+/// Iterator over the chunks of a reader.
+pub struct Chunks<'c, R> {
+    chunker: &'c Chunker,
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<R: Read> Chunks<'_, R> {
+    fn fill(&mut self) -> io::Result<()> {
+        if self.end - self.start >= self.chunker.max_chunk() || self.eof {
+            return Ok(());
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for Chunks<'_, R> {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        if self.start == self.end {
+            return None;
+        }
+        let n = self.chunker.cut(&self.buf[self.start..self.end]);
+        let chunk = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        Some(Ok(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_cover_the_input_within_bounds() {
+        let data = pseudo_random(20 << 20, 42);
+        let c = Chunker::new(ChunkerParams::default(), 7);
+        let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).map(|r| r.unwrap()).collect();
+        assert_eq!(chunks.concat(), data);
+        for ch in &chunks[..chunks.len() - 1] {
+            assert!(ch.len() >= 256 << 10 && ch.len() <= 4 << 20, "{}", ch.len());
+        }
+        assert!(chunks.len() >= 5 && chunks.len() <= 60, "{}", chunks.len());
+    }
+
+    #[test]
+    fn boundaries_resynchronise_after_an_insert() {
+        let data = pseudo_random(12 << 20, 1);
+        let mut changed = data.clone();
+        changed.splice(5 << 20..5 << 20, b"inserted bytes".iter().copied());
+        let c = Chunker::new(ChunkerParams::default(), 99);
+        let a: Vec<_> = c.chunks(&data[..]).map(|r| blake3::hash(&r.unwrap())).collect();
+        let b: Vec<_> = c.chunks(&changed[..]).map(|r| blake3::hash(&r.unwrap())).collect();
+        let shared = a.iter().filter(|h| b.contains(h)).count();
+        assert!(shared + 2 >= a.len(), "only {shared} of {} chunks shared", a.len());
+    }
+
+    #[test]
+    fn seed_changes_boundaries() {
+        let data = pseudo_random(8 << 20, 3);
+        let p = ChunkerParams::default();
+        let a: Vec<usize> = Chunker::new(p, 1).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
+        let b: Vec<usize> = Chunker::new(p, 2).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        let c = Chunker::new(ChunkerParams::default(), 0);
+        assert_eq!(c.chunks(&[][..]).count(), 0);
+    }
+}

@@ -1,0 +1,125 @@
+//! The envelope: the plaintext inside every seal. One byte says how the payload
+//! is compressed, a u32 gives the uncompressed length, then the payload. Data
+//! that does not compress is stored as is, and a quick trial on a sample keeps
+//! incompressible chunks from costing a full compression pass.
+
+use super::FormatError;
+
+const ENVELOPE_STORED: u8 = 0;
+const ENVELOPE_ZSTD: u8 = 1;
+const HEADER_LEN: usize = 5;
+
+/// Inputs shorter than this are never compressed.
+const MIN_COMPRESS_LEN: usize = 256;
+/// Inputs longer than this are first tried on a sample of this size.
+const SAMPLE_LEN: usize = 32 << 10;
+
+/// Wraps `raw` into an envelope, compressing it with zstd at `level` when that
+/// saves at least 2%.
+pub fn seal_payload(raw: &[u8], level: i32) -> Vec<u8> {
+    let raw_len = u32::try_from(raw.len()).expect("payload under 4 GiB");
+    if raw.len() >= MIN_COMPRESS_LEN && looks_compressible(raw) {
+        if let Ok(compressed) = zstd::bulk::compress(raw, level) {
+            if compressed.len() + compressed.len() / 50 < raw.len() {
+                let mut out = Vec::with_capacity(HEADER_LEN + compressed.len());
+                out.push(ENVELOPE_ZSTD);
+                out.extend_from_slice(&raw_len.to_le_bytes());
+                out.extend_from_slice(&compressed);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
+    out.push(ENVELOPE_STORED);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(raw);
+    out
+}
+
+fn looks_compressible(raw: &[u8]) -> bool {
+    if raw.len() <= 2 * SAMPLE_LEN {
+        return true;
+    }
+    // A sample from the middle: headers of media files are often compressible
+    // while their bodies are not.
+    let start = raw.len() / 2 - SAMPLE_LEN / 2;
+    let sample = &raw[start..start + SAMPLE_LEN];
+    match zstd::bulk::compress(sample, 1) {
+        Ok(c) => c.len() < SAMPLE_LEN * 97 / 100,
+        Err(_) => true,
+    }
+}
+
+/// Unwraps an envelope. The declared length is checked against `max_len`
+/// before anything is allocated, and decompression can never produce more.
+pub fn open_payload(env: &[u8], max_len: u32) -> Result<Vec<u8>, FormatError> {
+    const WHAT: &str = "envelope";
+    if env.len() < HEADER_LEN {
+        return Err(FormatError::Truncated { what: WHAT });
+    }
+    let raw_len = u32::from_le_bytes(env[1..5].try_into().expect("4 bytes"));
+    if raw_len > max_len {
+        return Err(FormatError::Invalid { what: WHAT, reason: "declared length exceeds the limit" });
+    }
+    let body = &env[HEADER_LEN..];
+    match env[0] {
+        ENVELOPE_STORED => {
+            if body.len() != raw_len as usize {
+                return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
+            }
+            Ok(body.to_vec())
+        }
+        ENVELOPE_ZSTD => {
+            let out = zstd::bulk::decompress(body, raw_len as usize)
+                .map_err(|_| FormatError::Invalid { what: WHAT, reason: "zstd payload is corrupt or too long" })?;
+            if out.len() != raw_len as usize {
+                return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
+            }
+            Ok(out)
+        }
+        _ => Err(FormatError::Invalid { what: WHAT, reason: "unknown compression" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn compressible_data_is_compressed() {
+        let raw = vec![7u8; 1 << 20];
+        let env = seal_payload(&raw, 3);
+        assert_eq!(env[0], ENVELOPE_ZSTD);
+        assert!(env.len() < 10_000);
+        assert_eq!(open_payload(&env, 1 << 20).unwrap(), raw);
+    }
+
+    #[test]
+    fn random_data_is_stored() {
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut rnd = vec![0u8; 300_000];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut rnd);
+        assert_eq!(seal_payload(&rnd, 3)[0], ENVELOPE_STORED);
+        assert_eq!(open_payload(&seal_payload(&raw, 3), u32::MAX).unwrap(), raw);
+    }
+
+    #[test]
+    fn declared_length_is_capped_before_decompression() {
+        let env = seal_payload(&vec![0u8; 100_000], 3);
+        assert!(open_payload(&env, 99_999).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(raw in proptest::collection::vec(any::<u8>(), 0..5000), level in 1i32..5) {
+            let env = seal_payload(&raw, level);
+            prop_assert_eq!(open_payload(&env, raw.len() as u32).unwrap(), raw);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(env in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = open_payload(&env, 1 << 20);
+        }
+    }
+}

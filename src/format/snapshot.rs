@@ -1,0 +1,142 @@
+//! Snapshot objects: when, from where and of what a snapshot was taken, its
+//! root tree, its parent, and a summary of what the run did.
+
+use super::codec::{Decoder, Encoder};
+use super::{FormatError, Id};
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// What a snapshot run did. Counts are of regular files unless named otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub dirs: u64,
+    pub other_nodes: u64,
+    /// Files and directories that could not be read and are missing from the snapshot.
+    pub errors: u64,
+    pub data_blobs_added: u64,
+    pub tree_blobs_added: u64,
+    /// Bytes read from disk.
+    pub bytes_read: u64,
+    /// Plaintext bytes of the blobs this run added.
+    pub bytes_added: u64,
+    /// Bytes this run added to the repository (sealed, compressed).
+    pub bytes_stored: u64,
+    /// Total size of the regular files in the snapshot.
+    pub total_bytes: u64,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub time_ns: i64,
+    pub tree: Id,
+    /// Absolute source paths, as raw bytes.
+    pub paths: Vec<Vec<u8>>,
+    pub hostname: String,
+    pub username: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub tags: Vec<String>,
+    pub parent: Option<Id>,
+    pub program_version: String,
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(SNAPSHOT_VERSION);
+        e.i64(self.time_ns).id(&self.tree).count(self.paths.len());
+        for p in &self.paths {
+            e.bytes(p);
+        }
+        e.str(&self.hostname).str(&self.username).u32(self.uid).u32(self.gid);
+        e.count(self.tags.len());
+        for t in &self.tags {
+            e.str(t);
+        }
+        e.opt_id(self.parent.as_ref()).str(&self.program_version);
+        let s = &self.summary;
+        for v in [
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            s.other_nodes,
+            s.errors,
+            s.data_blobs_added,
+            s.tree_blobs_added,
+            s.bytes_read,
+            s.bytes_added,
+            s.bytes_stored,
+            s.total_bytes,
+        ] {
+            e.u64(v);
+        }
+        e.i64(s.start_ns).i64(s.end_ns);
+        e.finish()
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Snapshot, FormatError> {
+        let mut d = Decoder::new(buf, "snapshot", SNAPSHOT_VERSION)?;
+        let time_ns = d.i64()?;
+        let tree = d.id()?;
+        let n = d.count(4)?;
+        let paths = (0..n).map(|_| d.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
+        let hostname = d.string()?;
+        let username = d.string()?;
+        let uid = d.u32()?;
+        let gid = d.u32()?;
+        let n = d.count(4)?;
+        let tags = (0..n).map(|_| d.string()).collect::<Result<_, _>>()?;
+        let parent = d.opt_id()?;
+        let program_version = d.string()?;
+        let mut s = Summary::default();
+        for v in [
+            &mut s.files_new,
+            &mut s.files_changed,
+            &mut s.files_unchanged,
+            &mut s.dirs,
+            &mut s.other_nodes,
+            &mut s.errors,
+            &mut s.data_blobs_added,
+            &mut s.tree_blobs_added,
+            &mut s.bytes_read,
+            &mut s.bytes_added,
+            &mut s.bytes_stored,
+            &mut s.total_bytes,
+        ] {
+            *v = d.u64()?;
+        }
+        s.start_ns = d.i64()?;
+        s.end_ns = d.i64()?;
+        d.finish()?;
+        Ok(Snapshot { time_ns, tree, paths, hostname, username, uid, gid, tags, parent, program_version, summary: s })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(t in any::<i64>(), tree in any::<[u8; 32]>(), paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..3), host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,5}", 0..3), parent in proptest::option::of(any::<[u8; 32]>()), n in any::<u64>()) {
+            let s = Snapshot {
+                time_ns: t, tree: Id(tree), paths, hostname: host, username: "u".into(), uid: 1, gid: 2, tags,
+                parent: parent.map(Id), program_version: "0.1.0".into(),
+                summary: Summary { files_new: n, bytes_added: n / 2, end_ns: -1, ..Default::default() },
+            };
+            prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Snapshot::decode(&buf);
+        }
+    }
+}
