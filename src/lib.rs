@@ -2,6 +2,7 @@
 //! Telegram channel. The library never prints; the `cli` module owns the
 //! terminal.
 
+pub mod backend;
 pub mod chunker;
 pub mod crypto;
 pub mod format;

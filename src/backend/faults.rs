@@ -1,0 +1,96 @@
+//! A fault-injecting decorator for tests: fails writes after a budget, fails
+//! operations transiently at a fixed rhythm, and counts what passed through,
+//! so the layers above can be shown to lose nothing when storage misbehaves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Backend, BackendError, ObjectInfo, Result};
+use crate::format::{Id, ObjectKind};
+
+#[derive(Default)]
+pub struct FaultyBackend<B> {
+    inner: B,
+    /// Puts allowed to succeed before every further put fails permanently.
+    pub put_budget: Option<u64>,
+    /// Every n-th operation fails transiently (0: never).
+    pub transient_every: u64,
+    puts: AtomicU64,
+    ops: AtomicU64,
+    transient_failures: AtomicU64,
+}
+
+impl<B: Backend> FaultyBackend<B> {
+    pub fn new(inner: B) -> Self {
+        FaultyBackend {
+            inner,
+            put_budget: None,
+            transient_every: 0,
+            puts: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            transient_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn transient_failures(&self) -> u64 {
+        self.transient_failures.load(Ordering::SeqCst)
+    }
+
+    fn maybe_transient(&self, what: &str) -> Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.transient_every > 0 && n % self.transient_every == 0 {
+            self.transient_failures.fetch_add(1, Ordering::SeqCst);
+            return Err(BackendError::Transient { message: format!("injected fault in {what}"), retry_after: None });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for FaultyBackend<B> {
+    fn location(&self) -> String {
+        format!("faulty({})", self.inner.location())
+    }
+    async fn create(&self) -> Result<()> {
+        self.inner.create().await
+    }
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
+        self.maybe_transient("put")?;
+        if let Some(budget) = self.put_budget {
+            if self.puts.load(Ordering::SeqCst) >= budget {
+                return Err(BackendError::Permanent {
+                    message: format!("injected write failure for {} {}", kind.name(), id),
+                });
+            }
+        }
+        self.inner.put(kind, id, data).await?;
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
+        self.maybe_transient("get")?;
+        self.inner.get(kind, id).await
+    }
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
+        self.maybe_transient("get_range")?;
+        self.inner.get_range(kind, id, offset, len).await
+    }
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.maybe_transient("list")?;
+        self.inner.list(kind).await
+    }
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
+        self.maybe_transient("delete")?;
+        self.inner.delete(kind, id).await
+    }
+}

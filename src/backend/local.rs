@@ -1,0 +1,199 @@
+//! A repository in a local directory. Objects are files named by their hex id
+//! under one directory per kind (packs fanned out by their first byte). Writes
+//! go to `tmp/`, are synced, then renamed into place and the directory synced,
+//! so an object is either complete or absent even across a crash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Backend, BackendError, ObjectInfo, Result};
+use crate::format::{Id, ObjectKind};
+
+pub struct LocalBackend {
+    root: Arc<PathBuf>,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: Arc::new(root.into()) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn object_path(root: &Path, kind: ObjectKind, id: &Id) -> PathBuf {
+    match kind {
+        ObjectKind::Config => root.join("config"),
+        ObjectKind::Pack => {
+            let hex = id.to_hex();
+            root.join(kind.name()).join(&hex[..2]).join(hex)
+        }
+        _ => root.join(kind.name()).join(id.to_hex()),
+    }
+}
+
+/// Runs blocking file work off the async executor.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::Permanent { message: format!("storage task failed: {e}") })?
+}
+
+fn io_err(kind: ObjectKind, id: &Id, path: &Path, e: std::io::Error) -> BackendError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        BackendError::not_found(kind, id)
+    } else {
+        BackendError::from_io(e, path.display())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn create(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            if root.join("config").exists() {
+                return Err(BackendError::Permanent {
+                    message: format!("a repository already exists at {}", root.display()),
+                });
+            }
+            if root.exists()
+                && fs::read_dir(&*root).map_err(|e| BackendError::from_io(e, root.display()))?.next().is_some()
+            {
+                return Err(BackendError::Permanent { message: format!("{} exists and is not empty", root.display()) });
+            }
+            for dir in ["keys", "packs", "index", "snapshots", "locks", "tmp"] {
+                let p = root.join(dir);
+                fs::create_dir_all(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
+            }
+            for b in 0..=255u8 {
+                let p = root.join("packs").join(format!("{b:02x}"));
+                fs::create_dir_all(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
+        let root = self.root.clone();
+        let id = *id;
+        blocking(move || {
+            let dest = object_path(&root, kind, &id);
+            let tmp = root.join("tmp").join(format!("{}-{}", id.to_hex(), Id::random().short()));
+            let write = || -> std::io::Result<()> {
+                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                f.write_all(&data)?;
+                f.sync_all()?;
+                drop(f);
+                let parent = dest.parent().expect("object paths have a parent");
+                if !parent.exists() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::rename(&tmp, &dest)?;
+                sync_dir(parent)
+            };
+            write().map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                BackendError::from_io(e, format!("writing {}", dest.display()))
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
+        let path = object_path(&self.root, kind, id);
+        let id = *id;
+        blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| io_err(kind, &id, &path, e))).await
+    }
+
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
+        let path = object_path(&self.root, kind, id);
+        let id = *id;
+        blocking(move || {
+            let f = File::open(&path).map_err(|e| io_err(kind, &id, &path, e))?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    BackendError::Permanent {
+                        message: format!("{} is shorter than the requested range {}+{}", path.display(), offset, len),
+                    }
+                } else {
+                    io_err(kind, &id, &path, e)
+                }
+            })?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        blocking(move || {
+            if kind == ObjectKind::Config {
+                let p = root.join("config");
+                return match fs::metadata(&p) {
+                    Ok(m) => Ok(vec![ObjectInfo { id: Id::ZERO, size: m.len() }]),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+                    Err(e) => Err(BackendError::from_io(e, p.display())),
+                };
+            }
+            let base = root.join(kind.name());
+            let dirs = if kind == ObjectKind::Pack {
+                let mut dirs = Vec::new();
+                for entry in fs::read_dir(&base).map_err(|e| BackendError::from_io(e, base.display()))? {
+                    let entry = entry.map_err(|e| BackendError::from_io(e, base.display()))?;
+                    if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        dirs.push(entry.path());
+                    }
+                }
+                dirs
+            } else {
+                vec![base]
+            };
+            let mut out = Vec::new();
+            for dir in dirs {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(BackendError::from_io(e, dir.display())),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| BackendError::from_io(e, dir.display()))?;
+                    // Names that are not ids (editor droppings, partial copies) are not objects.
+                    let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else { continue };
+                    let size = entry.metadata().map_err(|e| BackendError::from_io(e, entry.path().display()))?.len();
+                    out.push(ObjectInfo { id, size });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
+        let path = object_path(&self.root, kind, id);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::from_io(e, path.display())),
+        })
+        .await
+    }
+}

@@ -1,0 +1,138 @@
+//! The storage seam: one narrow async trait over opaque bytes keyed by
+//! (object kind, id). Backends never see plaintext or keys. Retries and fault
+//! injection are decorators around any backend.
+
+pub mod conformance;
+pub mod faults;
+pub mod local;
+pub mod memory;
+pub mod retry;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::format::{Id, ObjectKind};
+
+/// What a listing says about one stored object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub id: Id,
+    pub size: u64,
+}
+
+/// How an error should be handled by the layers above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    NotFound,
+    /// Worth retrying, after the given delay if the backend said so.
+    Transient(Option<Duration>),
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{kind} object {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("temporary storage failure: {message}")]
+    Transient { message: String, retry_after: Option<Duration> },
+    #[error("storage failure: {message}")]
+    Permanent { message: String },
+}
+
+impl BackendError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BackendError::NotFound { .. } => ErrorClass::NotFound,
+            BackendError::Transient { retry_after, .. } => ErrorClass::Transient(*retry_after),
+            BackendError::Permanent { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    pub fn not_found(kind: ObjectKind, id: &Id) -> BackendError {
+        BackendError::NotFound { kind: kind.name(), id: id.to_hex() }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+
+    /// Classifies an I/O error that happened while doing `what`.
+    pub fn from_io(e: std::io::Error, what: impl std::fmt::Display) -> BackendError {
+        use std::io::ErrorKind::*;
+        let message = format!("{what}: {e}");
+        match e.kind() {
+            Interrupted | TimedOut | WouldBlock | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                BackendError::Transient { message, retry_after: None }
+            }
+            _ => BackendError::Permanent { message },
+        }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// Storage for sealed objects. Every method is idempotent: putting an object
+/// twice stores it once, deleting a missing object succeeds. `put` is atomic:
+/// an object is either listed and complete, or absent.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Where the repository lives, for messages.
+    fn location(&self) -> String;
+
+    /// Prepares empty storage for a new repository; fails if one is there.
+    async fn create(&self) -> Result<()>;
+
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()>;
+
+    async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes>;
+
+    /// `len` bytes from `offset`; reading past the end is an error.
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes>;
+
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()>;
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    async fn create(&self) -> Result<()> {
+        (**self).create().await
+    }
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
+        (**self).put(kind, id, data).await
+    }
+    async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
+        (**self).get(kind, id).await
+    }
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
+        (**self).get_range(kind, id, offset, len).await
+    }
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        (**self).list(kind).await
+    }
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
+        (**self).delete(kind, id).await
+    }
+}
+
+/// The byte range `offset..offset+len` of `data`, or an error naming the object.
+pub(crate) fn slice_range(data: &Bytes, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
+    let end =
+        offset.checked_add(len as u64).filter(|&e| e <= data.len() as u64).ok_or_else(|| BackendError::Permanent {
+            message: format!(
+                "{} object {} is {} bytes, shorter than the requested range {}+{}",
+                kind.name(),
+                id,
+                data.len(),
+                offset,
+                len
+            ),
+        })?;
+    Ok(data.slice(offset as usize..end as usize))
+}

@@ -1,0 +1,77 @@
+//! Retries transient failures with exponential back-off, waiting at least as
+//! long as the backend asked. Not-found and permanent errors pass through.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Backend, ErrorClass, ObjectInfo, Result};
+use crate::format::{Id, ObjectKind};
+
+pub struct RetryBackend<B> {
+    inner: B,
+    attempts: u32,
+    base_delay: Duration,
+}
+
+impl<B: Backend> RetryBackend<B> {
+    pub fn new(inner: B, attempts: u32, base_delay: Duration) -> Self {
+        RetryBackend { inner, attempts: attempts.max(1), base_delay }
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+        T: Send,
+    {
+        let mut delay = self.base_delay;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => match e.class() {
+                    ErrorClass::Transient(after) if attempt < self.attempts => {
+                        let wait = after.map_or(delay, |a| a.max(delay));
+                        tracing::warn!(operation = what, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                        tokio::time::sleep(wait).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                        attempt += 1;
+                    }
+                    _ => {
+                        if !e.is_not_found() {
+                            tracing::error!(operation = what, attempt, error = %e, "storage operation failed");
+                        }
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for RetryBackend<B> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create(&self) -> Result<()> {
+        self.retry("create", || self.inner.create()).await
+    }
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
+        self.retry("put", || self.inner.put(kind, id, data.clone())).await
+    }
+    async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
+        self.retry("get", || self.inner.get(kind, id)).await
+    }
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
+        self.retry("get_range", || self.inner.get_range(kind, id, offset, len)).await
+    }
+    async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        self.retry("list", || self.inner.list(kind)).await
+    }
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
+        self.retry("delete", || self.inner.delete(kind, id)).await
+    }
+}
