@@ -1,0 +1,125 @@
+//! The in-memory view of every index object: blob id → where it is stored.
+//! This lookup is the hot path of an incremental snapshot.
+
+use std::collections::HashMap;
+
+use crate::format::index::IndexedPack;
+use crate::format::pack::BlobEntry;
+use crate::format::{BlobType, Id};
+
+/// Where a blob can be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub blob_type: BlobType,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pack: u32,
+    blob_type: BlobType,
+    offset: u32,
+    length: u32,
+    raw_len: u32,
+}
+
+#[derive(Default)]
+pub struct MasterIndex {
+    packs: Vec<(Id, u64)>,
+    pack_pos: HashMap<Id, u32>,
+    blobs: HashMap<Id, Slot>,
+    /// Index objects whose contents are loaded (superseded ones excluded).
+    pub index_ids: Vec<Id>,
+}
+
+impl MasterIndex {
+    pub fn add_pack(&mut self, p: &IndexedPack) {
+        if self.pack_pos.contains_key(&p.id) {
+            return;
+        }
+        let pos = self.packs.len() as u32;
+        self.packs.push((p.id, p.size));
+        self.pack_pos.insert(p.id, pos);
+        for b in &p.blobs {
+            self.blobs.entry(b.id).or_insert(Slot {
+                pack: pos,
+                blob_type: b.blob_type,
+                offset: b.offset,
+                length: b.length,
+                raw_len: b.raw_len,
+            });
+        }
+    }
+
+    pub fn lookup(&self, id: &Id) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|s| BlobLocation {
+            pack: self.packs[s.pack as usize].0,
+            blob_type: s.blob_type,
+            offset: s.offset,
+            length: s.length,
+            raw_len: s.raw_len,
+        })
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn has_pack(&self, id: &Id) -> bool {
+        self.pack_pos.contains_key(id)
+    }
+
+    /// Every indexed pack with its size.
+    pub fn packs(&self) -> &[(Id, u64)] {
+        &self.packs
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Every blob with its location, in no particular order.
+    pub fn blobs(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
+        self.blobs.keys().map(|id| (*id, self.lookup(id).expect("present")))
+    }
+
+    /// The blobs the index places in `pack`, in pack order.
+    pub fn blobs_in_pack(&self, pack: &Id) -> Vec<BlobEntry> {
+        let Some(&pos) = self.pack_pos.get(pack) else { return Vec::new() };
+        let mut v: Vec<BlobEntry> = self
+            .blobs
+            .iter()
+            .filter(|(_, s)| s.pack == pos)
+            .map(|(id, s)| BlobEntry {
+                blob_type: s.blob_type,
+                id: *id,
+                offset: s.offset,
+                length: s.length,
+                raw_len: s.raw_len,
+            })
+            .collect();
+        v.sort_by_key(|b| b.offset);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_location_wins_and_lookups_work() {
+        let mut idx = MasterIndex::default();
+        let blob = BlobEntry { blob_type: BlobType::Data, id: Id([1; 32]), offset: 0, length: 100, raw_len: 50 };
+        idx.add_pack(&IndexedPack { id: Id([9; 32]), size: 200, blobs: vec![blob] });
+        idx.add_pack(&IndexedPack { id: Id([8; 32]), size: 300, blobs: vec![blob] });
+        assert_eq!(idx.lookup(&Id([1; 32])).unwrap().pack, Id([9; 32]));
+        assert!(!idx.contains(&Id([2; 32])));
+        assert_eq!(idx.packs().len(), 2);
+        assert_eq!(idx.blobs_in_pack(&Id([9; 32])), vec![blob]);
+        assert!(idx.blobs_in_pack(&Id([8; 32])).is_empty());
+    }
+}

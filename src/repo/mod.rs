@@ -1,0 +1,485 @@
+//! An opened repository: the crypto layer above a backend. It seals and opens
+//! objects and blobs, holds the keys and config, reads the index (through the
+//! local cache when there is one) and resolves snapshot names. Storage below
+//! it sees only sealed bytes.
+
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod packer;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, BackendError};
+use crate::cache::Cache;
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::kdf::KdfParams;
+use crate::crypto::{random_secret, RepoKeys};
+use crate::format::config::Config;
+use crate::format::envelope::{open_payload, seal_payload};
+use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::key::{KeyPayload, KeySlot};
+use crate::format::pack::{decode_header, header_offset, BlobEntry, TRAILER_LEN};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{
+    associated_data, blob_domain, BlobType, FormatError, Id, ObjectKind, MAX_OBJECT_LEN, PACK_HEADER_DOMAIN,
+};
+use crate::host;
+use index::MasterIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("no repository at {0} (run `tstor init` first)")]
+    NoRepository(String),
+    #[error("wrong password: no key of this repository opens with it")]
+    WrongPassword,
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{what} is damaged: {reason}")]
+    Damaged { what: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RepoError {
+    fn damaged(what: impl Into<String>, reason: impl ToString) -> RepoError {
+        RepoError::Damaged { what: what.into(), reason: reason.to_string() }
+    }
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Settings for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkerParams::default(), compression_level: 3, kdf: KdfParams::DEFAULT }
+    }
+}
+
+/// A blob sealed and ready for a pack.
+pub struct SealedBlob {
+    pub blob_type: BlobType,
+    pub id: Id,
+    pub sealed: Vec<u8>,
+    pub raw_len: u32,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    keys: RepoKeys,
+    config: Config,
+    key_id: Id,
+    cache: Option<Cache>,
+    chunker: Chunker,
+}
+
+/// An open repository; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+impl Repository {
+    /// Creates a repository in empty storage, with one key for `password`.
+    pub async fn init(backend: Arc<dyn Backend>, password: &[u8], opts: InitOptions) -> Result<Repository> {
+        if !opts.chunker.is_valid() {
+            return Err(RepoError::Invalid(format!("invalid chunker parameters {:?}", opts.chunker)));
+        }
+        backend.create().await?;
+        let master = random_secret();
+        let repo_id = Id::random();
+        let config = Config {
+            repo_id,
+            chunk_min: opts.chunker.min,
+            chunk_avg: opts.chunker.avg,
+            chunk_max: opts.chunker.max,
+            compression_level: opts.compression_level,
+            created_ns: host::now_ns(),
+        };
+        let key_id = Id::random();
+        let payload = KeyPayload {
+            master,
+            repo_id,
+            created_ns: config.created_ns,
+            hostname: host::hostname(),
+            username: host::username(),
+        };
+        let slot = keys::make_slot(password, &payload, opts.kdf, &key_id)?;
+        // The key goes first: a config without a key would be unopenable.
+        backend.put(ObjectKind::Key, &key_id, Bytes::from(slot.encode())).await?;
+        let keys = RepoKeys::derive(&master);
+        let sealed = seal_object(&keys, &repo_id, ObjectKind::Config, &Id::ZERO, &config.encode(), 3);
+        backend.put(ObjectKind::Config, &Id::ZERO, Bytes::from(sealed)).await?;
+        Ok(Repository::assemble(backend, keys, config, key_id, None))
+    }
+
+    /// Opens a repository with `password`, using a cache under `cache_dir` if given.
+    pub async fn open(backend: Arc<dyn Backend>, password: &[u8], cache_dir: Option<&Path>) -> Result<Repository> {
+        let config_bytes = match backend.get(ObjectKind::Config, &Id::ZERO).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
+            Err(e) => return Err(e.into()),
+        };
+        let slots = backend.list(ObjectKind::Key).await?;
+        if slots.is_empty() {
+            return Err(RepoError::damaged("repository", "it has a config but no keys"));
+        }
+        let mut found = None;
+        for info in &slots {
+            let bytes = backend.get(ObjectKind::Key, &info.id).await?;
+            let slot = match KeySlot::decode(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(key = %info.id.short(), error = %e, "skipping unreadable key slot");
+                    continue;
+                }
+            };
+            let (pw, slot_id) = (password.to_vec(), info.id);
+            let opened = tokio::task::spawn_blocking(move || keys::open_slot(&pw, &slot, &slot_id))
+                .await
+                .map_err(|e| RepoError::Invalid(format!("key derivation failed: {e}")))?;
+            match opened {
+                Ok(Some(payload)) => {
+                    found = Some((info.id, payload));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(key = %info.id.short(), error = %e, "skipping key slot"),
+            }
+        }
+        let Some((key_id, payload)) = found else { return Err(RepoError::WrongPassword) };
+        let keys = RepoKeys::derive(&payload.master);
+        let plain = open_object(&keys, &payload.repo_id, ObjectKind::Config, &Id::ZERO, &config_bytes)
+            .map_err(|e| RepoError::damaged("config", e))?;
+        let config = Config::decode(&plain).map_err(|e| RepoError::damaged("config", e))?;
+        if config.repo_id != payload.repo_id {
+            return Err(RepoError::damaged("config", "it belongs to another repository than the key"));
+        }
+        let params = ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max };
+        if !params.is_valid() {
+            return Err(RepoError::damaged("config", "invalid chunker parameters"));
+        }
+        let cache = cache_dir.and_then(|dir| match Cache::open(dir, &config.repo_id) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "running without the local cache");
+                None
+            }
+        });
+        Ok(Repository::assemble(backend, keys, config, key_id, cache))
+    }
+
+    fn assemble(backend: Arc<dyn Backend>, keys: RepoKeys, config: Config, key_id: Id, cache: Option<Cache>) -> Self {
+        let params = ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max };
+        let chunker = Chunker::new(params, keys.chunker_seed);
+        Repository { inner: Arc::new(Inner { backend, keys, config, key_id, cache, chunker }) }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn repo_id(&self) -> &Id {
+        &self.inner.config.repo_id
+    }
+
+    pub fn keys(&self) -> &RepoKeys {
+        &self.inner.keys
+    }
+
+    /// The key slot this repository was opened with.
+    pub fn key_id(&self) -> &Id {
+        &self.inner.key_id
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.inner.chunker
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.inner.cache.as_ref()
+    }
+
+    // ---- blobs ----
+
+    /// Hashes, compresses and seals a blob (CPU only).
+    pub fn seal_blob(&self, blob_type: BlobType, raw: &[u8]) -> SealedBlob {
+        let id = self.inner.keys.blob_id(blob_type, raw);
+        self.seal_blob_with_id(blob_type, id, raw)
+    }
+
+    /// Seals a blob whose id the caller already computed.
+    pub fn seal_blob_with_id(&self, blob_type: BlobType, id: Id, raw: &[u8]) -> SealedBlob {
+        let env = seal_payload(raw, self.inner.config.compression_level);
+        let ad = associated_data(self.repo_id(), blob_domain(blob_type), &id);
+        SealedBlob { blob_type, id, sealed: self.inner.keys.seal.seal(&ad, &env), raw_len: raw.len() as u32 }
+    }
+
+    /// Authenticates, decrypts and decompresses a sealed blob and checks that
+    /// its plaintext hashes to `id`.
+    pub fn open_blob(&self, blob_type: BlobType, id: &Id, sealed: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+        let what = || format!("{} blob {}", blob_type.name(), id);
+        let ad = associated_data(self.repo_id(), blob_domain(blob_type), id);
+        let env = self.inner.keys.seal.open(&ad, sealed).map_err(|e| RepoError::damaged(what(), e))?;
+        let raw = open_payload(&env, raw_len).map_err(|e| RepoError::damaged(what(), e))?;
+        if raw.len() != raw_len as usize {
+            return Err(RepoError::damaged(what(), "length differs from the index"));
+        }
+        if self.inner.keys.blob_id(blob_type, &raw) != *id {
+            return Err(RepoError::damaged(what(), "content does not match its id"));
+        }
+        Ok(raw)
+    }
+
+    /// Reads one blob through the index.
+    pub async fn read_blob(&self, index: &MasterIndex, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.lookup(id).ok_or_else(|| RepoError::damaged(format!("blob {id}"), "it is not in the index"))?;
+        let sealed = self.inner.backend.get_range(ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length).await?;
+        let this = self.clone();
+        let id = *id;
+        let open = move || this.open_blob(loc.blob_type, &id, &sealed, loc.raw_len);
+        if sealed_len_is_small(loc.length) {
+            open()
+        } else {
+            tokio::task::spawn_blocking(open).await.map_err(|e| RepoError::Invalid(e.to_string()))?
+        }
+    }
+
+    /// Reads and decodes a tree, through the cache when possible.
+    pub async fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
+        let loc = index.lookup(id).ok_or_else(|| RepoError::damaged(format!("tree {id}"), "it is not in the index"))?;
+        if let Some(cache) = self.cache() {
+            if let Ok(Some(sealed)) = cache.tree(id) {
+                if let Ok(raw) = self.open_blob(BlobType::Tree, id, &sealed, loc.raw_len) {
+                    return Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e));
+                }
+            }
+        }
+        let sealed = self.inner.backend.get_range(ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length).await?;
+        let raw = self.open_blob(BlobType::Tree, id, &sealed, loc.raw_len)?;
+        if let Some(cache) = self.cache() {
+            if let Err(e) = cache.put_trees([(id, &sealed[..])]) {
+                tracing::debug!(error = %e, "could not cache a tree");
+            }
+        }
+        Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+    }
+
+    // ---- objects ----
+
+    /// Seals and stores an index, snapshot or lock object; returns its id.
+    pub async fn save_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
+        let id = self.inner.keys.object_id(kind, plaintext);
+        let sealed =
+            seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level);
+        self.inner.backend.put(kind, &id, Bytes::from(sealed)).await?;
+        Ok(id)
+    }
+
+    /// Loads, authenticates and checks an object.
+    pub async fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let sealed = self.inner.backend.get(kind, id).await?;
+        let what = || format!("{} object {}", kind.name().trim_end_matches('s'), id);
+        let plain = open_object(&self.inner.keys, self.repo_id(), kind, id, &sealed)
+            .map_err(|e| RepoError::damaged(what(), e))?;
+        if self.inner.keys.object_id(kind, &plain) != *id {
+            return Err(RepoError::damaged(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    /// Every snapshot, oldest first. Unreadable ones are returned as errors
+    /// beside the readable ones so that one damaged object hides nothing else.
+    pub async fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, RepoError)>)> {
+        let list = self.inner.backend.list(ObjectKind::Snapshot).await?;
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for info in list {
+            match self.load_object(ObjectKind::Snapshot, &info.id).await {
+                Ok(plain) => match Snapshot::decode(&plain) {
+                    Ok(s) => ok.push((info.id, s)),
+                    Err(e) => bad.push((info.id, RepoError::damaged(format!("snapshot {}", info.id), e))),
+                },
+                Err(e) => bad.push((info.id, e)),
+            }
+        }
+        ok.sort_by(|a: &(Id, Snapshot), b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+        Ok((ok, bad))
+    }
+
+    /// Resolves `latest`, a full id or a unique id prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let (snaps, _) = self.snapshots().await?;
+        if spec == "latest" {
+            return snaps
+                .into_iter()
+                .last()
+                .ok_or_else(|| RepoError::Invalid("the repository has no snapshots".into()));
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        if spec_lc.is_empty() || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::Invalid(format!("`{spec}` is neither `latest` nor a snapshot id")));
+        }
+        let mut matches: Vec<_> = snaps.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lc)).collect();
+        match matches.len() {
+            0 => Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
+            1 => Ok(matches.remove(0)),
+            n => Err(RepoError::Invalid(format!("`{spec}` matches {n} snapshots; give more of the id"))),
+        }
+    }
+
+    // ---- index ----
+
+    /// Loads every index object not superseded by another, through the cache.
+    pub async fn load_index(&self) -> Result<MasterIndex> {
+        let listed = self.inner.backend.list(ObjectKind::Index).await?;
+        let listed_ids: HashSet<Id> = listed.iter().map(|o| o.id).collect();
+        if let Some(cache) = self.cache() {
+            if let Ok(cached) = cache.index_ids() {
+                let gone: Vec<Id> = cached.into_iter().filter(|id| !listed_ids.contains(id)).collect();
+                if !gone.is_empty() {
+                    let _ = cache.remove_indexes(&gone);
+                }
+            }
+        }
+        let mut files = Vec::with_capacity(listed.len());
+        let mut fresh: Vec<(Id, Vec<u8>)> = Vec::new();
+        for info in &listed {
+            let cached = self.cache().and_then(|c| c.index(&info.id).ok().flatten());
+            let plain = match cached {
+                Some(p) => p,
+                None => {
+                    let p = self.load_object(ObjectKind::Index, &info.id).await?;
+                    fresh.push((info.id, p.clone()));
+                    p
+                }
+            };
+            let file =
+                IndexFile::decode(&plain).map_err(|e| RepoError::damaged(format!("index object {}", info.id), e))?;
+            files.push((info.id, file));
+        }
+        if let Some(cache) = self.cache() {
+            if let Err(e) = cache.put_indexes(fresh.iter().map(|(id, p)| (id, &p[..]))) {
+                tracing::debug!(error = %e, "could not cache index objects");
+            }
+        }
+        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = MasterIndex::default();
+        for (id, file) in &files {
+            if superseded.contains(id) {
+                continue;
+            }
+            for p in &file.packs {
+                index.add_pack(p);
+            }
+            index.index_ids.push(*id);
+        }
+        Ok(index)
+    }
+
+    /// Stores an index object listing `packs`.
+    pub async fn write_index(&self, packs: Vec<IndexedPack>, supersedes: Vec<Id>) -> Result<Id> {
+        let file = IndexFile { supersedes, packs };
+        let plain = file.encode();
+        let id = self.save_object(ObjectKind::Index, &plain).await?;
+        if let Some(cache) = self.cache() {
+            let _ = cache.put_indexes([(&id, &plain[..])]);
+        }
+        Ok(id)
+    }
+
+    /// Reads and authenticates a pack's header from storage.
+    pub async fn read_pack_header(&self, pack: &Id, size: u64) -> Result<Vec<BlobEntry>> {
+        let what = || format!("pack {pack}");
+        if size < TRAILER_LEN as u64 {
+            return Err(RepoError::damaged(what(), "too short to be a pack"));
+        }
+        let trailer =
+            self.inner.backend.get_range(ObjectKind::Pack, pack, size - TRAILER_LEN as u64, TRAILER_LEN as u32).await?;
+        let trailer: [u8; TRAILER_LEN] =
+            trailer[..].try_into().map_err(|_| RepoError::damaged(what(), "short read"))?;
+        let start = header_offset(size, &trailer).map_err(|e| RepoError::damaged(what(), e))?;
+        let len = (size - TRAILER_LEN as u64 - start) as u32;
+        let sealed = self.inner.backend.get_range(ObjectKind::Pack, pack, start, len).await?;
+        self.open_pack_header(pack, &sealed, start)
+    }
+
+    /// Opens a sealed pack header that starts at `header_start` in its pack.
+    pub fn open_pack_header(&self, pack: &Id, sealed: &[u8], header_start: u64) -> Result<Vec<BlobEntry>> {
+        let what = || format!("header of pack {pack}");
+        let ad = associated_data(self.repo_id(), PACK_HEADER_DOMAIN, &Id::ZERO);
+        let plain = self.inner.keys.seal.open(&ad, sealed).map_err(|e| RepoError::damaged(what(), e))?;
+        decode_header(&plain, header_start).map_err(|e| RepoError::damaged(what(), e))
+    }
+
+    /// Adds packs that storage holds but no index lists (left by an
+    /// interrupted run) to `index`, writing an index object for them, so that
+    /// their blobs are reused. Returns how many packs were recovered.
+    pub async fn index_unindexed_packs(&self, index: &mut MasterIndex) -> Result<usize> {
+        let listed = self.inner.backend.list(ObjectKind::Pack).await?;
+        let mut recovered = Vec::new();
+        for info in listed.iter().filter(|p| !index.has_pack(&p.id)) {
+            match self.read_pack_header(&info.id, info.size).await {
+                Ok(blobs) => recovered.push(IndexedPack { id: info.id, size: info.size, blobs }),
+                Err(e) => tracing::warn!(pack = %info.id, error = %e, "ignoring an unindexed pack that cannot be read"),
+            }
+        }
+        if recovered.is_empty() {
+            return Ok(0);
+        }
+        let n = recovered.len();
+        for p in &recovered {
+            index.add_pack(p);
+        }
+        tracing::info!(packs = n, "indexing packs left by an interrupted run");
+        let id = self.write_index(recovered, Vec::new()).await?;
+        index.index_ids.push(id);
+        Ok(n)
+    }
+}
+
+fn sealed_len_is_small(len: u32) -> bool {
+    len < 64 << 10
+}
+
+fn seal_object(keys: &RepoKeys, repo_id: &Id, kind: ObjectKind, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
+    let env = seal_payload(plain, level);
+    keys.seal.seal(&associated_data(repo_id, kind.tag(), id), &env)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ObjectOpenError {
+    #[error(transparent)]
+    Seal(#[from] crate::crypto::OpenError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
+
+fn open_object(
+    keys: &RepoKeys,
+    repo_id: &Id,
+    kind: ObjectKind,
+    id: &Id,
+    sealed: &[u8],
+) -> std::result::Result<Vec<u8>, ObjectOpenError> {
+    let env = keys.seal.open(&associated_data(repo_id, kind.tag(), id), sealed)?;
+    Ok(open_payload(&env, MAX_OBJECT_LEN)?)
+}
