@@ -73,8 +73,13 @@ impl Chunker {
         n
     }
 
-    pub fn chunks<R: Read>(&self, reader: R) -> Chunks<'_, R> {
-        Chunks { chunker: self, reader, buf: vec![0; 2 * self.max_chunk()], start: 0, end: 0, eof: false }
+    /// Chunks `reader`, using `buf` as the read buffer (grown once to twice
+    /// the maximum chunk size and reused across files).
+    pub fn chunks<'c, R: Read>(&'c self, reader: R, buf: &'c mut Vec<u8>) -> Chunks<'c, R> {
+        if buf.len() < 2 * self.max_chunk() {
+            buf.resize(2 * self.max_chunk(), 0);
+        }
+        Chunks { chunker: self, reader, buf, start: 0, end: 0, eof: false }
     }
 }
 
@@ -82,13 +87,14 @@ impl Chunker {
 pub struct Chunks<'c, R> {
     chunker: &'c Chunker,
     reader: R,
-    buf: Vec<u8>,
+    buf: &'c mut Vec<u8>,
     start: usize,
     end: usize,
     eof: bool,
 }
 
 impl<R: Read> Chunks<'_, R> {
+    /// Fills the buffer until it holds a maximum chunk or the input ends.
     fn fill(&mut self) -> io::Result<()> {
         if self.end - self.start >= self.chunker.max_chunk() || self.eof {
             return Ok(());
@@ -148,7 +154,7 @@ mod tests {
     fn chunks_cover_the_input_within_bounds() {
         let data = pseudo_random(20 << 20, 42);
         let c = Chunker::new(ChunkerParams::default(), 7);
-        let chunks: Vec<Vec<u8>> = c.chunks(&data[..]).map(|r| r.unwrap()).collect();
+        let chunks: Vec<Vec<u8>> = c.chunks(&data[..], &mut Vec::new()).map(|r| r.unwrap()).collect();
         assert_eq!(chunks.concat(), data);
         for ch in &chunks[..chunks.len() - 1] {
             assert!(ch.len() >= 256 << 10 && ch.len() <= 4 << 20, "{}", ch.len());
@@ -162,8 +168,8 @@ mod tests {
         let mut changed = data.clone();
         changed.splice(5 << 20..5 << 20, b"inserted bytes".iter().copied());
         let c = Chunker::new(ChunkerParams::default(), 99);
-        let a: Vec<_> = c.chunks(&data[..]).map(|r| blake3::hash(&r.unwrap())).collect();
-        let b: Vec<_> = c.chunks(&changed[..]).map(|r| blake3::hash(&r.unwrap())).collect();
+        let a: Vec<_> = c.chunks(&data[..], &mut Vec::new()).map(|r| blake3::hash(&r.unwrap())).collect();
+        let b: Vec<_> = c.chunks(&changed[..], &mut Vec::new()).map(|r| blake3::hash(&r.unwrap())).collect();
         let shared = a.iter().filter(|h| b.contains(h)).count();
         assert!(shared + 2 >= a.len(), "only {shared} of {} chunks shared", a.len());
     }
@@ -172,14 +178,14 @@ mod tests {
     fn seed_changes_boundaries() {
         let data = pseudo_random(8 << 20, 3);
         let p = ChunkerParams::default();
-        let a: Vec<usize> = Chunker::new(p, 1).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
-        let b: Vec<usize> = Chunker::new(p, 2).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
+        let a: Vec<usize> = Chunker::new(p, 1).chunks(&data[..], &mut Vec::new()).map(|r| r.unwrap().len()).collect();
+        let b: Vec<usize> = Chunker::new(p, 2).chunks(&data[..], &mut Vec::new()).map(|r| r.unwrap().len()).collect();
         assert_ne!(a, b);
     }
 
     #[test]
     fn empty_input_has_no_chunks() {
         let c = Chunker::new(ChunkerParams::default(), 0);
-        assert_eq!(c.chunks(&[][..]).count(), 0);
+        assert_eq!(c.chunks(&[][..], &mut Vec::new()).count(), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! Telegram channel. The library never prints; the `cli` module owns the
 //! terminal.
 
+pub mod archiver;
 pub mod backend;
 pub mod cache;
 pub mod chunker;
@@ -9,6 +10,7 @@ pub mod crypto;
 pub mod format;
 pub mod host;
 pub mod repo;
+pub mod restorer;
 
 /// A time in nanoseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub fn format_time(ns: i64) -> String {
@@ -42,3 +44,5 @@ mod tests {
         assert_eq!(super::format_time(951_782_400 * 1_000_000_000), "2000-02-29 00:00:00");
     }
 }
+pub mod fsmeta;
+pub mod ops;

@@ -263,6 +263,12 @@ impl Repository {
         }
     }
 
+    /// Reads and decodes a tree from storage, bypassing the cache.
+    pub async fn load_tree_from_storage(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
+        let raw = self.read_blob(index, id).await?;
+        Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+    }
+
     /// Reads and decodes a tree, through the cache when possible.
     pub async fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
         let loc = index.lookup(id).ok_or_else(|| RepoError::damaged(format!("tree {id}"), "it is not in the index"))?;
@@ -348,11 +354,23 @@ impl Repository {
 
     // ---- index ----
 
-    /// Loads every index object not superseded by another, through the cache.
+    /// Loads every index object not superseded by another, through the cache;
+    /// any unreadable index object is an error.
     pub async fn load_index(&self) -> Result<MasterIndex> {
+        let (index, mut bad) = self.load_index_report(true).await?;
+        match bad.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(index),
+        }
+    }
+
+    /// Loads what index objects can be read, returning the unreadable ones
+    /// beside it. `use_cache: false` reads every object from storage.
+    pub async fn load_index_report(&self, use_cache: bool) -> Result<(MasterIndex, Vec<(Id, RepoError)>)> {
+        let cache = self.cache().filter(|_| use_cache);
         let listed = self.inner.backend.list(ObjectKind::Index).await?;
         let listed_ids: HashSet<Id> = listed.iter().map(|o| o.id).collect();
-        if let Some(cache) = self.cache() {
+        if let Some(cache) = cache {
             if let Ok(cached) = cache.index_ids() {
                 let gone: Vec<Id> = cached.into_iter().filter(|id| !listed_ids.contains(id)).collect();
                 if !gone.is_empty() {
@@ -362,19 +380,25 @@ impl Repository {
         }
         let mut files = Vec::with_capacity(listed.len());
         let mut fresh: Vec<(Id, Vec<u8>)> = Vec::new();
+        let mut bad = Vec::new();
         for info in &listed {
-            let cached = self.cache().and_then(|c| c.index(&info.id).ok().flatten());
-            let plain = match cached {
+            let plain = match cache.and_then(|c| c.index(&info.id).ok().flatten()) {
                 Some(p) => p,
-                None => {
-                    let p = self.load_object(ObjectKind::Index, &info.id).await?;
-                    fresh.push((info.id, p.clone()));
-                    p
-                }
+                None => match self.load_object(ObjectKind::Index, &info.id).await {
+                    Ok(p) => {
+                        fresh.push((info.id, p.clone()));
+                        p
+                    }
+                    Err(e) => {
+                        bad.push((info.id, e));
+                        continue;
+                    }
+                },
             };
-            let file =
-                IndexFile::decode(&plain).map_err(|e| RepoError::damaged(format!("index object {}", info.id), e))?;
-            files.push((info.id, file));
+            match IndexFile::decode(&plain) {
+                Ok(file) => files.push((info.id, file)),
+                Err(e) => bad.push((info.id, RepoError::damaged(format!("index object {}", info.id), e))),
+            }
         }
         if let Some(cache) = self.cache() {
             if let Err(e) = cache.put_indexes(fresh.iter().map(|(id, p)| (id, &p[..]))) {
@@ -392,7 +416,7 @@ impl Repository {
             }
             index.index_ids.push(*id);
         }
-        Ok(index)
+        Ok((index, bad))
     }
 
     /// Stores an index object listing `packs`.

@@ -1,0 +1,304 @@
+//! Taking a snapshot: choose the parent, walk and store, then commit in the
+//! order packs → index → snapshot, so that a run interrupted at any point
+//! leaves a repository that checks clean and whose packs the next run reuses.
+
+pub mod pipeline;
+pub mod walker;
+
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, Tree};
+use crate::format::{BlobType, Id, ObjectKind};
+use crate::host;
+use crate::repo::lock::LockGuard;
+use crate::repo::{RepoError, Repository};
+use pipeline::{Pipeline, PipelineOptions};
+use walker::{root_name, Stop, Walker};
+
+/// What the archiver reports while it runs. The CLI draws it; tests ignore it.
+pub trait Progress: Send + Sync {
+    /// A regular file is being looked at.
+    fn file(&self, _path: &Path) {}
+    /// Bytes of file content processed (read, or skipped as unchanged).
+    fn bytes(&self, _n: u64) {}
+    /// A path could not be backed up.
+    fn error(&self, _path: &Path, _message: &str) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Which paths to leave out of a snapshot.
+#[derive(Default)]
+pub struct Exclusions {
+    globs: Option<GlobSet>,
+    pub one_file_system: bool,
+}
+
+impl Exclusions {
+    /// `patterns` are globs matched against the full path and the file name.
+    pub fn new(patterns: &[String], one_file_system: bool) -> Result<Exclusions, RepoError> {
+        let globs = if patterns.is_empty() {
+            None
+        } else {
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                b.add(Glob::new(p).map_err(|e| RepoError::Invalid(format!("bad exclude pattern `{p}`: {e}")))?);
+            }
+            Some(b.build().map_err(|e| RepoError::Invalid(e.to_string()))?)
+        };
+        Ok(Exclusions { globs, one_file_system })
+    }
+
+    pub fn excludes(&self, path: &Path, meta: &Metadata, root_device: Option<u64>) -> bool {
+        if self.one_file_system && meta.is_dir() && root_device.is_some_and(|d| d != meta.dev()) {
+            return true;
+        }
+        match &self.globs {
+            Some(g) => g.is_match(path) || path.file_name().is_some_and(|n| g.is_match(n)),
+            None => false,
+        }
+    }
+}
+
+/// Which snapshot to compare against to skip unchanged files.
+#[derive(Clone, Debug, Default)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Latest,
+    Id(String),
+    /// Read every file.
+    None,
+}
+
+pub struct SnapshotOptions {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub parent: ParentChoice,
+    pub exclusions: Exclusions,
+    pub pipeline: PipelineOptions,
+}
+
+impl SnapshotOptions {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        SnapshotOptions {
+            paths,
+            tags: Vec::new(),
+            hostname: host::hostname(),
+            parent: ParentChoice::Latest,
+            exclusions: Exclusions::default(),
+            pipeline: PipelineOptions::default(),
+        }
+    }
+}
+
+/// A committed snapshot and the paths that could not be read.
+pub struct SnapshotOutcome {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    pub errors: Vec<(PathBuf, String)>,
+    pub recovered_packs: usize,
+}
+
+/// Makes a path absolute and lexically clean, without resolving symlinks.
+pub fn absolute_path(p: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(p)?;
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+async fn choose_parent(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    paths: &[Vec<u8>],
+) -> Result<Option<(Id, Snapshot)>, RepoError> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(spec) => repo.find_snapshot(spec).await.map(Some),
+        ParentChoice::Latest => {
+            let (snaps, _) = repo.snapshots().await?;
+            let mut wanted = paths.to_vec();
+            wanted.sort();
+            Ok(snaps.into_iter().rev().find(|(_, s)| {
+                let mut p = s.paths.clone();
+                p.sort();
+                s.hostname == opts.hostname && p == wanted
+            }))
+        }
+    }
+}
+
+/// Takes a snapshot of `opts.paths`. The caller holds a shared lock, which is
+/// checked for freshness before anything is committed.
+pub async fn snapshot(
+    repo: &Repository,
+    lock: &LockGuard,
+    opts: SnapshotOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<SnapshotOutcome, RepoError> {
+    let start_ns = host::now_ns();
+    if opts.paths.is_empty() {
+        return Err(RepoError::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    for p in &opts.paths {
+        let abs = absolute_path(p).map_err(|e| RepoError::Invalid(format!("{}: {e}", p.display())))?;
+        let name = root_name(&abs).ok_or_else(|| {
+            RepoError::Invalid(format!(
+                "{} has no name to store it under; back up the directories inside it",
+                abs.display()
+            ))
+        })?;
+        if let Some((_, other)) = roots.iter().find(|(n, _)| *n == name) {
+            return Err(RepoError::Invalid(format!(
+                "{} and {} would both be stored as `{}`",
+                other.display(),
+                abs.display(),
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        roots.push((name, abs));
+    }
+    roots.sort();
+    let abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
+
+    let mut index = repo.load_index().await?;
+    let recovered_packs = repo.index_unindexed_packs(&mut index).await?;
+    let parent = choose_parent(repo, &opts, &abs_paths).await?;
+    let parent_root = match &parent {
+        Some((id, s)) => match repo.load_tree(&index, &s.tree).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(parent = %id.short(), error = %e, "parent snapshot unreadable; reading every file");
+                None
+            }
+        },
+        None => None,
+    };
+    tracing::info!(parent = ?parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
+
+    let handle = tokio::runtime::Handle::current();
+    let repo2 = repo.clone();
+    let index = Arc::new(index);
+    let index2 = index.clone();
+    let (walked, stored, pipeline_err) = tokio::task::spawn_blocking(move || {
+        let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
+        let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
+        let mut root = Tree::default();
+        let mut stop = None;
+        for (name, path) in &roots {
+            let prev: Option<&Node> = parent_root.as_ref().and_then(|t| t.find(name));
+            match walker.archive_root(path, name.clone(), prev) {
+                Ok(Some(n)) => root.nodes.push(n),
+                Ok(None) => {}
+                Err(s) => {
+                    stop = Some(s);
+                    break;
+                }
+            }
+        }
+        let mut root_id = None;
+        if stop.is_none() {
+            root.sort();
+            let raw = root.encode();
+            let id = repo2.keys().tree_id(&raw);
+            if !index2.contains(&id) && !pipeline.submit(BlobType::Tree, id, raw) {
+                stop = Some(Stop::Pipeline);
+            }
+            walker.summary.tree_blobs_added += u64::from(!index2.contains(&id));
+            root_id = Some(id);
+        }
+        let summary = walker.summary.clone();
+        let errors = std::mem::take(&mut walker.errors);
+        drop(walker);
+        let (stored, err) = pipeline.finish();
+        ((root_id, summary, errors, stop), stored, err)
+    })
+    .await
+    .map_err(|e| RepoError::Invalid(format!("snapshot task failed: {e}")))?;
+    let (root_id, mut summary, errors, stop) = walked;
+
+    // Packs that did upload are indexed even if the run failed, so that the
+    // next run reuses them.
+    if !stored.packs.is_empty() {
+        lock.ensure_fresh()?;
+        repo.write_index(stored.packs, Vec::new()).await?;
+    }
+    if let Some(e) = pipeline_err {
+        return Err(e);
+    }
+    match stop {
+        Some(Stop::Fatal(e)) => return Err(e),
+        Some(Stop::Pipeline) => return Err(RepoError::Invalid("storing data failed".into())),
+        None => {}
+    }
+    let root_id = root_id.expect("set when the walk completed");
+    summary.bytes_stored = stored.bytes_stored;
+    summary.start_ns = start_ns;
+    summary.end_ns = host::now_ns();
+    let snapshot = Snapshot {
+        time_ns: start_ns,
+        tree: root_id,
+        paths: abs_paths,
+        hostname: opts.hostname,
+        username: host::username(),
+        uid: host::uid(),
+        gid: host::gid(),
+        tags: opts.tags,
+        parent: parent.map(|(id, _)| id),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary,
+    };
+    lock.ensure_fresh()?;
+    let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
+    tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), "snapshot saved");
+    Ok(SnapshotOutcome { id, snapshot, errors, recovered_packs })
+}
+
+/// Counts the regular files and bytes under `paths` (for a progress total).
+/// Runs on a metadata walk only; errors are skipped.
+pub fn scan_totals(paths: &[PathBuf], exclusions: &Exclusions, mut report: impl FnMut(u64, u64)) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        if !exclusions.excludes(&path, &m, None) {
+                            stack.push(path);
+                        }
+                    }
+                }
+            }
+        } else if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+            if files % 1000 == 0 {
+                report(files, bytes);
+            }
+        }
+    }
+    report(files, bytes);
+}

@@ -1,0 +1,307 @@
+//! The read half of a snapshot: walks the source paths depth first, chunks and
+//! hashes file contents, hands blobs the repository does not have yet to the
+//! pipeline, and builds the tree of every directory bottom-up. A file whose
+//! size, mtime, ctime and inode match the parent snapshot is not read again.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::runtime::Handle;
+
+use super::pipeline::Pipeline;
+use super::{Exclusions, Progress};
+use crate::format::snapshot::Summary;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::{BlobType, Id, MAX_BLOB_LEN};
+use crate::fsmeta;
+use crate::repo::index::MasterIndex;
+use crate::repo::{RepoError, Repository};
+
+/// Why walking stopped early.
+pub enum Stop {
+    /// The pipeline failed; its error says why.
+    Pipeline,
+    Fatal(RepoError),
+}
+
+pub struct Walker<'a> {
+    pub repo: &'a Repository,
+    pub index: &'a MasterIndex,
+    pub pipeline: &'a Pipeline,
+    pub handle: Handle,
+    pub progress: &'a dyn Progress,
+    pub exclusions: &'a Exclusions,
+    pub summary: Summary,
+    /// Paths that could not be read, with the reason.
+    pub errors: Vec<(PathBuf, String)>,
+    pending: HashSet<Id>,
+    /// Content of files with several links, by (device, inode), read once.
+    hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
+    buf: Vec<u8>,
+    root_device: Option<u64>,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a MasterIndex,
+        pipeline: &'a Pipeline,
+        handle: Handle,
+        progress: &'a dyn Progress,
+        exclusions: &'a Exclusions,
+    ) -> Self {
+        Walker {
+            repo,
+            index,
+            pipeline,
+            handle,
+            progress,
+            exclusions,
+            summary: Summary::default(),
+            errors: Vec::new(),
+            pending: HashSet::new(),
+            hardlinks: HashMap::new(),
+            buf: Vec::new(),
+            root_device: None,
+        }
+    }
+
+    fn fail(&mut self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        let msg = format!("{what}: {e}");
+        tracing::warn!(path = %path.display(), error = %msg, "skipped");
+        self.progress.error(path, &msg);
+        self.summary.errors += 1;
+        self.errors.push((path.to_path_buf(), msg));
+    }
+
+    /// Stores a blob unless the repository has it or this run already queued it.
+    fn add_blob(&mut self, blob_type: BlobType, id: Id, data: Vec<u8>) -> Result<(), Stop> {
+        if self.index.contains(&id) || !self.pending.insert(id) {
+            return Ok(());
+        }
+        match blob_type {
+            BlobType::Data => self.summary.data_blobs_added += 1,
+            BlobType::Tree => self.summary.tree_blobs_added += 1,
+        }
+        self.summary.bytes_added += data.len() as u64;
+        if self.pipeline.submit(blob_type, id, data) {
+            Ok(())
+        } else {
+            Err(Stop::Pipeline)
+        }
+    }
+
+    fn known(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.pending.contains(id)
+    }
+
+    /// Archives one top-level path as a node named `name`.
+    pub fn archive_root(&mut self, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(path, "cannot stat", e);
+                return Ok(None);
+            }
+        };
+        self.root_device = Some(meta.dev());
+        self.archive_node(path, name, meta, parent)
+    }
+
+    fn archive_node(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: fs::Metadata,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>, Stop> {
+        if self.pipeline.has_failed() {
+            return Err(Stop::Pipeline);
+        }
+        let mut node = fsmeta::node_from_metadata(name, &meta);
+        match fsmeta::read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => tracing::debug!(path = %path.display(), error = %e, "extended attributes not read"),
+        }
+        match node.kind {
+            NodeKind::Dir => return self.archive_dir(path, node, parent),
+            NodeKind::File => return self.archive_file(path, node, parent),
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(target) => node.symlink_target = target.as_os_str().as_bytes().to_vec(),
+                Err(e) => {
+                    self.fail(path, "cannot read symlink", e);
+                    return Ok(None);
+                }
+            },
+            _ => {}
+        }
+        self.summary.other_nodes += 1;
+        Ok(Some(node))
+    }
+
+    fn archive_dir(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
+        let parent_tree = match parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree) {
+            Some(id) => match self.handle.block_on(self.repo.load_tree(self.index, &id)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "parent tree unreadable; reading the directory in full");
+                    None
+                }
+            },
+            None => None,
+        };
+        let entries = match fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.fail(path, "cannot read directory", e);
+                return Ok(None);
+            }
+        };
+        let mut children: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e.path())),
+                Err(e) => self.fail(path, "cannot list directory", e),
+            }
+        }
+        children.sort();
+        let mut tree = Tree::default();
+        for (name, child) in children {
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(&child, "cannot stat", e);
+                    continue;
+                }
+            };
+            if self.exclusions.excludes(&child, &meta, self.root_device) {
+                tracing::debug!(path = %child.display(), "excluded");
+                continue;
+            }
+            let prev = parent_tree.as_ref().and_then(|t| t.find(&name));
+            if let Some(n) = self.archive_node(&child, name, meta, prev)? {
+                tree.nodes.push(n);
+            }
+        }
+        let raw = tree.encode();
+        if raw.len() > MAX_BLOB_LEN as usize {
+            self.fail(path, "directory too large", format!("{} entries", tree.nodes.len()));
+            return Ok(None);
+        }
+        let id = self.repo.keys().tree_id(&raw);
+        self.add_blob(BlobType::Tree, id, raw)?;
+        node.subtree = Some(id);
+        self.summary.dirs += 1;
+        Ok(Some(node))
+    }
+
+    fn unchanged(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {
+        let p = parent?;
+        let same = p.kind == NodeKind::File
+            && p.size == node.size
+            && p.mtime_ns == node.mtime_ns
+            && p.ctime_ns == node.ctime_ns
+            && p.inode == node.inode;
+        (same && p.content.iter().all(|id| self.known(id))).then(|| p.content.clone())
+    }
+
+    fn archive_file(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
+        self.progress.file(path);
+        if let Some(content) = self.unchanged(&node, parent) {
+            node.content = content;
+            self.summary.files_unchanged += 1;
+            self.summary.total_bytes += node.size;
+            self.progress.bytes(node.size);
+            return Ok(Some(node));
+        }
+        let link_key = (node.device, node.inode);
+        if node.links > 1 {
+            if let Some((content, size)) = self.hardlinks.get(&link_key) {
+                if *size == node.size {
+                    node.content = content.clone();
+                    self.count_file(&node, parent);
+                    return Ok(Some(node));
+                }
+            }
+        }
+        let file = match open_regular(path, node.inode) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(path, "cannot open", e);
+                return Ok(None);
+            }
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.read_content(&file, &mut buf);
+        self.buf = buf;
+        match result? {
+            Ok((content, size)) => {
+                node.content = content;
+                node.size = size;
+            }
+            Err(e) => {
+                self.fail(path, "cannot read", e);
+                return Ok(None);
+            }
+        }
+        if node.links > 1 {
+            self.hardlinks.insert(link_key, (node.content.clone(), node.size));
+        }
+        self.count_file(&node, parent);
+        Ok(Some(node))
+    }
+
+    fn count_file(&mut self, node: &Node, parent: Option<&Node>) {
+        match parent {
+            Some(p) if p.kind == NodeKind::File => self.summary.files_changed += 1,
+            _ => self.summary.files_new += 1,
+        }
+        self.summary.total_bytes += node.size;
+    }
+
+    /// Chunks and hashes a file; the outer error stops the run, the inner one
+    /// only this file.
+    #[allow(clippy::type_complexity)]
+    fn read_content(&mut self, file: &File, buf: &mut Vec<u8>) -> Result<io::Result<(Vec<Id>, u64)>, Stop> {
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let repo = self.repo;
+        let chunker = repo.chunker();
+        for chunk in chunker.chunks(file, buf) {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            let len = chunk.len() as u64;
+            size += len;
+            self.summary.bytes_read += len;
+            let id = self.repo.keys().data_id(&chunk);
+            content.push(id);
+            self.add_blob(BlobType::Data, id, chunk)?;
+            self.progress.bytes(len);
+        }
+        Ok(Ok((content, size)))
+    }
+}
+
+/// Opens a regular file for reading without following a symlink and without
+/// blocking on a FIFO that replaced it, and checks it is still the file that
+/// was listed.
+fn open_regular(path: &Path, inode: u64) -> io::Result<File> {
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.ino() != inode {
+        return Err(io::Error::other("replaced while being backed up"));
+    }
+    Ok(f)
+}
+
+/// The name a top-level path gets in the snapshot: its last component.
+pub fn root_name(path: &Path) -> Option<Vec<u8>> {
+    path.file_name().map(OsStr::as_bytes).map(<[u8]>::to_vec)
+}

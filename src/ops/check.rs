@@ -1,0 +1,381 @@
+//! `check`: the repository's structure (every snapshot's trees and blobs are
+//! indexed and their packs exist) and, with verification, the content of
+//! every pack or a random part of them (downloaded, hashed, every blob
+//! authenticated and its id recomputed). Damage is reported by pack, by blob
+//! and by every `snapshot:path` it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use crate::format::pack::{header_offset, pack_id, BlobEntry, TRAILER_LEN};
+use crate::format::tree::{validate_name, NodeKind};
+use crate::format::{Id, ObjectKind};
+use crate::repo::index::MasterIndex;
+use crate::repo::{RepoError, Repository};
+
+/// How much pack content to download and verify.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VerifyScope {
+    /// Structure only.
+    None,
+    All,
+    /// A random share of the packs (0.0–1.0).
+    Fraction(f64),
+    /// Random packs up to about this many bytes.
+    Bytes(u64),
+}
+
+impl VerifyScope {
+    /// Parses `10%`, `500MiB`, `2G` or a plain byte count.
+    pub fn parse_subset(s: &str) -> Result<VerifyScope, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("`{s}` is not between 0% and 100%"));
+            }
+            return Ok(VerifyScope::Fraction(v / 100.0));
+        }
+        parse_size(s).map(VerifyScope::Bytes)
+    }
+}
+
+/// Parses a size such as `500MiB`, `2G`, `10k` or `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("`{s}` has an unknown unit")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub pack: Option<String>,
+    pub blob: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub trees_checked: usize,
+    pub packs_verified: usize,
+    pub bytes_verified: u64,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+    /// Every `snapshot:path` whose data is damaged or missing.
+    pub damaged_paths: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, pack: Option<&Id>, blob: Option<&Id>, message: impl Into<String>) {
+        let message = message.into();
+        tracing::error!(pack = ?pack.map(|p| p.short()), blob = ?blob.map(|b| b.short()), %message, "check found a problem");
+        self.problems.push(Problem { pack: pack.map(Id::to_hex), blob: blob.map(Id::to_hex), message });
+    }
+}
+
+/// What `check` tells while it runs.
+pub trait CheckProgress: Send + Sync {
+    fn verify_total(&self, _packs: usize, _bytes: u64) {}
+    fn pack_verified(&self, _bytes: u64) {}
+}
+
+pub struct NoCheckProgress;
+impl CheckProgress for NoCheckProgress {}
+
+/// Verifies one pack's bytes: its id, its header against the index, and every
+/// blob. Returns the problems and the blobs found damaged.
+fn verify_pack(repo: &Repository, id: &Id, data: &[u8], indexed: &[BlobEntry]) -> (Vec<(Option<Id>, String)>, Vec<Id>) {
+    let mut problems = Vec::new();
+    let mut damaged = Vec::new();
+    if pack_id(data) != *id {
+        problems.push((None, "pack content does not match its id (the file is damaged)".to_string()));
+    }
+    let header = (|| {
+        if data.len() < TRAILER_LEN {
+            return Err("too short to be a pack".to_string());
+        }
+        let trailer: [u8; TRAILER_LEN] = data[data.len() - TRAILER_LEN..].try_into().expect("4 bytes");
+        let start = header_offset(data.len() as u64, &trailer).map_err(|e| e.to_string())?;
+        repo.open_pack_header(id, &data[start as usize..data.len() - TRAILER_LEN], start).map_err(|e| e.to_string())
+    })();
+    match header {
+        Ok(entries) => {
+            let in_header: HashSet<&BlobEntry> = entries.iter().collect();
+            for b in indexed {
+                if !in_header.contains(b) {
+                    problems.push((Some(b.id), "the index places this blob where the pack header does not".into()));
+                }
+            }
+        }
+        Err(e) => problems.push((None, format!("pack header unreadable: {e}"))),
+    }
+    for b in indexed {
+        let end = b.offset as usize + b.length as usize;
+        let result = match data.get(b.offset as usize..end) {
+            Some(sealed) => repo.open_blob(b.blob_type, &b.id, sealed, b.raw_len).map(|_| ()),
+            None => Err(RepoError::Damaged { what: format!("blob {}", b.id), reason: "outside the pack".into() }),
+        };
+        if let Err(e) = result {
+            problems.push((Some(b.id), e.to_string()));
+            damaged.push(b.id);
+        }
+    }
+    (problems, damaged)
+}
+
+fn choose_packs(index: &MasterIndex, scope: VerifyScope) -> Vec<(Id, u64)> {
+    let mut packs: Vec<(Id, u64)> = index.packs().to_vec();
+    match scope {
+        VerifyScope::None => Vec::new(),
+        VerifyScope::All => packs,
+        VerifyScope::Fraction(f) => {
+            packs.shuffle(&mut rand::thread_rng());
+            let n = ((packs.len() as f64) * f).ceil() as usize;
+            packs.truncate(n.min(packs.len()));
+            packs
+        }
+        VerifyScope::Bytes(limit) => {
+            packs.shuffle(&mut rand::thread_rng());
+            let mut total = 0u64;
+            packs
+                .into_iter()
+                .take_while(|(_, size)| {
+                    let take = total < limit;
+                    total += size;
+                    take
+                })
+                .collect()
+        }
+    }
+}
+
+pub async fn check(
+    repo: &Repository,
+    scope: VerifyScope,
+    progress: Arc<dyn CheckProgress>,
+) -> Result<CheckReport, RepoError> {
+    let mut report = CheckReport::default();
+    let (index, bad_indexes) = repo.load_index_report(false).await?;
+    for (id, e) in bad_indexes {
+        report.problem(None, None, format!("index object {}: {e}", id.short()));
+    }
+    report.packs = index.packs().len();
+    report.blobs = index.blob_count();
+
+    // Packs: every indexed pack must be stored, at the indexed size.
+    let stored: HashMap<Id, u64> =
+        repo.backend().list(ObjectKind::Pack).await?.into_iter().map(|o| (o.id, o.size)).collect();
+    let mut damaged: HashSet<Id> = HashSet::new();
+    for (id, size) in index.packs() {
+        match stored.get(id) {
+            None => {
+                report.problem(Some(id), None, "pack is missing from storage");
+                damaged.extend(index.blobs_in_pack(id).iter().map(|b| b.id));
+            }
+            Some(s) if s != size => {
+                report.problem(Some(id), None, format!("pack is {s} bytes, the index says {size}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for id in stored.keys().filter(|id| !index.has_pack(id)) {
+        report.warnings.push(format!(
+            "pack {} is not in any index (left by an interrupted run; the next snapshot indexes it)",
+            id.short()
+        ));
+    }
+
+    // Content verification.
+    let chosen: Vec<(Id, u64)> =
+        choose_packs(&index, scope).into_iter().filter(|(id, _)| stored.contains_key(id)).collect();
+    progress.verify_total(chosen.len(), chosen.iter().map(|(_, s)| s).sum());
+    let index = Arc::new(index);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut chosen = chosen.into_iter();
+    let parallel = 2;
+    loop {
+        while tasks.len() < parallel {
+            let Some((id, _)) = chosen.next() else { break };
+            let (repo, index) = (repo.clone(), index.clone());
+            tasks.spawn(async move {
+                let data = repo.backend().get(ObjectKind::Pack, &id).await;
+                let len = data.as_ref().map(|d| d.len() as u64).unwrap_or(0);
+                let verdict = match data {
+                    Ok(data) => {
+                        let indexed = index.blobs_in_pack(&id);
+                        tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &data, &indexed))
+                            .await
+                            .unwrap_or_else(|e| (vec![(None, format!("verification task failed: {e}"))], Vec::new()))
+                    }
+                    Err(e) => (
+                        vec![(None, format!("cannot download: {e}"))],
+                        index.blobs_in_pack(&id).iter().map(|b| b.id).collect(),
+                    ),
+                };
+                (id, len, verdict)
+            });
+        }
+        let Some(done) = tasks.join_next().await else { break };
+        let (id, len, (problems, bad)) =
+            done.map_err(|e| RepoError::Invalid(format!("verification task failed: {e}")))?;
+        report.packs_verified += 1;
+        report.bytes_verified += len;
+        progress.pack_verified(len);
+        for (blob, msg) in problems {
+            report.problem(Some(&id), blob.as_ref(), msg);
+        }
+        damaged.extend(bad);
+    }
+
+    // Snapshots: walk every tree; note each path whose data is gone.
+    let (snapshots, bad_snaps) = repo.snapshots().await?;
+    for (id, e) in bad_snaps {
+        report.problem(None, None, format!("snapshot {}: {e}", id.short()));
+    }
+    report.snapshots = snapshots.len();
+    let mut clean_trees: HashSet<Id> = HashSet::new();
+    let mut tree_cache: HashMap<Id, Result<Arc<crate::format::tree::Tree>, String>> = HashMap::new();
+    let mut damaged_paths: Vec<String> = Vec::new();
+    for (snap_id, snap) in &snapshots {
+        // (tree id, path) pairs still to visit; returns whether a subtree is clean.
+        let mut stack: Vec<(Id, PathBuf, bool)> = vec![(snap.tree, PathBuf::new(), false)];
+        // Post-order bookkeeping: a tree is clean if it and all below are.
+        let mut visiting: Vec<(Id, bool)> = Vec::new();
+        while let Some((tree_id, path, done)) = stack.pop() {
+            if done {
+                let (id, clean) = visiting.pop().expect("balanced");
+                debug_assert_eq!(id, tree_id);
+                if clean {
+                    clean_trees.insert(id);
+                } else if let Some(parent) = visiting.last_mut() {
+                    parent.1 = false;
+                }
+                continue;
+            }
+            if clean_trees.contains(&tree_id) {
+                continue;
+            }
+            let tree = match tree_cache.get(&tree_id) {
+                Some(t) => t.clone(),
+                None => {
+                    report.trees_checked += 1;
+                    let t = if damaged.contains(&tree_id) {
+                        Err("tree blob is damaged".to_string())
+                    } else {
+                        repo.load_tree_from_storage(&index, &tree_id).await.map(Arc::new).map_err(|e| e.to_string())
+                    };
+                    tree_cache.insert(tree_id, t.clone());
+                    t
+                }
+            };
+            let shown = if path.as_os_str().is_empty() { "/".to_string() } else { path.display().to_string() };
+            let tree = match tree {
+                Ok(t) => t,
+                Err(e) => {
+                    report.problem(
+                        None,
+                        Some(&tree_id),
+                        format!("snapshot {} directory {shown}: {e}", snap_id.short()),
+                    );
+                    damaged_paths.push(format!("{}:{shown}", snap_id.short()));
+                    if let Some(parent) = visiting.last_mut() {
+                        parent.1 = false;
+                    }
+                    continue;
+                }
+            };
+            visiting.push((tree_id, true));
+            stack.push((tree_id, path.clone(), true));
+            for node in &tree.nodes {
+                let child = path.join(String::from_utf8_lossy(&node.name).as_ref());
+                if let Err(e) = validate_name(&node.name) {
+                    report.problem(
+                        None,
+                        Some(&tree_id),
+                        format!("snapshot {} {}: unsafe name: {e}", snap_id.short(), child.display()),
+                    );
+                    visiting.last_mut().expect("pushed").1 = false;
+                    continue;
+                }
+                match node.kind {
+                    NodeKind::Dir => match node.subtree {
+                        Some(sub) if index.contains(&sub) || damaged.contains(&sub) => stack.push((sub, child, false)),
+                        Some(sub) => {
+                            report.problem(
+                                None,
+                                Some(&sub),
+                                format!("snapshot {} {}: tree not in the index", snap_id.short(), child.display()),
+                            );
+                            damaged_paths.push(format!("{}:{}", snap_id.short(), child.display()));
+                            visiting.last_mut().expect("pushed").1 = false;
+                        }
+                        None => {}
+                    },
+                    NodeKind::File => {
+                        let mut lost = false;
+                        for blob in &node.content {
+                            if damaged.contains(blob) {
+                                lost = true;
+                            } else if !index.contains(blob) {
+                                report.problem(
+                                    None,
+                                    Some(blob),
+                                    format!(
+                                        "snapshot {} {}: data blob not in the index",
+                                        snap_id.short(),
+                                        child.display()
+                                    ),
+                                );
+                                lost = true;
+                            }
+                        }
+                        if lost {
+                            damaged_paths.push(format!("{}:{}", snap_id.short(), child.display()));
+                            visiting.last_mut().expect("pushed").1 = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    damaged_paths.sort();
+    damaged_paths.dedup();
+    report.damaged_paths = damaged_paths;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_subsets() {
+        assert_eq!(VerifyScope::parse_subset("10%").unwrap(), VerifyScope::Fraction(0.1));
+        assert_eq!(VerifyScope::parse_subset("500MiB").unwrap(), VerifyScope::Bytes(500 << 20));
+        assert_eq!(VerifyScope::parse_subset("2G").unwrap(), VerifyScope::Bytes(2 << 30));
+        assert!(VerifyScope::parse_subset("150%").is_err());
+        assert!(VerifyScope::parse_subset("lots").is_err());
+    }
+}

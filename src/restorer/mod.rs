@@ -1,0 +1,412 @@
+//! Restoring a snapshot (or a path inside one) into a target directory. The
+//! plan walks the trees and refuses any entry whose name could escape the
+//! target; directories are created first, files are then written by parallel
+//! workers (zero blocks become holes, so sparse files stay sparse), symlinks,
+//! special files and hard links follow, and directory metadata is applied
+//! last, deepest first. Nothing is written through a symlink. A file whose
+//! data is damaged is not left behind half-written: it is removed and named.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use globset::GlobSet;
+use tokio::sync::Semaphore;
+
+use crate::format::tree::{validate_name, Node, NodeKind};
+use crate::format::Id;
+use crate::fsmeta;
+use crate::repo::index::MasterIndex;
+use crate::repo::{RepoError, Repository};
+
+/// What the restorer reports while it runs.
+pub trait RestoreProgress: Send + Sync {
+    fn bytes(&self, _n: u64) {}
+    fn error(&self, _path: &str, _message: &str) {}
+}
+
+pub struct NoRestoreProgress;
+impl RestoreProgress for NoRestoreProgress {}
+
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Path inside the snapshot to restore (its contents land in the target).
+    pub subpath: Vec<Vec<u8>>,
+    pub include: Option<GlobSet>,
+    pub exclude: Option<GlobSet>,
+    /// Re-read every restored file and check it against its blob ids.
+    pub verify: bool,
+    pub workers: usize,
+}
+
+impl RestoreOptions {
+    pub fn new(target: PathBuf) -> Self {
+        RestoreOptions { target, subpath: Vec::new(), include: None, exclude: None, verify: false, workers: 8 }
+    }
+}
+
+#[derive(Default, Debug, serde::Serialize)]
+pub struct RestoreOutcome {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    pub verified_files: u64,
+    /// `path: reason` for every entry that was not restored or not verified.
+    pub errors: Vec<String>,
+}
+
+/// One entry to restore, with its path relative to the target.
+struct Item {
+    rel: PathBuf,
+    node: Node,
+}
+
+/// Splits `a/b/c` into components, refusing ones that are not names.
+pub fn split_subpath(s: &[u8]) -> Result<Vec<Vec<u8>>, RepoError> {
+    let mut out = Vec::new();
+    for c in s.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        validate_name(c).map_err(|e| RepoError::Invalid(format!("bad path inside the snapshot: {e}")))?;
+        out.push(c.to_vec());
+    }
+    Ok(out)
+}
+
+fn display(rel: &Path) -> String {
+    rel.display().to_string()
+}
+
+/// Walks the snapshot below `root` and lists what to restore, refusing
+/// unsafe names.
+async fn plan(
+    repo: &Repository,
+    index: &MasterIndex,
+    root: &Id,
+    opts: &RestoreOptions,
+    errors: &mut Vec<String>,
+) -> Result<Vec<Item>, RepoError> {
+    let mut tree = repo.load_tree(index, root).await?;
+    let mut start = PathBuf::new();
+    // Descend to the subpath.
+    let mut single: Option<Node> = None;
+    for (i, comp) in opts.subpath.iter().enumerate() {
+        let node = tree.find(comp).cloned().ok_or_else(|| {
+            RepoError::Invalid(format!(
+                "`{}` is not in the snapshot",
+                String::from_utf8_lossy(&opts.subpath[..=i].join(&b'/'))
+            ))
+        })?;
+        start.push(std::ffi::OsStr::from_bytes(comp));
+        if i + 1 == opts.subpath.len() && node.kind != NodeKind::Dir {
+            single = Some(node);
+            break;
+        }
+        let Some(sub) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+            return Err(RepoError::Invalid(format!("`{}` is not a directory", start.display())));
+        };
+        tree = repo.load_tree(index, &sub).await?;
+    }
+    let mut items = Vec::new();
+    if let Some(node) = single {
+        items.push(Item { rel: PathBuf::from(std::ffi::OsStr::from_bytes(&node.name)), node });
+        return Ok(items);
+    }
+    // Depth-first, parents before children.
+    let mut stack: Vec<(PathBuf, crate::format::tree::Tree)> = vec![(PathBuf::new(), tree)];
+    while let Some((dir, tree)) = stack.pop() {
+        let mut seen = HashSet::new();
+        for node in tree.nodes {
+            let rel = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+            if let Err(e) = validate_name(&node.name) {
+                let shown = dir.join(String::from_utf8_lossy(&node.name).as_ref());
+                errors.push(format!("{}: refused: {e}", display(&shown)));
+                tracing::error!(path = %shown.display(), reason = %e, "refusing an unsafe tree entry");
+                continue;
+            }
+            if !seen.insert(node.name.clone()) {
+                errors.push(format!("{}: refused: duplicate name", display(&rel)));
+                continue;
+            }
+            if node.kind == NodeKind::Dir {
+                match node.subtree {
+                    Some(sub) => match repo.load_tree(index, &sub).await {
+                        Ok(t) => stack.push((rel.clone(), t)),
+                        Err(e) => {
+                            errors.push(format!("{}: directory contents lost: {e}", display(&rel)));
+                        }
+                    },
+                    None => errors.push(format!("{}: directory without contents", display(&rel))),
+                }
+            }
+            items.push(Item { rel, node });
+        }
+    }
+    // Parents precede children in `items` because each directory's item is
+    // pushed before its subtree is popped.
+    Ok(filter(items, opts))
+}
+
+fn matches_self_or_ancestor(set: &GlobSet, rel: &Path) -> bool {
+    rel.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| set.is_match(a))
+}
+
+/// Applies include and exclude patterns (matched against the path inside the
+/// restored tree); directories are kept when anything below them is.
+fn filter(items: Vec<Item>, opts: &RestoreOptions) -> Vec<Item> {
+    if opts.include.is_none() && opts.exclude.is_none() {
+        return items;
+    }
+    let keep_leaf = |rel: &Path| {
+        let inc = opts.include.as_ref().is_none_or(|s| matches_self_or_ancestor(s, rel));
+        let exc = opts.exclude.as_ref().is_some_and(|s| matches_self_or_ancestor(s, rel));
+        inc && !exc
+    };
+    let mut needed_dirs: HashSet<PathBuf> = HashSet::new();
+    for it in &items {
+        if keep_leaf(&it.rel) {
+            for a in it.rel.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+                needed_dirs.insert(a.to_path_buf());
+            }
+        }
+    }
+    items
+        .into_iter()
+        .filter(|it| keep_leaf(&it.rel) || (it.node.kind == NodeKind::Dir && needed_dirs.contains(&it.rel)))
+        .collect()
+}
+
+/// Makes `path` a real directory: a symlink or file in the way is removed.
+fn ensure_dir(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path)?;
+            fs::create_dir(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a non-directory in the way of a new entry at `path`.
+fn clear_path(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Err(io::Error::new(io::ErrorKind::AlreadyExists, "a directory is in the way")),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn apply_metadata(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
+    if owners {
+        fsmeta::set_owner(path, node.uid, node.gid)?;
+    }
+    if node.kind != NodeKind::Symlink {
+        fsmeta::set_mode(path, node.mode)?;
+    }
+    if !node.xattrs.is_empty() {
+        if let Err(e) = fsmeta::write_xattrs(path, &node.xattrs) {
+            tracing::warn!(path = %path.display(), error = %e, "extended attributes not restored");
+        }
+    }
+    fsmeta::set_times(path, node.atime_ns, node.mtime_ns)
+}
+
+/// Writes one file's content; zero blocks are left as holes.
+fn write_file(
+    repo: &Repository,
+    index: &MasterIndex,
+    handle: &tokio::runtime::Handle,
+    path: &Path,
+    node: &Node,
+    progress: &dyn RestoreProgress,
+) -> Result<u64, String> {
+    clear_path(path).map_err(|e| format!("cannot replace existing entry: {e}"))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("cannot create: {e}"))?;
+    let mut offset = 0u64;
+    for id in &node.content {
+        let data = handle.block_on(repo.read_blob(index, id)).map_err(|e| format!("data lost: {e}"))?;
+        if !data.iter().all(|&b| b == 0) {
+            file.write_all_at(&data, offset).map_err(|e| format!("cannot write: {e}"))?;
+        }
+        offset += data.len() as u64;
+        progress.bytes(data.len() as u64);
+    }
+    file.set_len(offset).map_err(|e| format!("cannot set length: {e}"))?;
+    file.sync_data().map_err(|e| format!("cannot sync: {e}"))?;
+    Ok(offset)
+}
+
+/// Re-reads a restored file and checks every chunk against its id.
+fn verify_file(repo: &Repository, index: &MasterIndex, path: &Path, node: &Node) -> Result<(), String> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| e.to_string())?;
+    let mut offset = 0u64;
+    for id in &node.content {
+        let loc = index.lookup(id).ok_or("blob missing from the index")?;
+        let mut buf = vec![0u8; loc.raw_len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(|e| format!("cannot re-read: {e}"))?;
+        if repo.keys().data_id(&buf) != *id {
+            return Err(format!("content differs from the snapshot at offset {offset}"));
+        }
+        offset += buf.len() as u64;
+    }
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len != offset {
+        return Err(format!("restored length {len} differs from {offset}"));
+    }
+    Ok(())
+}
+
+/// Restores the tree `root` of a snapshot according to `opts`.
+pub async fn restore(
+    repo: &Repository,
+    index: Arc<MasterIndex>,
+    root: &Id,
+    opts: &RestoreOptions,
+    progress: Arc<dyn RestoreProgress>,
+) -> Result<RestoreOutcome, RepoError> {
+    let mut outcome = RestoreOutcome::default();
+    let items = plan(repo, &index, root, opts, &mut outcome.errors).await?;
+    let target = &opts.target;
+    fs::create_dir_all(target).map_err(|e| RepoError::Invalid(format!("cannot create {}: {e}", target.display())))?;
+    let owners = fsmeta::is_root();
+    let note = |outcome: &mut RestoreOutcome, rel: &Path, msg: String| {
+        tracing::error!(path = %rel.display(), error = %msg, "not restored");
+        progress.error(&display(rel), &msg);
+        outcome.errors.push(format!("{}: {msg}", display(rel)));
+    };
+
+    // 1. Directories, parents first. A directory that cannot be made takes
+    //    its contents with it.
+    let mut failed_dirs: Vec<PathBuf> = Vec::new();
+    let under_failed = |rel: &Path, failed: &[PathBuf]| failed.iter().any(|f| rel.starts_with(f));
+    for it in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
+        if under_failed(&it.rel, &failed_dirs) {
+            continue;
+        }
+        if let Err(e) = ensure_dir(&target.join(&it.rel)) {
+            note(&mut outcome, &it.rel, format!("cannot create directory: {e}"));
+            failed_dirs.push(it.rel.clone());
+        } else {
+            outcome.dirs += 1;
+        }
+    }
+
+    // 2. Regular files in parallel; later links to an inode already restored
+    //    become hard links.
+    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut hardlinks: Vec<(&Item, PathBuf)> = Vec::new();
+    let slots = Arc::new(Semaphore::new(opts.workers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let failures: Arc<Mutex<Vec<(PathBuf, String)>>> = Arc::default();
+    for it in items.iter().filter(|i| i.node.kind == NodeKind::File) {
+        if under_failed(&it.rel, &failed_dirs) {
+            continue;
+        }
+        if it.node.links > 1 {
+            let key = (it.node.device, it.node.inode);
+            if let Some(first) = first_of_inode.get(&key) {
+                hardlinks.push((it, first.clone()));
+                continue;
+            }
+            first_of_inode.insert(key, it.rel.clone());
+        }
+        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+        let (repo, index, progress, failures) = (repo.clone(), index.clone(), progress.clone(), failures.clone());
+        let (path, rel, node, verify) = (target.join(&it.rel), it.rel.clone(), it.node.clone(), opts.verify);
+        let handle = tokio::runtime::Handle::current();
+        tasks.spawn_blocking(move || {
+            let _permit = permit;
+            let result = write_file(&repo, &index, &handle, &path, &node, &*progress).and_then(|n| {
+                apply_metadata(&path, &node, owners).map_err(|e| format!("cannot set metadata: {e}"))?;
+                if verify {
+                    verify_file(&repo, &index, &path, &node).map_err(|e| format!("verification failed: {e}"))?;
+                }
+                Ok(n)
+            });
+            if let Err(msg) = &result {
+                if msg.starts_with("data lost") || msg.starts_with("cannot write") || msg.starts_with("verification") {
+                    let _ = fs::remove_file(&path);
+                }
+                failures.lock().unwrap_or_else(|p| p.into_inner()).push((rel, msg.clone()));
+            }
+            result.is_ok().then_some(node.size)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Some(bytes)) => {
+                outcome.files += 1;
+                outcome.bytes += bytes;
+                if opts.verify {
+                    outcome.verified_files += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => outcome.errors.push(format!("restore worker failed: {e}")),
+        }
+    }
+    let failed_files: Vec<(PathBuf, String)> = std::mem::take(&mut *failures.lock().unwrap_or_else(|p| p.into_inner()));
+    let failed_set: HashSet<PathBuf> = failed_files.iter().map(|(p, _)| p.clone()).collect();
+    for (rel, msg) in failed_files {
+        note(&mut outcome, &rel, msg);
+    }
+
+    // 3. Hard links, symlinks and special files.
+    for (it, first) in hardlinks {
+        if failed_set.contains(&first) {
+            note(&mut outcome, &it.rel, format!("hard link target {} was not restored", display(&first)));
+            continue;
+        }
+        let path = target.join(&it.rel);
+        match clear_path(&path).and_then(|_| fs::hard_link(target.join(&first), &path)) {
+            Ok(()) => outcome.links += 1,
+            Err(e) => note(&mut outcome, &it.rel, format!("cannot create hard link: {e}")),
+        }
+    }
+    for it in items.iter().filter(|i| !matches!(i.node.kind, NodeKind::File | NodeKind::Dir)) {
+        if under_failed(&it.rel, &failed_dirs) {
+            continue;
+        }
+        let path = target.join(&it.rel);
+        let made = match it.node.kind {
+            NodeKind::Symlink => clear_path(&path)
+                .and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&it.node.symlink_target), &path)),
+            NodeKind::Socket => {
+                tracing::debug!(path = %it.rel.display(), "sockets are recorded, not recreated");
+                continue;
+            }
+            NodeKind::CharDevice | NodeKind::BlockDevice if !owners => {
+                tracing::warn!(path = %it.rel.display(), "device nodes can only be restored as root");
+                continue;
+            }
+            kind => clear_path(&path).and_then(|_| fsmeta::make_special(&path, kind, it.node.mode, it.node.rdev)),
+        };
+        match made.and_then(|_| apply_metadata(&path, &it.node, owners)) {
+            Ok(()) => outcome.links += u64::from(it.node.kind == NodeKind::Symlink),
+            Err(e) => note(&mut outcome, &it.rel, format!("cannot create {}: {e}", it.node.kind.name())),
+        }
+    }
+
+    // 4. Directory metadata, deepest first, once nothing more is written inside.
+    for it in items.iter().rev().filter(|i| i.node.kind == NodeKind::Dir) {
+        if under_failed(&it.rel, &failed_dirs) {
+            continue;
+        }
+        if let Err(e) = apply_metadata(&target.join(&it.rel), &it.node, owners) {
+            note(&mut outcome, &it.rel, format!("cannot set metadata: {e}"));
+        }
+    }
+    Ok(outcome)
+}
