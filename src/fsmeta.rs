@@ -40,7 +40,6 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     n.uid = meta.uid();
     n.gid = meta.gid();
     n.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-    n.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
     n.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
     n.size = if kind == NodeKind::File { meta.size() } else { 0 };
     n.inode = meta.ino();

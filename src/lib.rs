@@ -6,6 +6,7 @@ pub mod archiver;
 pub mod backend;
 pub mod cache;
 pub mod chunker;
+pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod host;

@@ -55,7 +55,6 @@ pub struct Node {
     pub uid: u32,
     pub gid: u32,
     pub mtime_ns: i64,
-    pub atime_ns: i64,
     pub ctime_ns: i64,
     /// File size in bytes; 0 for anything but regular files.
     pub size: u64,
@@ -83,7 +82,6 @@ impl Node {
             uid: 0,
             gid: 0,
             mtime_ns: 0,
-            atime_ns: 0,
             ctime_ns: 0,
             size: 0,
             inode: 0,
@@ -110,7 +108,7 @@ pub struct Tree {
 
 /// Fixed part of an encoded node: every field but the variable-length ones
 /// (each of those contributes at least its 4-byte length or 1-byte flag).
-const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 8 * 3 + 8 * 5 + 4 + 4 + 1 + 4;
+const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 8 * 2 + 8 * 5 + 4 + 4 + 1 + 4;
 
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {
@@ -123,7 +121,6 @@ impl Tree {
                 .u32(n.uid)
                 .u32(n.gid)
                 .i64(n.mtime_ns)
-                .i64(n.atime_ns)
                 .i64(n.ctime_ns)
                 .u64(n.size)
                 .u64(n.inode)
@@ -157,7 +154,6 @@ impl Tree {
             n.uid = d.u32()?;
             n.gid = d.u32()?;
             n.mtime_ns = d.i64()?;
-            n.atime_ns = d.i64()?;
             n.ctime_ns = d.i64()?;
             n.size = d.u64()?;
             n.inode = d.u64()?;
@@ -239,7 +235,7 @@ mod tests {
         (
             proptest::collection::vec(any::<u8>(), 0..20),
             1u8..=7,
-            any::<(u32, u32, u32, i64, i64, i64, u64, u64)>(),
+            any::<(u32, u32, u32, i64, i64, u64, u64)>(),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             proptest::collection::vec(
                 (proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(any::<u8>(), 0..8)),
@@ -247,14 +243,13 @@ mod tests {
             ),
             any::<[u8; 32]>(),
         )
-            .prop_map(|(name, kind, (mode, uid, gid, m, a, c, size, ino), content, xattrs, sub)| {
+            .prop_map(|(name, kind, (mode, uid, gid, m, c, size, ino), content, xattrs, sub)| {
                 let kind = NodeKind::from_tag(kind).unwrap();
                 let mut n = Node::new(name, kind);
                 n.mode = mode;
                 n.uid = uid;
                 n.gid = gid;
                 n.mtime_ns = m;
-                n.atime_ns = a;
                 n.ctime_ns = c;
                 n.size = size;
                 n.inode = ino;

@@ -25,6 +25,8 @@ use crate::repo::{RepoError, Repository};
 
 /// What the restorer reports while it runs.
 pub trait RestoreProgress: Send + Sync {
+    /// Total bytes of file content to restore, once the plan is made.
+    fn total(&self, _bytes: u64) {}
     fn bytes(&self, _n: u64) {}
     fn error(&self, _path: &str, _message: &str) {}
 }
@@ -214,7 +216,9 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
             tracing::warn!(path = %path.display(), error = %e, "extended attributes not restored");
         }
     }
-    fsmeta::set_times(path, node.atime_ns, node.mtime_ns)
+    // Access times are not recorded (reading would change every tree);
+    // a restored entry's access time is its modification time.
+    fsmeta::set_times(path, node.mtime_ns, node.mtime_ns)
 }
 
 /// Writes one file's content; zero blocks are left as holes.
@@ -278,6 +282,7 @@ pub async fn restore(
 ) -> Result<RestoreOutcome, RepoError> {
     let mut outcome = RestoreOutcome::default();
     let items = plan(repo, &index, root, opts, &mut outcome.errors).await?;
+    progress.total(items.iter().filter(|i| i.node.kind == NodeKind::File).map(|i| i.node.size).sum());
     let target = &opts.target;
     fs::create_dir_all(target).map_err(|e| RepoError::Invalid(format!("cannot create {}: {e}", target.display())))?;
     let owners = fsmeta::is_root();

@@ -1,0 +1,607 @@
+//! The command line: flags (clap), password and repository resolution,
+//! logging setup, progress bars and everything printed. The rest of the
+//! library never prints.
+
+mod progress;
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::json;
+
+use crate::archiver::{Exclusions, ParentChoice, SnapshotOptions};
+use crate::backend::local::LocalBackend;
+use crate::backend::retry::RetryBackend;
+use crate::backend::Backend;
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+use crate::format_time;
+use crate::ops;
+use crate::ops::check::VerifyScope;
+use crate::repo::{InitOptions, RepoError, Repository};
+use crate::restorer::{split_subpath, RestoreOptions};
+use progress::Bar;
+
+/// Exit codes beyond 0 (success) and 1 (failure).
+pub mod exit {
+    /// A snapshot was saved but some files could not be read.
+    pub const PARTIAL: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+    /// Telegram needs `tstor login`.
+    pub const NEEDS_LOGIN: u8 = 13;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "tstor",
+    version,
+    about = "Encrypted, deduplicating snapshot backups to a local directory or a Telegram channel"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Repository: a path, `local:PATH` (default: the built-in repository under your data directory)
+    #[arg(short = 'r', long, env = "TSTOR_REPOSITORY", global = true)]
+    repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "TSTOR_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its first output line as the password
+    #[arg(long, env = "TSTOR_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Local cache directory (default: under your cache directory)
+    #[arg(long, env = "TSTOR_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Do not use a local cache
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Print results as JSON
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace); TSTOR_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Also write logs to this file
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new encrypted repository
+    Init,
+    /// Back up files and directories
+    #[command(visible_alias = "backup")]
+    Snapshot(SnapshotArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot, or a path inside one
+    Restore(RestoreArgs),
+    /// Check the repository's structure and, with --verify, its contents
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Files and directories to back up; each is stored under its own name
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Leave out paths matching this glob (full path or file name; repeatable)
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Read exclude globs from this file, one per line
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Do not cross into other file systems
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Record this host name instead of the machine's
+    #[arg(long)]
+    host: Option<String>,
+    /// Compare against this snapshot instead of the latest of the same host and paths
+    #[arg(long)]
+    parent: Option<String>,
+    /// Read every file, even those unchanged since the parent
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Only snapshots of this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag
+    #[arg(long)]
+    tag: Vec<String>,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// `latest`, a snapshot id or prefix, optionally followed by `:path/inside`
+    snapshot: String,
+    /// Directory to restore into
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Only restore paths matching this glob (relative to the restored tree; repeatable)
+    #[arg(long)]
+    include: Vec<String>,
+    /// Do not restore paths matching this glob (repeatable)
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Re-read restored files and check them against the snapshot
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Download and verify every pack
+    #[arg(long, conflicts_with = "verify_subset")]
+    verify: bool,
+    /// Verify a random part: `10%` of the packs or about `500MiB`
+    #[arg(long)]
+    verify_subset: Option<String>,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log_guard = match init_logging(&cli.global) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("tstor: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tstor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tstor: {e:#}");
+            tracing::error!(error = %format!("{e:#}"), "command failed");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<RepoError>() {
+        Some(RepoError::NoRepository(_)) => exit::NO_REPOSITORY,
+        Some(RepoError::Locked(_)) => exit::LOCKED,
+        Some(RepoError::WrongPassword) => exit::WRONG_PASSWORD,
+        _ => 1,
+    }
+}
+
+struct LogGuard;
+
+fn init_logging(g: &Global) -> Result<LogGuard> {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let level = match g.verbose {
+        0 => None,
+        1 => Some("info"),
+        2 => Some("debug"),
+        _ => Some("trace"),
+    };
+    let env = std::env::var("TSTOR_LOG").ok().filter(|s| !s.is_empty());
+    let stderr_filter = env.clone().or(level.map(String::from));
+    let stderr_layer = stderr_filter.map(|f| {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_filter(EnvFilter::new(format!("tstor={f},{f}")))
+    });
+    let file_layer = match &g.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            let f = env.or(level.map(String::from)).unwrap_or_else(|| "info".into());
+            Some(fmt::layer().json().with_writer(std::sync::Mutex::new(file)).with_filter(EnvFilter::new(f)))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(stderr_layer).with(file_layer).try_init().ok();
+    Ok(LogGuard)
+}
+
+/// Where the built-in local repository lives.
+pub fn default_repository() -> Result<PathBuf> {
+    let base = dirs::data_dir().ok_or_else(|| anyhow!("cannot find your data directory; give --repo"))?;
+    Ok(base.join("tstor").join("repository"))
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("tstor"))
+}
+
+fn open_backend(g: &Global) -> Result<Arc<dyn Backend>> {
+    let spec = g.repo.clone().filter(|s| !s.is_empty());
+    let path = match spec {
+        None => default_repository()?,
+        Some(s) if s.starts_with("telegram:") => {
+            bail!("`{s}`: Telegram repositories are not supported by this build yet")
+        }
+        Some(s) => PathBuf::from(s.strip_prefix("local:").unwrap_or(&s)),
+    };
+    let local = LocalBackend::new(path);
+    Ok(Arc::new(RetryBackend::new(local, 5, std::time::Duration::from_millis(200))))
+}
+
+fn first_line(bytes: Vec<u8>) -> Vec<u8> {
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let mut line = bytes[..end].to_vec();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// The password, from (in order) TSTOR_PASSWORD, a file, a command, or a prompt.
+fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
+    if let Some(p) = std::env::var_os("TSTOR_PASSWORD") {
+        return Ok(p.into_vec());
+    }
+    if let Some(f) = &g.password_file {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
+        return Ok(first_line(bytes));
+    }
+    if let Some(cmd) = &g.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run password command `{cmd}`"))?;
+        if !out.status.success() {
+            bail!("password command `{cmd}` failed with {}", out.status);
+        }
+        return Ok(first_line(out.stdout));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command");
+    }
+    let p = rpassword::prompt_password("Repository password: ").context("cannot read the password")?;
+    if confirm {
+        let again = rpassword::prompt_password("Repeat the password: ").context("cannot read the password")?;
+        if again != p {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(p.into_bytes())
+}
+
+async fn open_repo(g: &Global) -> Result<Repository> {
+    let backend = open_backend(g)?;
+    let pw = password(g, false)?;
+    let cache = if g.no_cache { None } else { g.cache_dir.clone().or_else(default_cache_dir) };
+    Ok(Repository::open(backend, &pw, cache.as_deref()).await?)
+}
+
+fn progress_enabled(g: &Global) -> bool {
+    !g.quiet && !g.json
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => cmd_init(g).await,
+        Command::Snapshot(a) => cmd_snapshot(g, a).await,
+        Command::Snapshots(a) => cmd_snapshots(g, a).await,
+        Command::Restore(a) => cmd_restore(g, a).await,
+        Command::Check(a) => cmd_check(g, a).await,
+    }
+}
+
+async fn cmd_init(g: &Global) -> Result<u8> {
+    let backend = open_backend(g)?;
+    let pw = password(g, true)?;
+    if pw.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    let location = backend.location();
+    let repo = Repository::init(backend, &pw, InitOptions::default())
+        .await
+        .with_context(|| format!("cannot create a repository at {location}"))?;
+    if g.json {
+        println!("{}", json!({ "repository": location, "id": repo.repo_id().to_hex() }));
+    } else {
+        println!("created repository {} at {location}", repo.repo_id().short());
+        println!("Keep the password safe: without it the data cannot be recovered.");
+    }
+    Ok(0)
+}
+
+fn read_exclude_files(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Ok(out)
+}
+
+async fn cmd_snapshot(g: &Global, a: SnapshotArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let mut patterns = a.excludes.clone();
+    patterns.extend(read_exclude_files(&a.exclude_file)?);
+    let exclusions = Exclusions::new(&patterns, a.one_file_system)?;
+    let mut opts = SnapshotOptions::new(a.paths.clone());
+    opts.tags = a.tags;
+    opts.exclusions = exclusions;
+    if let Some(h) = a.host {
+        opts.hostname = h;
+    }
+    opts.parent = match (a.force, a.parent) {
+        (true, _) => ParentChoice::None,
+        (false, Some(p)) => ParentChoice::Id(p),
+        (false, None) => ParentChoice::Latest,
+    };
+    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot"));
+    if progress_enabled(g) && std::io::stderr().is_terminal() {
+        let (bar, paths, one_fs) = (bar.clone(), a.paths.clone(), a.one_file_system);
+        let patterns = patterns.clone();
+        std::thread::spawn(move || {
+            if let Ok(ex) = Exclusions::new(&patterns, one_fs) {
+                crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
+            }
+        });
+    }
+    let outcome = ops::snapshot(&repo, opts, bar.clone()).await?;
+    bar.finish();
+    let s = &outcome.snapshot.summary;
+    if g.json {
+        let errors: Vec<_> =
+            outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
+        println!(
+            "{}",
+            json!({
+                "snapshot_id": outcome.id.to_hex(),
+                "short_id": outcome.id.short(),
+                "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
+                "files_new": s.files_new,
+                "files_changed": s.files_changed,
+                "files_unchanged": s.files_unchanged,
+                "dirs": s.dirs,
+                "other_nodes": s.other_nodes,
+                "data_blobs_added": s.data_blobs_added,
+                "tree_blobs_added": s.tree_blobs_added,
+                "bytes_read": s.bytes_read,
+                "bytes_added": s.bytes_added,
+                "bytes_stored": s.bytes_stored,
+                "total_bytes": s.total_bytes,
+                "duration_seconds": (s.end_ns - s.start_ns) as f64 / 1e9,
+                "recovered_packs": outcome.recovered_packs,
+                "errors": errors,
+            })
+        );
+    } else {
+        println!(
+            "files: {} new, {} changed, {} unchanged; {} directories",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs
+        );
+        println!(
+            "read {}, added {} ({} stored) in {:.1}s",
+            human(s.bytes_read),
+            human(s.bytes_added),
+            human(s.bytes_stored),
+            (s.end_ns - s.start_ns) as f64 / 1e9
+        );
+        println!("snapshot {} saved", outcome.id.short());
+    }
+    for (p, e) in &outcome.errors {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    if outcome.errors.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
+        Ok(exit::PARTIAL)
+    }
+}
+
+fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": format_time(s.time_ns),
+        "time_ns": s.time_ns,
+        "hostname": s.hostname,
+        "username": s.username,
+        "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
+        "tags": s.tags,
+        "parent": s.parent.map(|p| p.to_hex()),
+        "tree": s.tree.to_hex(),
+        "summary": s.summary,
+    })
+}
+
+async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let (snaps, bad) = repo.snapshots().await?;
+    let snaps: Vec<_> = snaps
+        .into_iter()
+        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
+        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
+        .collect();
+    if g.json {
+        let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
+        for (id, s) in &snaps {
+            let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+            writeln!(
+                out,
+                "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
+                id.short(),
+                format_time(s.time_ns),
+                s.hostname,
+                s.tags.join(","),
+                human(s.summary.total_bytes),
+                paths.join(", ")
+            )?;
+        }
+        writeln!(out, "{} snapshots", snaps.len())?;
+    }
+    for (id, e) in &bad {
+        eprintln!("error: snapshot {}: {e}", id.short());
+    }
+    Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+fn globset(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p.trim_start_matches('/')).with_context(|| format!("bad pattern `{p}`"))?);
+    }
+    Ok(Some(b.build()?))
+}
+
+async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let (spec, sub) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), p.to_string()),
+        None => (a.snapshot.clone(), String::new()),
+    };
+    let mut opts = RestoreOptions::new(a.target.clone());
+    opts.subpath = split_subpath(OsString::from(sub).as_bytes())?;
+    opts.include = globset(&a.include)?;
+    opts.exclude = globset(&a.exclude)?;
+    opts.verify = a.verify;
+    let bar = Arc::new(Bar::new(progress_enabled(g), "restore"));
+    let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, bar.clone()).await?;
+    bar.finish();
+    if g.json {
+        println!(
+            "{}",
+            json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
+        );
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",
+            id.short(),
+            a.target.display(),
+            outcome.files,
+            human(outcome.bytes),
+            outcome.dirs,
+            outcome.links,
+            if a.verify { format!(", {} files verified", outcome.verified_files) } else { String::new() }
+        );
+    }
+    if outcome.errors.is_empty() {
+        return Ok(0);
+    }
+    for e in &outcome.errors {
+        eprintln!("error: {}:{e}", id.short());
+    }
+    eprintln!("tstor: {} entries were not restored", outcome.errors.len());
+    Ok(1)
+}
+
+async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let scope = match (&a.verify_subset, a.verify) {
+        (Some(s), _) => VerifyScope::parse_subset(s).map_err(|e| anyhow!(e))?,
+        (None, true) => VerifyScope::All,
+        (None, false) => VerifyScope::None,
+    };
+    let bar = Arc::new(Bar::new(progress_enabled(g) && scope != VerifyScope::None, "verify"));
+    let report = ops::check(&repo, scope, bar.clone()).await?;
+    bar.finish();
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} snapshots, {} packs, {} blobs, {} trees checked; {} packs ({}) verified",
+            report.snapshots,
+            report.packs,
+            report.blobs,
+            report.trees_checked,
+            report.packs_verified,
+            human(report.bytes_verified)
+        );
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+    }
+    if report.ok() {
+        if !g.json {
+            println!("no errors were found");
+        }
+        return Ok(0);
+    }
+    for p in &report.problems {
+        let mut where_ = Vec::new();
+        if let Some(pack) = &p.pack {
+            where_.push(format!("pack {pack}"));
+        }
+        if let Some(blob) = &p.blob {
+            where_.push(format!("blob {blob}"));
+        }
+        eprintln!(
+            "error: {}{}",
+            if where_.is_empty() { String::new() } else { format!("{}: ", where_.join(", ")) },
+            p.message
+        );
+    }
+    for path in &report.damaged_paths {
+        eprintln!("damaged: {path}");
+    }
+    eprintln!("tstor: the repository has {} problems", report.problems.len());
+    Ok(1)
+}
+
+/// Bytes as a short human-readable size.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
