@@ -162,6 +162,9 @@ pub async fn snapshot(
     let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     for p in &opts.paths {
         let abs = absolute_path(p).map_err(|e| RepoError::Invalid(format!("{}: {e}", p.display())))?;
+        if let Err(e) = std::fs::symlink_metadata(&abs) {
+            return Err(RepoError::Invalid(format!("cannot back up {}: {e}", abs.display())));
+        }
         let name = root_name(&abs).ok_or_else(|| {
             RepoError::Invalid(format!(
                 "{} has no name to store it under; back up the directories inside it",

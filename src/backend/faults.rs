@@ -10,11 +10,10 @@ use bytes::Bytes;
 use super::{Backend, BackendError, ObjectInfo, Result};
 use crate::format::{Id, ObjectKind};
 
-#[derive(Default)]
 pub struct FaultyBackend<B> {
     inner: B,
-    /// Puts allowed to succeed before every further put fails permanently.
-    pub put_budget: Option<u64>,
+    /// Puts allowed to succeed before every further put fails (u64::MAX: no limit).
+    put_budget: AtomicU64,
     /// Every n-th operation fails transiently (0: never).
     pub transient_every: u64,
     puts: AtomicU64,
@@ -26,12 +25,19 @@ impl<B: Backend> FaultyBackend<B> {
     pub fn new(inner: B) -> Self {
         FaultyBackend {
             inner,
-            put_budget: None,
+            put_budget: AtomicU64::new(u64::MAX),
             transient_every: 0,
             puts: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             transient_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Lets `budget` more puts succeed, then fails every further one
+    /// permanently; `None` lifts the limit.
+    pub fn set_put_budget(&self, budget: Option<u64>) {
+        let limit = budget.map_or(u64::MAX, |b| self.puts().saturating_add(b));
+        self.put_budget.store(limit, Ordering::SeqCst);
     }
 
     pub fn inner(&self) -> &B {
@@ -66,12 +72,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
         self.maybe_transient("put")?;
-        if let Some(budget) = self.put_budget {
-            if self.puts.load(Ordering::SeqCst) >= budget {
-                return Err(BackendError::Permanent {
-                    message: format!("injected write failure for {} {}", kind.name(), id),
-                });
-            }
+        if self.puts.load(Ordering::SeqCst) >= self.put_budget.load(Ordering::SeqCst) {
+            return Err(BackendError::Permanent {
+                message: format!("injected write failure for {} {}", kind.name(), id),
+            });
         }
         self.inner.put(kind, id, data).await?;
         self.puts.fetch_add(1, Ordering::SeqCst);

@@ -83,7 +83,7 @@ pub fn decode_header(buf: &[u8], blobs_end: u64) -> Result<Vec<BlobEntry>, Forma
 /// Reads the trailer: returns the offset at which the sealed header starts.
 pub fn header_offset(pack_len: u64, trailer: &[u8; TRAILER_LEN]) -> Result<u64, FormatError> {
     let len = u32::from_le_bytes(*trailer);
-    if len > MAX_HEADER_LEN || len < MIN_SEALED_LEN || len as u64 + TRAILER_LEN as u64 > pack_len {
+    if !(MIN_SEALED_LEN..=MAX_HEADER_LEN).contains(&len) || len as u64 + TRAILER_LEN as u64 > pack_len {
         return Err(FormatError::Invalid { what: "pack trailer", reason: "header length out of range" });
     }
     Ok(pack_len - TRAILER_LEN as u64 - len as u64)

@@ -48,7 +48,7 @@ pub async fn list_locks(repo: &Repository) -> Result<Vec<(Id, Lock)>> {
                 Ok(l) => out.push((info.id, l)),
                 Err(e) => tracing::warn!(lock = %info.id.short(), error = %e, "ignoring an undecodable lock"),
             },
-            Err(e) if matches!(e, RepoError::Backend(ref b) if b.is_not_found()) => {}
+            Err(RepoError::Backend(b)) if b.is_not_found() => {}
             Err(e) => tracing::warn!(lock = %info.id.short(), error = %e, "ignoring an unreadable lock"),
         }
     }

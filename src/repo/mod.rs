@@ -139,6 +139,7 @@ impl Repository {
             return Err(RepoError::damaged("repository", "it has a config but no keys"));
         }
         let mut found = None;
+        let mut readable = 0;
         for info in &slots {
             let bytes = backend.get(ObjectKind::Key, &info.id).await?;
             let slot = match KeySlot::decode(&bytes) {
@@ -148,6 +149,7 @@ impl Repository {
                     continue;
                 }
             };
+            readable += 1;
             let (pw, slot_id) = (password.to_vec(), info.id);
             let opened = tokio::task::spawn_blocking(move || keys::open_slot(&pw, &slot, &slot_id))
                 .await
@@ -161,7 +163,12 @@ impl Repository {
                 Err(e) => tracing::warn!(key = %info.id.short(), error = %e, "skipping key slot"),
             }
         }
-        let Some((key_id, payload)) = found else { return Err(RepoError::WrongPassword) };
+        let Some((key_id, payload)) = found else {
+            if readable == 0 {
+                return Err(RepoError::damaged("repository", "none of its key slots can be read"));
+            }
+            return Err(RepoError::WrongPassword);
+        };
         let keys = RepoKeys::derive(&payload.master);
         let plain = open_object(&keys, &payload.repo_id, ObjectKind::Config, &Id::ZERO, &config_bytes)
             .map_err(|e| RepoError::damaged("config", e))?;

@@ -241,15 +241,41 @@ fn write_file(
     let mut offset = 0u64;
     for id in &node.content {
         let data = handle.block_on(repo.read_blob(index, id)).map_err(|e| format!("data lost: {e}"))?;
-        if !data.iter().all(|&b| b == 0) {
-            file.write_all_at(&data, offset).map_err(|e| format!("cannot write: {e}"))?;
-        }
+        write_sparse(&file, &data, offset).map_err(|e| format!("cannot write: {e}"))?;
         offset += data.len() as u64;
         progress.bytes(data.len() as u64);
     }
     file.set_len(offset).map_err(|e| format!("cannot set length: {e}"))?;
     file.sync_data().map_err(|e| format!("cannot sync: {e}"))?;
     Ok(offset)
+}
+
+/// Size of the blocks checked for zeros; all-zero blocks become holes.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes `data` at `offset`, skipping every 4 KiB block that is all zeros so
+/// that the file system leaves a hole there. Runs of data blocks are written
+/// in one call.
+fn write_sparse(file: &std::fs::File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut run_start: Option<usize> = None;
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + HOLE_BLOCK).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..pos], offset + start as u64)?;
+                run_start = None;
+            }
+            (false, None) => run_start = Some(pos),
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
 }
 
 /// Re-reads a restored file and checks every chunk against its id.
@@ -414,4 +440,27 @@ pub async fn restore(
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn sparse_writes_reproduce_the_data_and_leave_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut data = vec![0u8; 1 << 20];
+        data[10] = 1;
+        data[500_000..500_010].copy_from_slice(b"0123456789");
+        data[(1 << 20) - 1] = 9;
+        write_sparse(&file, &data, 4096).unwrap();
+        file.set_len(4096 + data.len() as u64).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[4096..], &data[..]);
+        assert!(back[..4096].iter().all(|&b| b == 0));
+        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 64 << 10);
+    }
 }

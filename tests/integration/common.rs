@@ -1,0 +1,208 @@
+//! Shared helpers: a throw-away repository environment and tree comparison.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A temporary directory holding a repository, a cache and source data.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    /// `tstor` with this environment's repository, cache and password.
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same, as a plain process command (for uid changes and kills).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tstor"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("TSTOR_REPOSITORY", self.repo())
+            .env("TSTOR_CACHE_DIR", self.cache())
+            .env("TSTOR_PASSWORD", PASSWORD);
+        c
+    }
+
+    pub fn init(&self) {
+        self.cmd().arg("init").assert().success();
+    }
+
+    /// Runs a snapshot with `--json` and returns its summary.
+    pub fn snapshot_json(&self, args: &[&OsStr]) -> serde_json::Value {
+        let out = self.cmd().arg("snapshot").arg("--json").args(args).output().unwrap();
+        assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("snapshot --json prints JSON")
+    }
+
+    pub fn snapshots_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cmd().args(["snapshots", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    /// Every file under the repository with its size, for "nothing changed" checks.
+    pub fn repo_listing(&self) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        walk(&self.repo(), &mut |p, m| out.push((p.to_path_buf(), m.len())));
+        out.sort();
+        out
+    }
+}
+
+pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata)) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        f(&p, &m);
+        if m.is_dir() {
+            walk(&p, f);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn set_mtime(path: &Path, ns: i64) {
+    tstor::fsmeta::set_times(path, ns, ns).unwrap();
+}
+
+/// What a restored entry must match: everything but ctime, atime and inode numbers.
+#[derive(Debug, PartialEq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub content: Option<Vec<u8>>,
+    pub target: Option<Vec<u8>>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Index of the first entry sharing this inode (hard links), if any.
+    pub link_group: Option<PathBuf>,
+}
+
+/// Describes a whole tree, keyed by path relative to `root`.
+pub fn describe(root: &Path) -> HashMap<PathBuf, Entry> {
+    let mut out = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut paths = Vec::new();
+    walk(root, &mut |p, _| paths.push(p.to_path_buf()));
+    paths.sort();
+    for p in paths {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        let ft = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
+        let link_group = if ft.is_file() && m.nlink() > 1 {
+            Some(inodes.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone())
+        } else {
+            None
+        };
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                size: if ft.is_file() { m.len() } else { 0 },
+                content: ft.is_file().then(|| fs::read(&p).unwrap()),
+                target: ft.is_symlink().then(|| fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+                xattrs: tstor::fsmeta::read_xattrs(&p).unwrap_or_default(),
+                link_group,
+            },
+        );
+    }
+    out
+}
+
+/// Asserts two trees are identical in content and metadata.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let a = describe(expected);
+    let b = describe(actual);
+    let mut missing: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    missing.sort();
+    assert!(missing.is_empty(), "missing after restore: {missing:?}");
+    let mut extra: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    extra.sort();
+    assert!(extra.is_empty(), "unexpected after restore: {extra:?}");
+    for (path, e) in &a {
+        let r = &b[path];
+        assert_eq!(e.kind, r.kind, "{}: kind", path.display());
+        assert_eq!(e.content, r.content, "{}: content", path.display());
+        assert_eq!(e.target, r.target, "{}: symlink target", path.display());
+        assert_eq!(e.mode, r.mode, "{}: mode {:o} vs {:o}", path.display(), e.mode, r.mode);
+        assert_eq!(e.mtime_ns, r.mtime_ns, "{}: mtime", path.display());
+        assert_eq!(e.size, r.size, "{}: size", path.display());
+        assert_eq!(e.link_group, r.link_group, "{}: hard links", path.display());
+        assert_eq!(e.xattrs, r.xattrs, "{}: xattrs", path.display());
+        if is_root() {
+            assert_eq!((e.uid, e.gid), (r.uid, r.gid), "{}: owner", path.display());
+        }
+    }
+}
+
+pub fn os(s: impl AsRef<OsStr>) -> std::ffi::OsString {
+    s.as_ref().to_os_string()
+}

@@ -1,0 +1,129 @@
+//! The library under fault-injecting backends: a run whose storage fails
+//! commits no snapshot and leaves a repository that checks clean; the next
+//! run reuses what did reach storage; transient failures are retried.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tstor::archiver::pipeline::PipelineOptions;
+use tstor::archiver::{NoProgress, SnapshotOptions};
+use tstor::backend::faults::FaultyBackend;
+use tstor::backend::memory::MemoryBackend;
+use tstor::backend::retry::RetryBackend;
+use tstor::backend::Backend;
+use tstor::crypto::kdf::KdfParams;
+use tstor::ops;
+use tstor::ops::check::{NoCheckProgress, VerifyScope};
+use tstor::repo::{InitOptions, RepoError, Repository};
+use tstor::restorer::{NoRestoreProgress, RestoreOptions};
+
+use crate::common::*;
+
+fn fast_init() -> InitOptions {
+    InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() }
+}
+
+fn make_source(dir: &Path) {
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    for i in 0..12u64 {
+        fs::write(dir.join(format!("sub/f{i}")), random_bytes(300_000, i)).unwrap();
+    }
+    fs::write(dir.join("text"), "line\n".repeat(100_000)).unwrap();
+}
+
+fn options(src: &Path) -> SnapshotOptions {
+    let mut o = SnapshotOptions::new(vec![src.to_path_buf()]);
+    o.pipeline = PipelineOptions { data_pack_size: 256 << 10, tree_pack_size: 4 << 10, ..Default::default() };
+    o
+}
+
+async fn restore_and_compare(repo: &Repository, src: &Path, out: &Path) {
+    let opts = RestoreOptions::new(out.to_path_buf());
+    let (_, _, outcome) = ops::restore(repo, "latest", &opts, Arc::new(NoRestoreProgress)).await.unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    for entry in fs::read_dir(src.join("sub")).unwrap() {
+        let p = entry.unwrap().path();
+        let restored = out.join("src/sub").join(p.file_name().unwrap());
+        assert_eq!(fs::read(&p).unwrap(), fs::read(&restored).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_uploads_commit_nothing_and_the_next_run_reuses_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_source(&src);
+    let faulty = Arc::new(FaultyBackend::new(MemoryBackend::new()));
+    let backend: Arc<dyn Backend> = faulty.clone();
+    let repo = Repository::init(backend, b"pw", fast_init()).await.unwrap();
+    // One put for the lock, then two packs, then storage "fills up".
+    faulty.set_put_budget(Some(3));
+    let err = ops::snapshot(&repo, options(&src), Arc::new(NoProgress)).await.err().expect("the run must fail");
+    assert!(err.to_string().contains("injected write failure"), "{err}");
+    let (snaps, bad) = repo.snapshots().await.unwrap();
+    assert!(snaps.is_empty() && bad.is_empty(), "no snapshot may be committed");
+
+    faulty.set_put_budget(None);
+    let report = ops::check(&repo, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert!(!report.warnings.is_empty(), "the uploaded packs are reported as unindexed");
+
+    let outcome = ops::snapshot(&repo, options(&src), Arc::new(NoProgress)).await.unwrap();
+    assert!(outcome.recovered_packs >= 2, "packs of the failed run are reused: {}", outcome.recovered_packs);
+    let total_plain: u64 = 12 * 300_000 + 500_000;
+    assert!(outcome.snapshot.summary.bytes_added < total_plain);
+    let report = ops::check(&repo, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+    assert!(report.ok() && report.warnings.is_empty(), "{:?} {:?}", report.problems, report.warnings);
+    restore_and_compare(&repo, &src, &tmp.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_source(&src);
+    let mut flaky = FaultyBackend::new(MemoryBackend::new());
+    flaky.transient_every = 5;
+    let flaky = Arc::new(flaky);
+    let backend: Arc<dyn Backend> = Arc::new(RetryBackend::new(flaky.clone(), 4, Duration::from_millis(1)));
+    let repo = Repository::init(backend.clone(), b"pw", fast_init()).await.unwrap();
+    ops::snapshot(&repo, options(&src), Arc::new(NoProgress)).await.unwrap();
+    let reopened = Repository::open(backend, b"pw", None).await.unwrap();
+    let report = ops::check(&reopened, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    restore_and_compare(&reopened, &src, &tmp.path().join("out")).await;
+    assert!(flaky.transient_failures() > 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_memory_storage_is_detected_by_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_source(&src);
+    let mem = Arc::new(MemoryBackend::new());
+    let backend: Arc<dyn Backend> = mem.clone();
+    let repo = Repository::init(backend, b"pw", fast_init()).await.unwrap();
+    ops::snapshot(&repo, options(&src), Arc::new(NoProgress)).await.unwrap();
+    let index = repo.load_index().await.unwrap();
+    let (pack, _) = index.packs()[0];
+    let first = index.blobs_in_pack(&pack)[0];
+    mem.tamper(tstor::format::ObjectKind::Pack, &pack, |b| b[first.offset as usize + 40] ^= 1);
+    let report = ops::check(&repo, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+    assert!(!report.ok());
+    assert!(report.problems.iter().any(|p| p.blob.as_deref() == Some(&first.id.to_hex()[..])));
+    assert!(!report.damaged_paths.is_empty());
+    match repo.read_blob(&index, &first.id).await {
+        Err(RepoError::Damaged { reason, .. }) => assert!(reason.contains("authentication failed"), "{reason}"),
+        other => panic!("expected damage, got {:?}", other.map(|v| v.len())),
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_opens_nothing() {
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), b"right", fast_init()).await.unwrap();
+    assert!(matches!(Repository::open(backend.clone(), b"wrong", None).await, Err(RepoError::WrongPassword)));
+    assert!(Repository::open(backend, b"right", None).await.is_ok());
+}

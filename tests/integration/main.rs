@@ -1,0 +1,12 @@
+//! End-to-end tests: the `tstor` binary driven as a user would, plus
+//! library-level tests with fault-injecting backends. One test binary, one
+//! module per concern.
+
+mod common;
+
+mod bad_input;
+mod crash;
+mod damage;
+mod library;
+mod locks_and_cache;
+mod roundtrip;
