@@ -184,7 +184,7 @@ pub async fn snapshot(
     roots.sort();
     let abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
 
-    let mut index = repo.load_index().await?;
+    let mut index = repo.load_index_lenient().await?;
     let recovered_packs = repo.index_unindexed_packs(&mut index).await?;
     let parent = choose_parent(repo, &opts, &abs_paths).await?;
     let parent_root = match &parent {

@@ -1,4 +1,4 @@
-//! A fault-injecting decorator for tests: fails writes after a budget, fails
+//! A fault-injecting decorator for tests: fails writes (and deletes) after a budget, fails
 //! operations transiently at a fixed rhythm, and counts what passed through,
 //! so the layers above can be shown to lose nothing when storage misbehaves.
 
@@ -14,9 +14,12 @@ pub struct FaultyBackend<B> {
     inner: B,
     /// Puts allowed to succeed before every further put fails (u64::MAX: no limit).
     put_budget: AtomicU64,
+    /// Deletes allowed to succeed before every further delete fails (u64::MAX: no limit).
+    delete_budget: AtomicU64,
     /// Every n-th operation fails transiently (0: never).
     pub transient_every: u64,
     puts: AtomicU64,
+    deletes: AtomicU64,
     ops: AtomicU64,
     transient_failures: AtomicU64,
 }
@@ -26,8 +29,10 @@ impl<B: Backend> FaultyBackend<B> {
         FaultyBackend {
             inner,
             put_budget: AtomicU64::new(u64::MAX),
+            delete_budget: AtomicU64::new(u64::MAX),
             transient_every: 0,
             puts: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             transient_failures: AtomicU64::new(0),
         }
@@ -48,13 +53,24 @@ impl<B: Backend> FaultyBackend<B> {
         self.puts.load(Ordering::SeqCst)
     }
 
+    /// Lets `budget` more deletes succeed, then fails every further one
+    /// permanently; `None` lifts the limit.
+    pub fn set_delete_budget(&self, budget: Option<u64>) {
+        let limit = budget.map_or(u64::MAX, |b| self.deletes().saturating_add(b));
+        self.delete_budget.store(limit, Ordering::SeqCst);
+    }
+
+    pub fn deletes(&self) -> u64 {
+        self.deletes.load(Ordering::SeqCst)
+    }
+
     pub fn transient_failures(&self) -> u64 {
         self.transient_failures.load(Ordering::SeqCst)
     }
 
     fn maybe_transient(&self, what: &str) -> Result<()> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.transient_every > 0 && n % self.transient_every == 0 {
+        if self.transient_every > 0 && n.is_multiple_of(self.transient_every) {
             self.transient_failures.fetch_add(1, Ordering::SeqCst);
             return Err(BackendError::Transient { message: format!("injected fault in {what}"), retry_after: None });
         }
@@ -95,6 +111,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         self.maybe_transient("delete")?;
-        self.inner.delete(kind, id).await
+        if self.deletes.load(Ordering::SeqCst) >= self.delete_budget.load(Ordering::SeqCst) {
+            return Err(BackendError::Permanent {
+                message: format!("injected delete failure for {} {}", kind.name(), id),
+            });
+        }
+        self.inner.delete(kind, id).await?;
+        self.deletes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -15,6 +15,9 @@ use bytes::Bytes;
 use super::{Backend, BackendError, ObjectInfo, Result};
 use crate::format::{Id, ObjectKind};
 
+/// The directories of a local repository.
+const LAYOUT: [&str; 6] = ["keys", "packs", "index", "snapshots", "locks", "tmp"];
+
 pub struct LocalBackend {
     root: Arc<PathBuf>,
 }
@@ -73,12 +76,19 @@ impl Backend for LocalBackend {
                     message: format!("a repository already exists at {}", root.display()),
                 });
             }
-            if root.exists()
-                && fs::read_dir(&*root).map_err(|e| BackendError::from_io(e, root.display()))?.next().is_some()
-            {
-                return Err(BackendError::Permanent { message: format!("{} exists and is not empty", root.display()) });
+            // An empty directory, or what an interrupted init left (only our
+            // own layout, without a config), may become a repository.
+            if root.exists() {
+                for entry in fs::read_dir(&*root).map_err(|e| BackendError::from_io(e, root.display()))? {
+                    let entry = entry.map_err(|e| BackendError::from_io(e, root.display()))?;
+                    if !LAYOUT.contains(&entry.file_name().to_string_lossy().as_ref()) {
+                        return Err(BackendError::Permanent {
+                            message: format!("{} exists and is not empty", root.display()),
+                        });
+                    }
+                }
             }
-            for dir in ["keys", "packs", "index", "snapshots", "locks", "tmp"] {
+            for dir in LAYOUT {
                 let p = root.join(dir);
                 fs::create_dir_all(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
             }

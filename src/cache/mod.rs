@@ -1,4 +1,4 @@
-//! The local cache: a redb database per repository holding decoded index
+//! The local cache: a redb database per repository holding sealed index
 //! objects and sealed tree blobs, so that opening a repository and walking a
 //! parent snapshot need not download them again. It is only ever a cache: the
 //! repository is the source of truth, every entry is checked against it, and a
@@ -10,8 +10,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::format::Id;
 
-/// Index object id → index plaintext.
-const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_v1");
+/// Index object id → the object as sealed in storage.
+const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_v2");
 /// Tree blob id → the blob as sealed in its pack.
 const TREES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trees_v1");
 

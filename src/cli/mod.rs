@@ -2,6 +2,8 @@
 //! logging setup, progress bars and everything printed. The rest of the
 //! library never prints.
 
+mod inspect;
+mod maintenance;
 mod progress;
 
 use std::ffi::OsString;
@@ -97,6 +99,27 @@ enum Command {
     Restore(RestoreArgs),
     /// Check the repository's structure and, with --verify, its contents
     Check(CheckArgs),
+    /// List the entries of a snapshot, or of a path inside one
+    Ls(inspect::LsArgs),
+    /// Find entries by name, path or modification time across snapshots
+    Find(inspect::FindArgs),
+    /// Show what changed between two snapshots
+    Diff(inspect::DiffArgs),
+    /// Restore size, deduplicated size, stored size and compression
+    Stats(inspect::StatsArgs),
+    /// Print a decrypted repository object as JSON (for debugging)
+    Cat(inspect::CatArgs),
+    /// Add, remove or replace the tags of snapshots
+    Tag(inspect::TagArgs),
+    /// Manage the passwords (key slots) that open the repository
+    #[command(subcommand)]
+    Key(inspect::KeyCommand),
+    /// Remove snapshots by a retention policy (--keep-daily 7 ...) or by id
+    Forget(maintenance::ForgetArgs),
+    /// Delete the data no snapshot uses and repack partly used packs
+    Prune(maintenance::PruneArgs),
+    /// Remove stale locks (--remove-all: every lock)
+    Unlock(maintenance::UnlockArgs),
 }
 
 #[derive(Args)]
@@ -320,6 +343,16 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(a) => cmd_snapshots(g, a).await,
         Command::Restore(a) => cmd_restore(g, a).await,
         Command::Check(a) => cmd_check(g, a).await,
+        Command::Ls(a) => inspect::cmd_ls(g, a).await,
+        Command::Find(a) => inspect::cmd_find(g, a).await,
+        Command::Diff(a) => inspect::cmd_diff(g, a).await,
+        Command::Stats(a) => inspect::cmd_stats(g, a).await,
+        Command::Cat(a) => inspect::cmd_cat(g, a).await,
+        Command::Tag(a) => inspect::cmd_tag(g, a).await,
+        Command::Key(c) => inspect::cmd_key(g, c).await,
+        Command::Forget(a) => maintenance::cmd_forget(g, a).await,
+        Command::Prune(a) => maintenance::cmd_prune(g, a).await,
+        Command::Unlock(a) => maintenance::cmd_unlock(g, a).await,
     }
 }
 

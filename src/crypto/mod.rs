@@ -71,7 +71,7 @@ impl SealKey {
 
     /// Checks lengths and the tag (constant time), then decrypts and unpads.
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        if sealed.len() < IV_LEN + 16 + TAG_LEN || (sealed.len() - IV_LEN - TAG_LEN) % 16 != 0 {
+        if sealed.len() < IV_LEN + 16 + TAG_LEN || !(sealed.len() - IV_LEN - TAG_LEN).is_multiple_of(16) {
             return Err(OpenError);
         }
         let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);

@@ -174,6 +174,8 @@ pub fn blob_domain(t: BlobType) -> u8 {
 }
 pub const PACK_HEADER_DOMAIN: u8 = 0x20;
 pub const KEY_SLOT_DOMAIN: u8 = 0x30;
+/// Seal domain of a key slot's owner record (sealed with the repository keys).
+pub const KEY_OWNER_DOMAIN: u8 = 0x31;
 
 #[cfg(test)]
 mod tests {

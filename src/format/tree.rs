@@ -140,8 +140,10 @@ impl Tree {
         e.finish()
     }
 
-    /// Decodes a tree. Structure only: names are checked by [`validate_name`]
-    /// where they are used, so that one bad entry does not hide its siblings.
+    /// Decodes a tree: structure, and names strictly increasing (sorted, no
+    /// repeats). Whether a name is safe on disk is checked by
+    /// [`validate_name`] where it is used, so that one bad entry does not hide
+    /// its siblings.
     pub fn decode(buf: &[u8]) -> Result<Tree, FormatError> {
         let mut d = Decoder::new(buf, "tree", TREE_VERSION)?;
         let count = d.count(MIN_NODE_LEN)?;
@@ -178,6 +180,9 @@ impl Tree {
             }
             if kind != NodeKind::File && !n.content.is_empty() {
                 return Err(d.invalid("content on a node that is not a file"));
+            }
+            if nodes.last().is_some_and(|prev: &Node| prev.name >= n.name) {
+                return Err(d.invalid("entries are not sorted by name, or a name repeats"));
             }
             nodes.push(n);
         }
@@ -267,7 +272,9 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(nodes in proptest::collection::vec(arb_node(), 0..8)) {
-            let t = Tree { nodes };
+            let mut t = Tree { nodes };
+            t.sort();
+            t.nodes.dedup_by(|a, b| a.name == b.name);
             prop_assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
         }
 
@@ -293,6 +300,15 @@ mod tests {
         assert_eq!(validate_name(b"."), Err(BadName::Dots));
         assert_eq!(validate_name(b"../x"), Err(BadName::Slash));
         assert_eq!(validate_name(b"a\0b"), Err(BadName::Nul));
+    }
+
+    #[test]
+    fn unsorted_or_repeated_names_are_refused() {
+        let a = Node::new(b"a".to_vec(), NodeKind::File);
+        let b = Node::new(b"b".to_vec(), NodeKind::File);
+        assert!(Tree::decode(&Tree { nodes: vec![b.clone(), a.clone()] }.encode()).is_err());
+        assert!(Tree::decode(&Tree { nodes: vec![a.clone(), a.clone()] }.encode()).is_err());
+        assert!(Tree::decode(&Tree { nodes: vec![a, b] }.encode()).is_ok());
     }
 
     #[test]

@@ -2,7 +2,15 @@
 //! holds the right lock for its duration, and returns a result for the CLI
 //! to print.
 
+pub mod cat;
 pub mod check;
+pub mod diff;
+pub mod forget;
+pub mod inspect;
+pub mod key;
+pub mod prune;
+pub mod stats;
+pub mod tag;
 
 use std::sync::Arc;
 
@@ -36,7 +44,7 @@ pub async fn restore(
     let guard = lock::acquire(repo, false).await?;
     let result = async {
         let (id, snap) = repo.find_snapshot(spec).await?;
-        let index = Arc::new(repo.load_index().await?);
+        let index = Arc::new(repo.load_index_lenient().await?);
         let outcome = restorer::restore(repo, index, &snap.tree, opts, progress).await?;
         Ok((id, snap, outcome))
     }
@@ -53,6 +61,40 @@ pub async fn check(
 ) -> Result<CheckReport, RepoError> {
     let guard = lock::acquire(repo, false).await?;
     let result = check::check(repo, scope, progress).await;
+    guard.release().await;
+    result
+}
+
+/// Forgets snapshots under an exclusive lock (shared for a dry run). With
+/// `prune`, prunes under the same lock afterwards when snapshots were removed,
+/// or in a dry run reports what a prune would do once they are gone.
+pub async fn forget(
+    repo: &Repository,
+    opts: &forget::ForgetOptions,
+    prune: Option<&prune::PruneOptions>,
+) -> Result<(forget::ForgetReport, Option<prune::PruneReport>), RepoError> {
+    let guard = lock::acquire(repo, !opts.dry_run).await?;
+    let result = async {
+        let report = forget::forget(repo, &guard, opts).await?;
+        let pruned = match prune {
+            Some(p) if opts.dry_run => {
+                let gone = report.plan.to_remove().into_iter().collect();
+                Some(prune::simulate(repo, &guard, p, &gone).await?)
+            }
+            Some(p) if !report.removed.is_empty() => Some(prune::prune(repo, &guard, p).await?),
+            _ => None,
+        };
+        Ok((report, pruned))
+    }
+    .await;
+    guard.release().await;
+    result
+}
+
+/// Prunes under an exclusive lock (shared for a dry run).
+pub async fn prune(repo: &Repository, opts: &prune::PruneOptions) -> Result<prune::PruneReport, RepoError> {
+    let guard = lock::acquire(repo, !opts.dry_run).await?;
+    let result = prune::prune(repo, &guard, opts).await;
     guard.release().await;
     result
 }

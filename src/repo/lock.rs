@@ -109,6 +109,24 @@ async fn refresh_loop(repo: Repository, current: Arc<Mutex<(Id, Lock)>>, last: A
     loop {
         tokio::time::sleep(REFRESH_INTERVAL).await;
         let (old_id, mut lock) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // A lock that went unrefreshed too long (a suspended or stopped
+        // process) may already have been taken for stale, and one that was
+        // removed (`unlock`) has been: refreshing either would let its holder
+        // commit after a prune deleted what it deduplicated against. Leave it
+        // expired so that `ensure_fresh` keeps failing.
+        let age = host::now_ns().saturating_sub(last.load(Ordering::SeqCst));
+        if age > (STALE_AFTER - REFRESH_INTERVAL).as_nanos() as i64 {
+            tracing::warn!(lock = %old_id.short(), "our lock expired before it could be refreshed; nothing more will be committed");
+            return;
+        }
+        match repo.backend().list(ObjectKind::Lock).await {
+            Ok(listed) if !listed.iter().any(|o| o.id == old_id) => {
+                tracing::warn!(lock = %old_id.short(), "our lock was removed by someone else; nothing more will be committed");
+                last.store(i64::MIN, Ordering::SeqCst);
+                return;
+            }
+            _ => {}
+        }
         lock.refreshed_ns = host::now_ns();
         match repo.save_object(ObjectKind::Lock, &lock.encode()).await {
             Ok(new_id) => {
@@ -143,12 +161,52 @@ impl LockGuard {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// Stops refreshing and removes the lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).1.exclusive
+    }
+
+    /// Stops refreshing and removes the lock, including any copy a refresh
+    /// cut short may have written.
     pub async fn release(self) {
-        self.refresher.abort();
-        let id = self.id();
-        if let Err(e) = self.repo.backend().delete(ObjectKind::Lock, &id).await {
+        let LockGuard { repo, current, refresher, .. } = self;
+        refresher.abort();
+        let _ = refresher.await;
+        let (id, lock) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(e) = repo.backend().delete(ObjectKind::Lock, &id).await {
             tracing::warn!(lock = %id.short(), error = %e, "could not remove our lock; it will expire");
         }
+        if let Ok(locks) = list_locks(&repo).await {
+            for (other, _) in locks.iter().filter(|(other, l)| *other != id && l.nonce == lock.nonce) {
+                let _ = repo.backend().delete(ObjectKind::Lock, other).await;
+            }
+        }
     }
+}
+
+/// Removes stale locks, or with `all` every lock object (also unreadable ones
+/// and those of running processes, which notice at their next refresh and
+/// then commit nothing more). Returns the ids removed, with the lock when it
+/// could be read. Takes no lock itself.
+pub async fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<(Id, Option<Lock>)>> {
+    let now = host::now_ns();
+    let readable = list_locks(repo).await?;
+    let mut doomed: Vec<(Id, Option<Lock>)> =
+        readable.iter().filter(|(_, l)| all || is_stale(l, now)).map(|(id, l)| (*id, Some(l.clone()))).collect();
+    if all {
+        for info in repo.backend().list(ObjectKind::Lock).await? {
+            if !readable.iter().any(|(id, _)| *id == info.id) {
+                doomed.push((info.id, None));
+            }
+        }
+    }
+    for (id, _) in &doomed {
+        repo.backend().delete(ObjectKind::Lock, id).await?;
+        tracing::info!(lock = %id.short(), "lock removed");
+    }
+    Ok(doomed)
+}
+
+/// How a lock is shown to users: kind, holder, pid and when it was taken.
+pub fn describe_lock(l: &Lock) -> String {
+    describe(l)
 }

@@ -4,6 +4,7 @@
 //! it sees only sealed bytes.
 
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod lock;
 pub mod packer;
@@ -22,7 +23,7 @@ use crate::crypto::{random_secret, RepoKeys};
 use crate::format::config::Config;
 use crate::format::envelope::{open_payload, seal_payload};
 use crate::format::index::{IndexFile, IndexedPack};
-use crate::format::key::{KeyPayload, KeySlot};
+use crate::format::key::{KeyOwner, KeyPayload, KeySlot};
 use crate::format::pack::{decode_header, header_offset, BlobEntry, TRAILER_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
@@ -83,6 +84,9 @@ struct Inner {
     keys: RepoKeys,
     config: Config,
     key_id: Id,
+    /// The master secret, kept only to wrap it into new key slots
+    /// (see `keyring`); never exposed.
+    master: [u8; 32],
     cache: Option<Cache>,
     chunker: Chunker,
 }
@@ -99,7 +103,15 @@ impl Repository {
         if !opts.chunker.is_valid() {
             return Err(RepoError::Invalid(format!("invalid chunker parameters {:?}", opts.chunker)));
         }
+        if !(1..=19).contains(&opts.compression_level) {
+            return Err(RepoError::Invalid(format!("compression level {} is outside 1..=19", opts.compression_level)));
+        }
         backend.create().await?;
+        // Key slots without a config are left by an init that did not finish;
+        // they belong to no repository.
+        for stale in backend.list(ObjectKind::Key).await? {
+            backend.delete(ObjectKind::Key, &stale.id).await?;
+        }
         let master = random_secret();
         let repo_id = Id::random();
         let config = Config {
@@ -111,20 +123,15 @@ impl Repository {
             created_ns: host::now_ns(),
         };
         let key_id = Id::random();
-        let payload = KeyPayload {
-            master,
-            repo_id,
-            created_ns: config.created_ns,
-            hostname: host::hostname(),
-            username: host::username(),
-        };
-        let slot = keys::make_slot(password, &payload, opts.kdf, &key_id)?;
+        let payload = KeyPayload { master, repo_id };
+        let owner = KeyOwner { created_ns: config.created_ns, hostname: host::hostname(), username: host::username() };
+        let keys = RepoKeys::derive(&master);
+        let slot = keys::make_slot(password, &payload, &owner, &keys, opts.kdf, &key_id)?;
         // The key goes first: a config without a key would be unopenable.
         backend.put(ObjectKind::Key, &key_id, Bytes::from(slot.encode())).await?;
-        let keys = RepoKeys::derive(&master);
         let sealed = seal_object(&keys, &repo_id, ObjectKind::Config, &Id::ZERO, &config.encode(), 3);
         backend.put(ObjectKind::Config, &Id::ZERO, Bytes::from(sealed)).await?;
-        Ok(Repository::assemble(backend, keys, config, key_id, None))
+        Ok(Repository::assemble(backend, keys, config, key_id, &payload, None))
     }
 
     /// Opens a repository with `password`, using a cache under `cache_dir` if given.
@@ -187,13 +194,21 @@ impl Repository {
                 None
             }
         });
-        Ok(Repository::assemble(backend, keys, config, key_id, cache))
+        Ok(Repository::assemble(backend, keys, config, key_id, &payload, cache))
     }
 
-    fn assemble(backend: Arc<dyn Backend>, keys: RepoKeys, config: Config, key_id: Id, cache: Option<Cache>) -> Self {
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        keys: RepoKeys,
+        config: Config,
+        key_id: Id,
+        payload: &KeyPayload,
+        cache: Option<Cache>,
+    ) -> Self {
         let params = ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max };
         let chunker = Chunker::new(params, keys.chunker_seed);
-        Repository { inner: Arc::new(Inner { backend, keys, config, key_id, cache, chunker }) }
+        let master = payload.master;
+        Repository { inner: Arc::new(Inner { backend, keys, config, key_id, master, cache, chunker }) }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -310,8 +325,16 @@ impl Repository {
     /// Loads, authenticates and checks an object.
     pub async fn load_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
         let sealed = self.inner.backend.get(kind, id).await?;
+        self.open_stored_object(kind, id, &sealed)
+    }
+
+    /// Authenticates a sealed object and checks that its plaintext hashes to `id`.
+    pub fn open_stored_object(&self, kind: ObjectKind, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = || format!("{} object {}", kind.name().trim_end_matches('s'), id);
-        let plain = open_object(&self.inner.keys, self.repo_id(), kind, id, &sealed)
+        if sealed.len() > MAX_OBJECT_LEN as usize + 64 {
+            return Err(RepoError::damaged(what(), "larger than any object may be"));
+        }
+        let plain = open_object(&self.inner.keys, self.repo_id(), kind, id, sealed)
             .map_err(|e| RepoError::damaged(what(), e))?;
         if self.inner.keys.object_id(kind, &plain) != *id {
             return Err(RepoError::damaged(what(), "content does not match its id"));
@@ -371,6 +394,18 @@ impl Repository {
         }
     }
 
+    /// Loads every readable index object, logging the unreadable ones. For
+    /// commands that stay correct when blobs seem absent (a snapshot stores
+    /// them again, and its pack recovery re-indexes their packs; a restore
+    /// names the files it cannot restore). Prune and check use the strict forms.
+    pub async fn load_index_lenient(&self) -> Result<MasterIndex> {
+        let (index, bad) = self.load_index_report(true).await?;
+        for (id, e) in bad {
+            tracing::warn!(index = %id.short(), error = %e, "ignoring an unreadable index object; run `tstor check`");
+        }
+        Ok(index)
+    }
+
     /// Loads what index objects can be read, returning the unreadable ones
     /// beside it. `use_cache: false` reads every object from storage.
     pub async fn load_index_report(&self, use_cache: bool) -> Result<(MasterIndex, Vec<(Id, RepoError)>)> {
@@ -386,21 +421,34 @@ impl Repository {
             }
         }
         let mut files = Vec::with_capacity(listed.len());
-        let mut fresh: Vec<(Id, Vec<u8>)> = Vec::new();
+        let mut fresh: Vec<(Id, bytes::Bytes)> = Vec::new();
         let mut bad = Vec::new();
         for info in &listed {
-            let plain = match cache.and_then(|c| c.index(&info.id).ok().flatten()) {
+            // The cache holds sealed objects: what it returns is authenticated
+            // and checked against its id like anything read from storage.
+            let cached = cache
+                .and_then(|c| c.index(&info.id).ok().flatten())
+                .and_then(|sealed| self.open_stored_object(ObjectKind::Index, &info.id, &sealed).ok());
+            let plain = match cached {
                 Some(p) => p,
-                None => match self.load_object(ObjectKind::Index, &info.id).await {
-                    Ok(p) => {
-                        fresh.push((info.id, p.clone()));
-                        p
+                None => {
+                    let fetched = match self.inner.backend.get(ObjectKind::Index, &info.id).await {
+                        Ok(sealed) => {
+                            self.open_stored_object(ObjectKind::Index, &info.id, &sealed).map(|p| (sealed, p))
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    match fetched {
+                        Ok((sealed, p)) => {
+                            fresh.push((info.id, sealed));
+                            p
+                        }
+                        Err(e) => {
+                            bad.push((info.id, e));
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        bad.push((info.id, e));
-                        continue;
-                    }
-                },
+                }
             };
             match IndexFile::decode(&plain) {
                 Ok(file) => files.push((info.id, file)),
@@ -429,12 +477,7 @@ impl Repository {
     /// Stores an index object listing `packs`.
     pub async fn write_index(&self, packs: Vec<IndexedPack>, supersedes: Vec<Id>) -> Result<Id> {
         let file = IndexFile { supersedes, packs };
-        let plain = file.encode();
-        let id = self.save_object(ObjectKind::Index, &plain).await?;
-        if let Some(cache) = self.cache() {
-            let _ = cache.put_indexes([(&id, &plain[..])]);
-        }
-        Ok(id)
+        self.save_object(ObjectKind::Index, &file.encode()).await
     }
 
     /// Reads and authenticates a pack's header from storage.

@@ -56,6 +56,19 @@ fn missing_repository_and_missing_password_are_named() {
 }
 
 #[test]
+fn init_recovers_from_an_init_that_was_interrupted() {
+    let env = Env::new();
+    env.init();
+    // What a crash between writing the key slot and the config leaves.
+    fs::remove_file(env.repo().join("config")).unwrap();
+    let out = env.cmd().arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    env.init();
+    env.cmd().arg("snapshots").assert().success();
+    assert_eq!(fs::read_dir(env.repo().join("keys")).unwrap().count(), 1, "the orphaned key slot is gone");
+}
+
+#[test]
 fn password_file_and_command_work() {
     let env = Env::new();
     fs::write(env.path("pw"), format!("{PASSWORD}\n")).unwrap();

@@ -127,3 +127,26 @@ async fn wrong_password_opens_nothing() {
     assert!(matches!(Repository::open(backend.clone(), b"wrong", None).await, Err(RepoError::WrongPassword)));
     assert!(Repository::open(backend, b"right", None).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_cache_entry_is_ignored_and_refetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_source(&src);
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(backend.clone(), b"pw", fast_init()).await.unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let repo = Repository::open(backend.clone(), b"pw", Some(&cache_dir)).await.unwrap();
+    ops::snapshot(&repo, options(&src), Arc::new(NoProgress)).await.unwrap();
+    let index = repo.load_index().await.unwrap();
+    let blobs = index.blob_count();
+    let index_id = index.index_ids[0];
+    // Replace the cached index object with another, validly sealed, object:
+    // the cache must not be trusted to say which blobs exist.
+    let empty = tstor::format::index::IndexFile::default().encode();
+    let forged = repo.keys().seal.seal(b"anything", &empty);
+    repo.cache().unwrap().put_indexes([(&index_id, &forged[..])]).unwrap();
+    drop(repo);
+    let repo = Repository::open(backend, b"pw", Some(&cache_dir)).await.unwrap();
+    assert_eq!(repo.load_index().await.unwrap().blob_count(), blobs);
+}

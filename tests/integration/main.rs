@@ -7,6 +7,8 @@ mod common;
 mod bad_input;
 mod crash;
 mod damage;
+mod inspect;
 mod library;
 mod locks_and_cache;
+mod maintenance;
 mod roundtrip;

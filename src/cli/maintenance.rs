@@ -1,0 +1,373 @@
+//! Flags and printing for the commands that remove things: `forget`, `prune`
+//! and `unlock`. The policy, the prune and the lock removal are done in `ops`
+//! and `repo::lock`; this module turns their results into text or JSON.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::archiver::absolute_path;
+use crate::format::snapshot::Snapshot;
+use crate::format::Id;
+use crate::format_time;
+use crate::ops;
+use crate::ops::forget::{Duration, ForgetOptions, ForgetReport, GroupBy, GroupKey, Keep, Policy, SnapshotFilter};
+use crate::ops::prune::{MaxUnused, PruneOptions, PruneReport};
+use crate::repo::lock;
+
+use super::{human, lossy, open_repo, snapshot_json, Global};
+
+#[derive(Args)]
+pub(super) struct PruneFlags {
+    /// Unused space tolerated in kept packs afterwards: a share of the
+    /// repository (`5%`), a size (`100M`) or `unlimited`
+    #[arg(long, default_value = "5%", value_parser = |s: &str| s.parse::<MaxUnused>())]
+    max_unused: MaxUnused,
+    /// Repack at most this much (e.g. `2G`)
+    #[arg(long, value_parser = |s: &str| ops::check::parse_size(s))]
+    max_repack_size: Option<u64>,
+}
+
+impl PruneFlags {
+    fn options(&self, dry_run: bool) -> PruneOptions {
+        PruneOptions {
+            dry_run,
+            max_unused: self.max_unused,
+            max_repack_bytes: self.max_repack_size,
+            ..PruneOptions::default()
+        }
+    }
+}
+
+fn keep(s: &str) -> Result<Keep, String> {
+    s.parse()
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    s.parse()
+}
+
+fn tag_lists(values: &[String]) -> Vec<Vec<String>> {
+    values
+        .iter()
+        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>())
+        .map(|l| if l.is_empty() { vec![String::new()] } else { l })
+        .collect()
+}
+
+#[derive(Args)]
+pub(super) struct ForgetArgs {
+    /// Forget exactly these snapshots (ids, unique prefixes or `latest`) instead of applying a policy
+    ids: Vec<String>,
+    /// Keep the N newest snapshots (`unlimited`: all)
+    #[arg(long, short = 'l', value_name = "N", value_parser = keep)]
+    keep_last: Option<Keep>,
+    /// Keep the newest snapshot of each of the N newest hours that have one
+    #[arg(long, short = 'H', value_name = "N", value_parser = keep)]
+    keep_hourly: Option<Keep>,
+    /// Keep the newest snapshot of each of the N newest days that have one
+    #[arg(long, short = 'd', value_name = "N", value_parser = keep)]
+    keep_daily: Option<Keep>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one
+    #[arg(long, short = 'w', value_name = "N", value_parser = keep)]
+    keep_weekly: Option<Keep>,
+    /// Keep the newest snapshot of each of the N newest months that have one
+    #[arg(long, short = 'm', value_name = "N", value_parser = keep)]
+    keep_monthly: Option<Keep>,
+    /// Keep the newest snapshot of each of the N newest years that have one
+    #[arg(long, short = 'y', value_name = "N", value_parser = keep)]
+    keep_yearly: Option<Keep>,
+    /// Keep snapshots newer than this before the newest one (e.g. 30d, 2w, 1y5m, 12h)
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within: Option<Duration>,
+    /// Keep the newest snapshot of each hour within this duration of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_hourly: Option<Duration>,
+    /// Keep the newest snapshot of each day within this duration of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_daily: Option<Duration>,
+    /// Keep the newest snapshot of each week within this duration of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_weekly: Option<Duration>,
+    /// Keep the newest snapshot of each month within this duration of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_monthly: Option<Duration>,
+    /// Keep the newest snapshot of each year within this duration of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_yearly: Option<Duration>,
+    /// Keep snapshots with all of these comma-separated tags (repeatable)
+    #[arg(long, value_name = "TAG[,TAG]")]
+    keep_tag: Vec<String>,
+    /// Only consider snapshots of this host (repeatable)
+    #[arg(long)]
+    host: Vec<String>,
+    /// Only consider snapshots with all of these comma-separated tags (repeatable: any list)
+    #[arg(long, value_name = "TAG[,TAG]")]
+    tag: Vec<String>,
+    /// Only consider snapshots that include this path (repeatable)
+    #[arg(long)]
+    path: Vec<PathBuf>,
+    /// Apply the policy to each group of snapshots sharing these: any of host, paths, tags; `` for one group
+    #[arg(long, short = 'g', default_value = "host,paths", value_parser = |s: &str| s.parse::<GroupBy>())]
+    group_by: GroupBy,
+    /// Only show what would be removed
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Prune afterwards if snapshots were removed
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_flags: PruneFlags,
+}
+
+#[derive(Args)]
+pub(super) struct PruneArgs {
+    /// Only show what would be deleted and repacked
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    #[command(flatten)]
+    prune_flags: PruneFlags,
+}
+
+#[derive(Args)]
+pub(super) struct UnlockArgs {
+    /// Remove every lock, also those of running processes
+    #[arg(long)]
+    remove_all: bool,
+}
+
+pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
+    let policy = Policy {
+        last: a.keep_last.unwrap_or_default(),
+        hourly: a.keep_hourly.unwrap_or_default(),
+        daily: a.keep_daily.unwrap_or_default(),
+        weekly: a.keep_weekly.unwrap_or_default(),
+        monthly: a.keep_monthly.unwrap_or_default(),
+        yearly: a.keep_yearly.unwrap_or_default(),
+        within: a.keep_within.unwrap_or_default(),
+        within_hourly: a.keep_within_hourly.unwrap_or_default(),
+        within_daily: a.keep_within_daily.unwrap_or_default(),
+        within_weekly: a.keep_within_weekly.unwrap_or_default(),
+        within_monthly: a.keep_within_monthly.unwrap_or_default(),
+        within_yearly: a.keep_within_yearly.unwrap_or_default(),
+        tags: tag_lists(&a.keep_tag),
+    };
+    let mut paths = Vec::new();
+    for p in &a.path {
+        let abs = absolute_path(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        paths.push(abs.as_os_str().as_bytes().to_vec());
+    }
+    let opts = ForgetOptions {
+        policy,
+        group_by: a.group_by,
+        filter: SnapshotFilter { hosts: a.host, tags: tag_lists(&a.tag), paths },
+        ids: a.ids,
+        dry_run: a.dry_run,
+    };
+    let prune_opts = a.prune_flags.options(a.dry_run);
+    let repo = open_repo(g).await?;
+    let (report, pruned) = ops::forget(&repo, &opts, a.prune.then_some(&prune_opts)).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&forget_json(&opts, &report, pruned.as_ref()))?);
+    } else {
+        print_forget(&opts, &report)?;
+        if let Some(p) = &pruned {
+            print_prune(p);
+        }
+    }
+    for (id, e) in &report.unreadable {
+        eprintln!("warning: snapshot {} cannot be read and was left alone: {e}", id.short());
+    }
+    Ok(0)
+}
+
+fn group_json(key: &GroupKey) -> Value {
+    json!({
+        "host": key.hostname,
+        "paths": key.paths.as_ref().map(|p| p.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
+        "tags": key.tags,
+    })
+}
+
+fn forget_json(opts: &ForgetOptions, r: &ForgetReport, pruned: Option<&PruneReport>) -> Value {
+    let groups: Vec<Value> = r
+        .plan
+        .groups
+        .iter()
+        .map(|grp| {
+            let keep: Vec<Value> = grp
+                .keep
+                .iter()
+                .map(|(id, s, reasons)| {
+                    let mut v = snapshot_json(id, s);
+                    v["reasons"] = json!(reasons);
+                    v
+                })
+                .collect();
+            let remove: Vec<Value> = grp.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+            json!({ "group": group_json(&grp.key), "keep": keep, "remove": remove })
+        })
+        .collect();
+    json!({
+        "dry_run": r.dry_run,
+        "policy": if opts.ids.is_empty() { Some(opts.policy.to_string()) } else { None },
+        "groups": groups,
+        "would_remove": r.plan.to_remove().iter().map(Id::to_hex).collect::<Vec<_>>(),
+        "removed": r.removed.iter().map(Id::to_hex).collect::<Vec<_>>(),
+        "unreadable": r.unreadable.iter().map(|(id, e)| json!({ "id": id.to_hex(), "error": e })).collect::<Vec<_>>(),
+        "prune": pruned,
+    })
+}
+
+fn describe_group(key: &GroupKey) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = &key.hostname {
+        parts.push(format!("host [{h}]"));
+    }
+    if let Some(p) = &key.paths {
+        parts.push(format!("paths [{}]", p.iter().map(|p| lossy(p)).collect::<Vec<_>>().join(", ")));
+    }
+    if let Some(t) = &key.tags {
+        parts.push(format!("tags [{}]", t.join(", ")));
+    }
+    parts.join(", ")
+}
+
+/// One table row; `reason` is `None` in the table of removed snapshots, which has no Reasons column.
+fn snapshot_row(id: &Id, s: &Snapshot, reason: Option<&str>) -> String {
+    let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+    let reason = reason.map(|r| format!("{r:<22}  ")).unwrap_or_default();
+    format!(
+        "{:<8}  {:<19}  {:<16}  {:<12}  {reason}{}",
+        id.short(),
+        format_time(s.time_ns),
+        s.hostname,
+        s.tags.join(","),
+        paths.join(", ")
+    )
+}
+
+fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if opts.ids.is_empty() {
+        writeln!(out, "Applying policy: {}", opts.policy)?;
+    }
+    let header =
+        |reasons: &str| format!("{:<8}  {:<19}  {:<16}  {:<12}  {reasons}Paths", "ID", "Time (UTC)", "Host", "Tags");
+    for grp in &r.plan.groups {
+        let described = describe_group(&grp.key);
+        if !described.is_empty() {
+            writeln!(out, "snapshots for ({described}):")?;
+        }
+        if !grp.keep.is_empty() {
+            writeln!(out, "keep {} snapshots:", grp.keep.len())?;
+            writeln!(out, "{}", header(&format!("{:<22}  ", "Reasons")))?;
+            for (id, s, reasons) in &grp.keep {
+                let first = reasons.first().map_or("", String::as_str);
+                writeln!(out, "{}", snapshot_row(id, s, Some(first)).trim_end())?;
+                for more in reasons.iter().skip(1) {
+                    writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {more}", "", "", "", "")?;
+                }
+            }
+        }
+        if !grp.remove.is_empty() {
+            writeln!(out, "remove {} snapshots:", grp.remove.len())?;
+            writeln!(out, "{}", header(""))?;
+            for (id, s) in &grp.remove {
+                writeln!(out, "{}", snapshot_row(id, s, None).trim_end())?;
+            }
+        }
+        writeln!(out)?;
+    }
+    for id in &r.plan.unreadable {
+        writeln!(out, "remove unreadable snapshot {}", id.short())?;
+    }
+    let n = r.plan.to_remove().len();
+    if r.dry_run {
+        writeln!(out, "dry run: {n} snapshots would be removed")?;
+    } else {
+        writeln!(out, "{} snapshots removed", r.removed.len())?;
+    }
+    Ok(())
+}
+
+pub(super) async fn cmd_prune(g: &Global, a: PruneArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let report = ops::prune(&repo, &a.prune_flags.options(a.dry_run)).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_prune(&report);
+    }
+    Ok(0)
+}
+
+fn print_prune(r: &PruneReport) {
+    println!(
+        "{} snapshots use {} blobs ({}); {} in {} packs ({}) is unused",
+        r.snapshots,
+        r.used_blobs,
+        human(r.used_bytes),
+        human(r.unused_bytes),
+        r.packs,
+        human(r.bytes)
+    );
+    if r.nothing_to_do {
+        println!("nothing to prune");
+        return;
+    }
+    let would = if r.dry_run { "would " } else { "" };
+    if r.unindexed_packs > 0 {
+        println!("{} packs were listed by no index (left by interrupted runs)", r.unindexed_packs);
+    }
+    if r.packs_deleted > 0 {
+        println!("{would}delete {} packs holding nothing in use", r.packs_deleted);
+    }
+    if r.packs_repacked > 0 {
+        println!(
+            "{would}repack {} packs ({}), copying {} blobs into {} new packs ({})",
+            r.packs_repacked,
+            human(r.bytes_repacked),
+            r.blobs_repacked,
+            r.packs_written,
+            human(r.bytes_written)
+        );
+    }
+    if r.missing_packs_dropped > 0 {
+        println!("{would}drop {} missing packs nothing uses from the index", r.missing_packs_dropped);
+    }
+    println!("{would}replace {} index objects with one", r.index_objects_replaced);
+    println!(
+        "{}reclaimed {}: {} packs ({}) now {} packs ({}), {} unused",
+        if r.dry_run { "would have " } else { "" },
+        human(r.bytes_reclaimed),
+        r.packs,
+        human(r.bytes),
+        r.packs_after,
+        human(r.bytes_after),
+        human(r.unused_bytes_after)
+    );
+}
+
+pub(super) async fn cmd_unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
+    let repo = open_repo(g).await?;
+    let removed = lock::remove_locks(&repo, a.remove_all).await?;
+    if g.json {
+        let list: Vec<Value> = removed
+            .iter()
+            .map(|(id, l)| json!({ "id": id.to_hex(), "lock": l.as_ref().map(lock::describe_lock) }))
+            .collect();
+        println!("{}", json!({ "removed": list }));
+    } else {
+        for (id, l) in &removed {
+            let what = l.as_ref().map_or_else(|| "an unreadable lock".to_string(), lock::describe_lock);
+            println!("removed lock {}: {what}", id.short());
+        }
+        println!("{} locks removed", removed.len());
+    }
+    Ok(0)
+}
