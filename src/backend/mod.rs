@@ -7,6 +7,7 @@ pub mod faults;
 pub mod local;
 pub mod memory;
 pub mod retry;
+pub mod telegram;
 
 use std::time::Duration;
 

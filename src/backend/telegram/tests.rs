@@ -1,0 +1,150 @@
+//! The Telegram backend against the loopback MTProto server: the backend
+//! conformance suite in Saved Messages and in a new channel, big objects,
+//! ranged reads, expired file references, flood waits and lost answers.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tstor_tgloop::{Fault, Server, Where};
+
+use super::*;
+use crate::backend::conformance;
+
+fn session(server: &Server) -> Arc<TelegramSession> {
+    let SocketAddr::V4(v4) = server.addr() else { panic!("loopback server listens on IPv4") };
+    let v4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, v4.port());
+    let v6 = SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0);
+    Arc::new(TelegramSession::with_dc(server.dc_id(), v4, v6, server.auth_key()))
+}
+
+fn options() -> Options {
+    Options { api_id: 1, retry_delay: Duration::from_millis(20), ..Options::default() }
+}
+
+fn data(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed as u32) as u8 ^ (i >> 9) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[test]
+fn names_round_trip() {
+    let id = Id([0xab; 32]);
+    for kind in ObjectKind::ALL {
+        assert_eq!(parse_object_name(&object_name(kind, &id)), Some((kind, id)));
+    }
+    assert_eq!(parse_object_name("holiday.jpg"), None);
+    assert_eq!(parse_object_name("tstor-packs-xyz"), None);
+}
+
+#[test]
+fn chunk_plans_are_aligned() {
+    for (start, end) in [(0u64, 1), (1000, 6000), (99_990, 100_000), (0, 3 << 20), (524_287, 1_048_577), (4096, 8192)] {
+        let plan = chunk_plan(start, end);
+        assert!(plan[0].0 <= start && plan.last().map(|(o, l)| o + *l as u64).unwrap() >= end);
+        for w in plan.windows(2) {
+            assert_eq!(w[0].0 + w[0].1 as u64, w[1].0);
+        }
+        for &(offset, limit) in &plan {
+            assert!(limit >= 4096 && limit as usize <= MAX_CHUNK && limit.is_power_of_two());
+            assert_eq!(offset % limit as u64, 0, "{offset}+{limit}");
+            assert_eq!(offset >> 20, (offset + limit as u64 - 1) >> 20);
+        }
+    }
+}
+
+#[tokio::test]
+async fn saved_messages_conform() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    conformance::run(&b).await.unwrap();
+}
+
+#[tokio::test]
+async fn new_channel_conforms() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("tstor repo".into()), options());
+    conformance::run(&b).await.unwrap();
+    let (id, hash) = b.channel().await.expect("the channel was created");
+    assert_eq!(server.with_world(|w| w.channel_ids()), vec![id]);
+
+    // A second client, opened on the channel by id, sees the same objects.
+    let again = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    assert_eq!(again.list(ObjectKind::Snapshot).await.unwrap().len(), 20);
+    assert!(again.create().await.is_err());
+}
+
+#[tokio::test]
+async fn big_objects_and_ranges() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    b.create().await.unwrap();
+    let big = data(BIG_FILE + 700 * 1024 + 5, 1);
+    let id = Id([1; 32]);
+    b.put(ObjectKind::Pack, &id, big.clone()).await.unwrap();
+    assert_eq!(server.calls("upload.saveBigFilePart"), big.len().div_ceil(PART_SIZE));
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), big);
+    for (offset, len) in [(0u64, 1u32), (1_048_000, 2000), (5_000_001, 700_000), (big.len() as u64 - 10, 10)] {
+        let got = b.get_range(ObjectKind::Pack, &id, offset, len).await.unwrap();
+        assert_eq!(got, big.slice(offset as usize..offset as usize + len as usize), "{offset}+{len}");
+    }
+    assert!(b.get_range(ObjectKind::Pack, &id, big.len() as u64 - 10, 11).await.is_err());
+}
+
+#[tokio::test]
+async fn expired_file_references_are_refreshed() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("refs".into()), options());
+    b.create().await.unwrap();
+    let id = Id([2; 32]);
+    let blob = data(300_000, 2);
+    b.put(ObjectKind::Index, &id, blob.clone()).await.unwrap();
+    server.with_world(|w| w.expire_file_references());
+    assert_eq!(b.get(ObjectKind::Index, &id).await.unwrap(), blob);
+}
+
+#[tokio::test]
+async fn a_message_deleted_elsewhere_is_not_found() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("gone".into()), options());
+    b.create().await.unwrap();
+    let id = Id([3; 32]);
+    b.put(ObjectKind::Snapshot, &id, data(5000, 3)).await.unwrap();
+    let (channel, _) = b.channel().await.unwrap();
+    let msg = server.with_world(|w| w.message_ids(Where::Channel(channel)))[0];
+    assert!(server.with_world(|w| w.delete_behind_the_back(Where::Channel(channel), msg)));
+    server.with_world(|w| w.expire_file_references());
+    assert!(b.get(ObjectKind::Snapshot, &id).await.unwrap_err().is_not_found());
+    assert!(b.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn flood_waits_and_lost_answers_are_survived() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    b.create().await.unwrap();
+
+    // Two flood waits in a row on one part, more than grammers' default policy takes.
+    server.inject_after("upload.saveFilePart", 1, Fault::FloodWait(1), 2);
+    // A dropped connection mid-upload.
+    server.inject_after("upload.saveFilePart", 2, Fault::Drop, 1);
+    // The document is stored but its answer is lost: the resend is a duplicate.
+    server.inject("messages.sendMedia", Fault::LoseAnswer, 1);
+    let id = Id([4; 32]);
+    let blob = data(3 * PART_SIZE + 10, 4);
+    let started = std::time::Instant::now();
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited as long as Telegram asked");
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+
+    // A session Telegram no longer accepts is a permanent error naming the fix.
+    server.inject("messages.getHistory", Fault::Error { code: 401, message: "AUTH_KEY_UNREGISTERED".into() }, 1);
+    let err = b.list(ObjectKind::Pack).await.unwrap_err();
+    assert!(err.to_string().contains("tstor login"), "{err}");
+}

@@ -1,0 +1,293 @@
+//! Decoding and answering API calls: unwraps `invokeWithLayer`,
+//! `initConnection` and the other `!X` wrappers, reads each function with
+//! grammers' own TL types (by constructor id), and runs it against the
+//! [`World`].
+
+use grammers_tl_types::{self as tl, Cursor, Deserializable, Identifiable, Serializable};
+
+use crate::world::{Paging, RpcErr, RpcResult, SearchFilter, World};
+
+const INVOKE_WITH_LAYER: u32 = 0xda9b0d0d;
+const INIT_CONNECTION: u32 = 0xc1cd5ea9;
+const INVOKE_WITHOUT_UPDATES: u32 = 0xbf9459b7;
+const INVOKE_AFTER_MSG: u32 = 0xcb9f372d;
+
+/// What a connection learned from the wrappers around its calls.
+#[derive(Default, Debug, Clone)]
+pub struct ConnInfo {
+    pub layer: Option<i32>,
+    pub api_id: Option<i32>,
+    pub initialized: bool,
+}
+
+/// A call with its wrappers removed.
+pub struct Call<'a> {
+    pub constructor: u32,
+    pub body: &'a [u8],
+}
+
+impl Call<'_> {
+    pub fn name(&self) -> &'static str {
+        tl::name_for_id(self.constructor)
+    }
+}
+
+fn invalid() -> RpcErr {
+    RpcErr::bad("INPUT_REQUEST_INVALID")
+}
+
+fn skip_string(c: &mut Cursor) -> RpcResult<()> {
+    String::deserialize(c).map(drop).map_err(|_| invalid())
+}
+
+/// Strips the invoke wrappers, recording what they say in `info`.
+pub fn unwrap<'a>(mut body: &'a [u8], info: &mut ConnInfo) -> RpcResult<Call<'a>> {
+    loop {
+        let constructor = crate::mtproto::constructor(body).ok_or_else(invalid)?;
+        let mut c = Cursor::from_slice(&body[4..]);
+        match constructor {
+            INVOKE_WITH_LAYER => {
+                let layer = i32::deserialize(&mut c).map_err(|_| invalid())?;
+                if layer < 1 {
+                    return Err(RpcErr::bad("CONNECTION_LAYER_INVALID"));
+                }
+                info.layer = Some(layer);
+            }
+            INIT_CONNECTION => {
+                let flags = u32::deserialize(&mut c).map_err(|_| invalid())?;
+                let api_id = i32::deserialize(&mut c).map_err(|_| invalid())?;
+                for _ in 0..6 {
+                    skip_string(&mut c)?;
+                }
+                if flags & 1 != 0 {
+                    tl::enums::InputClientProxy::deserialize(&mut c).map_err(|_| invalid())?;
+                }
+                if flags & 2 != 0 {
+                    tl::enums::Jsonvalue::deserialize(&mut c).map_err(|_| invalid())?;
+                }
+                if api_id == 0 {
+                    return Err(RpcErr::bad("API_ID_INVALID"));
+                }
+                info.api_id = Some(api_id);
+                info.initialized = true;
+            }
+            INVOKE_WITHOUT_UPDATES => {}
+            INVOKE_AFTER_MSG => {
+                i64::deserialize(&mut c).map_err(|_| invalid())?;
+            }
+            _ => return Ok(Call { constructor, body }),
+        }
+        let consumed = 4 + c.pos();
+        body = &body[consumed..];
+    }
+}
+
+fn read<T: Deserializable + Identifiable>(call: &Call) -> RpcResult<T> {
+    let mut c = Cursor::from_slice(&call.body[4..]);
+    T::deserialize(&mut c).map_err(|_| invalid())
+}
+
+fn ok<T: Serializable>(value: T) -> RpcResult<Vec<u8>> {
+    Ok(value.to_bytes())
+}
+
+fn bool_true() -> RpcResult<Vec<u8>> {
+    ok(true)
+}
+
+fn paging(offset_id: i32, offset_date: i32, add_offset: i32, limit: i32, max_id: i32, min_id: i32) -> Paging {
+    Paging { offset_id, offset_date, add_offset, limit, max_id, min_id }
+}
+
+/// Runs one unwrapped call; the answer is the serialized return value.
+pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<u8>> {
+    use tl::functions as f;
+    if !info.initialized {
+        return Err(RpcErr::bad("CONNECTION_NOT_INITED"));
+    }
+    match call.constructor {
+        f::help::GetConfig::CONSTRUCTOR_ID => ok(config()),
+        f::updates::GetState::CONSTRUCTOR_ID => ok(world.state()),
+        f::users::GetUsers::CONSTRUCTOR_ID => {
+            let r: f::users::GetUsers = read(call)?;
+            ok(world.get_users(&r.id))
+        }
+        f::contacts::ResolveUsername::CONSTRUCTOR_ID => {
+            let r: f::contacts::ResolveUsername = read(call)?;
+            ok(world.resolve_username(&r.username)?)
+        }
+        f::channels::CreateChannel::CONSTRUCTOR_ID => {
+            let r: f::channels::CreateChannel = read(call)?;
+            if r.megagroup || !r.broadcast {
+                // The loopback server makes broadcast channels only.
+                return Err(RpcErr::bad("INPUT_REQUEST_INVALID"));
+            }
+            let (_, updates) = world.create_channel(&r.title, None)?;
+            ok(updates)
+        }
+        f::upload::SaveFilePart::CONSTRUCTOR_ID => {
+            let r: f::upload::SaveFilePart = read(call)?;
+            world.save_part(r.file_id, r.file_part, None, r.bytes)?;
+            bool_true()
+        }
+        f::upload::SaveBigFilePart::CONSTRUCTOR_ID => {
+            let r: f::upload::SaveBigFilePart = read(call)?;
+            world.save_part(r.file_id, r.file_part, Some(r.file_total_parts), r.bytes)?;
+            bool_true()
+        }
+        f::messages::SendMedia::CONSTRUCTOR_ID => {
+            let r: f::messages::SendMedia = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            ok(world.send_media(w, &r.media, &r.message, r.random_id)?)
+        }
+        f::messages::SendMessage::CONSTRUCTOR_ID => {
+            let r: f::messages::SendMessage = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            ok(world.send_message(w, &r.message, r.random_id)?)
+        }
+        f::messages::EditMessage::CONSTRUCTOR_ID => {
+            let r: f::messages::EditMessage = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            ok(world.edit_message(w, r.id, r.message.as_deref(), r.media.as_ref())?)
+        }
+        f::messages::UpdatePinnedMessage::CONSTRUCTOR_ID => {
+            let r: f::messages::UpdatePinnedMessage = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            ok(world.update_pinned(w, r.id, r.unpin)?)
+        }
+        f::channels::DeleteMessages::CONSTRUCTOR_ID => {
+            let r: f::channels::DeleteMessages = read(call)?;
+            let w = world.resolve_channel(&r.channel)?;
+            ok(world.delete_messages(w, &r.id))
+        }
+        f::messages::DeleteMessages::CONSTRUCTOR_ID => {
+            let r: f::messages::DeleteMessages = read(call)?;
+            ok(world.delete_messages(crate::world::Where::Saved, &r.id))
+        }
+        f::channels::GetMessages::CONSTRUCTOR_ID => {
+            let r: f::channels::GetMessages = read(call)?;
+            let w = world.resolve_channel(&r.channel)?;
+            ok(world.get_messages(w, &r.id))
+        }
+        f::messages::GetMessages::CONSTRUCTOR_ID => {
+            let r: f::messages::GetMessages = read(call)?;
+            ok(world.get_messages(crate::world::Where::Saved, &r.id))
+        }
+        f::messages::GetHistory::CONSTRUCTOR_ID => {
+            let r: f::messages::GetHistory = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            ok(world.history(w, paging(r.offset_id, r.offset_date, r.add_offset, r.limit, r.max_id, r.min_id)))
+        }
+        f::messages::Search::CONSTRUCTOR_ID => {
+            let r: f::messages::Search = read(call)?;
+            let w = world.resolve_peer(&r.peer)?;
+            use tl::enums::MessagesFilter as F;
+            let (pinned_only, documents_only) = match r.filter {
+                F::InputMessagesFilterEmpty => (false, false),
+                F::InputMessagesFilterPinned => (true, false),
+                F::InputMessagesFilterDocument => (false, true),
+                _ => return Err(RpcErr::bad("FILTER_NOT_SUPPORTED")),
+            };
+            let filter =
+                SearchFilter { query: r.q, pinned_only, documents_only, min_date: r.min_date, max_date: r.max_date };
+            ok(world.search(w, &filter, paging(r.offset_id, 0, r.add_offset, r.limit, r.max_id, r.min_id)))
+        }
+        f::upload::GetFile::CONSTRUCTOR_ID => {
+            let r: f::upload::GetFile = read(call)?;
+            ok(world.get_file(&r.location, r.offset, r.limit, r.precise)?)
+        }
+        f::upload::GetFileHashes::CONSTRUCTOR_ID => {
+            let r: f::upload::GetFileHashes = read(call)?;
+            ok(world.file_hashes(&r.location, r.offset)?)
+        }
+        _ => Err(RpcErr::bad("INPUT_METHOD_INVALID")),
+    }
+}
+
+/// help.getConfig with an empty DC list, so a client never learns of (or
+/// falls back to) any other address.
+fn config() -> tl::enums::Config {
+    tl::enums::Config::Config(tl::types::Config {
+        default_p2p_contacts: false,
+        preload_featured_stickers: false,
+        revoke_pm_inbox: true,
+        blocked_mode: false,
+        force_try_ipv6: false,
+        date: crate::mtproto::now_secs() as i32,
+        expires: crate::mtproto::now_secs() as i32 + 3600,
+        test_mode: false,
+        this_dc: crate::DC_ID,
+        dc_options: vec![],
+        dc_txt_domain_name: String::new(),
+        chat_size_max: 200,
+        megagroup_size_max: 200_000,
+        forwarded_count_max: 100,
+        online_update_period_ms: 210_000,
+        offline_blur_timeout_ms: 5000,
+        offline_idle_timeout_ms: 30_000,
+        online_cloud_timeout_ms: 300_000,
+        notify_cloud_delay_ms: 30_000,
+        notify_default_delay_ms: 1500,
+        push_chat_period_ms: 60_000,
+        push_chat_limit: 2,
+        edit_time_limit: 172_800,
+        revoke_time_limit: i32::MAX,
+        revoke_pm_time_limit: i32::MAX,
+        rating_e_decay: 2_419_200,
+        stickers_recent_limit: 200,
+        channels_read_media_period: 604_800,
+        tmp_sessions: None,
+        call_receive_timeout_ms: 20_000,
+        call_ring_timeout_ms: 90_000,
+        call_connect_timeout_ms: 30_000,
+        call_packet_timeout_ms: 10_000,
+        me_url_prefix: "https://t.me/".into(),
+        autoupdate_url_prefix: None,
+        gif_search_username: None,
+        venue_search_username: None,
+        img_search_username: None,
+        static_maps_provider: None,
+        caption_length_max: 1024,
+        message_length_max: 4096,
+        webfile_dc_id: crate::DC_ID,
+        suggested_lang_code: None,
+        lang_pack_version: None,
+        base_lang_pack_version: None,
+        reactions_default: None,
+        autologin_token: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_layer_and_init_connection() {
+        let inner = tl::functions::help::GetConfig {};
+        let wrapped = tl::functions::InvokeWithLayer {
+            layer: tl::LAYER,
+            query: tl::functions::InitConnection {
+                api_id: 1,
+                device_model: "d".into(),
+                system_version: "s".into(),
+                app_version: "a".into(),
+                system_lang_code: "en".into(),
+                lang_pack: "".into(),
+                lang_code: "en".into(),
+                proxy: None,
+                params: None,
+                query: inner,
+            },
+        }
+        .to_bytes();
+        let mut info = ConnInfo::default();
+        let call = unwrap(&wrapped, &mut info).unwrap();
+        assert_eq!(call.name(), "help.getConfig");
+        assert_eq!(info.layer, Some(tl::LAYER));
+        assert!(info.initialized);
+        let mut world = World::default();
+        assert!(answer(&mut world, &call, &info).is_ok());
+        assert_eq!(answer(&mut world, &call, &ConnInfo::default()).unwrap_err().message, "CONNECTION_NOT_INITED");
+    }
+}

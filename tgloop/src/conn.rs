@@ -1,0 +1,294 @@
+//! One client connection: reads `Full` transport packets, opens them with the
+//! pre-shared auth key, tracks the MTProto session (salts, message ids,
+//! sequence numbers, `ping_delay_disconnect`), answers service messages and
+//! runs API calls, sending each reply in its own packet.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use grammers_tl_types::{self as tl, Cursor, Deserializable, Identifiable, Serializable};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::api::{self, ConnInfo};
+use crate::crypto::OpenError;
+use crate::faults::Fault;
+use crate::mtproto::{self, Message, Outgoing};
+use crate::transport::{Reader, Writer};
+use crate::Shared;
+
+/// Replies above this size are sent `gzip_packed` when that makes them smaller.
+const GZIP_THRESHOLD: usize = 8 * 1024;
+
+struct Session {
+    id: i64,
+    out: Outgoing,
+    seen: HashSet<i64>,
+    order: VecDeque<i64>,
+}
+
+impl Session {
+    fn new(id: i64) -> Session {
+        Session { id, out: Outgoing::default(), seen: HashSet::new(), order: VecDeque::new() }
+    }
+
+    /// Records a client msg_id; false if it was seen before.
+    fn first_time(&mut self, msg_id: i64) -> bool {
+        if !self.seen.insert(msg_id) {
+            return false;
+        }
+        self.order.push_back(msg_id);
+        if self.order.len() > 4096 {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// What to do after handling a message.
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Conn<W> {
+    shared: Arc<Shared>,
+    writer: Writer<W>,
+    session: Option<Session>,
+    info: ConnInfo,
+    disconnect_at: Option<Instant>,
+}
+
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    run(r, w, shared).await;
+}
+
+async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: R, w: W, shared: Arc<Shared>) {
+    shared.stat(|s| s.connections += 1);
+    let mut reader = Reader::new(r);
+    let mut conn =
+        Conn { shared, writer: Writer::new(w), session: None, info: ConnInfo::default(), disconnect_at: None };
+    loop {
+        let packet = match conn.disconnect_at {
+            Some(at) => tokio::select! {
+                p = reader.read_packet() => p,
+                _ = sleep_until(at) => break,
+            },
+            None => reader.read_packet().await,
+        };
+        let packet = match packet {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("closing connection: {e}");
+                break;
+            }
+        };
+        match conn.on_packet(&packet).await {
+            Ok(Next::Continue) => {}
+            Ok(Next::Close) | Err(_) => break,
+        }
+    }
+    let _ = conn.writer.shutdown().await;
+}
+
+impl<W: AsyncWrite + Unpin> Conn<W> {
+    async fn on_packet(&mut self, packet: &[u8]) -> std::io::Result<Next> {
+        if packet.len() >= 8 && packet[..8] == [0; 8] {
+            // A plain (unencrypted) message starts a key exchange, which this
+            // server does not offer: it only knows its pre-shared key.
+            self.writer.write_error(404).await?;
+            return Ok(Next::Close);
+        }
+        let plain = match self.shared.auth_key.open_from_client(packet) {
+            Ok(p) => p,
+            Err(OpenError::UnknownKey) => {
+                self.writer.write_error(404).await?;
+                return Ok(Next::Close);
+            }
+            Err(e) => {
+                tracing::debug!("undecryptable packet: {e:?}");
+                return Ok(Next::Close);
+            }
+        };
+        let env = match mtproto::parse_plaintext(&plain) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::debug!("malformed message: {}", e.0);
+                return Ok(Next::Close);
+            }
+        };
+        if self.session.as_ref().is_none_or(|s| s.id != env.session_id) {
+            self.session = Some(Session::new(env.session_id));
+            let unique_id = rand::random::<i64>();
+            let salt = self.shared.salts.current();
+            self.send(&mtproto::new_session_created(env.message.msg_id, unique_id, salt), false).await?;
+        }
+        if !self.shared.salts.is_valid(env.salt) {
+            self.shared.stat(|s| s.bad_server_salts += 1);
+            let salt = self.shared.salts.current();
+            self.send(&mtproto::bad_server_salt(&env.message, salt), false).await?;
+            return Ok(Next::Continue);
+        }
+        self.on_message(env.message, true).await
+    }
+
+    /// Encrypts and sends one message in its own packet.
+    async fn send(&mut self, body: &[u8], response: bool) -> std::io::Result<()> {
+        let salt = self.shared.salts.current();
+        let session = self.session.as_mut().expect("a session exists once a packet was read");
+        let plain = session.out.plaintext(salt, session.id, body, response);
+        let sealed = self.shared.auth_key.seal_for_client(plain);
+        self.writer.write_packet(&sealed).await
+    }
+
+    async fn on_message(&mut self, msg: Message, outer: bool) -> std::io::Result<Next> {
+        let constructor = mtproto::constructor(&msg.body).unwrap_or(0);
+        let content_related = mtproto::is_content_related(&msg.body);
+        if let Some(code) = mtproto::check_client_message(&msg, content_related, mtproto::now_secs()) {
+            self.shared.stat(|s| s.bad_msg_notifications += 1);
+            self.send(&mtproto::bad_msg_notification(&msg, code), false).await?;
+            return Ok(Next::Continue);
+        }
+        if !self.session.as_mut().expect("session").first_time(msg.msg_id) {
+            return Ok(Next::Continue);
+        }
+        match constructor {
+            mtproto::MSG_CONTAINER => {
+                self.shared.stat(|s| s.containers += 1);
+                let inner = match (outer, mtproto::parse_container(&msg.body)) {
+                    (true, Ok(inner)) if inner.iter().all(|m| m.msg_id < msg.msg_id) => inner,
+                    _ => {
+                        self.send(&mtproto::bad_msg_notification(&msg, 64), false).await?;
+                        return Ok(Next::Continue);
+                    }
+                };
+                for m in inner {
+                    if let Next::Close = Box::pin(self.on_message(m, false)).await? {
+                        return Ok(Next::Close);
+                    }
+                }
+                Ok(Next::Continue)
+            }
+            mtproto::GZIP_PACKED => {
+                self.shared.stat(|s| s.gzipped_requests += 1);
+                match mtproto::gunzip(&msg.body) {
+                    Ok(body) => self.on_content(Message { body, ..msg }).await,
+                    Err(_) => {
+                        self.send(&mtproto::bad_msg_notification(&msg, 64), false).await?;
+                        Ok(Next::Continue)
+                    }
+                }
+            }
+            _ => self.on_content(msg).await,
+        }
+    }
+
+    async fn on_content(&mut self, msg: Message) -> std::io::Result<Next> {
+        use tl::functions as f;
+        let constructor = mtproto::constructor(&msg.body).unwrap_or(0);
+        let mut c = Cursor::from_slice(msg.body.get(4..).unwrap_or(&[]));
+        match constructor {
+            tl::types::MsgsAck::CONSTRUCTOR_ID => Ok(Next::Continue),
+            f::Ping::CONSTRUCTOR_ID => {
+                let ping = f::Ping::deserialize(&mut c).map_err(|_| bad_data())?;
+                self.send(&pong(msg.msg_id, ping.ping_id), true).await?;
+                Ok(Next::Continue)
+            }
+            f::PingDelayDisconnect::CONSTRUCTOR_ID => {
+                let ping = f::PingDelayDisconnect::deserialize(&mut c).map_err(|_| bad_data())?;
+                self.disconnect_at = Some(Instant::now() + Duration::from_secs(ping.disconnect_delay.max(1) as u64));
+                self.send(&pong(msg.msg_id, ping.ping_id), true).await?;
+                Ok(Next::Continue)
+            }
+            f::GetFutureSalts::CONSTRUCTOR_ID => {
+                self.shared.stat(|s| s.future_salts += 1);
+                let req = f::GetFutureSalts::deserialize(&mut c).map_err(|_| bad_data())?;
+                let salts = self.shared.salts.future(msg.msg_id, req.num);
+                self.send(&salts, true).await?;
+                Ok(Next::Continue)
+            }
+            f::DestroySession::CONSTRUCTOR_ID => {
+                let req = f::DestroySession::deserialize(&mut c).map_err(|_| bad_data())?;
+                let none = tl::enums::DestroySessionRes::DestroySessionNone(tl::types::DestroySessionNone {
+                    session_id: req.session_id,
+                });
+                self.send(&none.to_bytes(), true).await?;
+                Ok(Next::Continue)
+            }
+            _ => self.on_call(msg).await,
+        }
+    }
+
+    async fn on_call(&mut self, msg: Message) -> std::io::Result<Next> {
+        let mut info = self.info.clone();
+        let call = match api::unwrap(&msg.body, &mut info) {
+            Ok(call) => call,
+            Err(e) => {
+                let reply = mtproto::rpc_result(msg.msg_id, &mtproto::rpc_error(e.code, &e.message));
+                self.send(&reply, true).await?;
+                return Ok(Next::Continue);
+            }
+        };
+        self.info = info;
+        let name = call.name();
+        self.shared.count_call(name);
+        let fault = self.shared.faults.lock().expect("faults lock").take(name);
+        let mut lose_answer = false;
+        let result = match fault {
+            Some(Fault::Drop) => return Ok(Next::Close),
+            Some(Fault::FloodWait(s)) => Err(crate::RpcErr { code: 420, message: format!("FLOOD_WAIT_{s}") }),
+            Some(Fault::FloodPremiumWait(s)) => {
+                Err(crate::RpcErr { code: 420, message: format!("FLOOD_PREMIUM_WAIT_{s}") })
+            }
+            Some(Fault::Error { code, message }) => Err(crate::RpcErr { code, message }),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.shared.run_call(&call, &self.info)
+            }
+            Some(Fault::LoseAnswer) => {
+                lose_answer = true;
+                self.shared.run_call(&call, &self.info)
+            }
+            None => self.shared.run_call(&call, &self.info),
+        };
+        if lose_answer {
+            return Ok(Next::Close);
+        }
+        let body = match result {
+            Ok(bytes) => {
+                let is_file = mtproto::constructor(&bytes) == Some(tl::types::upload::File::CONSTRUCTOR_ID);
+                if bytes.len() > GZIP_THRESHOLD && !is_file {
+                    let packed = mtproto::gzip(&bytes);
+                    if packed.len() < bytes.len() {
+                        packed
+                    } else {
+                        bytes
+                    }
+                } else {
+                    bytes
+                }
+            }
+            Err(e) => {
+                tracing::debug!("{name} failed: {} {}", e.code, e.message);
+                mtproto::rpc_error(e.code, &e.message)
+            }
+        };
+        self.send(&mtproto::rpc_result(msg.msg_id, &body), true).await?;
+        Ok(Next::Continue)
+    }
+}
+
+fn pong(msg_id: i64, ping_id: i64) -> Vec<u8> {
+    tl::enums::Pong::Pong(tl::types::Pong { msg_id, ping_id }).to_bytes()
+}
+
+fn bad_data() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed service message")
+}

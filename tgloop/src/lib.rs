@@ -1,0 +1,281 @@
+//! A loopback Telegram server for tests: speaks MTProto 2.0 over the `Full`
+//! TCP transport with a pre-shared auth key, and serves the part of the API
+//! that tstor uses (uploads, documents in Saved Messages and channels,
+//! history, search, pins, edits, deletes), enforcing Telegram's rules.
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! let server = tstor_tgloop::Server::start().await?;
+//! // Seed a grammers session: home DC, the server address, the auth key,
+//! // and no other DC, so nothing falls back to real Telegram addresses.
+//! let session = grammers_session::storages::MemorySession::from(server.session_data());
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod conn;
+pub mod crypto;
+pub mod faults;
+pub mod mtproto;
+pub mod transport;
+pub mod world;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use faults::Fault;
+pub use world::{Limits, RpcErr, Where, World};
+
+/// The datacenter id the server claims to be, and the home DC of seeded sessions.
+pub const DC_ID: i32 = 2;
+
+/// A fresh random 2048-bit authorization key.
+pub fn random_auth_key() -> [u8; 256] {
+    let mut k = [0u8; 256];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut k[..]);
+    k
+}
+
+/// How the server is started.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The pre-shared authorization key; random when `None`.
+    pub auth_key: Option<[u8; 256]>,
+    pub limits: Limits,
+    /// Whether Saved Messages ids skip the ids other private chats would take.
+    pub private_id_gaps: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+            auth_key: None,
+            limits: Limits::default(),
+            private_id_gaps: true,
+        }
+    }
+}
+
+/// Server salts: one per hour, any of the current, previous or next hour accepted.
+pub(crate) struct Salts {
+    start: i64,
+    values: Vec<i64>,
+}
+
+const SALT_PERIOD: i64 = 3600;
+
+impl Salts {
+    fn new() -> Salts {
+        let start = mtproto::now_secs() - SALT_PERIOD / 2;
+        Salts { start, values: (0..256).map(|_| rand::random::<i64>() | 1).collect() }
+    }
+
+    fn index(&self, at: i64) -> usize {
+        (((at - self.start).max(0) / SALT_PERIOD) as usize).min(self.values.len() - 1)
+    }
+
+    pub(crate) fn current(&self) -> i64 {
+        self.values[self.index(mtproto::now_secs())]
+    }
+
+    pub(crate) fn is_valid(&self, salt: i64) -> bool {
+        let i = self.index(mtproto::now_secs());
+        self.values[i.saturating_sub(1)..(i + 2).min(self.values.len())].contains(&salt)
+    }
+
+    /// A `future_salts` message answering `req_msg_id`.
+    pub(crate) fn future(&self, req_msg_id: i64, num: i32) -> Vec<u8> {
+        use grammers_tl_types::{self as tl, Serializable};
+        let now = mtproto::now_secs();
+        let first = self.index(now);
+        let n = num.clamp(1, 64) as usize;
+        let salts = (first..(first + n).min(self.values.len()))
+            .map(|i| {
+                let since = self.start + i as i64 * SALT_PERIOD;
+                tl::types::FutureSalt {
+                    valid_since: since as i32,
+                    valid_until: (since + SALT_PERIOD) as i32,
+                    salt: self.values[i],
+                }
+            })
+            .collect();
+        tl::enums::FutureSalts::Salts(tl::types::FutureSalts { req_msg_id, now: now as i32, salts: tl::RawVec(salts) })
+            .to_bytes()
+    }
+}
+
+/// Counts of protocol events, to check which paths a client exercised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolStats {
+    pub connections: usize,
+    pub containers: usize,
+    pub gzipped_requests: usize,
+    pub bad_server_salts: usize,
+    pub future_salts: usize,
+    pub bad_msg_notifications: usize,
+}
+
+/// State shared by all connections.
+pub(crate) struct Shared {
+    pub(crate) stats: Mutex<ProtocolStats>,
+    pub(crate) auth_key: crypto::AuthKey,
+    pub(crate) salts: Salts,
+    pub(crate) world: Mutex<World>,
+    pub(crate) faults: Mutex<faults::Faults>,
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl Shared {
+    pub(crate) fn count_call(&self, name: &'static str) {
+        *self.calls.lock().expect("calls lock").entry(name).or_default() += 1;
+    }
+
+    pub(crate) fn stat(&self, f: impl FnOnce(&mut ProtocolStats)) {
+        f(&mut self.stats.lock().expect("stats lock"));
+    }
+
+    pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
+        let mut world = self.world.lock().expect("world lock");
+        api::answer(&mut world, call, info)
+    }
+}
+
+/// A running loopback server. Dropping it stops the server and its connections.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts on 127.0.0.1 with a free port and a random auth key.
+    pub async fn start() -> std::io::Result<Server> {
+        Server::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let key = config.auth_key.unwrap_or_else(random_auth_key);
+        let mut world = World::new(config.limits);
+        if !config.private_id_gaps {
+            world.contiguous_private_ids();
+        }
+        let shared = Arc::new(Shared {
+            auth_key: crypto::AuthKey::new(key),
+            salts: Salts::new(),
+            world: Mutex::new(world),
+            faults: Mutex::new(faults::Faults::default()),
+            calls: Mutex::new(HashMap::new()),
+            stats: Mutex::new(ProtocolStats::default()),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            conns.spawn(conn::serve(stream, Arc::clone(&accept_shared)));
+                        }
+                        Err(e) => tracing::warn!("accept failed: {e}"),
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Ok(Server { addr, shared, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn auth_key(&self) -> [u8; 256] {
+        self.shared.auth_key.bytes()
+    }
+
+    pub fn dc_id(&self) -> i32 {
+        DC_ID
+    }
+
+    /// The account's user id and access hash (what `users.getUsers` returns).
+    pub fn me(&self) -> (i64, i64) {
+        let w = self.shared.world.lock().expect("world lock");
+        (w.me.id, w.me.access_hash)
+    }
+
+    /// Session contents for a grammers client: home DC [`DC_ID`] at this
+    /// server's address with the auth key, and no other DC options.
+    pub fn session_data(&self) -> grammers_session::SessionData {
+        let ipv4 = match self.addr {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.addr.port()),
+        };
+        let ipv6 = match self.addr {
+            SocketAddr::V6(a) => a,
+            SocketAddr::V4(a) => SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0),
+        };
+        let option = grammers_session::types::DcOption { id: DC_ID, ipv4, ipv6, auth_key: Some(self.auth_key()) };
+        grammers_session::SessionData {
+            home_dc: DC_ID,
+            dc_options: [(DC_ID, option)].into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The connection facts as one line of JSON: `addr`, `dc_id`, `auth_key_hex`,
+    /// `user_id`, `user_access_hash`.
+    pub fn info_json(&self) -> String {
+        let key: String = self.auth_key().iter().map(|b| format!("{b:02x}")).collect();
+        let (user_id, access_hash) = self.me();
+        format!(
+            "{{\"addr\":\"{}\",\"dc_id\":{},\"auth_key_hex\":\"{}\",\"user_id\":{},\"user_access_hash\":{}}}",
+            self.addr, DC_ID, key, user_id, access_hash
+        )
+    }
+
+    /// Makes the next `times` calls of `method` (e.g. "upload.saveBigFilePart") fail with `fault`.
+    pub fn inject(&self, method: &str, fault: Fault, times: usize) {
+        self.inject_after(method, 0, fault, times);
+    }
+
+    /// Like [`Server::inject`], after letting `skip` calls through.
+    pub fn inject_after(&self, method: &str, skip: usize, fault: Fault, times: usize) {
+        self.shared.faults.lock().expect("faults lock").add(method, skip, times, fault);
+    }
+
+    /// Faults injected but not fired yet.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.faults.lock().expect("faults lock").pending()
+    }
+
+    /// How many times `method` was called (wrappers removed), faults included.
+    pub fn calls(&self, method: &str) -> usize {
+        self.shared.calls.lock().expect("calls lock").get(method).copied().unwrap_or(0)
+    }
+
+    /// What the protocol layer has seen so far.
+    pub fn protocol_stats(&self) -> ProtocolStats {
+        *self.shared.stats.lock().expect("stats lock")
+    }
+
+    /// Direct access to the simulated account, e.g. to create a public
+    /// channel or delete a message as someone else would.
+    pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut self.shared.world.lock().expect("world lock"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,1290 @@
+//! The simulated Telegram account behind the loopback server: one user, their
+//! Saved Messages, the channels they create, pending file uploads and stored
+//! documents, all in memory. Every method enforces the rule Telegram applies
+//! to the same request and fails with the same error name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use grammers_tl_types as tl;
+use rand::Rng;
+
+use crate::mtproto::now_secs;
+
+/// An RPC error as Telegram reports it: an HTTP-like code and an upper-case name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcErr {
+    pub code: i32,
+    pub message: String,
+}
+
+impl RpcErr {
+    pub fn bad(message: impl Into<String>) -> RpcErr {
+        RpcErr { code: 400, message: message.into() }
+    }
+}
+
+pub type RpcResult<T> = Result<T, RpcErr>;
+
+/// The limits of a non-premium account.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest part accepted by upload.saveFilePart / saveBigFilePart.
+    pub max_part_size: usize,
+    /// Most parts in one file (2000 MiB at 512 KiB parts).
+    pub max_parts: i32,
+    /// Largest file that may be sent as `inputFile` (saveFilePart).
+    pub max_small_file: usize,
+    /// Caption length, in UTF-16 code units.
+    pub caption_length: usize,
+    /// Text message length, in UTF-16 code units.
+    pub message_length: usize,
+    /// Largest page of messages.getHistory / messages.search.
+    pub max_page: i32,
+    /// Largest upload.getFile chunk.
+    pub max_chunk: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_part_size: 512 * 1024,
+            max_parts: 4000,
+            max_small_file: 10 * 1024 * 1024,
+            caption_length: 1024,
+            message_length: 4096,
+            max_page: 100,
+            max_chunk: 1024 * 1024,
+        }
+    }
+}
+
+/// The logged-in user.
+#[derive(Clone, Debug)]
+pub struct Me {
+    pub id: i64,
+    pub access_hash: i64,
+    pub first_name: String,
+    pub username: String,
+    pub phone: String,
+}
+
+/// A stored document (what a message with a file points to).
+pub struct Doc {
+    pub id: i64,
+    pub access_hash: i64,
+    pub file_reference: Vec<u8>,
+    pub date: i32,
+    pub mime_type: String,
+    pub attributes: Vec<tl::enums::DocumentAttribute>,
+    pub data: Arc<Vec<u8>>,
+}
+
+#[derive(Clone)]
+enum Body {
+    Text,
+    Document(i64),
+    ChannelCreate(String),
+    Pin(i32),
+}
+
+#[derive(Clone)]
+struct Stored {
+    id: i32,
+    date: i32,
+    text: String,
+    body: Body,
+    edit_date: Option<i32>,
+    pinned: bool,
+}
+
+impl Stored {
+    fn is_service(&self) -> bool {
+        matches!(self.body, Body::ChannelCreate(_) | Body::Pin(_))
+    }
+}
+
+#[derive(Default)]
+struct Chat {
+    messages: BTreeMap<i32, Stored>,
+    random_ids: HashMap<i64, i32>,
+    pts: i32,
+}
+
+struct ChannelInfo {
+    id: i64,
+    access_hash: i64,
+    title: String,
+    username: Option<String>,
+    date: i32,
+    chat: Chat,
+    next_id: i32,
+}
+
+struct Upload {
+    big: Option<i32>,
+    parts: BTreeMap<i32, Vec<u8>>,
+}
+
+/// Which chat a request is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where {
+    Saved,
+    Channel(i64),
+}
+
+/// A page request shared by messages.getHistory and messages.search.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Paging {
+    pub offset_id: i32,
+    pub offset_date: i32,
+    pub add_offset: i32,
+    pub limit: i32,
+    pub max_id: i32,
+    pub min_id: i32,
+}
+
+/// Which messages a search returns.
+#[derive(Clone, Debug, Default)]
+pub struct SearchFilter {
+    pub query: String,
+    pub pinned_only: bool,
+    pub documents_only: bool,
+    pub min_date: i32,
+    pub max_date: i32,
+}
+
+/// The whole simulated account.
+pub struct World {
+    pub me: Me,
+    pub limits: Limits,
+    saved: Chat,
+    /// Private-chat message ids are shared by all of a user's private chats,
+    /// so Saved Messages sees gaps; this is the next id of that sequence.
+    next_private_id: i32,
+    /// Ids other chats take between two messages of ours, cycled.
+    private_gaps: Vec<i32>,
+    private_sends: usize,
+    channels: BTreeMap<i64, ChannelInfo>,
+    uploads: HashMap<i64, Upload>,
+    docs: HashMap<i64, Arc<Doc>>,
+    pts: i32,
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+fn random_i64() -> i64 {
+    rand::thread_rng().gen::<i64>() & i64::MAX
+}
+
+fn now() -> i32 {
+    now_secs() as i32
+}
+
+fn file_reference() -> Vec<u8> {
+    let mut r = vec![0u8; 16];
+    rand::thread_rng().fill(&mut r[..]);
+    r
+}
+
+impl Default for World {
+    fn default() -> World {
+        World::new(Limits::default())
+    }
+}
+
+impl World {
+    pub fn new(limits: Limits) -> World {
+        World {
+            me: Me {
+                id: 7_000_000_000 + (random_i64() % 1_000_000),
+                access_hash: random_i64(),
+                first_name: "Loopback".into(),
+                username: "tgloop_user".into(),
+                phone: "42777".into(),
+            },
+            limits,
+            saved: Chat::default(),
+            next_private_id: 1 + (random_i64() % 500) as i32,
+            private_gaps: vec![0, 2, 0, 1, 5, 0, 0, 3],
+            private_sends: 0,
+            channels: BTreeMap::new(),
+            uploads: HashMap::new(),
+            docs: HashMap::new(),
+            pts: 1,
+        }
+    }
+
+    /// Turns off the gaps other private chats leave in Saved Messages ids.
+    pub fn contiguous_private_ids(&mut self) {
+        self.private_gaps = vec![0];
+    }
+
+    // ---- peers ----
+
+    pub fn resolve_peer(&self, peer: &tl::enums::InputPeer) -> RpcResult<Where> {
+        use tl::enums::InputPeer as P;
+        match peer {
+            P::PeerSelf => Ok(Where::Saved),
+            P::User(u) if u.user_id == self.me.id && u.access_hash == self.me.access_hash => Ok(Where::Saved),
+            P::Channel(c) => self.check_channel(c.channel_id, c.access_hash),
+            P::Empty => Err(RpcErr::bad("PEER_ID_INVALID")),
+            _ => Err(RpcErr::bad("PEER_ID_INVALID")),
+        }
+    }
+
+    pub fn resolve_channel(&self, channel: &tl::enums::InputChannel) -> RpcResult<Where> {
+        match channel {
+            tl::enums::InputChannel::Channel(c) => self.check_channel(c.channel_id, c.access_hash),
+            _ => Err(RpcErr::bad("CHANNEL_INVALID")),
+        }
+    }
+
+    fn check_channel(&self, id: i64, access_hash: i64) -> RpcResult<Where> {
+        match self.channels.get(&id) {
+            Some(c) if c.access_hash == access_hash => Ok(Where::Channel(id)),
+            Some(_) => Err(RpcErr::bad("CHANNEL_INVALID")),
+            None => Err(RpcErr::bad("CHANNEL_INVALID")),
+        }
+    }
+
+    pub fn user(&self) -> tl::enums::User {
+        tl::enums::User::User(tl::types::User {
+            is_self: true,
+            contact: false,
+            mutual_contact: false,
+            deleted: false,
+            bot: false,
+            bot_chat_history: false,
+            bot_nochats: false,
+            verified: false,
+            restricted: false,
+            min: false,
+            bot_inline_geo: false,
+            support: false,
+            scam: false,
+            apply_min_photo: false,
+            fake: false,
+            bot_attach_menu: false,
+            premium: false,
+            attach_menu_enabled: false,
+            bot_can_edit: false,
+            close_friend: false,
+            stories_hidden: false,
+            stories_unavailable: false,
+            contact_require_premium: false,
+            bot_business: false,
+            bot_has_main_app: false,
+            bot_forum_view: false,
+            bot_forum_can_manage_topics: false,
+            bot_can_manage_bots: false,
+            bot_guestchat: false,
+            bot_guard: false,
+            id: self.me.id,
+            access_hash: Some(self.me.access_hash),
+            first_name: Some(self.me.first_name.clone()),
+            last_name: None,
+            username: Some(self.me.username.clone()),
+            phone: Some(self.me.phone.clone()),
+            photo: None,
+            status: None,
+            bot_info_version: None,
+            restriction_reason: None,
+            bot_inline_placeholder: None,
+            lang_code: None,
+            emoji_status: None,
+            usernames: None,
+            stories_max_id: None,
+            color: None,
+            profile_color: None,
+            bot_active_users: None,
+            bot_verification_icon: None,
+            send_paid_messages_stars: None,
+            linked_community_id: None,
+        })
+    }
+
+    fn channel_tl(c: &ChannelInfo) -> tl::enums::Chat {
+        tl::enums::Chat::Channel(tl::types::Channel {
+            creator: true,
+            left: false,
+            broadcast: true,
+            verified: false,
+            megagroup: false,
+            restricted: false,
+            signatures: false,
+            min: false,
+            scam: false,
+            has_link: false,
+            has_geo: false,
+            slowmode_enabled: false,
+            call_active: false,
+            call_not_empty: false,
+            fake: false,
+            gigagroup: false,
+            noforwards: false,
+            join_to_send: false,
+            join_request: false,
+            forum: false,
+            stories_hidden: false,
+            stories_hidden_min: false,
+            stories_unavailable: false,
+            signature_profiles: false,
+            autotranslation: false,
+            broadcast_messages_allowed: false,
+            monoforum: false,
+            forum_tabs: false,
+            id: c.id,
+            access_hash: Some(c.access_hash),
+            title: c.title.clone(),
+            username: c.username.clone(),
+            photo: tl::enums::ChatPhoto::Empty,
+            date: c.date,
+            restriction_reason: None,
+            admin_rights: None,
+            banned_rights: None,
+            default_banned_rights: None,
+            participants_count: Some(1),
+            usernames: None,
+            stories_max_id: None,
+            color: None,
+            profile_color: None,
+            emoji_status: None,
+            level: None,
+            subscription_until_date: None,
+            bot_verification_icon: None,
+            send_paid_messages_stars: None,
+            linked_monoforum_id: None,
+            linked_community_id: None,
+        })
+    }
+
+    /// The `chats` list that goes with an answer about `w`.
+    pub fn chats_for(&self, w: Where) -> Vec<tl::enums::Chat> {
+        match w {
+            Where::Saved => vec![],
+            Where::Channel(id) => self.channels.get(&id).map(Self::channel_tl).into_iter().collect(),
+        }
+    }
+
+    fn peer_tl(&self, w: Where) -> tl::enums::Peer {
+        match w {
+            Where::Saved => tl::enums::Peer::User(tl::types::PeerUser { user_id: self.me.id }),
+            Where::Channel(id) => tl::enums::Peer::Channel(tl::types::PeerChannel { channel_id: id }),
+        }
+    }
+
+    fn chat(&self, w: Where) -> &Chat {
+        match w {
+            Where::Saved => &self.saved,
+            Where::Channel(id) => &self.channels[&id].chat,
+        }
+    }
+
+    fn chat_mut(&mut self, w: Where) -> &mut Chat {
+        match w {
+            Where::Saved => &mut self.saved,
+            Where::Channel(id) => &mut self.channels.get_mut(&id).expect("resolved channel").chat,
+        }
+    }
+
+    /// Takes the next message id of a chat: per channel, or from the
+    /// account-wide private sequence for Saved Messages.
+    fn next_id(&mut self, w: Where) -> i32 {
+        match w {
+            Where::Saved => {
+                let id = self.next_private_id;
+                let gap = self.private_gaps[self.private_sends % self.private_gaps.len()];
+                self.private_sends += 1;
+                self.next_private_id += 1 + gap;
+                id
+            }
+            Where::Channel(cid) => {
+                let c = self.channels.get_mut(&cid).expect("resolved channel");
+                let id = c.next_id;
+                c.next_id += 1;
+                id
+            }
+        }
+    }
+
+    fn bump_pts(&mut self, w: Where, by: i32) -> i32 {
+        match w {
+            Where::Saved => {
+                self.pts += by;
+                self.pts
+            }
+            Where::Channel(_) => {
+                let chat = self.chat_mut(w);
+                chat.pts += by;
+                chat.pts
+            }
+        }
+    }
+
+    fn message_tl(&self, w: Where, m: &Stored) -> tl::enums::Message {
+        let peer_id = self.peer_tl(w);
+        let post = matches!(w, Where::Channel(_));
+        match &m.body {
+            Body::ChannelCreate(title) => tl::enums::Message::Service(service(
+                m,
+                peer_id,
+                post,
+                tl::enums::MessageAction::ChannelCreate(tl::types::MessageActionChannelCreate { title: title.clone() }),
+                None,
+            )),
+            Body::Pin(target) => tl::enums::Message::Service(service(
+                m,
+                peer_id,
+                post,
+                tl::enums::MessageAction::PinMessage,
+                Some(*target),
+            )),
+            Body::Text | Body::Document(_) => {
+                let media = match &m.body {
+                    Body::Document(doc_id) => self.docs.get(doc_id).map(|d| document_media(d)),
+                    _ => None,
+                };
+                tl::enums::Message::Message(plain_message(m, peer_id, post, media))
+            }
+        }
+    }
+
+    fn empty_tl(&self, w: Where, id: i32) -> tl::enums::Message {
+        tl::enums::Message::Empty(tl::types::MessageEmpty { id, peer_id: Some(self.peer_tl(w)) })
+    }
+
+    // ---- channels and users ----
+
+    pub fn create_channel(&mut self, title: &str, username: Option<&str>) -> RpcResult<(i64, tl::enums::Updates)> {
+        if title.trim().is_empty() {
+            return Err(RpcErr::bad("CHAT_TITLE_EMPTY"));
+        }
+        if utf16_len(title) > 128 {
+            return Err(RpcErr::bad("CHAT_TITLE_TOO_LONG"));
+        }
+        if let Some(u) = username {
+            self.check_username_free(u)?;
+        }
+        let id = 1_000_000_000 + (random_i64() % 1_000_000_000);
+        let date = now();
+        self.channels.insert(
+            id,
+            ChannelInfo {
+                id,
+                access_hash: random_i64(),
+                title: title.to_string(),
+                username: username.map(str::to_string),
+                date,
+                chat: Chat { pts: 1, ..Chat::default() },
+                next_id: 1,
+            },
+        );
+        let w = Where::Channel(id);
+        let msg_id = self.next_id(w);
+        let stored = Stored {
+            id: msg_id,
+            date,
+            text: String::new(),
+            body: Body::ChannelCreate(title.into()),
+            edit_date: None,
+            pinned: false,
+        };
+        self.chat_mut(w).messages.insert(msg_id, stored.clone());
+        let pts = self.bump_pts(w, 1);
+        let updates = vec![
+            tl::enums::Update::Channel(tl::types::UpdateChannel { channel_id: id }),
+            tl::enums::Update::NewChannelMessage(tl::types::UpdateNewChannelMessage {
+                message: self.message_tl(w, &stored),
+                pts,
+                pts_count: 1,
+            }),
+        ];
+        Ok((id, self.updates(w, updates)))
+    }
+
+    fn check_username_free(&self, u: &str) -> RpcResult<()> {
+        let valid = u.len() >= 4
+            && u.len() <= 32
+            && u.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(RpcErr::bad("USERNAME_INVALID"));
+        }
+        let taken = u.eq_ignore_ascii_case(&self.me.username)
+            || self.channels.values().any(|c| c.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(u)));
+        if taken {
+            return Err(RpcErr::bad("USERNAME_OCCUPIED"));
+        }
+        Ok(())
+    }
+
+    pub fn resolve_username(&self, username: &str) -> RpcResult<tl::enums::contacts::ResolvedPeer> {
+        let u = username.trim_start_matches('@');
+        if u.is_empty() || !u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(RpcErr::bad("USERNAME_INVALID"));
+        }
+        if u.eq_ignore_ascii_case(&self.me.username) {
+            return Ok(tl::enums::contacts::ResolvedPeer::Peer(tl::types::contacts::ResolvedPeer {
+                peer: self.peer_tl(Where::Saved),
+                chats: vec![],
+                users: vec![self.user()],
+            }));
+        }
+        let c = self
+            .channels
+            .values()
+            .find(|c| c.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(u)))
+            .ok_or_else(|| RpcErr::bad("USERNAME_NOT_OCCUPIED"))?;
+        Ok(tl::enums::contacts::ResolvedPeer::Peer(tl::types::contacts::ResolvedPeer {
+            peer: self.peer_tl(Where::Channel(c.id)),
+            chats: vec![Self::channel_tl(c)],
+            users: vec![],
+        }))
+    }
+
+    pub fn get_users(&self, ids: &[tl::enums::InputUser]) -> Vec<tl::enums::User> {
+        ids.iter()
+            .filter(|u| match u {
+                tl::enums::InputUser::UserSelf => true,
+                tl::enums::InputUser::User(u) => u.user_id == self.me.id && u.access_hash == self.me.access_hash,
+                _ => false,
+            })
+            .map(|_| self.user())
+            .collect()
+    }
+
+    pub fn state(&self) -> tl::enums::updates::State {
+        tl::enums::updates::State::State(tl::types::updates::State {
+            pts: self.pts,
+            qts: 0,
+            date: now(),
+            seq: 0,
+            unread_count: 0,
+        })
+    }
+
+    pub fn updates(&self, w: Where, updates: Vec<tl::enums::Update>) -> tl::enums::Updates {
+        tl::enums::Updates::Updates(tl::types::Updates {
+            updates,
+            users: vec![self.user()],
+            chats: self.chats_for(w),
+            date: now(),
+            seq: 0,
+        })
+    }
+
+    fn new_message_update(&self, w: Where, m: &Stored, pts: i32) -> tl::enums::Update {
+        let message = self.message_tl(w, m);
+        match w {
+            Where::Saved => tl::enums::Update::NewMessage(tl::types::UpdateNewMessage { message, pts, pts_count: 1 }),
+            Where::Channel(_) => {
+                tl::enums::Update::NewChannelMessage(tl::types::UpdateNewChannelMessage { message, pts, pts_count: 1 })
+            }
+        }
+    }
+
+    // ---- uploads ----
+
+    pub fn save_part(&mut self, file_id: i64, part: i32, total: Option<i32>, bytes: Vec<u8>) -> RpcResult<()> {
+        if let Some(total) = total {
+            if total < 1 || total > self.limits.max_parts {
+                return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+            }
+        }
+        let max_part = total.unwrap_or(self.limits.max_parts);
+        if part < 0 || part >= max_part {
+            return Err(RpcErr::bad("FILE_PART_INVALID"));
+        }
+        if bytes.is_empty() {
+            return Err(RpcErr::bad("FILE_PART_EMPTY"));
+        }
+        if bytes.len() > self.limits.max_part_size {
+            return Err(RpcErr::bad("FILE_PART_TOO_BIG"));
+        }
+        // Every part but the last must have a size that divides 512 KiB.
+        let is_last = total.is_some_and(|t| part == t - 1);
+        if !is_last && total.is_some() && !part_size_ok(bytes.len()) {
+            return Err(RpcErr::bad("FILE_PART_SIZE_INVALID"));
+        }
+        let up = self.uploads.entry(file_id).or_insert_with(|| Upload { big: total, parts: BTreeMap::new() });
+        if up.big != total {
+            return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+        }
+        up.parts.insert(part, bytes);
+        Ok(())
+    }
+
+    /// Assembles an uploaded file; the parts stay until the file is used.
+    fn take_upload(&mut self, file: &tl::enums::InputFile) -> RpcResult<(Vec<u8>, String)> {
+        let (id, parts, name, md5, big) = match file {
+            tl::enums::InputFile::File(f) => (f.id, f.parts, f.name.clone(), Some(f.md5_checksum.clone()), false),
+            tl::enums::InputFile::Big(f) => (f.id, f.parts, f.name.clone(), None, true),
+            _ => return Err(RpcErr::bad("MEDIA_INVALID")),
+        };
+        if parts < 1 || parts > self.limits.max_parts {
+            return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+        }
+        let up = self.uploads.get(&id).ok_or_else(|| RpcErr::bad("FILE_PART_0_MISSING"))?;
+        if up.big.is_some() != big || up.big.is_some_and(|t| t != parts) {
+            return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+        }
+        for p in 0..parts {
+            if !up.parts.contains_key(&p) {
+                return Err(RpcErr::bad(format!("FILE_PART_{p}_MISSING")));
+            }
+        }
+        if up.parts.keys().any(|&p| p >= parts) {
+            return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+        }
+        let part_size = up.parts[&0].len();
+        if parts > 1 && !part_size_ok(part_size) {
+            return Err(RpcErr::bad("FILE_PART_SIZE_INVALID"));
+        }
+        for (&p, bytes) in &up.parts {
+            let ok = if p == parts - 1 { bytes.len() <= part_size } else { bytes.len() == part_size };
+            if !ok {
+                return Err(RpcErr::bad("FILE_PART_SIZE_CHANGED"));
+            }
+        }
+        let data: Vec<u8> = up.parts.values().flat_map(|b| b.iter().copied()).collect();
+        if !big && data.len() > self.limits.max_small_file {
+            return Err(RpcErr::bad("FILE_PARTS_INVALID"));
+        }
+        if let Some(md5) = md5.filter(|m| !m.is_empty()) {
+            if format!("{:x}", md5::compute(&data)) != md5.to_ascii_lowercase() {
+                return Err(RpcErr::bad("MD5_CHECKSUM_INVALID"));
+            }
+        }
+        self.uploads.remove(&id);
+        Ok((data, name))
+    }
+
+    fn media_to_doc(&mut self, media: &tl::enums::InputMedia) -> RpcResult<i64> {
+        match media {
+            tl::enums::InputMedia::UploadedDocument(d) => {
+                let (data, name) = self.take_upload(&d.file)?;
+                let mut attributes = d.attributes.clone();
+                if !attributes.iter().any(|a| matches!(a, tl::enums::DocumentAttribute::Filename(_))) {
+                    attributes.push(tl::enums::DocumentAttribute::Filename(tl::types::DocumentAttributeFilename {
+                        file_name: name,
+                    }));
+                }
+                let mime_type =
+                    if d.mime_type.is_empty() { "application/octet-stream".into() } else { d.mime_type.clone() };
+                let doc = Doc {
+                    id: random_i64(),
+                    access_hash: random_i64(),
+                    file_reference: file_reference(),
+                    date: now(),
+                    mime_type,
+                    attributes,
+                    data: Arc::new(data),
+                };
+                let id = doc.id;
+                self.docs.insert(id, Arc::new(doc));
+                Ok(id)
+            }
+            tl::enums::InputMedia::Document(d) => match &d.id {
+                tl::enums::InputDocument::Document(input) => {
+                    let doc = self.docs.get(&input.id).ok_or_else(|| RpcErr::bad("MEDIA_INVALID"))?;
+                    if doc.access_hash != input.access_hash {
+                        return Err(RpcErr::bad("MEDIA_INVALID"));
+                    }
+                    if doc.file_reference != input.file_reference {
+                        return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+                    }
+                    Ok(doc.id)
+                }
+                tl::enums::InputDocument::Empty => Err(RpcErr::bad("MEDIA_EMPTY")),
+            },
+            tl::enums::InputMedia::Empty => Err(RpcErr::bad("MEDIA_EMPTY")),
+            _ => Err(RpcErr::bad("MEDIA_INVALID")),
+        }
+    }
+
+    // ---- sending, editing, pinning, deleting ----
+
+    fn check_random_id(&self, w: Where, random_id: i64) -> RpcResult<()> {
+        if random_id == 0 {
+            return Err(RpcErr::bad("RANDOM_ID_EMPTY"));
+        }
+        if self.chat(w).random_ids.contains_key(&random_id) {
+            return Err(RpcErr::bad("RANDOM_ID_DUPLICATE"));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, w: Where, random_id: i64, text: String, body: Body) -> tl::enums::Updates {
+        let id = self.next_id(w);
+        let stored = Stored { id, date: now(), text, body, edit_date: None, pinned: false };
+        let chat = self.chat_mut(w);
+        chat.messages.insert(id, stored.clone());
+        chat.random_ids.insert(random_id, id);
+        let pts = self.bump_pts(w, 1);
+        let updates = vec![
+            tl::enums::Update::MessageId(tl::types::UpdateMessageId { id, random_id }),
+            self.new_message_update(w, &stored, pts),
+        ];
+        self.updates(w, updates)
+    }
+
+    pub fn send_media(
+        &mut self,
+        w: Where,
+        media: &tl::enums::InputMedia,
+        caption: &str,
+        random_id: i64,
+    ) -> RpcResult<tl::enums::Updates> {
+        if utf16_len(caption) > self.limits.caption_length {
+            return Err(RpcErr::bad("MEDIA_CAPTION_TOO_LONG"));
+        }
+        self.check_random_id(w, random_id)?;
+        let doc = self.media_to_doc(media)?;
+        Ok(self.append(w, random_id, caption.to_string(), Body::Document(doc)))
+    }
+
+    pub fn send_message(&mut self, w: Where, text: &str, random_id: i64) -> RpcResult<tl::enums::Updates> {
+        if text.trim().is_empty() {
+            return Err(RpcErr::bad("MESSAGE_EMPTY"));
+        }
+        if utf16_len(text) > self.limits.message_length {
+            return Err(RpcErr::bad("MESSAGE_TOO_LONG"));
+        }
+        self.check_random_id(w, random_id)?;
+        Ok(self.append(w, random_id, text.to_string(), Body::Text))
+    }
+
+    pub fn edit_message(
+        &mut self,
+        w: Where,
+        id: i32,
+        text: Option<&str>,
+        media: Option<&tl::enums::InputMedia>,
+    ) -> RpcResult<tl::enums::Updates> {
+        let current = self.chat(w).messages.get(&id).cloned().ok_or_else(|| RpcErr::bad("MESSAGE_ID_INVALID"))?;
+        if current.is_service() {
+            return Err(RpcErr::bad("MESSAGE_ID_INVALID"));
+        }
+        let has_media = matches!(current.body, Body::Document(_));
+        if let Some(t) = text {
+            let max =
+                if has_media || media.is_some() { self.limits.caption_length } else { self.limits.message_length };
+            if utf16_len(t) > max {
+                return Err(RpcErr::bad(if max == self.limits.caption_length {
+                    "MEDIA_CAPTION_TOO_LONG"
+                } else {
+                    "MESSAGE_TOO_LONG"
+                }));
+            }
+        }
+        if media.is_none() && text.is_none_or(|t| t == current.text) {
+            return Err(RpcErr::bad("MESSAGE_NOT_MODIFIED"));
+        }
+        if media.is_some() && !has_media {
+            return Err(RpcErr::bad("MEDIA_PREV_INVALID"));
+        }
+        let new_body = match media {
+            Some(m) => Body::Document(self.media_to_doc(m)?),
+            None => current.body.clone(),
+        };
+        let mut edited = current;
+        edited.body = new_body;
+        if let Some(t) = text {
+            edited.text = t.to_string();
+        }
+        edited.edit_date = Some(now());
+        self.chat_mut(w).messages.insert(id, edited.clone());
+        let pts = self.bump_pts(w, 1);
+        let message = self.message_tl(w, &edited);
+        let update = match w {
+            Where::Saved => tl::enums::Update::EditMessage(tl::types::UpdateEditMessage { message, pts, pts_count: 1 }),
+            Where::Channel(_) => tl::enums::Update::EditChannelMessage(tl::types::UpdateEditChannelMessage {
+                message,
+                pts,
+                pts_count: 1,
+            }),
+        };
+        Ok(self.updates(w, vec![update]))
+    }
+
+    pub fn update_pinned(&mut self, w: Where, id: i32, unpin: bool) -> RpcResult<tl::enums::Updates> {
+        let msg = self.chat_mut(w).messages.get_mut(&id).ok_or_else(|| RpcErr::bad("MESSAGE_ID_INVALID"))?;
+        if matches!(msg.body, Body::ChannelCreate(_) | Body::Pin(_)) {
+            return Err(RpcErr::bad("MESSAGE_ID_INVALID"));
+        }
+        if msg.pinned != unpin {
+            // Already in the requested state: nothing changes, nothing is posted.
+            return Ok(self.updates(w, vec![]));
+        }
+        msg.pinned = !unpin;
+        let pts = self.bump_pts(w, 1);
+        let mut updates = vec![match w {
+            Where::Saved => tl::enums::Update::PinnedMessages(tl::types::UpdatePinnedMessages {
+                pinned: !unpin,
+                peer: self.peer_tl(w),
+                messages: vec![id],
+                pts,
+                pts_count: 1,
+            }),
+            Where::Channel(cid) => tl::enums::Update::PinnedChannelMessages(tl::types::UpdatePinnedChannelMessages {
+                pinned: !unpin,
+                channel_id: cid,
+                messages: vec![id],
+                pts,
+                pts_count: 1,
+            }),
+        }];
+        if !unpin {
+            // Pinning leaves a service message in the history.
+            let sid = self.next_id(w);
+            let service = Stored {
+                id: sid,
+                date: now(),
+                text: String::new(),
+                body: Body::Pin(id),
+                edit_date: None,
+                pinned: false,
+            };
+            self.chat_mut(w).messages.insert(sid, service.clone());
+            let pts = self.bump_pts(w, 1);
+            updates.push(self.new_message_update(w, &service, pts));
+        }
+        Ok(self.updates(w, updates))
+    }
+
+    pub fn delete_messages(&mut self, w: Where, ids: &[i32]) -> tl::enums::messages::AffectedMessages {
+        let chat = self.chat_mut(w);
+        let mut deleted = 0;
+        for id in ids {
+            if chat.messages.remove(id).is_some() {
+                deleted += 1;
+            }
+        }
+        chat.random_ids.retain(|_, m| !ids.contains(m));
+        let pts = self.bump_pts(w, deleted);
+        tl::enums::messages::AffectedMessages::Messages(tl::types::messages::AffectedMessages {
+            pts,
+            pts_count: deleted,
+        })
+    }
+
+    /// Deletes a message as another admin would: without the client asking.
+    pub fn delete_behind_the_back(&mut self, w: Where, id: i32) -> bool {
+        self.chat_mut(w).messages.remove(&id).is_some()
+    }
+
+    // ---- reading ----
+
+    pub fn get_messages(&self, w: Where, ids: &[tl::enums::InputMessage]) -> tl::enums::messages::Messages {
+        let chat = self.chat(w);
+        let messages: Vec<tl::enums::Message> = ids
+            .iter()
+            .map(|m| {
+                let id = match m {
+                    tl::enums::InputMessage::Id(i) => Some(i.id),
+                    tl::enums::InputMessage::ReplyTo(r) => chat.messages.get(&r.id).and_then(|m| match m.body {
+                        Body::Pin(target) => Some(target),
+                        _ => None,
+                    }),
+                    tl::enums::InputMessage::Pinned => match w {
+                        // A channel knows its pinned message; in a private chat the
+                        // request names no chat, so nothing is found.
+                        Where::Channel(_) => chat.messages.values().rev().find(|m| m.pinned).map(|m| m.id),
+                        Where::Saved => None,
+                    },
+                    tl::enums::InputMessage::CallbackQuery(_) => None,
+                };
+                match id.and_then(|id| chat.messages.get(&id)) {
+                    Some(m) => self.message_tl(w, m),
+                    None => self.empty_tl(w, id.unwrap_or(0)),
+                }
+            })
+            .collect();
+        self.wrap_messages(w, messages, None, None)
+    }
+
+    fn wrap_messages(
+        &self,
+        w: Where,
+        messages: Vec<tl::enums::Message>,
+        count: Option<i32>,
+        offset_id_offset: Option<i32>,
+    ) -> tl::enums::messages::Messages {
+        let users = vec![self.user()];
+        let chats = self.chats_for(w);
+        match w {
+            Where::Channel(_) => tl::enums::messages::Messages::ChannelMessages(tl::types::messages::ChannelMessages {
+                inexact: false,
+                pts: self.chat(w).pts,
+                count: count.unwrap_or(messages.len() as i32),
+                offset_id_offset,
+                messages,
+                topics: vec![],
+                chats,
+                users,
+            }),
+            Where::Saved => match count {
+                Some(count) if count as usize != messages.len() => {
+                    tl::enums::messages::Messages::Slice(tl::types::messages::MessagesSlice {
+                        inexact: false,
+                        count,
+                        next_rate: None,
+                        offset_id_offset,
+                        search_flood: None,
+                        messages,
+                        topics: vec![],
+                        chats,
+                        users,
+                    })
+                }
+                _ => tl::enums::messages::Messages::Messages(tl::types::messages::Messages {
+                    messages,
+                    topics: vec![],
+                    chats,
+                    users,
+                }),
+            },
+        }
+    }
+
+    /// messages.getHistory: every message, service ones included, newest first.
+    pub fn history(&self, w: Where, p: Paging) -> tl::enums::messages::Messages {
+        let all: Vec<&Stored> = self.chat(w).messages.values().rev().collect();
+        let (page, offset) = page(&all, p, self.limits.max_page);
+        let messages = page.iter().map(|m| self.message_tl(w, m)).collect();
+        self.wrap_messages(w, messages, Some(all.len() as i32), offset)
+    }
+
+    /// messages.search: never service messages; filtered, then paged like history.
+    pub fn search(&self, w: Where, f: &SearchFilter, p: Paging) -> tl::enums::messages::Messages {
+        let q = f.query.to_lowercase();
+        let all: Vec<&Stored> = self
+            .chat(w)
+            .messages
+            .values()
+            .rev()
+            .filter(|m| !m.is_service())
+            .filter(|m| !f.pinned_only || m.pinned)
+            .filter(|m| !f.documents_only || matches!(m.body, Body::Document(_)))
+            .filter(|m| q.is_empty() || m.text.to_lowercase().contains(&q))
+            .filter(|m| f.min_date == 0 || m.date >= f.min_date)
+            .filter(|m| f.max_date == 0 || m.date <= f.max_date)
+            .collect();
+        let (page, offset) = page(&all, p, self.limits.max_page);
+        let messages = page.iter().map(|m| self.message_tl(w, m)).collect();
+        self.wrap_messages(w, messages, Some(all.len() as i32), offset)
+    }
+
+    // ---- downloads ----
+
+    fn doc_for_location(&self, location: &tl::enums::InputFileLocation) -> RpcResult<Arc<Doc>> {
+        let loc = match location {
+            tl::enums::InputFileLocation::InputDocumentFileLocation(l) => l,
+            _ => return Err(RpcErr::bad("LOCATION_INVALID")),
+        };
+        if !loc.thumb_size.is_empty() {
+            return Err(RpcErr::bad("LOCATION_INVALID"));
+        }
+        let doc = self.docs.get(&loc.id).ok_or_else(|| RpcErr::bad("FILE_ID_INVALID"))?;
+        if doc.access_hash != loc.access_hash {
+            return Err(RpcErr::bad("FILE_ID_INVALID"));
+        }
+        if doc.file_reference != loc.file_reference {
+            return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+        }
+        Ok(Arc::clone(doc))
+    }
+
+    pub fn get_file(
+        &self,
+        location: &tl::enums::InputFileLocation,
+        offset: i64,
+        limit: i32,
+        precise: bool,
+    ) -> RpcResult<tl::enums::upload::File> {
+        const MIB: i64 = 1024 * 1024;
+        let doc = self.doc_for_location(location)?;
+        let align = if precise { 1024 } else { 4096 };
+        if limit <= 0 || limit % align != 0 || limit > self.limits.max_chunk || (!precise && MIB % limit as i64 != 0) {
+            return Err(RpcErr::bad("LIMIT_INVALID"));
+        }
+        if offset < 0 || offset % align as i64 != 0 || offset / MIB != (offset + limit as i64 - 1) / MIB {
+            return Err(RpcErr::bad("OFFSET_INVALID"));
+        }
+        let size = doc.data.len() as i64;
+        let start = offset.min(size) as usize;
+        let end = (offset + limit as i64).min(size) as usize;
+        Ok(tl::enums::upload::File::File(tl::types::upload::File {
+            r#type: tl::enums::storage::FileType::FilePartial,
+            mtime: doc.date,
+            bytes: doc.data[start..end].to_vec(),
+        }))
+    }
+
+    /// SHA-256 of 128 KiB blocks, from the block holding `offset`, at most 1 MiB's worth.
+    pub fn file_hashes(
+        &self,
+        location: &tl::enums::InputFileLocation,
+        offset: i64,
+    ) -> RpcResult<Vec<tl::enums::FileHash>> {
+        const BLOCK: i64 = 128 * 1024;
+        let doc = self.doc_for_location(location)?;
+        if offset < 0 {
+            return Err(RpcErr::bad("OFFSET_INVALID"));
+        }
+        let size = doc.data.len() as i64;
+        let mut at = offset / BLOCK * BLOCK;
+        let mut out = Vec::new();
+        while at < size && out.len() < 8 {
+            let end = (at + BLOCK).min(size);
+            let hash = <sha2::Sha256 as sha2::Digest>::digest(&doc.data[at as usize..end as usize]).to_vec();
+            out.push(tl::enums::FileHash::Hash(tl::types::FileHash { offset: at, limit: (end - at) as i32, hash }));
+            at = end;
+        }
+        Ok(out)
+    }
+
+    /// Gives every document a new file reference, as Telegram does over time.
+    pub fn expire_file_references(&mut self) {
+        for doc in self.docs.values_mut() {
+            let d = Doc {
+                id: doc.id,
+                access_hash: doc.access_hash,
+                file_reference: file_reference(),
+                date: doc.date,
+                mime_type: doc.mime_type.clone(),
+                attributes: doc.attributes.clone(),
+                data: Arc::clone(&doc.data),
+            };
+            *doc = Arc::new(d);
+        }
+    }
+
+    // ---- introspection for tests ----
+
+    /// Ids of the messages of a chat that are not service messages.
+    pub fn message_ids(&self, w: Where) -> Vec<i32> {
+        self.chat(w).messages.values().filter(|m| !m.is_service()).map(|m| m.id).collect()
+    }
+
+    pub fn channel_ids(&self) -> Vec<i64> {
+        self.channels.keys().copied().collect()
+    }
+
+    pub fn pending_uploads(&self) -> usize {
+        self.uploads.len()
+    }
+
+    pub fn document_count(&self) -> usize {
+        self.docs.len()
+    }
+}
+
+fn part_size_ok(size: usize) -> bool {
+    size > 0 && size.is_multiple_of(1024) && (512 * 1024usize).is_multiple_of(size)
+}
+
+/// One page of `all` (newest first) the way Telegram pages: `min_id`/`max_id`
+/// narrow the set, the page starts at the first message older than
+/// `offset_id` (or than `offset_date`), shifted by `add_offset` (negative
+/// values reach newer messages), and holds at most `limit` (capped) messages.
+fn page<'a>(all: &[&'a Stored], p: Paging, max_page: i32) -> (Vec<&'a Stored>, Option<i32>) {
+    let set: Vec<&Stored> = all
+        .iter()
+        .copied()
+        .filter(|m| p.max_id <= 0 || m.id < p.max_id)
+        .filter(|m| p.min_id <= 0 || m.id > p.min_id)
+        .collect();
+    let start = if p.offset_id > 0 {
+        set.iter().position(|m| m.id < p.offset_id).unwrap_or(set.len())
+    } else if p.offset_date > 0 {
+        set.iter().position(|m| m.date < p.offset_date).unwrap_or(set.len())
+    } else {
+        0
+    };
+    let mut from = start as i64 + p.add_offset as i64;
+    let mut n = p.limit.clamp(0, max_page) as i64;
+    if from < 0 {
+        n += from;
+        from = 0;
+    }
+    let from = (from as usize).min(set.len());
+    let to = (from + n.max(0) as usize).min(set.len());
+    let offset = (p.offset_id > 0 || p.offset_date > 0).then_some(from as i32);
+    (set[from..to].to_vec(), offset)
+}
+
+fn service(
+    m: &Stored,
+    peer_id: tl::enums::Peer,
+    post: bool,
+    action: tl::enums::MessageAction,
+    reply_to: Option<i32>,
+) -> tl::types::MessageService {
+    tl::types::MessageService {
+        out: true,
+        mentioned: false,
+        media_unread: false,
+        reactions_are_possible: false,
+        silent: false,
+        post,
+        legacy: false,
+        id: m.id,
+        from_id: None,
+        peer_id,
+        saved_peer_id: None,
+        reply_to: reply_to.map(reply_header),
+        date: m.date,
+        action,
+        reactions: None,
+        ttl_period: None,
+    }
+}
+
+fn reply_header(id: i32) -> tl::enums::MessageReplyHeader {
+    tl::enums::MessageReplyHeader::Header(tl::types::MessageReplyHeader {
+        reply_to_scheduled: false,
+        forum_topic: false,
+        quote: false,
+        reply_to_ephemeral: false,
+        reply_to_msg_id: Some(id),
+        reply_to_peer_id: None,
+        reply_from: None,
+        reply_media: None,
+        reply_to_top_id: None,
+        quote_text: None,
+        quote_entities: None,
+        quote_offset: None,
+        todo_item_id: None,
+        poll_option: None,
+    })
+}
+
+fn document_media(d: &Doc) -> tl::enums::MessageMedia {
+    tl::enums::MessageMedia::Document(tl::types::MessageMediaDocument {
+        nopremium: false,
+        spoiler: false,
+        video: false,
+        round: false,
+        voice: false,
+        document: Some(tl::enums::Document::Document(tl::types::Document {
+            id: d.id,
+            access_hash: d.access_hash,
+            file_reference: d.file_reference.clone(),
+            date: d.date,
+            mime_type: d.mime_type.clone(),
+            size: d.data.len() as i64,
+            thumbs: None,
+            video_thumbs: None,
+            dc_id: crate::DC_ID,
+            attributes: d.attributes.clone(),
+        })),
+        alt_documents: None,
+        video_cover: None,
+        video_timestamp: None,
+        ttl_seconds: None,
+    })
+}
+
+fn plain_message(
+    m: &Stored,
+    peer_id: tl::enums::Peer,
+    post: bool,
+    media: Option<tl::enums::MessageMedia>,
+) -> tl::types::Message {
+    tl::types::Message {
+        out: true,
+        mentioned: false,
+        media_unread: false,
+        silent: false,
+        post,
+        from_scheduled: false,
+        legacy: false,
+        edit_hide: false,
+        pinned: m.pinned,
+        noforwards: false,
+        invert_media: false,
+        offline: false,
+        video_processing_pending: false,
+        paid_suggested_post_stars: false,
+        paid_suggested_post_ton: false,
+        id: m.id,
+        from_id: None,
+        from_boosts_applied: None,
+        from_rank: None,
+        peer_id,
+        saved_peer_id: None,
+        fwd_from: None,
+        via_bot_id: None,
+        via_business_bot_id: None,
+        guestchat_via_from: None,
+        reply_to: None,
+        date: m.date,
+        message: m.text.clone(),
+        media,
+        reply_markup: None,
+        entities: None,
+        // views and forwards share one flag bit: both or neither.
+        views: post.then_some(1),
+        forwards: post.then_some(0),
+        replies: None,
+        edit_date: m.edit_date,
+        post_author: None,
+        grouped_id: None,
+        reactions: None,
+        restriction_reason: None,
+        ttl_period: None,
+        quick_reply_shortcut_id: None,
+        effect: None,
+        factcheck: None,
+        report_delivery_until_date: None,
+        paid_message_stars: None,
+        suggested_post: None,
+        schedule_repeat_period: None,
+        summary_from_language: None,
+        rich_message: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(ids: &[i32]) -> Vec<Stored> {
+        ids.iter()
+            .map(|&id| Stored { id, date: id, text: String::new(), body: Body::Text, edit_date: None, pinned: false })
+            .collect()
+    }
+
+    fn ids(all: &[Stored], p: Paging) -> Vec<i32> {
+        let refs: Vec<&Stored> = all.iter().rev().collect();
+        page(&refs, p, 100).0.iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn pages_like_telegram() {
+        let all = msgs(&(1..=10).collect::<Vec<_>>());
+        assert_eq!(ids(&all, Paging { limit: 3, ..Paging::default() }), vec![10, 9, 8]);
+        assert_eq!(ids(&all, Paging { offset_id: 8, limit: 3, ..Paging::default() }), vec![7, 6, 5]);
+        assert_eq!(ids(&all, Paging { offset_id: 8, add_offset: -2, limit: 3, ..Paging::default() }), vec![9, 8, 7]);
+        assert_eq!(ids(&all, Paging { offset_id: 3, limit: 5, ..Paging::default() }), vec![2, 1]);
+        assert_eq!(ids(&all, Paging { limit: 5, max_id: 6, min_id: 2, ..Paging::default() }), vec![5, 4, 3]);
+        // Going forward from the oldest, as grammers does with reverse(true).
+        assert_eq!(ids(&all, Paging { offset_id: 1, add_offset: -4, limit: 5, ..Paging::default() }), vec![4, 3, 2, 1]);
+        assert_eq!(
+            ids(&all, Paging { offset_id: 4, add_offset: -5, limit: 5, min_id: 4, ..Paging::default() }),
+            vec![9, 8, 7, 6, 5]
+        );
+        assert_eq!(ids(&all, Paging { limit: 500, ..Paging::default() }).len(), 10);
+        assert!(ids(&all, Paging { limit: 0, ..Paging::default() }).is_empty());
+    }
+
+    #[test]
+    fn part_sizes() {
+        assert!(part_size_ok(512 * 1024) && part_size_ok(1024) && part_size_ok(64 * 1024));
+        assert!(!part_size_ok(1000) && !part_size_ok(3 * 1024) && !part_size_ok(1024 * 1024));
+    }
+}

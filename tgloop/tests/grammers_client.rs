@@ -1,0 +1,431 @@
+//! Drives the real grammers 0.11 client against the loopback server: a
+//! seeded session (no key exchange), get_me, channel creation, a multi-part
+//! upload over 10 MiB, documents in Saved Messages and a channel, history,
+//! whole and ranged downloads, pins, edits and deletes.
+
+use std::sync::Arc;
+
+use grammers_client::media::{Downloadable, Media};
+use grammers_client::message::InputMessage;
+use grammers_client::session::storages::MemorySession;
+use grammers_client::session::types::{PeerAuth, PeerId, PeerRef};
+use grammers_client::session::Session;
+use grammers_client::{tl, Client, InvocationError, SenderPool};
+use tokio::task::JoinHandle;
+use tstor_tgloop::{Fault, Server};
+
+const API_ID: i32 = 1;
+
+struct Connected {
+    client: Client,
+    session: Arc<MemorySession>,
+    runner: JoinHandle<()>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.runner.abort();
+    }
+}
+
+fn connect(server: &Server) -> Connected {
+    let session = Arc::new(MemorySession::from(server.session_data()));
+    let pool = SenderPool::new(Arc::clone(&session), API_ID);
+    let client = Client::new(pool.handle);
+    let runner = tokio::spawn(pool.runner.run());
+    Connected { client, session, runner }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn create_channel(client: &Client, title: &str) -> PeerRef {
+    let updates = client
+        .invoke(&tl::functions::channels::CreateChannel {
+            broadcast: true,
+            megagroup: false,
+            for_import: false,
+            forum: false,
+            title: title.into(),
+            about: String::new(),
+            geo_point: None,
+            address: None,
+            ttl_period: None,
+        })
+        .await
+        .unwrap();
+    let chats = match updates {
+        tl::enums::Updates::Updates(u) => u.chats,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    match &chats[..] {
+        [tl::enums::Chat::Channel(c)] => {
+            PeerRef { id: PeerId::channel(c.id).unwrap(), auth: PeerAuth::from_hash(c.access_hash.unwrap()) }
+        }
+        other => panic!("unexpected chats {other:?}"),
+    }
+}
+
+fn document_of(message: &grammers_client::message::Message) -> grammers_client::media::Document {
+    match message.media() {
+        Some(Media::Document(d)) => d,
+        other => panic!("expected a document, got {other:?}"),
+    }
+}
+
+async fn download_all(client: &Client, doc: &grammers_client::media::Document) -> Vec<u8> {
+    let mut it = client.iter_download(doc);
+    let mut out = Vec::new();
+    while let Some(chunk) = it.next().await.unwrap() {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+async fn get_file(
+    client: &Client,
+    doc: &grammers_client::media::Document,
+    offset: i64,
+    limit: i32,
+    precise: bool,
+) -> Result<Vec<u8>, InvocationError> {
+    let location = doc.to_raw_input_location().unwrap();
+    match client
+        .invoke(&tl::functions::upload::GetFile { precise, cdn_supported: false, location, offset, limit })
+        .await?
+    {
+        tl::enums::upload::File::File(f) => Ok(f.bytes),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn seeded_session_needs_no_key_exchange_and_knows_no_other_dc() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let me = c.client.get_me().await.unwrap();
+    assert_eq!(me.id().bare_id(), Some(server.me().0));
+    assert!(c.client.is_authorized().await.unwrap());
+    // help.getConfig came back with no DC options: only the loopback DC is known.
+    for dc in [1, 3, 4, 5] {
+        assert!(c.session.dc_option(dc).unwrap().is_none(), "dc {dc} must stay unknown");
+    }
+    assert_eq!(c.session.dc_option(2).unwrap().unwrap().ipv4.port(), server.addr().port());
+    assert_eq!(server.calls("help.getConfig"), 1);
+    assert_eq!(server.calls("users.getUsers"), 1);
+    // The client started with salt 0, was corrected, then fetched future salts.
+    let stats = server.protocol_stats();
+    assert_eq!((stats.connections, stats.bad_server_salts, stats.future_salts), (1, 1, 1));
+    assert_eq!(stats.bad_msg_notifications, 0);
+}
+
+#[tokio::test]
+async fn compressed_requests_and_containers_are_understood() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let saved = client.get_me().await.unwrap().to_ref().await.unwrap().unwrap();
+    // Compressible parts travel gzip_packed; four parts in flight share containers.
+    let data = vec![b'z'; 11 * 1024 * 1024];
+    let uploaded = client.upload_stream(&mut &data[..], data.len(), "zeros".into()).await.unwrap();
+    let msg = client.send_message(saved, InputMessage::new().document(uploaded)).await.unwrap();
+    let stats = server.protocol_stats();
+    assert!(stats.gzipped_requests >= 22, "{stats:?}");
+    assert!(stats.containers >= 1, "{stats:?}");
+
+    // upload.getFileHashes: SHA-256 of 128 KiB blocks from the block holding the offset.
+    let found = client.get_messages_by_id(saved, &[msg.id()]).await.unwrap().pop().unwrap().unwrap();
+    let location = document_of(&found).to_raw_input_location().unwrap();
+    let hashes = client.invoke(&tl::functions::upload::GetFileHashes { location, offset: 200_000 }).await.unwrap();
+    assert_eq!(hashes.len(), 8);
+    for (i, h) in hashes.iter().enumerate() {
+        let tl::enums::FileHash::Hash(h) = h;
+        assert_eq!(h.offset, (i as i64 + 1) * 128 * 1024);
+        let block = &data[h.offset as usize..][..h.limit as usize];
+        assert_eq!(h.hash, <sha2::Sha256 as sha2::Digest>::digest(block).to_vec());
+    }
+}
+
+#[tokio::test]
+async fn big_documents_round_trip_through_saved_messages_and_a_channel() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let me = client.get_me().await.unwrap();
+    let saved = me.to_ref().await.unwrap().expect("get_me caches the self user");
+    let channel = create_channel(client, "tstor test").await;
+
+    let data = pseudo_random(10 * 1024 * 1024 + 300 * 1024 + 17, 7);
+    let mut sent = Vec::new();
+    for (i, peer) in [saved, channel].into_iter().enumerate() {
+        let uploaded = client.upload_stream(&mut &data[..], data.len(), format!("pack{i}")).await.unwrap();
+        let msg = client.send_message(peer, InputMessage::new().text("opaque").document(uploaded)).await.unwrap();
+        assert!(msg.id() > 0);
+        sent.push((peer, msg.id()));
+    }
+    // 10 MiB + 300 KiB in 512 KiB parts: 21 parts per file, all with saveBigFilePart.
+    assert_eq!(server.calls("upload.saveBigFilePart"), 42);
+    assert_eq!(server.calls("upload.saveFilePart"), 0);
+    assert_eq!(server.with_world(|w| w.pending_uploads()), 0);
+
+    for &(peer, id) in &sent {
+        // History lists the document; the channel also has its creation service message.
+        let mut history = client.iter_messages(peer);
+        let mut listed = Vec::new();
+        while let Some(m) = history.next().await.unwrap() {
+            listed.push((m.id(), m.action().is_some()));
+        }
+        assert!(listed.contains(&(id, false)));
+        if peer.id.kind() == grammers_client::session::types::PeerKind::Channel {
+            assert_eq!(listed.last(), Some(&(1, true)), "channel history ends with its creation");
+        }
+
+        let msg = client.get_messages_by_id(peer, &[id]).await.unwrap().pop().unwrap().expect("message found");
+        let doc = document_of(&msg);
+        assert_eq!(doc.size(), Some(data.len()));
+        assert_eq!(download_all(client, &doc).await, data);
+
+        // Ranged reads with aligned offsets and limits.
+        let mib = 1024 * 1024;
+        assert_eq!(get_file(client, &doc, mib, 512 * 1024, false).await.unwrap(), &data[mib as usize..][..512 * 1024]);
+        assert_eq!(get_file(client, &doc, 8192, 4096, true).await.unwrap(), &data[8192..8192 + 4096]);
+        let end = (data.len() as i64 / 4096) * 4096;
+        assert_eq!(get_file(client, &doc, end, 4096, false).await.unwrap(), &data[end as usize..]);
+        for (offset, limit) in [(1000, 4096), (0, 3000), (mib - 4096, 8192), (0, 3 * 4096)] {
+            let err = get_file(client, &doc, offset, limit, false).await.unwrap_err();
+            assert!(err.is("OFFSET_INVALID") || err.is("LIMIT_INVALID"), "offset {offset} limit {limit}: {err}");
+        }
+    }
+
+    // Pins: a channel reads its pinned message with inputMessagePinned...
+    let (channel, channel_msg) = sent[1];
+    client.pin_message(channel, channel_msg).await.unwrap();
+    let pinned = client.get_pinned_message(channel).await.unwrap().expect("channel pin");
+    assert_eq!(pinned.id(), channel_msg);
+    // ...while Saved Messages is read with messages.search and the pinned filter.
+    let (saved, saved_msg) = sent[0];
+    client.pin_message(saved, saved_msg).await.unwrap();
+    let mut search = client.search_messages(saved).filter(tl::enums::MessagesFilter::InputMessagesFilterPinned);
+    assert_eq!(search.next().await.unwrap().map(|m| m.id()), Some(saved_msg));
+    assert!(search.next().await.unwrap().is_none());
+
+    // Edit the caption; the same caption again is not a modification.
+    client.edit_message(channel, channel_msg, InputMessage::new().text("edited")).await.unwrap();
+    let err = client.edit_message(channel, channel_msg, InputMessage::new().text("edited")).await.unwrap_err();
+    assert!(err.is("MESSAGE_NOT_MODIFIED"), "{err}");
+
+    // Delete: the id comes back as a message wrapping messageEmpty.
+    assert_eq!(client.delete_messages(channel, &[channel_msg]).await.unwrap(), 1);
+    let gone = client.get_messages_by_id(channel, &[channel_msg]).await.unwrap().pop().unwrap().unwrap();
+    assert!(matches!(gone.raw, tl::enums::Message::Empty(_)));
+    assert_eq!(client.delete_messages(saved, &[saved_msg]).await.unwrap(), 1);
+    assert!(client
+        .get_pinned_message(channel)
+        .await
+        .unwrap()
+        .map(|m| m.raw)
+        .is_none_or(|raw| matches!(raw, tl::enums::Message::Empty(_))));
+}
+
+#[tokio::test]
+async fn saved_messages_need_the_explicit_user_reference() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let me = client.get_me().await.unwrap();
+    let explicit = me.to_ref().await.unwrap().unwrap();
+    let sentinel = PeerRef { id: PeerId::self_user(), auth: PeerAuth::default() };
+
+    let uploaded = client.upload_stream(&mut &b"small document"[..], 14, "small".into()).await.unwrap();
+    let msg = client.send_message(sentinel, InputMessage::new().document(uploaded)).await.unwrap();
+    assert_eq!(server.calls("upload.saveFilePart"), 1);
+
+    // grammers compares the message's peer with the sentinel id and never matches.
+    assert!(client.get_messages_by_id(sentinel, &[msg.id()]).await.unwrap()[0].is_none());
+    let found = client.get_messages_by_id(explicit, &[msg.id()]).await.unwrap().pop().unwrap().unwrap();
+    assert_eq!(download_all(client, &document_of(&found)).await, b"small document");
+    client.pin_message(explicit, msg.id()).await.unwrap();
+    assert!(client.get_pinned_message(sentinel).await.unwrap().is_none());
+    assert!(client
+        .get_pinned_message(explicit)
+        .await
+        .unwrap()
+        .is_none_or(|m| matches!(m.raw, tl::enums::Message::Empty(_))));
+}
+
+#[tokio::test]
+async fn telegram_rules_are_enforced() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let saved = client.get_me().await.unwrap().to_ref().await.unwrap().unwrap();
+
+    // A caption over 1024 characters.
+    let uploaded = client.upload_stream(&mut &[1u8; 100][..], 100, "x".into()).await.unwrap();
+    let err = client
+        .send_message(saved, InputMessage::new().text("c".repeat(1025)).document(uploaded.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is("MEDIA_CAPTION_TOO_LONG"), "{err}");
+
+    // A part whose size does not divide 512 KiB.
+    let err = client
+        .invoke(&tl::functions::upload::SaveBigFilePart {
+            file_id: 5,
+            file_part: 0,
+            file_total_parts: 3,
+            bytes: vec![0; 3000],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is("FILE_PART_SIZE_INVALID"), "{err}");
+    // More parts than a non-premium account may upload.
+    let err = client
+        .invoke(&tl::functions::upload::SaveBigFilePart {
+            file_id: 6,
+            file_part: 0,
+            file_total_parts: 4001,
+            bytes: vec![0; 1024],
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is("FILE_PARTS_INVALID"), "{err}");
+    // Sending a file whose parts are not all there.
+    client
+        .invoke(&tl::functions::upload::SaveBigFilePart {
+            file_id: 7,
+            file_part: 0,
+            file_total_parts: 2,
+            bytes: vec![0; 1024],
+        })
+        .await
+        .unwrap();
+    let missing = grammers_client::media::Uploaded::from_raw(
+        tl::types::InputFileBig { id: 7, parts: 2, name: "m".into() }.into(),
+    );
+    let err = client.send_message(saved, InputMessage::new().document(missing)).await.unwrap_err();
+    // grammers splits the number out of FILE_PART_1_MISSING.
+    match err {
+        InvocationError::Rpc(e) => assert_eq!((e.name.as_str(), e.value), ("FILE_PART_MISSING", Some(1))),
+        other => panic!("{other}"),
+    }
+
+    // The same random_id twice.
+    let media: tl::enums::InputMedia = tl::types::InputMediaUploadedDocument {
+        nosound_video: false,
+        force_file: true,
+        spoiler: false,
+        file: uploaded.raw,
+        thumb: None,
+        mime_type: "application/octet-stream".into(),
+        attributes: vec![],
+        stickers: None,
+        video_cover: None,
+        video_timestamp: None,
+        ttl_seconds: None,
+    }
+    .into();
+    let send = tl::functions::messages::SendMedia {
+        silent: false,
+        background: false,
+        clear_draft: false,
+        noforwards: false,
+        update_stickersets_order: false,
+        invert_media: false,
+        allow_paid_floodskip: false,
+        peer: saved.into(),
+        reply_to: None,
+        media,
+        message: String::new(),
+        random_id: 99,
+        reply_markup: None,
+        entities: None,
+        schedule_date: None,
+        schedule_repeat_period: None,
+        send_as: None,
+        quick_reply_shortcut: None,
+        effect: None,
+        allow_paid_stars: None,
+        suggested_post: None,
+    };
+    client.invoke(&send).await.unwrap();
+    let err = client.invoke(&send).await.unwrap_err();
+    assert!(err.is("RANDOM_ID_DUPLICATE"), "{err}");
+
+    // An unknown channel.
+    let bogus = PeerRef { id: PeerId::channel(12345).unwrap(), auth: PeerAuth::from_hash(1) };
+    let err = client.iter_messages(bogus).next().await.unwrap_err();
+    assert!(err.is("CHANNEL_INVALID"), "{err}");
+}
+
+#[tokio::test]
+async fn history_pages_newest_first_and_message_ids_increase() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let channel = create_channel(client, "paging").await;
+    let saved = client.get_me().await.unwrap().to_ref().await.unwrap().unwrap();
+    for peer in [channel, saved] {
+        let mut ids = Vec::new();
+        for i in 0..230 {
+            let m = client.send_message(peer, format!("m{i}")).await.unwrap();
+            ids.push(m.id());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+        let mut it = client.iter_messages(peer);
+        let mut listed = Vec::new();
+        while let Some(m) = it.next().await.unwrap() {
+            if m.action().is_none() {
+                listed.push(m.id());
+            }
+        }
+        ids.reverse();
+        assert_eq!(listed, ids);
+        let mut back = client.iter_messages(peer).reverse(true);
+        let mut forward = Vec::new();
+        while let Some(m) = back.next().await.unwrap() {
+            if m.action().is_none() {
+                forward.push(m.id());
+            }
+        }
+        ids.reverse();
+        assert_eq!(forward, ids);
+    }
+    // Three pages of at most 100 for each chat, in each direction.
+    assert!(server.calls("messages.getHistory") >= 12);
+}
+
+#[tokio::test]
+async fn flood_waits_and_lost_answers_reach_the_caller() {
+    let server = Server::start().await.unwrap();
+    let c = connect(&server);
+    let client = &c.client;
+    let saved = client.get_me().await.unwrap().to_ref().await.unwrap().unwrap();
+
+    // grammers' default policy sleeps on the first short flood wait, then gives up.
+    server.inject("messages.sendMessage", Fault::FloodWait(1), 2);
+    let err = client.send_message(saved, "hello").await.unwrap_err();
+    assert!(err.is("FLOOD_WAIT"), "{err}");
+    assert_eq!(server.calls("messages.sendMessage"), 2);
+
+    // A lost answer: the message was stored, the connection dropped.
+    server.inject("messages.sendMessage", Fault::LoseAnswer, 1);
+    let before = server.with_world(|w| w.message_ids(tstor_tgloop::Where::Saved).len());
+    let err = client.send_message(saved, "stored but unanswered").await.unwrap_err();
+    // grammers' default policy retries a dropped connection once, resending
+    // the same request body, so the same random_id: the server refuses it.
+    assert!(err.is("RANDOM_ID_DUPLICATE"), "{err}");
+    assert_eq!(server.with_world(|w| w.message_ids(tstor_tgloop::Where::Saved).len()), before + 1);
+    assert_eq!(server.pending_faults(), 0);
+    // The client reconnects on the next call.
+    client.get_me().await.unwrap();
+}
