@@ -59,8 +59,8 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn start(repo: &Repository, opts: PipelineOptions, handle: Handle) -> Pipeline {
         let workers_n = opts.seal_workers.max(1);
-        let (job_tx, job_rx) = sync_channel::<Job>(workers_n * 2);
-        let (sealed_tx, sealed_rx) = sync_channel::<SealedBlob>(workers_n * 2);
+        let (job_tx, job_rx) = sync_channel::<Job>(workers_n);
+        let (sealed_tx, sealed_rx) = sync_channel::<SealedBlob>(workers_n);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let failure = Arc::new(Mutex::new(None));
         let failed = Arc::new(AtomicBool::new(false));

@@ -52,15 +52,23 @@ impl SealKey {
 
     /// IV ‖ AES-256-CBC(plaintext) ‖ HMAC-SHA256(len(ad) ‖ ad ‖ IV ‖ ciphertext).
     pub fn seal(&self, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with(ad, plaintext.len(), |out| out.extend_from_slice(plaintext))
+    }
+
+    /// Seals a plaintext that `write` appends to the buffer it is given, so
+    /// that it is encrypted in place without an intermediate copy.
+    /// `len_hint` sizes the buffer.
+    pub fn seal_with(&self, ad: &[u8], len_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut iv = [0u8; IV_LEN];
         rand::rngs::OsRng.fill_bytes(&mut iv);
-        let padded_len = (plaintext.len() / 16 + 1) * 16;
-        let mut out = Vec::with_capacity(IV_LEN + padded_len + TAG_LEN);
+        let mut out = Vec::with_capacity(IV_LEN + len_hint + 16 + TAG_LEN);
         out.extend_from_slice(&iv);
-        out.extend_from_slice(plaintext);
+        write(&mut out);
+        let pt_len = out.len() - IV_LEN;
+        let padded_len = (pt_len / 16 + 1) * 16;
         out.resize(IV_LEN + padded_len, 0);
         let ct_len = Aes256CbcEnc::new(&self.enc.into(), &iv.into())
-            .encrypt_padded_mut::<Pkcs7>(&mut out[IV_LEN..], plaintext.len())
+            .encrypt_padded_mut::<Pkcs7>(&mut out[IV_LEN..], pt_len)
             .expect("buffer has room for padding")
             .len();
         debug_assert_eq!(ct_len, padded_len);

@@ -17,23 +17,57 @@ const SAMPLE_LEN: usize = 32 << 10;
 /// Wraps `raw` into an envelope, compressing it with zstd at `level` when that
 /// saves at least 2%.
 pub fn seal_payload(raw: &[u8], level: i32) -> Vec<u8> {
-    let raw_len = u32::try_from(raw.len()).expect("payload under 4 GiB");
-    if raw.len() >= MIN_COMPRESS_LEN && looks_compressible(raw) {
-        if let Ok(compressed) = zstd::bulk::compress(raw, level) {
-            if compressed.len() + compressed.len() / 50 < raw.len() {
-                let mut out = Vec::with_capacity(HEADER_LEN + compressed.len());
-                out.push(ENVELOPE_ZSTD);
-                out.extend_from_slice(&raw_len.to_le_bytes());
-                out.extend_from_slice(&compressed);
-                return out;
-            }
-        }
-    }
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
-    out.push(ENVELOPE_STORED);
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(raw);
+    append_payload(&mut out, raw, level);
     out
+}
+
+thread_local! {
+    /// One zstd context per thread and level, reused across blobs.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `raw` onto the end of `out`; returns false (leaving `out` as it
+/// was) if that does not save at least 2%.
+fn append_compressed(out: &mut Vec<u8>, raw: &[u8], level: i32) -> bool {
+    let start = out.len();
+    // Room for the compressed form only up to the size worth keeping.
+    let budget = raw.len() - raw.len() / 50;
+    out.reserve(budget);
+    let written = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let (_, c) = slot.as_mut()?;
+        let spare = &mut out.spare_capacity_mut()[..budget];
+        // SAFETY: zstd only writes into the spare capacity and reports how
+        // much it wrote; those bytes are initialised before `set_len`.
+        let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+        c.compress_to_buffer(raw, spare).ok()
+    });
+    match written {
+        Some(n) if n < budget => {
+            // SAFETY: zstd initialised the first `n` bytes of the spare capacity.
+            unsafe { out.set_len(start + n) };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Appends the envelope of `raw` to `out` (see [`seal_payload`]).
+pub fn append_payload(out: &mut Vec<u8>, raw: &[u8], level: i32) {
+    let raw_len = u32::try_from(raw.len()).expect("payload under 4 GiB");
+    let header_at = out.len();
+    out.push(ENVELOPE_ZSTD);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    if raw.len() >= MIN_COMPRESS_LEN && looks_compressible(raw) && append_compressed(out, raw, level) {
+        return;
+    }
+    out[header_at] = ENVELOPE_STORED;
+    out.extend_from_slice(raw);
 }
 
 fn looks_compressible(raw: &[u8]) -> bool {
@@ -53,6 +87,11 @@ fn looks_compressible(raw: &[u8]) -> bool {
 /// Unwraps an envelope. The declared length is checked against `max_len`
 /// before anything is allocated, and decompression can never produce more.
 pub fn open_payload(env: &[u8], max_len: u32) -> Result<Vec<u8>, FormatError> {
+    open_payload_owned(env.to_vec(), max_len)
+}
+
+/// Like [`open_payload`], reusing the envelope's buffer for stored payloads.
+pub fn open_payload_owned(mut env: Vec<u8>, max_len: u32) -> Result<Vec<u8>, FormatError> {
     const WHAT: &str = "envelope";
     if env.len() < HEADER_LEN {
         return Err(FormatError::Truncated { what: WHAT });
@@ -61,16 +100,16 @@ pub fn open_payload(env: &[u8], max_len: u32) -> Result<Vec<u8>, FormatError> {
     if raw_len > max_len {
         return Err(FormatError::Invalid { what: WHAT, reason: "declared length exceeds the limit" });
     }
-    let body = &env[HEADER_LEN..];
     match env[0] {
         ENVELOPE_STORED => {
-            if body.len() != raw_len as usize {
+            if env.len() - HEADER_LEN != raw_len as usize {
                 return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
             }
-            Ok(body.to_vec())
+            env.drain(..HEADER_LEN);
+            Ok(env)
         }
         ENVELOPE_ZSTD => {
-            let out = zstd::bulk::decompress(body, raw_len as usize)
+            let out = zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize)
                 .map_err(|_| FormatError::Invalid { what: WHAT, reason: "zstd payload is corrupt or too long" })?;
             if out.len() != raw_len as usize {
                 return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });

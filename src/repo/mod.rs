@@ -21,7 +21,7 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::kdf::KdfParams;
 use crate::crypto::{random_secret, RepoKeys};
 use crate::format::config::Config;
-use crate::format::envelope::{open_payload, seal_payload};
+use crate::format::envelope::{append_payload, open_payload_owned, seal_payload};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::key::{KeyOwner, KeyPayload, KeySlot};
 use crate::format::pack::{decode_header, header_offset, BlobEntry, TRAILER_LEN};
@@ -250,9 +250,10 @@ impl Repository {
 
     /// Seals a blob whose id the caller already computed.
     pub fn seal_blob_with_id(&self, blob_type: BlobType, id: Id, raw: &[u8]) -> SealedBlob {
-        let env = seal_payload(raw, self.inner.config.compression_level);
         let ad = associated_data(self.repo_id(), blob_domain(blob_type), &id);
-        SealedBlob { blob_type, id, sealed: self.inner.keys.seal.seal(&ad, &env), raw_len: raw.len() as u32 }
+        let level = self.inner.config.compression_level;
+        let sealed = self.inner.keys.seal.seal_with(&ad, raw.len() + 5, |out| append_payload(out, raw, level));
+        SealedBlob { blob_type, id, sealed, raw_len: raw.len() as u32 }
     }
 
     /// Authenticates, decrypts and decompresses a sealed blob and checks that
@@ -261,7 +262,7 @@ impl Repository {
         let what = || format!("{} blob {}", blob_type.name(), id);
         let ad = associated_data(self.repo_id(), blob_domain(blob_type), id);
         let env = self.inner.keys.seal.open(&ad, sealed).map_err(|e| RepoError::damaged(what(), e))?;
-        let raw = open_payload(&env, raw_len).map_err(|e| RepoError::damaged(what(), e))?;
+        let raw = open_payload_owned(env, raw_len).map_err(|e| RepoError::damaged(what(), e))?;
         if raw.len() != raw_len as usize {
             return Err(RepoError::damaged(what(), "length differs from the index"));
         }
@@ -555,5 +556,5 @@ fn open_object(
     sealed: &[u8],
 ) -> std::result::Result<Vec<u8>, ObjectOpenError> {
     let env = keys.seal.open(&associated_data(repo_id, kind.tag(), id), sealed)?;
-    Ok(open_payload(&env, MAX_OBJECT_LEN)?)
+    Ok(open_payload_owned(env, MAX_OBJECT_LEN)?)
 }

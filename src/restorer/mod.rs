@@ -47,7 +47,14 @@ pub struct RestoreOptions {
 
 impl RestoreOptions {
     pub fn new(target: PathBuf) -> Self {
-        RestoreOptions { target, subpath: Vec::new(), include: None, exclude: None, verify: false, workers: 8 }
+        RestoreOptions {
+            target,
+            subpath: Vec::new(),
+            include: None,
+            exclude: None,
+            verify: false,
+            workers: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
     }
 }
 
@@ -240,13 +247,17 @@ fn write_file(
         .map_err(|e| format!("cannot create: {e}"))?;
     let mut offset = 0u64;
     for id in &node.content {
-        let data = handle.block_on(repo.read_blob(index, id)).map_err(|e| format!("data lost: {e}"))?;
+        // Already on a blocking thread: fetch through the runtime, open here.
+        let loc = index.lookup(id).ok_or_else(|| format!("data lost: blob {id} is not in the index"))?;
+        let sealed = handle
+            .block_on(repo.backend().get_range(crate::format::ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length))
+            .map_err(|e| format!("data lost: {e}"))?;
+        let data = repo.open_blob(loc.blob_type, id, &sealed, loc.raw_len).map_err(|e| format!("data lost: {e}"))?;
         write_sparse(&file, &data, offset).map_err(|e| format!("cannot write: {e}"))?;
         offset += data.len() as u64;
         progress.bytes(data.len() as u64);
     }
     file.set_len(offset).map_err(|e| format!("cannot set length: {e}"))?;
-    file.sync_data().map_err(|e| format!("cannot sync: {e}"))?;
     Ok(offset)
 }
 

@@ -419,8 +419,37 @@ enum Fault {
     Puts(u64),
     /// Every new pack uploads, the index write fails.
     IndexWrite,
-    /// Let this many deletes succeed.
-    Deletes(u64),
+    /// Let this many deletes succeed, counted from the case's own plan
+    /// (repositories differ slightly in how many packs they hold).
+    Deletes(DeletePoint),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DeletePoint {
+    /// The index is written, nothing deleted.
+    None,
+    /// Some old index objects gone.
+    OneIndex,
+    /// Every old index gone, no pack.
+    AllIndexes,
+    /// One pack gone.
+    OnePack,
+    /// All packs but one.
+    AllPacksButOne,
+}
+
+impl DeletePoint {
+    /// Deletes allowed before the failure, given the case's old index objects
+    /// and the packs its prune deletes.
+    fn budget(self, indexes: u64, pack_deletes: u64) -> u64 {
+        match self {
+            DeletePoint::None => 0,
+            DeletePoint::OneIndex => 1,
+            DeletePoint::AllIndexes => indexes,
+            DeletePoint::OnePack => indexes + 1,
+            DeletePoint::AllPacksButOne => indexes + pack_deletes - 1,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,11 +475,11 @@ async fn prune_interrupted_at_each_phase_leaves_a_clean_repository_and_converges
         Fault::Puts(1),                                    // before the first new pack
         Fault::Puts(2),                                    // after one new pack
         Fault::IndexWrite,                                 // every new pack, but no index
-        Fault::Deletes(0),                                 // the index, no deletion
-        Fault::Deletes(1),                                 // some old index objects gone
-        Fault::Deletes(indexes_before),                    // every old index gone, no pack
-        Fault::Deletes(indexes_before + 1),                // one pack gone
-        Fault::Deletes(indexes_before + pack_deletes - 1), // all packs but one
+        Fault::Deletes(DeletePoint::None),
+        Fault::Deletes(DeletePoint::OneIndex),
+        Fault::Deletes(DeletePoint::AllIndexes),
+        Fault::Deletes(DeletePoint::OnePack),
+        Fault::Deletes(DeletePoint::AllPacksButOne),
     ];
     for (n, fault) in faults.into_iter().enumerate() {
         for snapshot_between in [false, true] {
@@ -461,7 +490,13 @@ async fn prune_interrupted_at_each_phase_leaves_a_clean_repository_and_converges
             match fault {
                 Fault::Puts(k) => faulty.set_put_budget(Some(k)),
                 Fault::IndexWrite => gate.closed.store(true, Ordering::SeqCst),
-                Fault::Deletes(k) => faulty.set_delete_budget(Some(k)),
+                Fault::Deletes(point) => {
+                    let plan = ops::prune(&repo, &PruneOptions { dry_run: true, ..prune_options() }).await.unwrap();
+                    let indexes = gate.list(ObjectKind::Index).await.unwrap().len() as u64;
+                    let pack_deletes = (plan.packs_deleted + plan.packs_repacked) as u64;
+                    assert!(pack_deletes >= 2, "{label}: {plan:?}");
+                    faulty.set_delete_budget(Some(point.budget(indexes, pack_deletes)));
+                }
             }
             let err = ops::prune(&repo, &prune_options()).await.expect_err(&label);
             assert!(err.to_string().contains("injected"), "{label}: {err}");
