@@ -11,7 +11,7 @@ const HEADER_LEN: usize = 5;
 
 /// Inputs shorter than this are never compressed.
 const MIN_COMPRESS_LEN: usize = 256;
-/// Inputs longer than this are first tried on a sample of this size.
+/// Inputs longer than twice this are first tried on samples of this total size.
 const SAMPLE_LEN: usize = 32 << 10;
 
 /// Wraps `raw` into an envelope, compressing it with zstd at `level` when that
@@ -74,14 +74,15 @@ fn looks_compressible(raw: &[u8]) -> bool {
     if raw.len() <= 2 * SAMPLE_LEN {
         return true;
     }
-    // A sample from the middle: headers of media files are often compressible
-    // while their bodies are not.
-    let start = raw.len() / 2 - SAMPLE_LEN / 2;
-    let sample = &raw[start..start + SAMPLE_LEN];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => c.len() < SAMPLE_LEN * 97 / 100,
-        Err(_) => true,
-    }
+    // Slices spread over the input: a chunk of a mixed file (an archive with
+    // text and media, say) is worth compressing if any part of it is.
+    const SLICES: usize = 4;
+    const SLICE_LEN: usize = SAMPLE_LEN / SLICES;
+    (0..SLICES).any(|i| {
+        let start = raw.len() * (2 * i + 1) / (2 * SLICES) - SLICE_LEN / 2;
+        let slice = &raw[start..start + SLICE_LEN];
+        zstd::bulk::compress(slice, 1).map_or(true, |c| c.len() < SLICE_LEN * 9 / 10)
+    })
 }
 
 /// Unwraps an envelope. The declared length is checked against `max_len`
