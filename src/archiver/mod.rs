@@ -2,16 +2,14 @@
 //! order packs → index → snapshot, so that a run interrupted at any point
 //! leaves a repository that checks clean and whose packs the next run reuses.
 
+pub mod exclude;
 pub mod pipeline;
 pub mod walker;
 
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, Tree};
@@ -19,6 +17,8 @@ use crate::format::{BlobType, Id, ObjectKind};
 use crate::host;
 use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
+use exclude::{Enter, IgnoreStack};
+pub use exclude::{ExcludeError, ExcludeOptions, Exclusions};
 use pipeline::{Pipeline, PipelineOptions};
 use walker::{root_name, Stop, Walker};
 
@@ -35,39 +35,6 @@ pub trait Progress: Send + Sync {
 /// A progress sink that ignores everything.
 pub struct NoProgress;
 impl Progress for NoProgress {}
-
-/// Which paths to leave out of a snapshot.
-#[derive(Default)]
-pub struct Exclusions {
-    globs: Option<GlobSet>,
-    pub one_file_system: bool,
-}
-
-impl Exclusions {
-    /// `patterns` are globs matched against the full path and the file name.
-    pub fn new(patterns: &[String], one_file_system: bool) -> Result<Exclusions, RepoError> {
-        let globs = if patterns.is_empty() {
-            None
-        } else {
-            let mut b = GlobSetBuilder::new();
-            for p in patterns {
-                b.add(Glob::new(p).map_err(|e| RepoError::Invalid(format!("bad exclude pattern `{p}`: {e}")))?);
-            }
-            Some(b.build().map_err(|e| RepoError::Invalid(e.to_string()))?)
-        };
-        Ok(Exclusions { globs, one_file_system })
-    }
-
-    pub fn excludes(&self, path: &Path, meta: &Metadata, root_device: Option<u64>) -> bool {
-        if self.one_file_system && meta.is_dir() && root_device.is_some_and(|d| d != meta.dev()) {
-            return true;
-        }
-        match &self.globs {
-            Some(g) => g.is_match(path) || path.file_name().is_some_and(|n| g.is_match(n)),
-            None => false,
-        }
-    }
-}
 
 /// Which snapshot to compare against to skip unchanged files.
 #[derive(Clone, Debug, Default)]
@@ -277,29 +244,60 @@ pub async fn snapshot(
     Ok(SnapshotOutcome { id, snapshot, errors, recovered_packs })
 }
 
-/// Counts the regular files and bytes under `paths` (for a progress total).
-/// Runs on a metadata walk only; errors are skipped.
+/// Counts the regular files and bytes under `paths` (for a progress total),
+/// leaving out what `exclusions` leaves out of the snapshot. Runs on a
+/// metadata walk only; errors are skipped.
 pub fn scan_totals(paths: &[PathBuf], exclusions: &Exclusions, mut report: impl FnMut(u64, u64)) {
+    enum Step {
+        Enter(PathBuf),
+        Leave,
+    }
     let (mut files, mut bytes) = (0u64, 0u64);
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                for e in rd.flatten() {
-                    let path = e.path();
-                    if let Ok(m) = std::fs::symlink_metadata(&path) {
-                        if !exclusions.excludes(&path, &m, None) {
-                            stack.push(path);
-                        }
-                    }
+    let mut count = |meta: &std::fs::Metadata| {
+        files += 1;
+        bytes += meta.len();
+        if files % 1000 == 0 {
+            report(files, bytes);
+        }
+    };
+    for root in paths {
+        let Ok(root) = absolute_path(root) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&root) else { continue };
+        if meta.is_file() {
+            count(&meta);
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        let root_device = Some(meta.dev());
+        let mut ignores = IgnoreStack::default();
+        let mut steps = vec![Step::Enter(root)];
+        while let Some(step) = steps.pop() {
+            let dir = match step {
+                Step::Enter(d) => d,
+                Step::Leave => {
+                    ignores.leave();
+                    continue;
                 }
+            };
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let mut children: Vec<(Vec<u8>, PathBuf)> =
+                rd.flatten().map(|e| (e.file_name().as_bytes().to_vec(), e.path())).collect();
+            children.sort();
+            match exclusions.enter_dir(&mut ignores, &dir, |n| exclude::sorted_has(&children, n)) {
+                Enter::Excluded(_) => continue,
+                Enter::Entered(_) => steps.push(Step::Leave),
             }
-        } else if meta.is_file() {
-            files += 1;
-            bytes += meta.len();
-            if files % 1000 == 0 {
-                report(files, bytes);
+            for (_, path) in children {
+                let Ok(m) = std::fs::symlink_metadata(&path) else { continue };
+                if exclusions.entry(&ignores, &path, &m, root_device).is_some() {
+                    continue;
+                }
+                if m.is_dir() {
+                    steps.push(Step::Enter(path));
+                } else if m.is_file() {
+                    count(&m);
+                }
             }
         }
     }

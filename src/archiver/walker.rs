@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::runtime::Handle;
 
+use super::exclude::{sorted_has, Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
-use super::{Exclusions, Progress};
+use super::Progress;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
@@ -44,6 +45,8 @@ pub struct Walker<'a> {
     hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
     buf: Vec<u8>,
     root_device: Option<u64>,
+    /// Ignore-file matchers of the directories on the current path.
+    ignores: IgnoreStack,
 }
 
 impl<'a> Walker<'a> {
@@ -68,6 +71,7 @@ impl<'a> Walker<'a> {
             hardlinks: HashMap::new(),
             buf: Vec::new(),
             root_device: None,
+            ignores: IgnoreStack::default(),
         }
     }
 
@@ -145,16 +149,6 @@ impl<'a> Walker<'a> {
     }
 
     fn archive_dir(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
-        let parent_tree = match parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree) {
-            Some(id) => match self.handle.block_on(self.repo.load_tree(self.index, &id)) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "parent tree unreadable; reading the directory in full");
-                    None
-                }
-            },
-            None => None,
-        };
         let entries = match fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -170,24 +164,17 @@ impl<'a> Walker<'a> {
             }
         }
         children.sort();
-        let mut tree = Tree::default();
-        for (name, child) in children {
-            let meta = match fs::symlink_metadata(&child) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.fail(&child, "cannot stat", e);
-                    continue;
-                }
-            };
-            if self.exclusions.excludes(&child, &meta, self.root_device) {
-                tracing::debug!(path = %child.display(), "excluded");
-                continue;
+        match self.exclusions.enter_dir(&mut self.ignores, path, |n| sorted_has(&children, n)) {
+            Enter::Excluded(reason) => {
+                tracing::debug!(path = %path.display(), %reason, "excluded");
+                return Ok(None);
             }
-            let prev = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(n) = self.archive_node(&child, name, meta, prev)? {
-                tree.nodes.push(n);
-            }
+            Enter::Entered(Some(problem)) => self.fail(path, "ignore file not fully applied", problem),
+            Enter::Entered(None) => {}
         }
+        let tree = self.archive_children(path, children, parent);
+        self.ignores.leave();
+        let tree = tree?;
         let raw = tree.encode();
         if raw.len() > MAX_BLOB_LEN as usize {
             self.fail(path, "directory too large", format!("{} entries", tree.nodes.len()));
@@ -198,6 +185,44 @@ impl<'a> Walker<'a> {
         node.subtree = Some(id);
         self.summary.dirs += 1;
         Ok(Some(node))
+    }
+
+    /// The nodes of a directory's entries, minus the excluded ones.
+    fn archive_children(
+        &mut self,
+        path: &Path,
+        children: Vec<(Vec<u8>, PathBuf)>,
+        parent: Option<&Node>,
+    ) -> Result<Tree, Stop> {
+        let parent_tree = match parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree) {
+            Some(id) => match self.handle.block_on(self.repo.load_tree(self.index, &id)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "parent tree unreadable; reading the directory in full");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut tree = Tree::default();
+        for (name, child) in children {
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(&child, "cannot stat", e);
+                    continue;
+                }
+            };
+            if let Some(reason) = self.exclusions.entry(&self.ignores, &child, &meta, self.root_device) {
+                tracing::debug!(path = %child.display(), %reason, "excluded");
+                continue;
+            }
+            let prev = parent_tree.as_ref().and_then(|t| t.find(&name));
+            if let Some(n) = self.archive_node(&child, name, meta, prev)? {
+                tree.nodes.push(n);
+            }
+        }
+        Ok(tree)
     }
 
     fn unchanged(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {

@@ -40,6 +40,11 @@ pub enum BackendError {
     Transient { message: String, retry_after: Option<Duration> },
     #[error("storage failure: {message}")]
     Permanent { message: String },
+    /// The storage refuses our credentials (a Telegram session that was
+    /// revoked or never logged in): nothing will work until the user logs in
+    /// again. Handled like `Permanent`, but the CLI exits with its own code.
+    #[error("{message}")]
+    NeedsLogin { message: String },
 }
 
 impl BackendError {
@@ -47,8 +52,13 @@ impl BackendError {
         match self {
             BackendError::NotFound { .. } => ErrorClass::NotFound,
             BackendError::Transient { retry_after, .. } => ErrorClass::Transient(*retry_after),
-            BackendError::Permanent { .. } => ErrorClass::Permanent,
+            BackendError::Permanent { .. } | BackendError::NeedsLogin { .. } => ErrorClass::Permanent,
         }
+    }
+
+    /// Whether the storage wants new credentials (`tstor login`).
+    pub fn needs_login(&self) -> bool {
+        matches!(self, BackendError::NeedsLogin { .. })
     }
 
     pub fn not_found(kind: ObjectKind, id: &Id) -> BackendError {
@@ -95,6 +105,40 @@ pub trait Backend: Send + Sync {
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()>;
+
+    // ---- optional capabilities; the defaults suit a backend that lists cheaply ----
+
+    /// The data pack size that suits this storage, if it differs from the
+    /// pipeline's default.
+    fn preferred_pack_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether this backend keeps a head (docs/format.md §23): one small
+    /// object it finds without listing, which lets it skip a full listing.
+    fn keeps_head(&self) -> bool {
+        false
+    }
+
+    /// Stores `sealed` as the new head and makes it the one [`Backend::heads`]
+    /// finds first; older heads may be removed. The bytes are opaque here.
+    async fn put_head(&self, _sealed: Bytes) -> Result<()> {
+        Err(BackendError::Permanent { message: format!("{} keeps no head", self.location()) })
+    }
+
+    /// Candidate heads, newest first, as given to [`Backend::put_head`]. With
+    /// `scan: false` only those found cheaply (Telegram: the pinned message
+    /// and any newer head); with `scan: true` every head in storage.
+    async fn heads(&self, _scan: bool) -> Result<Vec<Bytes>> {
+        Ok(Vec::new())
+    }
+
+    /// Forgets what the backend remembers about storage and reads it again
+    /// in full, so that the next listings miss nothing that changed behind
+    /// its back (Telegram: a full history scan).
+    async fn rescan(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -119,6 +163,21 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         (**self).delete(kind, id).await
+    }
+    fn preferred_pack_size(&self) -> Option<usize> {
+        (**self).preferred_pack_size()
+    }
+    fn keeps_head(&self) -> bool {
+        (**self).keeps_head()
+    }
+    async fn put_head(&self, sealed: Bytes) -> Result<()> {
+        (**self).put_head(sealed).await
+    }
+    async fn heads(&self, scan: bool) -> Result<Vec<Bytes>> {
+        (**self).heads(scan).await
+    }
+    async fn rescan(&self) -> Result<()> {
+        (**self).rescan().await
     }
 }
 

@@ -74,4 +74,19 @@ impl<B: Backend> Backend for RetryBackend<B> {
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         self.retry("delete", || self.inner.delete(kind, id)).await
     }
+    fn preferred_pack_size(&self) -> Option<usize> {
+        self.inner.preferred_pack_size()
+    }
+    fn keeps_head(&self) -> bool {
+        self.inner.keeps_head()
+    }
+    async fn put_head(&self, sealed: Bytes) -> Result<()> {
+        self.retry("put_head", || self.inner.put_head(sealed.clone())).await
+    }
+    async fn heads(&self, scan: bool) -> Result<Vec<Bytes>> {
+        self.retry("heads", || self.inner.heads(scan)).await
+    }
+    async fn rescan(&self) -> Result<()> {
+        self.retry("rescan", || self.inner.rescan()).await
+    }
 }

@@ -1,8 +1,9 @@
 //! The local cache: a redb database per repository holding sealed index
 //! objects and sealed tree blobs, so that opening a repository and walking a
-//! parent snapshot need not download them again. It is only ever a cache: the
-//! repository is the source of truth, every entry is checked against it, and a
-//! missing, locked or damaged cache only costs speed.
+//! parent snapshot need not download them again, and the highest head
+//! generation seen, so that a rolled-back head is noticed. It is only ever a
+//! cache: the repository is the source of truth, every entry is checked
+//! against it, and a missing, locked or damaged cache only costs speed.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ use crate::format::Id;
 const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_v2");
 /// Tree blob id → the blob as sealed in its pack.
 const TREES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trees_v1");
+/// `generation` → the highest head generation seen.
+const HEAD: TableDefinition<&str, u64> = TableDefinition::new("head_v1");
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache {path}: {message}")]
@@ -128,6 +131,31 @@ impl Cache {
     pub fn put_trees<'a>(&self, items: impl IntoIterator<Item = (&'a Id, &'a [u8])>) -> Result<(), CacheError> {
         self.put_many(TREES, items)
     }
+
+    /// The highest head generation this cache has seen, if any.
+    pub fn head_generation(&self) -> Result<Option<u64>, CacheError> {
+        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match tx.open_table(HEAD) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        let v = t.get("generation").map_err(|e| err(&self.path, e))?;
+        Ok(v.map(|v| v.value()))
+    }
+
+    /// Raises the highest head generation seen to `generation` (never lowers it).
+    pub fn raise_head_generation(&self, generation: u64) -> Result<(), CacheError> {
+        let tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        {
+            let mut t = tx.open_table(HEAD).map_err(|e| err(&self.path, e))?;
+            let seen = t.get("generation").map_err(|e| err(&self.path, e))?.map(|v| v.value());
+            if seen.is_none_or(|s| s < generation) {
+                t.insert("generation", generation).map_err(|e| err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&self.path, e))
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -155,6 +183,10 @@ mod tests {
             assert!(c.tree(&Id([3; 32])).unwrap().is_none());
             c.remove_indexes(&[Id([2; 32])]).unwrap();
             assert!(c.index_ids().unwrap().is_empty());
+            assert_eq!(c.head_generation().unwrap(), None);
+            c.raise_head_generation(5).unwrap();
+            c.raise_head_generation(3).unwrap();
+            assert_eq!(c.head_generation().unwrap(), Some(5));
         }
         let path = dir.path().join(repo.to_hex()).join("cache.redb");
         std::fs::write(&path, b"garbage that is not a redb file at all").unwrap();

@@ -141,7 +141,7 @@ pub(super) struct UnlockArgs {
 }
 
 pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
-    let policy = Policy {
+    let mut policy = Policy {
         last: a.keep_last.unwrap_or_default(),
         hourly: a.keep_hourly.unwrap_or_default(),
         daily: a.keep_daily.unwrap_or_default(),
@@ -156,6 +156,10 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         within_yearly: a.keep_within_yearly.unwrap_or_default(),
         tags: tag_lists(&a.keep_tag),
     };
+    // Without ids or --keep-* flags, the configuration file's policy.
+    if a.ids.is_empty() && policy.is_empty() {
+        policy = g.settings.policy.clone();
+    }
     let mut paths = Vec::new();
     for p in &a.path {
         let abs = absolute_path(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
@@ -168,8 +172,11 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         ids: a.ids,
         dry_run: a.dry_run,
     };
-    let prune_opts = a.prune_flags.options(a.dry_run);
+    let mut prune_opts = a.prune_flags.options(a.dry_run);
     let repo = open_repo(g).await?;
+    if let Some(size) = repo.backend().preferred_pack_size() {
+        prune_opts.data_pack_size = size;
+    }
     let (report, pruned) = ops::forget(&repo, &opts, a.prune.then_some(&prune_opts)).await?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&forget_json(&opts, &report, pruned.as_ref()))?);
@@ -297,7 +304,11 @@ fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
 
 pub(super) async fn cmd_prune(g: &Global, a: PruneArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
-    let report = ops::prune(&repo, &a.prune_flags.options(a.dry_run)).await?;
+    let mut opts = a.prune_flags.options(a.dry_run);
+    if let Some(size) = repo.backend().preferred_pack_size() {
+        opts.data_pack_size = size;
+    }
+    let report = ops::prune(&repo, &opts).await?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -2,9 +2,12 @@
 //! logging setup, progress bars and everything printed. The rest of the
 //! library never prints.
 
+pub mod config;
 mod inspect;
 mod maintenance;
 mod progress;
+mod repair;
+mod telegram;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -14,14 +17,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::json;
 
 use crate::archiver::{Exclusions, ParentChoice, SnapshotOptions};
 use crate::backend::local::LocalBackend;
 use crate::backend::retry::RetryBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
 use crate::format_time;
@@ -29,6 +32,7 @@ use crate::ops;
 use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
 use crate::restorer::{split_subpath, RestoreOptions};
+use config::PasswordSource;
 use progress::Bar;
 
 /// Exit codes beyond 0 (success) and 1 (failure).
@@ -56,8 +60,9 @@ struct Cli {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Global options")]
 struct Global {
-    /// Repository: a path, `local:PATH` (default: the built-in repository under your data directory)
+    /// Repository: a path, `local:PATH`, or `telegram:me|@name|-100ID|new:"Title"` (default: the built-in repository under your data directory)
     #[arg(short = 'r', long, env = "TSTOR_REPOSITORY", global = true)]
     repo: Option<String>,
     /// Read the password from this file (first line)
@@ -84,6 +89,15 @@ struct Global {
     /// Also write logs to this file
     #[arg(long, global = true)]
     log_file: Option<PathBuf>,
+    /// Configuration file (default: tstor/config.toml in your config directory)
+    #[arg(long, env = "TSTOR_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Use this profile of the configuration file
+    #[arg(short = 'P', long, env = "TSTOR_PROFILE", global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// What the configuration file says (filled in after parsing)
+    #[arg(skip)]
+    settings: config::Settings,
 }
 
 #[derive(Subcommand)]
@@ -120,22 +134,54 @@ enum Command {
     Prune(maintenance::PruneArgs),
     /// Remove stale locks (--remove-all: every lock)
     Unlock(maintenance::UnlockArgs),
+    /// Log in to Telegram (phone, code and 2FA password, or --bot-token); needs TSTOR_TG_API_ID and TSTOR_TG_API_HASH
+    Login(telegram::LoginArgs),
+    /// Log out of Telegram and delete the session file
+    Logout,
+    /// Rebuild what can be rebuilt from the packs
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
+    /// Print a shell completion script: `tstor completions bash > /etc/bash_completion.d/tstor`
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Args)]
 struct SnapshotArgs {
     /// Files and directories to back up; each is stored under its own name
-    #[arg(required = true)]
+    /// (default: `paths` of the configuration file)
     paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
-    /// Leave out paths matching this glob (full path or file name; repeatable)
-    #[arg(long = "exclude")]
+    /// Leave out paths matching this gitignore-style pattern (`*.o`, `cache/`,
+    /// `/abs/path`, `!keep`; repeatable)
+    #[arg(long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
-    /// Read exclude globs from this file, one per line
-    #[arg(long)]
+    /// The same, ignoring case (repeatable)
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Read exclude patterns from this file, one per line (repeatable)
+    #[arg(long, value_name = "FILE")]
     exclude_file: Vec<PathBuf>,
+    /// Read case-insensitive exclude patterns from this file (repeatable)
+    #[arg(long, value_name = "FILE")]
+    iexclude_file: Vec<PathBuf>,
+    /// Leave out directories holding an entry of this name, e.g. `.nobackup` (repeatable)
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than this (e.g. `10M`, `1GiB`)
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| ops::check::parse_size(s))]
+    exclude_larger_than: Option<u64>,
     /// Do not cross into other file systems
     #[arg(long, short = 'x')]
     one_file_system: bool,
@@ -188,9 +234,18 @@ struct CheckArgs {
     verify_subset: Option<String>,
 }
 
+/// The whole command line, for completions and the man page.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Command::Completions(a) = &cli.command {
+        clap_complete::generate(a.shell, &mut command(), "tstor", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {
@@ -198,6 +253,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = config::apply(&mut cli.global) {
+        eprintln!("tstor: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -216,12 +275,24 @@ pub fn main() -> ExitCode {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if needs_login(e) {
+        return exit::NEEDS_LOGIN;
+    }
     match e.downcast_ref::<RepoError>() {
         Some(RepoError::NoRepository(_)) => exit::NO_REPOSITORY,
         Some(RepoError::Locked(_)) => exit::LOCKED,
         Some(RepoError::WrongPassword) => exit::WRONG_PASSWORD,
         _ => 1,
     }
+}
+
+/// Whether anything in the error's chain says to run `tstor login`.
+fn needs_login(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<RepoError>().is_some_and(|r| matches!(r, RepoError::Backend(b) if b.needs_login()))
+            || c.downcast_ref::<BackendError>().is_some_and(BackendError::needs_login)
+            || telegram::needs_login(c)
+    })
 }
 
 struct LogGuard;
@@ -272,9 +343,7 @@ fn open_backend(g: &Global) -> Result<Arc<dyn Backend>> {
     let spec = g.repo.clone().filter(|s| !s.is_empty());
     let path = match spec {
         None => default_repository()?,
-        Some(s) if s.starts_with("telegram:") => {
-            bail!("`{s}`: Telegram repositories are not supported by this build yet")
-        }
+        Some(s) if s.starts_with("telegram:") => return telegram::open_backend(g, &s["telegram:".len()..]),
         Some(s) => PathBuf::from(s.strip_prefix("local:").unwrap_or(&s)),
     };
     let local = LocalBackend::new(path);
@@ -310,6 +379,9 @@ fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
             bail!("password command `{cmd}` failed with {}", out.status);
         }
         return Ok(first_line(out.stdout));
+    }
+    if let Some(PasswordSource::Literal(p)) = &g.settings.password {
+        return Ok(p.clone().into_bytes());
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command");
@@ -353,6 +425,10 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Forget(a) => maintenance::cmd_forget(g, a).await,
         Command::Prune(a) => maintenance::cmd_prune(g, a).await,
         Command::Unlock(a) => maintenance::cmd_unlock(g, a).await,
+        Command::Login(a) => telegram::cmd_login(g, a).await,
+        Command::Logout => telegram::cmd_logout(g).await,
+        Command::Repair(c) => repair::cmd_repair(g, c).await,
+        Command::Completions(_) => Ok(0),
     }
 }
 
@@ -366,30 +442,47 @@ async fn cmd_init(g: &Global) -> Result<u8> {
     let repo = Repository::init(backend, &pw, InitOptions::default())
         .await
         .with_context(|| format!("cannot create a repository at {location}"))?;
+    // A repository made in a new place (a new Telegram channel) has a new name.
+    let location = repo.backend().location();
     if g.json {
         println!("{}", json!({ "repository": location, "id": repo.repo_id().to_hex() }));
     } else {
         println!("created repository {} at {location}", repo.repo_id().short());
+        if g.repo.as_deref().is_some_and(|r| r != location && !r.starts_with("local:") && r.contains(':')) {
+            println!("From now on use --repo {location} (or TSTOR_REPOSITORY={location}).");
+        }
         println!("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(0)
 }
 
-fn read_exclude_files(files: &[PathBuf]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
-    }
-    Ok(out)
+/// The configuration's excludes plus the command line's.
+fn exclusions(g: &Global, a: &SnapshotArgs) -> Result<Exclusions> {
+    let mut ex = g.settings.excludes.clone();
+    ex.patterns.extend(a.excludes.iter().cloned());
+    ex.ipatterns.extend(a.iexcludes.iter().cloned());
+    ex.pattern_files.extend(a.exclude_file.iter().cloned());
+    ex.ipattern_files.extend(a.iexclude_file.iter().cloned());
+    ex.if_present.extend(a.exclude_if_present.iter().cloned());
+    ex.caches |= a.exclude_caches;
+    ex.larger_than = a.exclude_larger_than.or(ex.larger_than);
+    ex.one_file_system |= a.one_file_system;
+    Ok(Exclusions::new(&ex)?)
 }
 
-async fn cmd_snapshot(g: &Global, a: SnapshotArgs) -> Result<u8> {
+async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
+    if a.paths.is_empty() {
+        a.paths = g.settings.paths.clone();
+    }
+    if a.paths.is_empty() {
+        bail!("nothing to back up: give paths, or `paths` in the configuration file");
+    }
+    let exclusions = exclusions(g, &a)?;
     let repo = open_repo(g).await?;
-    let mut patterns = a.excludes.clone();
-    patterns.extend(read_exclude_files(&a.exclude_file)?);
-    let exclusions = Exclusions::new(&patterns, a.one_file_system)?;
     let mut opts = SnapshotOptions::new(a.paths.clone());
+    if let Some(size) = repo.backend().preferred_pack_size() {
+        opts.pipeline.data_pack_size = size;
+    }
     opts.tags = a.tags;
     opts.exclusions = exclusions;
     if let Some(h) = a.host {
@@ -402,12 +495,9 @@ async fn cmd_snapshot(g: &Global, a: SnapshotArgs) -> Result<u8> {
     };
     let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot"));
     if progress_enabled(g) && std::io::stderr().is_terminal() {
-        let (bar, paths, one_fs) = (bar.clone(), a.paths.clone(), a.one_file_system);
-        let patterns = patterns.clone();
+        let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
-            if let Ok(ex) = Exclusions::new(&patterns, one_fs) {
-                crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
-            }
+            crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
         });
     }
     let outcome = ops::snapshot(&repo, opts, bar.clone()).await?;

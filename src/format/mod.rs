@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod config;
 pub mod envelope;
+pub mod head;
 pub mod index;
 pub mod key;
 pub mod lock;

@@ -9,6 +9,7 @@ pub mod forget;
 pub mod inspect;
 pub mod key;
 pub mod prune;
+pub mod repair;
 pub mod stats;
 pub mod tag;
 
@@ -60,6 +61,11 @@ pub async fn check(
     progress: Arc<dyn CheckProgress>,
 ) -> Result<CheckReport, RepoError> {
     let guard = lock::acquire(repo, false).await?;
+    // Check what storage holds now, not what the backend remembers.
+    if let Err(e) = repo.backend().rescan().await {
+        guard.release().await;
+        return Err(e.into());
+    }
     let result = check::check(repo, scope, progress).await;
     guard.release().await;
     result

@@ -172,6 +172,14 @@ impl LockGuard {
         refresher.abort();
         let _ = refresher.await;
         let (id, lock) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Write order: packs, index, snapshot, then the head (for backends
+        // that keep one), after a command that stored an index object or a
+        // snapshot, or held the lock to delete.
+        if repo.backend().keeps_head() && (lock.exclusive || repo.head_is_stale()) {
+            if let Err(e) = repo.write_head().await {
+                tracing::warn!(error = %e, "could not write the repository head; the next command will");
+            }
+        }
         if let Err(e) = repo.backend().delete(ObjectKind::Lock, &id).await {
             tracing::warn!(lock = %id.short(), error = %e, "could not remove our lock; it will expire");
         }

@@ -3,6 +3,7 @@
 //! local cache when there is one) and resolves snapshot names. Storage below
 //! it sees only sealed bytes.
 
+pub mod head;
 pub mod index;
 pub mod keyring;
 pub mod keys;
@@ -89,6 +90,7 @@ struct Inner {
     master: [u8; 32],
     cache: Option<Cache>,
     chunker: Chunker,
+    head: head::HeadState,
 }
 
 /// An open repository; cheap to clone and share between tasks.
@@ -131,11 +133,17 @@ impl Repository {
         backend.put(ObjectKind::Key, &key_id, Bytes::from(slot.encode())).await?;
         let sealed = seal_object(&keys, &repo_id, ObjectKind::Config, &Id::ZERO, &config.encode(), 3);
         backend.put(ObjectKind::Config, &Id::ZERO, Bytes::from(sealed)).await?;
-        Ok(Repository::assemble(backend, keys, config, key_id, &payload, None))
+        let repo = Repository::assemble(backend, keys, config, key_id, &payload, None);
+        // A backend that keeps a head gets its first one now.
+        repo.write_head().await?;
+        Ok(repo)
     }
 
     /// Opens a repository with `password`, using a cache under `cache_dir` if given.
     pub async fn open(backend: Arc<dyn Backend>, password: &[u8], cache_dir: Option<&Path>) -> Result<Repository> {
+        // A backend that keeps a head learns from it where everything is
+        // before anything else is read (Telegram: no full history scan).
+        let heads = if backend.keeps_head() { backend.heads(false).await? } else { Vec::new() };
         let config_bytes = match backend.get(ObjectKind::Config, &Id::ZERO).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
@@ -194,7 +202,9 @@ impl Repository {
                 None
             }
         });
-        Ok(Repository::assemble(backend, keys, config, key_id, &payload, cache))
+        let repo = Repository::assemble(backend, keys, config, key_id, &payload, cache);
+        repo.adopt_head(heads).await?;
+        Ok(repo)
     }
 
     fn assemble(
@@ -208,7 +218,8 @@ impl Repository {
         let params = ChunkerParams { min: config.chunk_min, avg: config.chunk_avg, max: config.chunk_max };
         let chunker = Chunker::new(params, keys.chunker_seed);
         let master = payload.master;
-        Repository { inner: Arc::new(Inner { backend, keys, config, key_id, master, cache, chunker }) }
+        let head = head::HeadState::default();
+        Repository { inner: Arc::new(Inner { backend, keys, config, key_id, master, cache, chunker, head }) }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -320,6 +331,9 @@ impl Repository {
         let sealed =
             seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level);
         self.inner.backend.put(kind, &id, Bytes::from(sealed)).await?;
+        if matches!(kind, ObjectKind::Index | ObjectKind::Snapshot) {
+            self.inner.head.mark_dirty();
+        }
         Ok(id)
     }
 

@@ -250,7 +250,12 @@ fn write_file(
         // Already on a blocking thread: fetch through the runtime, open here.
         let loc = index.lookup(id).ok_or_else(|| format!("data lost: blob {id} is not in the index"))?;
         let sealed = handle
-            .block_on(repo.backend().get_range(crate::format::ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length))
+            .block_on(repo.backend().get_range(
+                crate::format::ObjectKind::Pack,
+                &loc.pack,
+                loc.offset as u64,
+                loc.length,
+            ))
             .map_err(|e| format!("data lost: {e}"))?;
         let data = repo.open_blob(loc.blob_type, id, &sealed, loc.raw_len).map_err(|e| format!("data lost: {e}"))?;
         write_sparse(&file, &data, offset).map_err(|e| format!("cannot write: {e}"))?;

@@ -472,9 +472,9 @@ async fn prune_interrupted_at_each_phase_leaves_a_clean_repository_and_converges
     let reference_used = used_blobs(&repo).await.len();
 
     let faults = [
-        Fault::Puts(1),                                    // before the first new pack
-        Fault::Puts(2),                                    // after one new pack
-        Fault::IndexWrite,                                 // every new pack, but no index
+        Fault::Puts(1),    // before the first new pack
+        Fault::Puts(2),    // after one new pack
+        Fault::IndexWrite, // every new pack, but no index
         Fault::Deletes(DeletePoint::None),
         Fault::Deletes(DeletePoint::OneIndex),
         Fault::Deletes(DeletePoint::AllIndexes),

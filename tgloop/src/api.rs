@@ -105,7 +105,46 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
     if !info.initialized {
         return Err(RpcErr::bad("CONNECTION_NOT_INITED"));
     }
+    if !world.login.authorized && !crate::auth::allowed_unauthorized(call.name()) {
+        return Err(crate::auth::unauthorized());
+    }
     match call.constructor {
+        f::auth::SendCode::CONSTRUCTOR_ID => {
+            let r: f::auth::SendCode = read(call)?;
+            let phone = world.me.phone.clone();
+            ok(world.login.send_code(&r.phone_number, &phone, &r.api_hash)?)
+        }
+        f::auth::SignIn::CONSTRUCTOR_ID => {
+            let r: f::auth::SignIn = read(call)?;
+            if r.phone_number.chars().filter(char::is_ascii_digit).collect::<String>() != world.me.phone {
+                return Err(RpcErr::bad("PHONE_NUMBER_INVALID"));
+            }
+            world.login.sign_in(&r.phone_code_hash, r.phone_code.as_deref())?;
+            ok(crate::auth::authorization(world.user()))
+        }
+        f::account::GetPassword::CONSTRUCTOR_ID => ok(world.login.get_password()),
+        f::auth::CheckPassword::CONSTRUCTOR_ID => {
+            let r: f::auth::CheckPassword = read(call)?;
+            match r.password {
+                tl::enums::InputCheckPasswordSrp::Srp(p) => world.login.check_password(p.srp_id, &p.a, &p.m1)?,
+                tl::enums::InputCheckPasswordSrp::InputCheckPasswordEmpty => {
+                    return Err(RpcErr::bad("PASSWORD_HASH_INVALID"))
+                }
+            }
+            ok(crate::auth::authorization(world.user()))
+        }
+        f::auth::ImportBotAuthorization::CONSTRUCTOR_ID => {
+            let r: f::auth::ImportBotAuthorization = read(call)?;
+            if r.api_hash.is_empty() {
+                return Err(RpcErr::bad("API_ID_INVALID"));
+            }
+            world.login.import_bot(&r.bot_auth_token)?;
+            ok(crate::auth::authorization(world.user()))
+        }
+        f::auth::LogOut::CONSTRUCTOR_ID => {
+            world.login.log_out();
+            ok(tl::enums::auth::LoggedOut::Out(tl::types::auth::LoggedOut { future_auth_token: None }))
+        }
         f::help::GetConfig::CONSTRUCTOR_ID => ok(config()),
         f::updates::GetState::CONSTRUCTOR_ID => ok(world.state()),
         f::users::GetUsers::CONSTRUCTOR_ID => {
@@ -191,6 +230,10 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
             let filter =
                 SearchFilter { query: r.q, pinned_only, documents_only, min_date: r.min_date, max_date: r.max_date };
             ok(world.search(w, &filter, paging(r.offset_id, 0, r.add_offset, r.limit, r.max_id, r.min_id)))
+        }
+        f::messages::GetDialogs::CONSTRUCTOR_ID => {
+            let _: f::messages::GetDialogs = read(call)?;
+            ok(world.dialogs())
         }
         f::upload::GetFile::CONSTRUCTOR_ID => {
             let r: f::upload::GetFile = read(call)?;

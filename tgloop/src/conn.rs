@@ -256,8 +256,14 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 lose_answer = true;
                 self.shared.run_call(&call, &self.info)
             }
+            Some(Fault::PartMissing) => Err(crate::RpcErr { code: 400, message: "FILE_PART_0_MISSING".into() }),
+            Some(Fault::ExpireReferences) => {
+                self.shared.world.lock().expect("world lock").expire_file_references();
+                self.shared.run_call(&call, &self.info)
+            }
             None => self.shared.run_call(&call, &self.info),
         };
+        self.shared.pace(name, call.body.len()).await;
         if lose_answer {
             return Ok(Next::Close);
         }

@@ -1,6 +1,7 @@
 //! Failure injection: rules that make the next calls of a named method fail
 //! the way Telegram or the network can (flood waits, RPC errors, dropped
-//! connections, answers lost after the work was done, slow answers).
+//! connections, answers lost after the work was done, slow answers), and
+//! random rates of such failures for a server left running.
 
 use std::time::Duration;
 
@@ -19,6 +20,78 @@ pub enum Fault {
     LoseAnswer,
     /// Wait this long before running and answering the call.
     Delay(Duration),
+    /// Answer `FILE_PART_0_MISSING`, as Telegram does when uploaded parts
+    /// expired before the document was sent, without running the call.
+    PartMissing,
+    /// Give every document a new file reference, then run the call (a
+    /// download with an old reference fails with `FILE_REFERENCE_EXPIRED`).
+    ExpireReferences,
+}
+
+/// Random failure rates, each a probability per call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rates {
+    /// `FLOOD_WAIT_1` on any call.
+    pub flood: f64,
+    /// The connection closed before any call runs.
+    pub drop: f64,
+    /// The call runs, its answer is lost.
+    pub lose: f64,
+    /// `messages.sendMedia` answered `FILE_PART_0_MISSING`.
+    pub part_missing: f64,
+    /// File references expired before an `upload.getFile`.
+    pub file_reference: f64,
+}
+
+impl Rates {
+    /// Parses `flood:0.05,drop:0.02,lose:0.01,part-missing:0.02,file-reference:0.1`
+    /// (any subset, any order).
+    pub fn parse(spec: &str) -> Result<Rates, String> {
+        let mut r = Rates::default();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, value) = item.split_once(':').ok_or_else(|| format!("`{item}`: expected NAME:RATE"))?;
+            let v: f64 = value.parse().map_err(|_| format!("`{item}`: {value} is not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("`{item}`: a rate is between 0 and 1"));
+            }
+            match name {
+                "flood" => r.flood = v,
+                "drop" => r.drop = v,
+                "lose" => r.lose = v,
+                "part-missing" => r.part_missing = v,
+                "file-reference" => r.file_reference = v,
+                _ => {
+                    return Err(format!(
+                        "`{name}`: known faults are flood, drop, lose, part-missing and file-reference"
+                    ))
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// The fault a call of `method` meets, if the dice say so.
+    fn roll(&self, method: &str) -> Option<Fault> {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let mut hit = |p: f64| p > 0.0 && rng.gen_bool(p);
+        if method == "messages.sendMedia" && hit(self.part_missing) {
+            return Some(Fault::PartMissing);
+        }
+        if method == "upload.getFile" && hit(self.file_reference) {
+            return Some(Fault::ExpireReferences);
+        }
+        if hit(self.flood) {
+            return Some(Fault::FloodWait(1));
+        }
+        if hit(self.drop) {
+            return Some(Fault::Drop);
+        }
+        if hit(self.lose) {
+            return Some(Fault::LoseAnswer);
+        }
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -33,6 +106,7 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Faults {
     rules: Vec<Rule>,
+    rates: Rates,
 }
 
 impl Faults {
@@ -43,8 +117,17 @@ impl Faults {
         }
     }
 
-    /// The fault for a call of `method`, if any rule fires now.
+    /// Sets the random failure rates.
+    pub fn set_rates(&mut self, rates: Rates) {
+        self.rates = rates;
+    }
+
+    /// The fault for a call of `method`: a rule that fires now, else a random one.
     pub fn take(&mut self, method: &str) -> Option<Fault> {
+        self.take_rule(method).or_else(|| self.rates.roll(method))
+    }
+
+    fn take_rule(&mut self, method: &str) -> Option<Fault> {
         let mut fired = None;
         for rule in self.rules.iter_mut().filter(|r| r.method == method) {
             if rule.skip > 0 {
@@ -83,5 +166,22 @@ mod tests {
         assert_eq!(f.take("upload.saveBigFilePart"), Some(Fault::FloodWait(3)));
         assert_eq!(f.take("upload.saveBigFilePart"), None);
         assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn rates_parse_and_fire() {
+        let r = Rates::parse("flood:0.05, drop:0.02,part-missing:1,file-reference:0.1").unwrap();
+        assert_eq!(r.flood, 0.05);
+        assert_eq!(r.part_missing, 1.0);
+        assert!(Rates::parse("flood:2").is_err());
+        assert!(Rates::parse("nonsense:0.1").is_err());
+        assert!(Rates::parse("flood").is_err());
+        let mut f = Faults::default();
+        f.set_rates(r);
+        assert_eq!(f.take("messages.sendMedia"), Some(Fault::PartMissing));
+        f.set_rates(Rates { lose: 1.0, ..Rates::default() });
+        assert_eq!(f.take("upload.getFile"), Some(Fault::LoseAnswer));
+        f.set_rates(Rates::default());
+        assert_eq!(f.take("upload.getFile"), None);
     }
 }

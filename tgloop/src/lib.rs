@@ -1,7 +1,9 @@
 //! A loopback Telegram server for tests: speaks MTProto 2.0 over the `Full`
 //! TCP transport with a pre-shared auth key, and serves the part of the API
 //! that tstor uses (uploads, documents in Saved Messages and channels,
-//! history, search, pins, edits, deletes), enforcing Telegram's rules.
+//! history, search, pins, edits, deletes, dialogs, logging in with a code,
+//! a two-step verification password or a bot token), enforcing Telegram's
+//! rules.
 //!
 //! ```no_run
 //! # async fn f() -> std::io::Result<()> {
@@ -13,6 +15,7 @@
 //! ```
 
 mod api;
+pub mod auth;
 mod conn;
 pub mod crypto;
 pub mod faults;
@@ -27,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use faults::Fault;
+pub use faults::{Fault, Rates};
 pub use world::{Limits, RpcErr, Where, World};
 
 /// The datacenter id the server claims to be, and the home DC of seeded sessions.
@@ -50,6 +53,13 @@ pub struct Config {
     pub limits: Limits,
     /// Whether Saved Messages ids skip the ids other private chats would take.
     pub private_id_gaps: bool,
+    /// Random failures, on top of those injected with [`Server::inject`].
+    pub rates: Rates,
+    /// Added to every answer (the connection waits: answers stay in order).
+    pub latency: std::time::Duration,
+    /// Upload bandwidth: file parts are accepted at most this fast, across
+    /// all connections (`None`: as fast as they come).
+    pub upload_bytes_per_sec: Option<u64>,
 }
 
 impl Default for Config {
@@ -59,6 +69,9 @@ impl Default for Config {
             auth_key: None,
             limits: Limits::default(),
             private_id_gaps: true,
+            rates: Rates::default(),
+            latency: std::time::Duration::ZERO,
+            upload_bytes_per_sec: None,
         }
     }
 }
@@ -130,6 +143,10 @@ pub(crate) struct Shared {
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<faults::Faults>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    latency: std::time::Duration,
+    upload_bytes_per_sec: Option<u64>,
+    /// When the simulated upload link is free again.
+    upload_free_at: Mutex<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -139,6 +156,21 @@ impl Shared {
 
     pub(crate) fn stat(&self, f: impl FnOnce(&mut ProtocolStats)) {
         f(&mut self.stats.lock().expect("stats lock"));
+    }
+
+    /// Waits out the configured latency, and for an upload part of
+    /// `body_len` bytes, its time on the simulated upload link.
+    pub(crate) async fn pace(&self, method: &str, body_len: usize) {
+        let mut until = tokio::time::Instant::now() + self.latency;
+        if let Some(rate) = self.upload_bytes_per_sec.filter(|r| *r > 0) {
+            if method == "upload.saveFilePart" || method == "upload.saveBigFilePart" {
+                let took = std::time::Duration::from_secs_f64(body_len as f64 / rate as f64);
+                let mut free = self.upload_free_at.lock().expect("upload link lock");
+                *free = (*free).max(tokio::time::Instant::now()) + took;
+                until = until.max(*free);
+            }
+        }
+        tokio::time::sleep_until(until).await;
     }
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
@@ -172,8 +204,15 @@ impl Server {
             auth_key: crypto::AuthKey::new(key),
             salts: Salts::new(),
             world: Mutex::new(world),
-            faults: Mutex::new(faults::Faults::default()),
+            faults: Mutex::new({
+                let mut f = faults::Faults::default();
+                f.set_rates(config.rates);
+                f
+            }),
             calls: Mutex::new(HashMap::new()),
+            latency: config.latency,
+            upload_bytes_per_sec: config.upload_bytes_per_sec,
+            upload_free_at: Mutex::new(tokio::time::Instant::now()),
             stats: Mutex::new(ProtocolStats::default()),
         });
         let accept_shared = Arc::clone(&shared);
@@ -250,6 +289,11 @@ impl Server {
     /// Like [`Server::inject`], after letting `skip` calls through.
     pub fn inject_after(&self, method: &str, skip: usize, fault: Fault, times: usize) {
         self.shared.faults.lock().expect("faults lock").add(method, skip, times, fault);
+    }
+
+    /// Changes the random failure rates of the running server.
+    pub fn set_rates(&self, rates: Rates) {
+        self.shared.faults.lock().expect("faults lock").set_rates(rates);
     }
 
     /// Faults injected but not fired yet.

@@ -158,6 +158,8 @@ pub struct SearchFilter {
 pub struct World {
     pub me: Me,
     pub limits: Limits,
+    /// Whether the auth key is logged in, and how it logs in.
+    pub login: crate::auth::Login,
     saved: Chat,
     /// Private-chat message ids are shared by all of a user's private chats,
     /// so Saved Messages sees gaps; this is the next id of that sequence.
@@ -206,6 +208,7 @@ impl World {
                 phone: "42777".into(),
             },
             limits,
+            login: crate::auth::Login::default(),
             saved: Chat::default(),
             next_private_id: 1 + (random_i64() % 500) as i32,
             private_gaps: vec![0, 2, 0, 1, 5, 0, 0, 3],
@@ -1063,7 +1066,131 @@ impl World {
         }
     }
 
+    /// messages.getDialogs: every channel, newest message first, in one page.
+    pub fn dialogs(&self) -> tl::enums::messages::Dialogs {
+        let mut dialogs = Vec::new();
+        let mut messages = Vec::new();
+        let mut chats = Vec::new();
+        for id in self.channels.keys() {
+            let w = Where::Channel(*id);
+            let chat = self.chat(w);
+            let top = chat.messages.values().next_back();
+            if let Some(m) = top {
+                messages.push(self.message_tl(w, m));
+            }
+            dialogs.push(tl::enums::Dialog::Dialog(tl::types::Dialog {
+                pinned: false,
+                unread_mark: false,
+                view_forum_as_messages: false,
+                peer: self.peer_tl(w),
+                top_message: top.map_or(0, |m| m.id),
+                read_inbox_max_id: 0,
+                read_outbox_max_id: 0,
+                unread_count: 0,
+                unread_mentions_count: 0,
+                unread_reactions_count: 0,
+                unread_poll_votes_count: 0,
+                notify_settings: tl::types::PeerNotifySettings {
+                    show_previews: None,
+                    silent: None,
+                    mute_until: None,
+                    ios_sound: None,
+                    android_sound: None,
+                    other_sound: None,
+                    stories_muted: None,
+                    stories_hide_sender: None,
+                    stories_ios_sound: None,
+                    stories_android_sound: None,
+                    stories_other_sound: None,
+                }
+                .into(),
+                pts: Some(chat.pts),
+                draft: None,
+                folder_id: None,
+                ttl_period: None,
+            }));
+            chats.extend(self.chats_for(w));
+        }
+        tl::enums::messages::Dialogs::Dialogs(tl::types::messages::Dialogs {
+            dialogs,
+            messages,
+            chats,
+            users: vec![self.user()],
+        })
+    }
+
     // ---- introspection for tests ----
+
+    /// The document messages of a chat: message id, file name and size.
+    pub fn documents(&self, w: Where) -> Vec<(i32, String, usize)> {
+        self.chat(w)
+            .messages
+            .values()
+            .filter_map(|m| match m.body {
+                Body::Document(doc) => self.docs.get(&doc).map(|d| {
+                    let name = d
+                        .attributes
+                        .iter()
+                        .find_map(|a| match a {
+                            tl::enums::DocumentAttribute::Filename(f) => Some(f.file_name.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    (m.id, name, d.data.len())
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bytes of the document a message holds.
+    pub fn document_bytes(&self, w: Where, id: i32) -> Option<Vec<u8>> {
+        match self.chat(w).messages.get(&id)?.body {
+            Body::Document(doc) => self.docs.get(&doc).map(|d| d.data.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Posts a document as another client of the account would; returns its message id.
+    pub fn post_document(&mut self, w: Where, name: &str, data: Vec<u8>) -> i32 {
+        let doc = Doc {
+            id: random_i64(),
+            access_hash: random_i64(),
+            file_reference: file_reference(),
+            date: now(),
+            mime_type: "application/octet-stream".into(),
+            attributes: vec![tl::enums::DocumentAttribute::Filename(tl::types::DocumentAttributeFilename {
+                file_name: name.to_string(),
+            })],
+            data: Arc::new(data),
+        };
+        let doc_id = doc.id;
+        self.docs.insert(doc_id, Arc::new(doc));
+        self.append(w, random_i64() | 1, String::new(), Body::Document(doc_id));
+        *self.chat(w).messages.keys().next_back().expect("just appended")
+    }
+
+    /// Posts a text message as another client of the account would; returns its message id.
+    pub fn post_text(&mut self, w: Where, text: &str) -> i32 {
+        self.append(w, random_i64() | 1, text.to_string(), Body::Text);
+        *self.chat(w).messages.keys().next_back().expect("just appended")
+    }
+
+    /// Ids of the pinned messages of a chat.
+    pub fn pinned_ids(&self, w: Where) -> Vec<i32> {
+        self.chat(w).messages.values().filter(|m| m.pinned).map(|m| m.id).collect()
+    }
+
+    /// Unpins a message as another admin would.
+    pub fn unpin_behind_the_back(&mut self, w: Where, id: i32) -> bool {
+        match self.chat_mut(w).messages.get_mut(&id) {
+            Some(m) if m.pinned => {
+                m.pinned = false;
+                true
+            }
+            _ => false,
+        }
+    }
 
     /// Ids of the messages of a chat that are not service messages.
     pub fn message_ids(&self, w: Where) -> Vec<i32> {

@@ -1,14 +1,18 @@
 //! The Telegram backend: every object is one document message (file name
 //! `tstor-<kind>-<id hex>`, constant MIME type, empty caption) in a private
 //! channel or in Saved Messages; an empty object is a text message holding
-//! only that name. The channel's history is the source of truth; the
-//! in-memory catalog maps objects to message ids and is rebuilt by a history
-//! scan. Talks to Telegram through grammers with tstor's own retry policy.
+//! only that name. The channel's history is the source of truth. The
+//! in-memory catalog maps objects to message ids; it is seeded from the
+//! pinned head document (see `head`) and the messages after it, or else
+//! built by a full history scan. Talks to Telegram through grammers with
+//! tstor's own retry policy, a calls-per-minute budget and a shared limit on
+//! upload parts in flight.
 
+pub mod head;
 pub mod retry;
 pub mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +23,7 @@ use grammers_client::session::types::{PeerAuth, PeerId, PeerKind, PeerRef};
 use grammers_client::{tl, Client, InvocationError, SenderPool};
 use tokio::sync::Mutex;
 
+use self::head::{Placed, Placement};
 use self::retry::{FloodGate, TstorRetry};
 pub use self::session::TelegramSession;
 use super::{Backend, BackendError, ObjectInfo, Result};
@@ -33,8 +38,16 @@ pub const MAX_PARTS: usize = 4000;
 /// Largest `upload.getFile` chunk tstor asks for: grammers 0.11 cannot
 /// receive a 1 MiB chunk (see docs/telegram.md).
 pub const MAX_CHUNK: usize = 512 * 1024;
+/// The data pack size suggested to the repository by default.
+pub const DEFAULT_PACK_SIZE: usize = 64 << 20;
+/// The largest pack size accepted: far below Telegram's 2000 MiB per file.
+pub const MAX_PACK_SIZE: usize = 512 << 20;
 const MIME: &str = "application/octet-stream";
 const PAGE: i32 = 100;
+/// Messages fetched by id in one request.
+const FETCH_BATCH: usize = 100;
+/// Head documents downloaded at most, newest first.
+const MAX_HEADS: usize = 8;
 
 /// Where the repository's messages live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,39 +57,90 @@ pub enum Target {
         id: i64,
         access_hash: i64,
     },
+    /// A channel known by id only; its access hash comes from the session,
+    /// or from the account's dialogs.
+    ChannelId(i64),
     /// A public channel or user name, resolved on first use.
     Username(String),
     /// A channel with this title, created by [`Backend::create`].
     NewChannel(String),
 }
 
+impl Target {
+    /// Parses what follows `telegram:` in a repository spec: `me`,
+    /// `@username`, `-100<channel id>` or `new:Title` (the title may be in
+    /// double quotes).
+    pub fn parse(spec: &str) -> std::result::Result<Target, String> {
+        let bad = |why: &str| format!("`telegram:{spec}`: {why}");
+        if spec == "me" {
+            return Ok(Target::SavedMessages);
+        }
+        if let Some(name) = spec.strip_prefix('@') {
+            let ok = (4..=32).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name.as_bytes()[0].is_ascii_alphabetic();
+            return if ok { Ok(Target::Username(name.to_string())) } else { Err(bad("not a Telegram username")) };
+        }
+        if let Some(digits) = spec.strip_prefix("-100") {
+            return match digits.parse::<i64>() {
+                Ok(id) if id > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Target::ChannelId(id)),
+                _ => Err(bad("a channel id is -100 followed by digits")),
+            };
+        }
+        if let Some(title) = spec.strip_prefix("new:") {
+            let title = title.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(title).trim();
+            if title.is_empty() || title.chars().count() > 128 {
+                return Err(bad("a channel title has 1 to 128 characters"));
+            }
+            return Ok(Target::NewChannel(title.to_string()));
+        }
+        Err(bad("expected `me`, `@username`, `-100…` (a channel id) or `new:\"Title\"`"))
+    }
+
+    /// The repository spec (after `telegram:`) naming this target.
+    pub fn spec(&self) -> String {
+        match self {
+            Target::SavedMessages => "me".into(),
+            Target::Channel { id, .. } | Target::ChannelId(id) => format!("-100{id}"),
+            Target::Username(u) => format!("@{u}"),
+            Target::NewChannel(title) => format!("new:{title:?}"),
+        }
+    }
+}
+
 /// How the backend behaves; the defaults suit Telegram.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub api_id: i32,
-    /// Upload parts in flight per object.
+    /// Upload parts in flight at most, across every object being uploaded.
     pub parts_in_flight: usize,
-    /// Longest flood wait to sit out before reporting the error.
+    /// Every API call is paced to at most this many per minute (0: unpaced).
+    pub calls_per_minute: u32,
+    /// Longest flood wait to sit out; a longer one fails the operation.
     pub max_flood_wait: Duration,
     /// Attempts per part and per request, beyond grammers' own retries.
     pub attempts: u32,
     /// First back-off after a dropped connection.
     pub retry_delay: Duration,
+    /// Data pack size suggested to the repository, at most [`MAX_PACK_SIZE`].
+    pub pack_size: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             api_id: 0,
-            parts_in_flight: 4,
+            parts_in_flight: 8,
+            calls_per_minute: 1200,
             max_flood_wait: Duration::from_secs(600),
             attempts: 5,
             retry_delay: Duration::from_millis(500),
+            pack_size: DEFAULT_PACK_SIZE,
         }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct DocRef {
     id: i64,
     access_hash: i64,
@@ -87,14 +151,72 @@ struct DocRef {
 struct Entry {
     msg_id: i32,
     size: u64,
-    /// `None` for an empty object (a text message).
+    /// `None` for an empty object (a text message), and for an object
+    /// known only from a head's placement until its message is fetched.
     doc: Option<DocRef>,
+}
+
+impl Entry {
+    /// Known from a placement only: the message must be fetched before reading.
+    fn is_hint(&self) -> bool {
+        self.size > 0 && self.doc.is_none()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct HeadDoc {
+    msg_id: i32,
+    size: u64,
+    doc: DocRef,
+    name: String,
+}
+
+/// What one message is to tstor.
+enum Found {
+    Object((ObjectKind, Id), Entry),
+    Head(HeadDoc),
 }
 
 #[derive(Default)]
 struct Catalog {
+    /// `objects` can be used: built by a scan or seeded from a head.
     loaded: bool,
+    /// Every message with an id up to this one has been read.
+    scanned_through: i32,
     objects: HashMap<(ObjectKind, Id), Vec<Entry>>,
+    heads: Vec<HeadDoc>,
+}
+
+impl Catalog {
+    fn add(&mut self, found: Found) {
+        match found {
+            Found::Object(key, entry) => {
+                let list = self.objects.entry(key).or_default();
+                match list.iter_mut().find(|e| e.msg_id == entry.msg_id) {
+                    Some(e) if e.is_hint() || entry.doc.is_some() => *e = entry,
+                    Some(_) => {}
+                    None => list.push(entry),
+                }
+            }
+            Found::Head(h) => match self.heads.iter_mut().find(|x| x.msg_id == h.msg_id) {
+                Some(x) => *x = h,
+                None => self.heads.push(h),
+            },
+        }
+    }
+
+    /// Forgets every message with one of these ids.
+    fn forget(&mut self, ids: &HashSet<i32>) {
+        self.objects.retain(|_, list| {
+            list.retain(|e| !ids.contains(&e.msg_id));
+            !list.is_empty()
+        });
+        self.heads.retain(|h| !ids.contains(&h.msg_id));
+    }
+
+    fn first(&self, kind: ObjectKind, id: &Id) -> Option<Entry> {
+        self.objects.get(&(kind, *id)).and_then(|v| v.first()).cloned()
+    }
 }
 
 pub struct TelegramBackend {
@@ -103,8 +225,15 @@ pub struct TelegramBackend {
     gate: Arc<FloodGate>,
     target: Target,
     options: Options,
+    session: Arc<TelegramSession>,
     peer: Mutex<Option<PeerRef>>,
     catalog: Mutex<Catalog>,
+    /// Held while the history is read, so that two readers do not both scan.
+    scanning: Mutex<()>,
+    /// Held while the catalog is first loaded.
+    loading: Mutex<()>,
+    /// The id of the channel [`Backend::create`] made, for `location`.
+    created: std::sync::Mutex<Option<i64>>,
 }
 
 impl Drop for TelegramBackend {
@@ -130,14 +259,18 @@ fn transient(message: String, retry_after: Option<Duration>) -> BackendError {
     BackendError::Transient { message, retry_after }
 }
 
+fn permanent(message: impl Into<String>) -> BackendError {
+    BackendError::Permanent { message: message.into() }
+}
+
 /// Classifies a grammers error for the layers above.
 fn classify(e: InvocationError, what: &str) -> BackendError {
     let message = format!("Telegram {what}: {e}");
     match &e {
         InvocationError::Rpc(r) if r.code == 420 => transient(message, retry::flood_wait(&e)),
         InvocationError::Rpc(r) if r.code >= 500 => transient(message, None),
-        InvocationError::Rpc(r) if r.code == 401 => BackendError::Permanent {
-            message: format!("{message} (the Telegram session is no longer valid: run `tstor login`)"),
+        InvocationError::Rpc(r) if r.code == 401 || r.name == "AUTH_KEY_DUPLICATED" => BackendError::NeedsLogin {
+            message: format!("{message}: the Telegram session is no longer valid; run `tstor login`"),
         },
         InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_) => {
             transient(message, None)
@@ -159,21 +292,29 @@ fn random_id() -> i64 {
     }
 }
 
-/// What one message of the history says about tstor's objects.
-fn entry_of(message: &tl::enums::Message) -> Option<((ObjectKind, Id), Entry)> {
+fn file_name(d: &tl::types::Document) -> Option<&str> {
+    d.attributes.iter().find_map(|a| match a {
+        tl::enums::DocumentAttribute::Filename(f) => Some(f.file_name.as_str()),
+        _ => None,
+    })
+}
+
+/// What one message of the history is to tstor, if anything.
+fn parse_message(message: &tl::enums::Message) -> Option<Found> {
     let tl::enums::Message::Message(m) = message else { return None };
     match &m.media {
         Some(tl::enums::MessageMedia::Document(md)) => {
             let Some(tl::enums::Document::Document(d)) = &md.document else { return None };
-            let name = d.attributes.iter().find_map(|a| match a {
-                tl::enums::DocumentAttribute::Filename(f) => Some(f.file_name.as_str()),
-                _ => None,
-            })?;
-            let key = parse_object_name(name)?;
+            let name = file_name(d)?;
             let doc = DocRef { id: d.id, access_hash: d.access_hash, file_reference: d.file_reference.clone() };
-            Some((key, Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc) }))
+            if head::is_head_name(name) {
+                let name = name.to_string();
+                return Some(Found::Head(HeadDoc { msg_id: m.id, size: d.size as u64, doc, name }));
+            }
+            let key = parse_object_name(name)?;
+            Some(Found::Object(key, Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc) }))
         }
-        None => Some((parse_object_name(&m.message)?, Entry { msg_id: m.id, size: 0, doc: None })),
+        None => Some(Found::Object(parse_object_name(&m.message)?, Entry { msg_id: m.id, size: 0, doc: None })),
         _ => None,
     }
 }
@@ -203,6 +344,13 @@ fn new_messages(updates: &tl::enums::Updates) -> Vec<&tl::enums::Message> {
         .collect()
 }
 
+fn channel_ref(c: &tl::enums::Chat) -> Option<(i64, i64)> {
+    match c {
+        tl::enums::Chat::Channel(c) => Some((c.id, c.access_hash.unwrap_or(0))),
+        _ => None,
+    }
+}
+
 /// The aligned `upload.getFile` requests covering `start..end`: each offset
 /// is a multiple of its limit, a power of two between 4 KiB and 512 KiB, so
 /// no request crosses a 1 MiB boundary.
@@ -219,10 +367,23 @@ pub fn chunk_plan(start: u64, end: u64) -> Vec<(u64, u32)> {
     plan
 }
 
+/// Why a download stopped.
+enum DownloadError {
+    /// The file reference expired: fetch the message again.
+    Expired,
+    Failed(BackendError),
+}
+
+/// What a message was sent for, to find it again after a lost answer.
+enum Sent<'a> {
+    Object(ObjectKind, &'a Id),
+    Head,
+}
+
 impl TelegramBackend {
     /// Starts a client on `session` for the repository at `target`.
     pub fn connect(session: Arc<TelegramSession>, target: Target, options: Options) -> TelegramBackend {
-        let gate = Arc::new(FloodGate::default());
+        let gate = Arc::new(FloodGate::new(options.calls_per_minute, options.parts_in_flight));
         let policy = TstorRetry {
             gate: Arc::clone(&gate),
             max_flood_wait: options.max_flood_wait,
@@ -231,7 +392,7 @@ impl TelegramBackend {
             io_delay: options.retry_delay,
         };
         let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
-        let pool = SenderPool::with_configuration(session, options.api_id, params);
+        let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
         TelegramBackend {
@@ -240,8 +401,12 @@ impl TelegramBackend {
             gate,
             target,
             options,
+            session,
             peer: Mutex::new(None),
             catalog: Mutex::new(Catalog::default()),
+            scanning: Mutex::new(()),
+            loading: Mutex::new(()),
+            created: std::sync::Mutex::new(None),
         }
     }
 
@@ -249,6 +414,18 @@ impl TelegramBackend {
     pub async fn channel(&self) -> Option<(i64, i64)> {
         let peer = (*self.peer.lock().await)?;
         (peer.id.kind() == PeerKind::Channel).then(|| (peer.id.bare_id_unchecked(), peer.auth.hash()))
+    }
+
+    /// The repository spec (after `telegram:`) to use from now on: for a
+    /// channel created by [`Backend::create`], its id.
+    pub fn spec(&self) -> String {
+        let loc = self.location();
+        loc.strip_prefix("telegram:").unwrap_or(&loc).to_string()
+    }
+
+    /// The flood and pacing state, for tests and progress.
+    pub fn gate(&self) -> &Arc<FloodGate> {
+        &self.gate
     }
 
     async fn invoke<R: tl::RemoteCall>(&self, request: &R, what: &str) -> Result<R::Return> {
@@ -261,8 +438,11 @@ impl TelegramBackend {
                     let err = classify(e, what);
                     match &err {
                         BackendError::Transient { retry_after, .. } if attempt < self.options.attempts => {
-                            let wait = retry_after.unwrap_or(self.options.retry_delay * attempt);
-                            self.gate.hold(wait.min(self.options.max_flood_wait));
+                            match retry_after {
+                                Some(w) if *w > self.options.max_flood_wait => return Err(err),
+                                Some(w) => self.gate.flooded(*w),
+                                None => self.gate.hold(self.options.retry_delay * attempt),
+                            }
                             attempt += 1;
                         }
                         _ => return Err(err),
@@ -277,6 +457,8 @@ impl TelegramBackend {
         if let Some(p) = *slot {
             return Ok(p);
         }
+        let channel =
+            |id: i64, hash: i64| PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
         let peer = match &self.target {
             Target::SavedMessages => {
                 // The explicit user reference: grammers never matches the self sentinel.
@@ -288,11 +470,16 @@ impl TelegramBackend {
                         id: PeerId::user_unchecked(u.id),
                         auth: PeerAuth::from_hash(u.access_hash.unwrap_or(0)),
                     },
-                    _ => return Err(BackendError::Permanent { message: "Telegram did not return the user".into() }),
+                    _ => return Err(permanent("Telegram did not return the user")),
                 }
             }
-            Target::Channel { id, access_hash } => {
-                PeerRef { id: PeerId::channel_unchecked(*id), auth: PeerAuth::from_hash(*access_hash) }
+            Target::Channel { id, access_hash } => channel(*id, *access_hash),
+            Target::ChannelId(id) => {
+                let hash = match self.session.channel_hash(*id) {
+                    Some(h) => h,
+                    None => self.find_channel_in_dialogs(*id).await?,
+                };
+                channel(*id, hash)
             }
             Target::Username(name) => {
                 let resolved = self
@@ -302,25 +489,94 @@ impl TelegramBackend {
                     )
                     .await?;
                 let tl::enums::contacts::ResolvedPeer::Peer(r) = resolved;
-                r.chats
+                let (id, hash) = r
+                    .chats
                     .iter()
-                    .find_map(|c| match c {
-                        tl::enums::Chat::Channel(c) => Some(PeerRef {
-                            id: PeerId::channel_unchecked(c.id),
-                            auth: PeerAuth::from_hash(c.access_hash.unwrap_or(0)),
-                        }),
-                        _ => None,
-                    })
-                    .ok_or_else(|| BackendError::Permanent { message: format!("@{name} is not a channel") })?
+                    .find_map(channel_ref)
+                    .ok_or_else(|| permanent(format!("@{name} is not a channel")))?;
+                self.remember_channel(id, hash);
+                channel(id, hash)
             }
             Target::NewChannel(title) => {
-                return Err(BackendError::Permanent {
-                    message: format!("the channel \"{title}\" does not exist yet: create the repository first"),
-                })
+                return Err(permanent(format!(
+                    "the channel \"{title}\" does not exist yet: create the repository first"
+                )))
             }
         };
         *slot = Some(peer);
         Ok(peer)
+    }
+
+    fn remember_channel(&self, id: i64, hash: i64) {
+        if let Err(e) = self.session.remember_channel(id, hash) {
+            tracing::warn!(error = %e, "could not save the channel in the session");
+        }
+    }
+
+    /// The access hash of channel `id`, from the account's dialogs.
+    async fn find_channel_in_dialogs(&self, id: i64) -> Result<i64> {
+        let mut offset_date = 0;
+        let mut offset_id = 0;
+        let mut offset_peer = tl::enums::InputPeer::Empty;
+        for _ in 0..100 {
+            let res = self
+                .invoke(
+                    &tl::functions::messages::GetDialogs {
+                        exclude_pinned: false,
+                        folder_id: None,
+                        offset_date,
+                        offset_id,
+                        offset_peer: offset_peer.clone(),
+                        limit: PAGE,
+                        hash: 0,
+                    },
+                    "list dialogs",
+                )
+                .await?;
+            use tl::enums::messages::Dialogs as D;
+            let (dialogs, messages, chats, users, complete) = match res {
+                D::Dialogs(d) => (d.dialogs, d.messages, d.chats, d.users, true),
+                D::Slice(d) => (d.dialogs, d.messages, d.chats, d.users, false),
+                D::NotModified(_) => break,
+            };
+            if let Some((_, hash)) = chats.iter().filter_map(channel_ref).find(|(c, _)| *c == id) {
+                self.remember_channel(id, hash);
+                return Ok(hash);
+            }
+            // The next page starts after the last dialog's top message.
+            let Some(tl::enums::Dialog::Dialog(last)) = dialogs.last() else { break };
+            if complete {
+                break;
+            }
+            let top = messages.iter().find_map(|m| match m {
+                tl::enums::Message::Message(m) if m.id == last.top_message && m.peer_id == last.peer => Some(m.date),
+                tl::enums::Message::Service(m) if m.id == last.top_message && m.peer_id == last.peer => Some(m.date),
+                _ => None,
+            });
+            let Some(date) = top else { break };
+            offset_peer = match &last.peer {
+                tl::enums::Peer::Channel(p) => {
+                    let hash = chats.iter().filter_map(channel_ref).find(|(c, _)| *c == p.channel_id).map(|x| x.1);
+                    tl::types::InputPeerChannel { channel_id: p.channel_id, access_hash: hash.unwrap_or(0) }.into()
+                }
+                tl::enums::Peer::Chat(p) => tl::types::InputPeerChat { chat_id: p.chat_id }.into(),
+                tl::enums::Peer::User(p) => {
+                    let hash = users.iter().find_map(|u| match u {
+                        tl::enums::User::User(u) if u.id == p.user_id => u.access_hash,
+                        _ => None,
+                    });
+                    tl::types::InputPeerUser { user_id: p.user_id, access_hash: hash.unwrap_or(0) }.into()
+                }
+            };
+            if (offset_date, offset_id) == (date, last.top_message) {
+                break;
+            }
+            offset_date = date;
+            offset_id = last.top_message;
+        }
+        Err(permanent(format!(
+            "channel -100{id} is not among this account's chats: check the id, and that this account is a member"
+        )))
     }
 
     async fn create_channel(&self, title: &str) -> Result<PeerRef> {
@@ -343,76 +599,215 @@ impl TelegramBackend {
         let chats = match &updates {
             tl::enums::Updates::Updates(u) => &u.chats,
             tl::enums::Updates::Combined(u) => &u.chats,
-            _ => return Err(BackendError::Permanent { message: "Telegram did not return the new channel".into() }),
+            _ => return Err(permanent("Telegram did not return the new channel")),
         };
-        let peer = chats
-            .iter()
-            .find_map(|c| match c {
-                tl::enums::Chat::Channel(c) => Some(PeerRef {
-                    id: PeerId::channel_unchecked(c.id),
-                    auth: PeerAuth::from_hash(c.access_hash.unwrap_or(0)),
-                }),
-                _ => None,
-            })
-            .ok_or_else(|| BackendError::Permanent { message: "Telegram did not return the new channel".into() })?;
+        let (id, hash) =
+            chats.iter().find_map(channel_ref).ok_or_else(|| permanent("Telegram did not return the new channel"))?;
+        self.remember_channel(id, hash);
+        *self.created.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let peer = PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
         *self.peer.lock().await = Some(peer);
         Ok(peer)
     }
 
-    /// Reads the whole history and rebuilds the catalog from it.
-    async fn scan(&self) -> Result<()> {
+    /// One page of history, newest first: messages older than `offset_id`
+    /// (0: the newest) and newer than `min_id`.
+    async fn history_page(&self, peer: PeerRef, offset_id: i32, min_id: i32) -> Result<Vec<tl::enums::Message>> {
+        let page = self
+            .invoke(
+                &tl::functions::messages::GetHistory {
+                    peer: peer.into(),
+                    offset_id,
+                    offset_date: 0,
+                    add_offset: 0,
+                    limit: PAGE,
+                    max_id: 0,
+                    min_id,
+                    hash: 0,
+                },
+                "read history",
+            )
+            .await?;
+        Ok(messages_of(page))
+    }
+
+    /// Reads the history newer than `min_id` (all of it for 0); returns what
+    /// it found and the newest message id seen.
+    async fn read_history(&self, min_id: i32) -> Result<(Vec<Found>, i32)> {
         let peer = self.peer().await?;
-        let mut objects: HashMap<(ObjectKind, Id), Vec<Entry>> = HashMap::new();
+        let mut found = Vec::new();
+        let mut newest = min_id;
         let mut offset_id = 0;
         loop {
-            let page = self
-                .invoke(
-                    &tl::functions::messages::GetHistory {
-                        peer: peer.into(),
-                        offset_id,
-                        offset_date: 0,
-                        add_offset: 0,
-                        limit: PAGE,
-                        max_id: 0,
-                        min_id: 0,
-                        hash: 0,
-                    },
-                    "read history",
-                )
-                .await?;
-            let messages = messages_of(page);
+            let messages = self.history_page(peer, offset_id, min_id).await?;
             let Some(lowest) = messages.iter().map(|m| m.id()).min() else { break };
-            for m in &messages {
-                if let Some((key, entry)) = entry_of(m) {
-                    objects.entry(key).or_default().push(entry);
-                }
-            }
-            if offset_id != 0 && lowest >= offset_id {
+            newest = newest.max(messages.iter().map(|m| m.id()).max().unwrap_or(0));
+            found.extend(messages.iter().filter(|m| m.id() > min_id).filter_map(parse_message));
+            if (offset_id != 0 && lowest >= offset_id) || lowest <= min_id {
                 break;
             }
             offset_id = lowest;
         }
-        let mut catalog = self.catalog.lock().await;
-        catalog.objects = objects;
-        catalog.loaded = true;
+        Ok((found, newest))
+    }
+
+    /// Reads the whole history and rebuilds the catalog from it.
+    async fn full_scan(&self) -> Result<()> {
+        let _scanning = self.scanning.lock().await;
+        let (found, newest) = self.read_history(0).await?;
+        let mut catalog = Catalog { loaded: true, scanned_through: newest, ..Catalog::default() };
+        for f in found {
+            catalog.add(f);
+        }
+        tracing::debug!(objects = catalog.objects.len(), newest, "read the whole history");
+        *self.catalog.lock().await = catalog;
         Ok(())
     }
 
-    async fn lookup(&self, kind: ObjectKind, id: &Id) -> Result<Option<Entry>> {
-        {
-            let catalog = self.catalog.lock().await;
-            if let Some(e) = catalog.objects.get(&(kind, *id)).and_then(|v| v.first()) {
-                return Ok(Some(e.clone()));
-            }
+    /// Reads the messages newer than any read so far into the catalog.
+    async fn scan_new(&self) -> Result<()> {
+        let _scanning = self.scanning.lock().await;
+        let since = self.catalog.lock().await.scanned_through;
+        let (found, newest) = self.read_history(since).await?;
+        let mut catalog = self.catalog.lock().await;
+        for f in found {
+            catalog.add(f);
         }
-        // Not known here: another writer may have added it since the last scan.
-        self.scan().await?;
-        Ok(self.catalog.lock().await.objects.get(&(kind, *id)).and_then(|v| v.first()).cloned())
+        catalog.scanned_through = catalog.scanned_through.max(newest);
+        Ok(())
     }
 
+    /// Loads the catalog once: from the pinned head and the messages after
+    /// it, or, without a usable head, from the whole history.
     async fn ensure_loaded(&self) -> Result<()> {
-        if !self.catalog.lock().await.loaded {
-            self.scan().await?;
+        if self.catalog.lock().await.loaded {
+            return Ok(());
+        }
+        let _loading = self.loading.lock().await;
+        if self.catalog.lock().await.loaded {
+            return Ok(());
+        }
+        match self.seed_from_pinned_head().await {
+            Ok(true) => self.scan_new().await,
+            Ok(false) => self.full_scan().await,
+            Err(e) if e.needs_login() => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the pinned head; reading the whole history");
+                self.full_scan().await
+            }
+        }
+    }
+
+    /// The newest pinned head document, if any.
+    async fn pinned_head(&self) -> Result<Option<HeadDoc>> {
+        let peer = self.peer().await?;
+        let res = self
+            .invoke(
+                &tl::functions::messages::Search {
+                    peer: peer.into(),
+                    q: String::new(),
+                    from_id: None,
+                    saved_peer_id: None,
+                    saved_reaction: None,
+                    top_msg_id: None,
+                    filter: tl::enums::MessagesFilter::InputMessagesFilterPinned,
+                    min_date: 0,
+                    max_date: 0,
+                    offset_id: 0,
+                    add_offset: 0,
+                    limit: 20,
+                    max_id: 0,
+                    min_id: 0,
+                    hash: 0,
+                },
+                "find the pinned head",
+            )
+            .await?;
+        Ok(messages_of(res)
+            .iter()
+            .filter_map(parse_message)
+            .filter_map(|f| match f {
+                Found::Head(h) => Some(h),
+                Found::Object(..) => None,
+            })
+            .max_by_key(|h| h.msg_id))
+    }
+
+    /// Seeds the catalog from the pinned head's placement; false if there is none.
+    async fn seed_from_pinned_head(&self) -> Result<bool> {
+        let Some(pinned) = self.pinned_head().await? else { return Ok(false) };
+        let Some(bytes) = self.read_head(&pinned).await? else { return Ok(false) };
+        let placement = match head::decode(&bytes) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the pinned head cannot be read");
+                return Ok(false);
+            }
+        };
+        let mut catalog = Catalog { loaded: true, scanned_through: placement.scanned_through, ..Catalog::default() };
+        for p in placement.objects {
+            catalog.add(Found::Object((p.kind, p.id), Entry { msg_id: p.msg_id, size: p.size, doc: None }));
+        }
+        catalog.add(Found::Head(pinned));
+        tracing::debug!(objects = catalog.objects.len(), "catalog seeded from the pinned head");
+        *self.catalog.lock().await = catalog;
+        Ok(true)
+    }
+
+    /// An object's first copy; reads the newest messages once if it is not known.
+    async fn lookup(&self, kind: ObjectKind, id: &Id) -> Result<Option<Entry>> {
+        self.ensure_loaded().await?;
+        if let Some(e) = self.catalog.lock().await.first(kind, id) {
+            return Ok(Some(e));
+        }
+        // Not known here: another writer may have added it since.
+        self.scan_new().await?;
+        Ok(self.catalog.lock().await.first(kind, id))
+    }
+
+    /// An object's first copy, with its document fetched if it was only a hint.
+    async fn resolved(&self, kind: ObjectKind, id: &Id) -> Result<Option<Entry>> {
+        for _ in 0..4 {
+            let Some(entry) = self.lookup(kind, id).await? else { return Ok(None) };
+            if !entry.is_hint() {
+                return Ok(Some(entry));
+            }
+            // Fetch this message with other hinted ones, a batch per request.
+            let batch: Vec<i32> = {
+                let catalog = self.catalog.lock().await;
+                let others = catalog
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == kind)
+                    .flat_map(|(_, v)| v.iter())
+                    .filter(|e| e.is_hint() && e.msg_id != entry.msg_id)
+                    .map(|e| e.msg_id);
+                std::iter::once(entry.msg_id).chain(others).take(FETCH_BATCH).collect()
+            };
+            self.fetch_messages(&batch).await?;
+        }
+        Err(permanent(format!("{} object {} could not be located", kind.name(), id)))
+    }
+
+    /// Fetches messages by id and brings the catalog up to date with them:
+    /// fresh file references, hints resolved, messages that are gone forgotten.
+    async fn fetch_messages(&self, ids: &[i32]) -> Result<()> {
+        let peer = self.peer().await?;
+        let input: Vec<tl::enums::InputMessage> =
+            ids.iter().map(|&id| tl::enums::InputMessage::Id(tl::types::InputMessageId { id })).collect();
+        let res = if peer.id.kind() == PeerKind::Channel {
+            self.invoke(&tl::functions::channels::GetMessages { channel: peer.into(), id: input }, "fetch messages")
+                .await?
+        } else {
+            self.invoke(&tl::functions::messages::GetMessages { id: input }, "fetch messages").await?
+        };
+        let messages = messages_of(res);
+        let mut catalog = self.catalog.lock().await;
+        catalog.forget(&ids.iter().copied().collect());
+        for m in messages.iter().filter(|m| ids.contains(&m.id())) {
+            if let Some(found) = parse_message(m) {
+                catalog.add(found);
+            }
         }
         Ok(())
     }
@@ -421,9 +816,7 @@ impl TelegramBackend {
         let file_id = random_id();
         let total = data.len().div_ceil(PART_SIZE);
         if total > MAX_PARTS {
-            return Err(BackendError::Permanent {
-                message: format!("{name} is {} bytes, more than Telegram's 2000 MiB limit", data.len()),
-            });
+            return Err(permanent(format!("{name} is {} bytes, more than Telegram's 2000 MiB limit", data.len())));
         }
         let big = data.len() > BIG_FILE;
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -438,12 +831,19 @@ impl TelegramBackend {
                         return Ok(());
                     }
                     let bytes = data.slice(part * PART_SIZE..((part + 1) * PART_SIZE).min(data.len()));
+                    // One place among the parts in flight of every upload.
+                    let _permit = gate.part().await;
                     save_part(&client, &gate, &options, file_id, part, total, big, bytes).await?;
+                    gate.part_done();
                 }
             });
         }
         while let Some(done) = workers.join_next().await {
-            done.map_err(|e| BackendError::Permanent { message: format!("upload task failed: {e}") })??;
+            let result = done.map_err(|e| permanent(format!("upload task failed: {e}")));
+            if let Err(e) = result.and_then(|r| r) {
+                workers.abort_all();
+                return Err(e);
+            }
         }
         Ok(if big {
             tl::types::InputFileBig { id: file_id, parts: total as i32, name: name.to_string() }.into()
@@ -458,14 +858,26 @@ impl TelegramBackend {
         })
     }
 
-    async fn send(&self, peer: PeerRef, kind: ObjectKind, id: &Id, data: &Bytes) -> Result<()> {
-        let name = object_name(kind, id);
+    /// Finds a message sent earlier, after its answer was lost.
+    async fn find_sent(&self, what: &Sent<'_>, name: &str) -> Result<Option<i32>> {
+        self.scan_new().await?;
+        let catalog = self.catalog.lock().await;
+        Ok(match what {
+            Sent::Object(kind, id) => catalog.first(*kind, id).map(|e| e.msg_id),
+            Sent::Head => catalog.heads.iter().filter(|h| h.name == name).map(|h| h.msg_id).max(),
+        })
+    }
+
+    /// Sends one document (or, for empty data, a text message) named `name`;
+    /// returns its message id when Telegram said it.
+    async fn send(&self, peer: PeerRef, what: Sent<'_>, name: &str, data: &Bytes) -> Result<Option<i32>> {
         let random_id = random_id();
         let mut file = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = if data.is_empty() {
+                self.gate.wait().await;
                 self.client
                     .invoke(&tl::functions::messages::SendMessage {
                         no_webpage: true,
@@ -478,7 +890,7 @@ impl TelegramBackend {
                         allow_paid_floodskip: false,
                         peer: peer.into(),
                         reply_to: None,
-                        message: name.clone(),
+                        message: name.to_string(),
                         random_id,
                         reply_markup: None,
                         entities: None,
@@ -497,7 +909,7 @@ impl TelegramBackend {
                 let input = match &file {
                     Some(f) => Clone::clone(f),
                     None => {
-                        let f = self.upload(data, &name).await?;
+                        let f = self.upload(data, name).await?;
                         file = Some(f.clone());
                         f
                     }
@@ -521,7 +933,9 @@ impl TelegramBackend {
                             file: input,
                             thumb: None,
                             mime_type: MIME.into(),
-                            attributes: vec![tl::types::DocumentAttributeFilename { file_name: name.clone() }.into()],
+                            attributes: vec![
+                                tl::types::DocumentAttributeFilename { file_name: name.to_string() }.into()
+                            ],
                             stickers: None,
                             video_cover: None,
                             video_timestamp: None,
@@ -545,20 +959,20 @@ impl TelegramBackend {
             match result {
                 Ok(updates) => {
                     let mut catalog = self.catalog.lock().await;
+                    let mut sent = None;
                     for m in new_messages(&updates) {
-                        if let Some((key, entry)) = entry_of(m) {
-                            catalog.objects.entry(key).or_default().push(entry);
+                        if let Some(found) = parse_message(m) {
+                            sent = Some(m.id());
+                            catalog.add(found);
                         }
                     }
-                    return Ok(());
+                    return Ok(sent);
                 }
                 // A resend of a message whose answer was lost: it is there.
                 Err(e) if is_rpc(&e, "RANDOM_ID_DUPLICATE") => {
-                    return match self.lookup(kind, id).await? {
-                        Some(_) => Ok(()),
-                        None => Err(BackendError::Permanent {
-                            message: format!("{name} was reported sent but is not in the history"),
-                        }),
+                    return match self.find_sent(&what, name).await? {
+                        Some(id) => Ok(Some(id)),
+                        None => Err(permanent(format!("{name} was reported sent but is not in the history"))),
                     };
                 }
                 // Uploaded parts expire on Telegram's side: upload again.
@@ -568,7 +982,11 @@ impl TelegramBackend {
                     match &err {
                         BackendError::Transient { retry_after, .. } if attempt < self.options.attempts => {
                             // The send may have happened: the same random_id makes a resend safe.
-                            self.gate.hold(retry_after.unwrap_or(self.options.retry_delay * attempt));
+                            match retry_after {
+                                Some(w) if *w > self.options.max_flood_wait => return Err(err),
+                                Some(w) => self.gate.flooded(*w),
+                                None => self.gate.hold(self.options.retry_delay * attempt),
+                            }
                         }
                         _ => return Err(err),
                     }
@@ -577,58 +995,23 @@ impl TelegramBackend {
         }
     }
 
-    /// Fetches the message again for a fresh file reference; `None` if it is gone.
-    async fn refresh(&self, kind: ObjectKind, id: &Id, entry: &Entry) -> Result<Option<Entry>> {
-        let peer = self.peer().await?;
-        let ids = vec![tl::enums::InputMessage::Id(tl::types::InputMessageId { id: entry.msg_id })];
-        let res = if peer.id.kind() == PeerKind::Channel {
-            self.invoke(&tl::functions::channels::GetMessages { channel: peer.into(), id: ids }, "refresh message")
-                .await?
-        } else {
-            self.invoke(&tl::functions::messages::GetMessages { id: ids }, "refresh message").await?
-        };
-        let fresh = messages_of(res).iter().find_map(entry_of).filter(|(key, _)| *key == (kind, *id)).map(|(_, e)| e);
-        let mut catalog = self.catalog.lock().await;
-        let list = catalog.objects.entry((kind, *id)).or_default();
-        list.retain(|e| e.msg_id != entry.msg_id);
-        if let Some(f) = &fresh {
-            list.insert(0, f.clone());
-        }
-        if list.is_empty() {
-            catalog.objects.remove(&(kind, *id));
-        }
-        Ok(fresh)
-    }
-
-    async fn read(&self, kind: ObjectKind, id: &Id, offset: u64, len: u64) -> Result<Bytes> {
-        let mut entry = self.lookup(kind, id).await?.ok_or_else(|| BackendError::not_found(kind, id))?;
-        let end = offset.checked_add(len).filter(|&e| e <= entry.size).ok_or_else(|| BackendError::Permanent {
-            message: format!(
-                "{} object {} is {} bytes, shorter than the requested range {}+{}",
-                kind.name(),
-                id,
-                entry.size,
-                offset,
-                len
-            ),
-        })?;
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        let mut out = Vec::with_capacity(len as usize);
-        let mut refreshes = 0;
-        let plan = chunk_plan(offset, end);
-        let mut i = 0;
-        while i < plan.len() {
-            let (pos, limit) = plan[i];
-            let doc = entry.doc.clone().ok_or_else(|| BackendError::not_found(kind, id))?;
+    /// Appends bytes `offset..end` of a document to `out`, in aligned
+    /// chunks; on an error, what was read so far stays in `out`.
+    async fn download(
+        &self,
+        doc: &DocRef,
+        offset: u64,
+        end: u64,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), DownloadError> {
+        for (pos, limit) in chunk_plan(offset, end) {
             let request = tl::functions::upload::GetFile {
                 precise: false,
                 cdn_supported: false,
                 location: tl::types::InputDocumentFileLocation {
                     id: doc.id,
                     access_hash: doc.access_hash,
-                    file_reference: doc.file_reference,
+                    file_reference: doc.file_reference.clone(),
                     thumb_size: String::new(),
                 }
                 .into(),
@@ -639,26 +1022,98 @@ impl TelegramBackend {
             let bytes = match self.client.invoke(&request).await {
                 Ok(tl::enums::upload::File::File(f)) => f.bytes,
                 Ok(tl::enums::upload::File::CdnRedirect(_)) => {
-                    return Err(BackendError::Permanent { message: "Telegram redirected a download to a CDN".into() })
+                    return Err(DownloadError::Failed(permanent("Telegram redirected a download to a CDN")))
                 }
-                Err(e) if is_rpc(&e, "FILE_REFERENCE_EXPIRED") && refreshes < 3 => {
-                    refreshes += 1;
-                    entry = self.refresh(kind, id, &entry).await?.ok_or_else(|| BackendError::not_found(kind, id))?;
-                    continue;
-                }
-                Err(e) => return Err(classify(e, "download")),
+                Err(e) if is_rpc(&e, "FILE_REFERENCE_EXPIRED") => return Err(DownloadError::Expired),
+                Err(e) => return Err(DownloadError::Failed(classify(e, "download"))),
             };
             let have_from = (offset.max(pos) - pos) as usize;
             let have_to = ((end.min(pos + limit as u64)) - pos) as usize;
             if bytes.len() < have_to {
-                return Err(BackendError::Permanent {
-                    message: format!("{} object {} came back shorter than its size", kind.name(), id),
-                });
+                return Err(DownloadError::Failed(permanent("a document came back shorter than its size")));
             }
             out.extend_from_slice(&bytes[have_from..have_to]);
-            i += 1;
         }
-        Ok(Bytes::from(out))
+        Ok(())
+    }
+
+    async fn read(&self, kind: ObjectKind, id: &Id, offset: u64, len: u64) -> Result<Bytes> {
+        let mut out = Vec::new();
+        // Fresh file references fetched in a row without reading a byte.
+        let mut stuck = 0;
+        loop {
+            let entry = self.resolved(kind, id).await?.ok_or_else(|| BackendError::not_found(kind, id))?;
+            let end = offset.checked_add(len).filter(|&e| e <= entry.size).ok_or_else(|| {
+                permanent(format!(
+                    "{} object {} is {} bytes, shorter than the requested range {}+{}",
+                    kind.name(),
+                    id,
+                    entry.size,
+                    offset,
+                    len
+                ))
+            })?;
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            let doc = entry.doc.clone().ok_or_else(|| BackendError::not_found(kind, id))?;
+            out.reserve_exact(len as usize - out.len());
+            let had = out.len();
+            // After a fresh reference, the read goes on where it stopped.
+            match self.download(&doc, offset + had as u64, end, &mut out).await {
+                Ok(()) => return Ok(Bytes::from(out)),
+                Err(DownloadError::Expired) if stuck < 3 || out.len() > had => {
+                    stuck = if out.len() > had { 0 } else { stuck + 1 };
+                    self.fetch_messages(&[entry.msg_id]).await?;
+                }
+                Err(DownloadError::Expired) => {
+                    return Err(transient(format!("Telegram keeps refusing the file reference of {id}"), None))
+                }
+                Err(DownloadError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// A head document's bytes; `None` if its message is gone.
+    async fn read_head(&self, h: &HeadDoc) -> Result<Option<Vec<u8>>> {
+        let mut doc = h.doc.clone();
+        for _ in 0..3 {
+            let mut bytes = Vec::with_capacity(h.size as usize);
+            match self.download(&doc, 0, h.size, &mut bytes).await {
+                Ok(()) => return Ok(Some(bytes)),
+                Err(DownloadError::Expired) => {
+                    self.fetch_messages(&[h.msg_id]).await?;
+                    let catalog = self.catalog.lock().await;
+                    match catalog.heads.iter().find(|x| x.msg_id == h.msg_id) {
+                        Some(x) => doc = x.doc.clone(),
+                        None => return Ok(None),
+                    }
+                }
+                Err(DownloadError::Failed(e)) => return Err(e),
+            }
+        }
+        Err(transient("Telegram keeps refusing the file reference of the head".into(), None))
+    }
+
+    async fn delete_messages(&self, ids: Vec<i32>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let peer = self.peer().await?;
+        for chunk in ids.chunks(FETCH_BATCH) {
+            if peer.id.kind() == PeerKind::Channel {
+                self.invoke(
+                    &tl::functions::channels::DeleteMessages { channel: peer.into(), id: chunk.to_vec() },
+                    "delete",
+                )
+                .await?;
+            } else {
+                self.invoke(&tl::functions::messages::DeleteMessages { revoke: true, id: chunk.to_vec() }, "delete")
+                    .await?;
+            }
+        }
+        self.catalog.lock().await.forget(&ids.into_iter().collect());
+        Ok(())
     }
 }
 
@@ -694,18 +1149,17 @@ async fn save_part(
             Ok(true) => return Ok(()),
             Ok(false) => {
                 if attempt >= options.attempts {
-                    return Err(BackendError::Transient {
-                        message: format!("Telegram did not store part {part}"),
-                        retry_after: None,
-                    });
+                    return Err(transient(format!("Telegram did not store part {part}"), None));
                 }
             }
             Err(e) => {
                 let err = classify(e, "upload part");
                 match &err {
-                    BackendError::Transient { retry_after, .. } if attempt < options.attempts => {
-                        gate.hold(retry_after.unwrap_or(options.retry_delay * attempt));
-                    }
+                    BackendError::Transient { retry_after, .. } if attempt < options.attempts => match retry_after {
+                        Some(w) if *w > options.max_flood_wait => return Err(err),
+                        Some(w) => gate.flooded(*w),
+                        None => gate.hold(options.retry_delay * attempt),
+                    },
                     _ => return Err(err),
                 }
             }
@@ -716,12 +1170,11 @@ async fn save_part(
 
 #[async_trait]
 impl Backend for TelegramBackend {
+    /// The repository spec; for a channel this backend created, its id.
     fn location(&self) -> String {
-        match &self.target {
-            Target::SavedMessages => "telegram:saved-messages".into(),
-            Target::Channel { id, .. } => format!("telegram:channel:{id}"),
-            Target::Username(u) => format!("telegram:@{u}"),
-            Target::NewChannel(title) => format!("telegram:new:{title:?}"),
+        match (&self.target, *self.created.lock().unwrap_or_else(|e| e.into_inner())) {
+            (Target::NewChannel(_), Some(id)) => format!("telegram:-100{id}"),
+            (t, _) => format!("telegram:{}", t.spec()),
         }
     }
 
@@ -731,11 +1184,11 @@ impl Backend for TelegramBackend {
                 self.create_channel(title).await?;
             }
         }
-        self.scan().await?;
+        self.full_scan().await?;
         if !self.catalog.lock().await.objects.keys().any(|(k, _)| *k == ObjectKind::Config) {
             Ok(())
         } else {
-            Err(BackendError::Permanent { message: format!("a repository already exists at {}", self.location()) })
+            Err(permanent(format!("a repository already exists at {}", self.location())))
         }
     }
 
@@ -745,7 +1198,7 @@ impl Backend for TelegramBackend {
             return Ok(());
         }
         let peer = self.peer().await?;
-        self.send(peer, kind, id, &data).await
+        self.send(peer, Sent::Object(kind, id), &object_name(kind, id), &data).await.map(drop)
     }
 
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
@@ -758,7 +1211,11 @@ impl Backend for TelegramBackend {
     }
 
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
-        self.scan().await?;
+        if self.catalog.lock().await.loaded {
+            self.scan_new().await?;
+        } else {
+            self.ensure_loaded().await?;
+        }
         let catalog = self.catalog.lock().await;
         let mut out: Vec<ObjectInfo> = catalog
             .objects
@@ -782,14 +1239,83 @@ impl Backend for TelegramBackend {
             .get(&(kind, *id))
             .map(|v| v.iter().map(|e| e.msg_id).collect())
             .unwrap_or_default();
+        self.delete_messages(ids).await
+    }
+
+    fn preferred_pack_size(&self) -> Option<usize> {
+        Some(self.options.pack_size.clamp(1 << 20, MAX_PACK_SIZE))
+    }
+
+    fn keeps_head(&self) -> bool {
+        true
+    }
+
+    async fn put_head(&self, sealed: Bytes) -> Result<()> {
+        self.ensure_loaded().await?;
+        self.scan_new().await?;
+        let (placement, old_heads) = {
+            let catalog = self.catalog.lock().await;
+            let mut objects: Vec<Placed> = catalog
+                .objects
+                .iter()
+                .filter(|((kind, _), _)| *kind != ObjectKind::Lock)
+                .flat_map(|((kind, id), v)| {
+                    v.iter().map(|e| Placed { kind: *kind, id: *id, msg_id: e.msg_id, size: e.size })
+                })
+                .collect();
+            objects.sort_by_key(|p| p.msg_id);
+            let old: Vec<i32> = catalog.heads.iter().map(|h| h.msg_id).collect();
+            (Placement { scanned_through: catalog.scanned_through, objects }, old)
+        };
+        let document = head::encode(&placement, &sealed);
+        let name = head::head_name(&document);
         let peer = self.peer().await?;
-        if peer.id.kind() == PeerKind::Channel {
-            self.invoke(&tl::functions::channels::DeleteMessages { channel: peer.into(), id: ids }, "delete").await?;
-        } else {
-            self.invoke(&tl::functions::messages::DeleteMessages { revoke: true, id: ids }, "delete").await?;
+        let msg_id = self
+            .send(peer, Sent::Head, &name, &Bytes::from(document))
+            .await?
+            .ok_or_else(|| permanent("Telegram did not say where the head was stored"))?;
+        self.invoke(
+            &tl::functions::messages::UpdatePinnedMessage {
+                silent: true,
+                unpin: false,
+                pm_oneside: false,
+                peer: peer.into(),
+                id: msg_id,
+            },
+            "pin the head",
+        )
+        .await?;
+        let old: Vec<i32> = old_heads.into_iter().filter(|&id| id != msg_id).collect();
+        if let Err(e) = self.delete_messages(old).await {
+            tracing::warn!(error = %e, "could not remove older heads");
         }
-        self.catalog.lock().await.objects.remove(&(kind, *id));
         Ok(())
+    }
+
+    async fn heads(&self, scan: bool) -> Result<Vec<Bytes>> {
+        if scan {
+            self.full_scan().await?;
+        } else if self.catalog.lock().await.loaded {
+            self.scan_new().await?;
+        } else {
+            self.ensure_loaded().await?;
+        }
+        let mut heads = self.catalog.lock().await.heads.clone();
+        heads.sort_by_key(|h| std::cmp::Reverse(h.msg_id));
+        let mut out = Vec::new();
+        for h in heads.iter().take(MAX_HEADS) {
+            if let Some(bytes) = self.read_head(h).await? {
+                match head::decode(&bytes) {
+                    Ok((_, sealed)) => out.push(Bytes::copy_from_slice(sealed)),
+                    Err(e) => tracing::warn!(message = h.msg_id, error = %e, "ignoring an unreadable head"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rescan(&self) -> Result<()> {
+        self.full_scan().await
     }
 }
 

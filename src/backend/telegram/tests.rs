@@ -148,3 +148,81 @@ async fn flood_waits_and_lost_answers_are_survived() {
     let err = b.list(ObjectKind::Pack).await.unwrap_err();
     assert!(err.to_string().contains("tstor login"), "{err}");
 }
+
+#[test]
+fn targets_parse_and_print() {
+    assert_eq!(Target::parse("me"), Ok(Target::SavedMessages));
+    assert_eq!(Target::parse("@my_backups"), Ok(Target::Username("my_backups".into())));
+    assert_eq!(Target::parse("-1001234567890"), Ok(Target::ChannelId(1234567890)));
+    assert_eq!(Target::parse("new:\"My backups\""), Ok(Target::NewChannel("My backups".into())));
+    assert_eq!(Target::parse("new:plain"), Ok(Target::NewChannel("plain".into())));
+    for bad in ["", "you", "@", "@a b", "@1abc", "-100", "-100x", "-1001-2", "12345", "new:", "new:\"\""] {
+        assert!(Target::parse(bad).is_err(), "{bad}");
+    }
+    for t in [Target::SavedMessages, Target::Username("abcd".into()), Target::ChannelId(42)] {
+        assert_eq!(Target::parse(&t.spec()), Ok(t));
+    }
+    assert_eq!(Target::Channel { id: 42, access_hash: 7 }.spec(), "-10042");
+}
+
+#[tokio::test]
+async fn the_pinned_head_seeds_a_new_client() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("heads".into()), options());
+    b.create().await.unwrap();
+    for i in 0..30u8 {
+        b.put(ObjectKind::Snapshot, &Id([i; 32]), data(2000 + i as usize, i)).await.unwrap();
+    }
+    b.put(ObjectKind::Lock, &Id([99; 32]), data(100, 9)).await.unwrap();
+    // A busy chat: fifteen pages of history that are not tstor's.
+    let (id, hash) = b.channel().await.unwrap();
+    for i in 0..1500 {
+        server.with_world(|w| w.post_text(Where::Channel(id), &format!("chatter {i}")));
+    }
+    b.put_head(Bytes::from_static(b"sealed head one")).await.unwrap();
+    b.put_head(Bytes::from_static(b"sealed head two")).await.unwrap();
+    let docs = server.with_world(|w| w.documents(Where::Channel(id)));
+    assert_eq!(docs.iter().filter(|d| d.1.starts_with("tstor-head-")).count(), 1, "the older head is removed");
+    assert_eq!(server.with_world(|w| w.pinned_ids(Where::Channel(id))).len(), 1);
+    // Something written after the head is found too.
+    b.put(ObjectKind::Index, &Id([7; 32]), data(500, 7)).await.unwrap();
+
+    let before = server.calls("messages.getHistory");
+    let again = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let heads = again.heads(false).await.unwrap();
+    assert_eq!(heads, vec![Bytes::from_static(b"sealed head two")]);
+    assert_eq!(again.list(ObjectKind::Snapshot).await.unwrap().len(), 30);
+    assert_eq!(again.list(ObjectKind::Index).await.unwrap().len(), 1);
+    assert_eq!(again.get(ObjectKind::Snapshot, &Id([5; 32])).await.unwrap(), data(2005, 5));
+    let pages = server.calls("messages.getHistory") - before;
+    // Each look at what is new reads a page and an empty one; a full scan would read 15.
+    assert!(pages <= 6, "{pages} pages of history read: no full scan");
+    // Hints fetched by id, many at once.
+    assert!(server.calls("channels.getMessages") >= 1);
+
+    // A message deleted behind the back: a hint that resolves to nothing is not-found.
+    let victim = docs.iter().find(|d| d.1 == object_name(ObjectKind::Snapshot, &Id([6; 32]))).unwrap().0;
+    let third = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    assert!(server.with_world(|w| w.delete_behind_the_back(Where::Channel(id), victim)));
+    assert!(third.get(ObjectKind::Snapshot, &Id([6; 32])).await.unwrap_err().is_not_found());
+    // A rescan reads everything again.
+    third.rescan().await.unwrap();
+    assert_eq!(third.list(ObjectKind::Snapshot).await.unwrap().len(), 29);
+}
+
+#[tokio::test]
+async fn floods_lower_the_parts_in_flight_and_calls_are_paced() {
+    let server = Server::start().await.unwrap();
+    let opts = Options { parts_in_flight: 8, calls_per_minute: 600, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts);
+    b.create().await.unwrap();
+    server.inject_after("upload.saveBigFilePart", 2, Fault::FloodWait(1), 2);
+    let started = std::time::Instant::now();
+    let big = data(BIG_FILE + 3 * PART_SIZE, 8);
+    b.put(ObjectKind::Pack, &Id([8; 32]), big.clone()).await.unwrap();
+    assert!(b.gate().floods() >= 2);
+    assert!(b.gate().parts_limit() < 8, "parallelism lowered to {}", b.gate().parts_limit());
+    // 24 parts at 10 calls per second, plus the waits.
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(b.get(ObjectKind::Pack, &Id([8; 32])).await.unwrap(), big);
+}
