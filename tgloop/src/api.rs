@@ -40,6 +40,18 @@ fn skip_string(c: &mut Cursor) -> RpcResult<()> {
     String::deserialize(c).map(drop).map_err(|_| invalid())
 }
 
+/// The number of file bytes an upload part call carries; `None` for other calls.
+pub fn part_bytes(call: &Call) -> Option<usize> {
+    use tl::functions as f;
+    match call.constructor {
+        f::upload::SaveFilePart::CONSTRUCTOR_ID => read::<f::upload::SaveFilePart>(call).ok().map(|r| r.bytes.len()),
+        f::upload::SaveBigFilePart::CONSTRUCTOR_ID => {
+            read::<f::upload::SaveBigFilePart>(call).ok().map(|r| r.bytes.len())
+        }
+        _ => None,
+    }
+}
+
 /// Strips the invoke wrappers, recording what they say in `info`.
 pub fn unwrap<'a>(mut body: &'a [u8], info: &mut ConnInfo) -> RpcResult<Call<'a>> {
     loop {

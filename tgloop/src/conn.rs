@@ -243,8 +243,12 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let mut lose_answer = false;
         let result = match fault {
             Some(Fault::Drop) => return Ok(Next::Close),
-            Some(Fault::FloodWait(s)) => Err(crate::RpcErr { code: 420, message: format!("FLOOD_WAIT_{s}") }),
+            Some(Fault::FloodWait(s)) => {
+                self.shared.count_flood_wait(s);
+                Err(crate::RpcErr { code: 420, message: format!("FLOOD_WAIT_{s}") })
+            }
             Some(Fault::FloodPremiumWait(s)) => {
+                self.shared.count_flood_wait(s);
                 Err(crate::RpcErr { code: 420, message: format!("FLOOD_PREMIUM_WAIT_{s}") })
             }
             Some(Fault::Error { code, message }) => Err(crate::RpcErr { code, message }),
@@ -256,7 +260,12 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 lose_answer = true;
                 self.shared.run_call(&call, &self.info)
             }
-            Some(Fault::PartMissing) => Err(crate::RpcErr { code: 400, message: "FILE_PART_0_MISSING".into() }),
+            Some(Fault::PartMissing) => {
+                // A part really goes missing: the answer names it, and only
+                // sending that part again lets the document through.
+                self.shared.world.lock().expect("world lock").expire_pending_parts();
+                self.shared.run_call(&call, &self.info)
+            }
             Some(Fault::ExpireReferences) => {
                 self.shared.world.lock().expect("world lock").expire_file_references();
                 self.shared.run_call(&call, &self.info)

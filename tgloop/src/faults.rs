@@ -20,7 +20,8 @@ pub enum Fault {
     LoseAnswer,
     /// Wait this long before running and answering the call.
     Delay(Duration),
-    /// Answer `FILE_PART_0_MISSING`, as Telegram does when uploaded parts
+    /// Forget the last part of pending uploads, so that the call answers
+    /// `FILE_PART_X_MISSING` as Telegram does when uploaded parts
     /// expired before the document was sent, without running the call.
     PartMissing,
     /// Give every document a new file reference, then run the call (a
@@ -37,7 +38,7 @@ pub struct Rates {
     pub drop: f64,
     /// The call runs, its answer is lost.
     pub lose: f64,
-    /// `messages.sendMedia` answered `FILE_PART_0_MISSING`.
+    /// `messages.sendMedia` found a part of its file missing (`FILE_PART_X_MISSING`).
     pub part_missing: f64,
     /// File references expired before an `upload.getFile`.
     pub file_reference: f64,

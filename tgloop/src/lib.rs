@@ -135,6 +135,35 @@ pub struct ProtocolStats {
     pub bad_msg_notifications: usize,
 }
 
+/// What the clients asked of the server, for benchmarks: upload parts and
+/// the bytes they carried, and the flood waits answered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Traffic {
+    /// `upload.saveFilePart` and `upload.saveBigFilePart` calls that ran
+    /// (not those dropped or answered with an injected error).
+    pub parts: usize,
+    /// Bytes of those parts.
+    pub part_bytes: u64,
+    /// When the first and the latest of those parts were stored.
+    pub first_part_at: Option<std::time::Instant>,
+    pub last_part_at: Option<std::time::Instant>,
+    /// `FLOOD_WAIT_X` and `FLOOD_PREMIUM_WAIT_X` answers.
+    pub flood_waits: usize,
+    /// The seconds they asked for, summed.
+    pub flood_wait_secs: u64,
+    /// Seconds during which at least one asked wait was running (the union
+    /// of the waits from the moment each was answered): the time a client
+    /// that honours them, and holds every request back meanwhile, loses.
+    pub flood_hold_secs: f64,
+}
+
+#[derive(Default)]
+struct TrafficLog {
+    t: Traffic,
+    /// End of the flood windows counted so far.
+    hold_until: Option<std::time::Instant>,
+}
+
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub(crate) stats: Mutex<ProtocolStats>,
@@ -143,6 +172,7 @@ pub(crate) struct Shared {
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<faults::Faults>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    traffic: Mutex<TrafficLog>,
     latency: std::time::Duration,
     upload_bytes_per_sec: Option<u64>,
     /// When the simulated upload link is free again.
@@ -152,6 +182,30 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn count_call(&self, name: &'static str) {
         *self.calls.lock().expect("calls lock").entry(name).or_default() += 1;
+    }
+
+    /// A part of `bytes` bytes was stored.
+    pub(crate) fn count_part(&self, bytes: usize) {
+        let mut t = self.traffic.lock().expect("traffic lock");
+        let now = std::time::Instant::now();
+        t.t.parts += 1;
+        t.t.part_bytes += bytes as u64;
+        t.t.first_part_at.get_or_insert(now);
+        t.t.last_part_at = Some(now);
+    }
+
+    /// A flood wait of `secs` seconds was answered now.
+    pub(crate) fn count_flood_wait(&self, secs: u32) {
+        let now = std::time::Instant::now();
+        let end = now + std::time::Duration::from_secs(secs.into());
+        let mut t = self.traffic.lock().expect("traffic lock");
+        t.t.flood_waits += 1;
+        t.t.flood_wait_secs += u64::from(secs);
+        let from = t.hold_until.map_or(now, |h| h.max(now));
+        if end > from {
+            t.t.flood_hold_secs += (end - from).as_secs_f64();
+            t.hold_until = Some(end);
+        }
     }
 
     pub(crate) fn stat(&self, f: impl FnOnce(&mut ProtocolStats)) {
@@ -174,8 +228,13 @@ impl Shared {
     }
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
-        let mut world = self.world.lock().expect("world lock");
-        api::answer(&mut world, call, info)
+        let answer = api::answer(&mut self.world.lock().expect("world lock"), call, info);
+        if answer.is_ok() {
+            if let Some(n) = api::part_bytes(call) {
+                self.count_part(n);
+            }
+        }
+        answer
     }
 }
 
@@ -210,6 +269,7 @@ impl Server {
                 f
             }),
             calls: Mutex::new(HashMap::new()),
+            traffic: Mutex::new(TrafficLog::default()),
             latency: config.latency,
             upload_bytes_per_sec: config.upload_bytes_per_sec,
             upload_free_at: Mutex::new(tokio::time::Instant::now()),
@@ -306,6 +366,25 @@ impl Server {
         self.shared.calls.lock().expect("calls lock").get(method).copied().unwrap_or(0)
     }
 
+    /// Every method called so far with its number of calls (wrappers
+    /// removed, faults included), most called first.
+    pub fn call_counts(&self) -> Vec<(&'static str, usize)> {
+        let mut v: Vec<_> = self.shared.calls.lock().expect("calls lock").iter().map(|(k, n)| (*k, *n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v
+    }
+
+    /// Upload parts and flood waits so far.
+    pub fn traffic(&self) -> Traffic {
+        self.shared.traffic.lock().expect("traffic lock").t.clone()
+    }
+
+    /// Upload parts and flood waits since the last call (or the start), and
+    /// starts counting afresh.
+    pub fn take_traffic(&self) -> Traffic {
+        std::mem::take(&mut self.shared.traffic.lock().expect("traffic lock").t)
+    }
+
     /// What the protocol layer has seen so far.
     pub fn protocol_stats(&self) -> ProtocolStats {
         *self.shared.stats.lock().expect("stats lock")
@@ -321,5 +400,33 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn traffic_counts_parts_and_overlapping_flood_waits_once() {
+        let server = Server::start().await.unwrap();
+        server.shared.count_part(1000);
+        server.shared.count_part(24);
+        server.shared.count_flood_wait(2);
+        server.shared.count_flood_wait(2);
+        let t = server.take_traffic();
+        assert_eq!((t.parts, t.part_bytes, t.flood_waits, t.flood_wait_secs), (2, 1024, 2, 4));
+        assert!(t.flood_hold_secs >= 2.0 && t.flood_hold_secs < 2.5, "{}", t.flood_hold_secs);
+        assert!(t.first_part_at <= t.last_part_at);
+        assert_eq!(server.take_traffic(), Traffic::default());
+    }
+
+    #[tokio::test]
+    async fn call_counts_list_the_most_called_first() {
+        let server = Server::start().await.unwrap();
+        for name in ["b", "a", "b"] {
+            server.shared.count_call(name);
+        }
+        assert_eq!(server.call_counts(), vec![("b", 2), ("a", 1)]);
     }
 }

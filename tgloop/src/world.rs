@@ -620,6 +620,16 @@ impl World {
         Ok(())
     }
 
+    /// Forgets the last received part of every pending upload, as Telegram
+    /// does when uploaded parts expire before the file is used.
+    pub fn expire_pending_parts(&mut self) {
+        for up in self.uploads.values_mut() {
+            if let Some((&last, _)) = up.parts.iter().next_back() {
+                up.parts.remove(&last);
+            }
+        }
+    }
+
     /// Assembles an uploaded file; the parts stay until the file is used.
     fn take_upload(&mut self, file: &tl::enums::InputFile) -> RpcResult<(Vec<u8>, String)> {
         let (id, parts, name, md5, big) = match file {

@@ -9,7 +9,7 @@ mod telegram;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  bench    benchmark tstor (and restic) on a generated tree; `cargo xtask bench --help`\n  dist     man pages and shell completions into target/dist\n  telegram-server  a loopback Telegram server to try tstor against; `cargo xtask telegram-server --help`";
+const USAGE: &str = "usage: cargo xtask <task>\n\ntasks:\n  bench    benchmark tstor (and restic) on a generated tree; `cargo xtask bench --help`;\n           `cargo xtask bench telegram --help` through the loopback Telegram server\n  dist     man pages and shell completions into target/dist\n  telegram-server  a loopback Telegram server to try tstor against; `cargo xtask telegram-server --help`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

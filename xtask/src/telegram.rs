@@ -22,12 +22,12 @@ const USAGE: &str = "usage: cargo xtask telegram-server --listen ADDR --session-
   --upload-mib-per-s N   upload bandwidth in MiB/s (default: unlimited)
   --latency-ms N         added to every answer (default: 0)";
 
-struct Args {
-    listen: SocketAddr,
-    session_file: PathBuf,
-    rates: Rates,
-    upload_mib_per_s: Option<f64>,
-    latency: Duration,
+pub(crate) struct Args {
+    pub(crate) listen: SocketAddr,
+    pub(crate) session_file: PathBuf,
+    pub(crate) rates: Rates,
+    pub(crate) upload_mib_per_s: Option<f64>,
+    pub(crate) latency: Duration,
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>> {
@@ -88,7 +88,7 @@ async fn serve(args: Args) -> Result<()> {
 }
 
 /// Starts the server and writes the session file for it.
-async fn start(args: &Args) -> Result<Server> {
+pub(crate) async fn start(args: &Args) -> Result<Server> {
     let config = Config {
         listen: args.listen,
         rates: args.rates,

@@ -279,6 +279,19 @@ fn classify(e: InvocationError, what: &str) -> BackendError {
     }
 }
 
+/// Fresh file references Telegram may refuse in a row, with no byte read in
+/// between, before a read gives up. References expire at any time, so a
+/// refusal or two is routine; eight in a row means something else is wrong.
+const MAX_REFUSED_REFERENCES: u32 = 8;
+
+/// The number inside an RPC error name such as `FILE_PART_3_MISSING`.
+fn rpc_value(e: &InvocationError) -> Option<u32> {
+    match e {
+        InvocationError::Rpc(r) => r.value,
+        _ => None,
+    }
+}
+
 fn is_rpc(e: &InvocationError, name: &str) -> bool {
     matches!(e, InvocationError::Rpc(r) if r.name == name)
 }
@@ -858,6 +871,24 @@ impl TelegramBackend {
         })
     }
 
+    /// Uploads part `part` of an already uploaded file again, under its id.
+    async fn resave_part(&self, input: &tl::enums::InputFile, data: &Bytes, part: usize) -> Result<()> {
+        let (file_id, total, big) = match input {
+            tl::enums::InputFile::File(f) => (f.id, f.parts as usize, false),
+            tl::enums::InputFile::Big(f) => (f.id, f.parts as usize, true),
+            _ => return Err(permanent("not an uploaded file")),
+        };
+        if part >= total {
+            return Err(permanent(format!("Telegram names part {part} of a {total}-part file")));
+        }
+        let bytes = data.slice(part * PART_SIZE..((part + 1) * PART_SIZE).min(data.len()));
+        tracing::info!(part, total, "re-sending a part Telegram no longer has");
+        let _permit = self.gate.part().await;
+        let result = save_part(&self.client, &self.gate, &self.options, file_id, part, total, big, bytes).await;
+        self.gate.part_done();
+        result
+    }
+
     /// Finds a message sent earlier, after its answer was lost.
     async fn find_sent(&self, what: &Sent<'_>, name: &str) -> Result<Option<i32>> {
         self.scan_new().await?;
@@ -975,8 +1006,20 @@ impl TelegramBackend {
                         None => Err(permanent(format!("{name} was reported sent but is not in the history"))),
                     };
                 }
-                // Uploaded parts expire on Telegram's side: upload again.
-                Err(e) if is_rpc(&e, "FILE_PART_MISSING") && attempt < self.options.attempts => file = None,
+                // An uploaded part expired on Telegram's side: send that part
+                // again under the same file id, or everything if the answer
+                // does not say which.
+                Err(e) if is_rpc(&e, "FILE_PART_MISSING") && attempt < self.options.attempts => {
+                    match (rpc_value(&e), &file) {
+                        (Some(part), Some(input)) => {
+                            if let Err(resend) = self.resave_part(input, data, part as usize).await {
+                                tracing::debug!(error = %resend, "re-sending one part failed; uploading the file again");
+                                file = None;
+                            }
+                        }
+                        _ => file = None,
+                    }
+                }
                 Err(e) => {
                     let err = classify(e, "send document");
                     match &err {
@@ -1062,7 +1105,7 @@ impl TelegramBackend {
             // After a fresh reference, the read goes on where it stopped.
             match self.download(&doc, offset + had as u64, end, &mut out).await {
                 Ok(()) => return Ok(Bytes::from(out)),
-                Err(DownloadError::Expired) if stuck < 3 || out.len() > had => {
+                Err(DownloadError::Expired) if stuck < MAX_REFUSED_REFERENCES || out.len() > had => {
                     stuck = if out.len() > had { 0 } else { stuck + 1 };
                     self.fetch_messages(&[entry.msg_id]).await?;
                 }

@@ -226,3 +226,20 @@ async fn floods_lower_the_parts_in_flight_and_calls_are_paced() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!(b.get(ObjectKind::Pack, &Id([8; 32])).await.unwrap(), big);
 }
+
+#[tokio::test]
+async fn a_missing_part_is_sent_again_alone() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    b.create().await.unwrap();
+    // Telegram has lost the last part by the time the document is sent.
+    server.inject("messages.sendMedia", Fault::PartMissing, 1);
+    let id = Id([6; 32]);
+    let blob = data(3 * PART_SIZE + 10, 6);
+    let parts = blob.len().div_ceil(PART_SIZE);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.calls("upload.saveFilePart"), parts + 1, "only the missing part goes again");
+    assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+}

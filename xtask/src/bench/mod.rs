@@ -3,6 +3,8 @@
 //! unchanged re-snapshot, a snapshot after a 2% change, a restore (checked
 //! byte for byte against the source) and a full verifying check, measuring
 //! wall time, CPU time, peak RSS and repository size for every step.
+//! `cargo xtask bench telegram` (in `telegram.rs`) measures a snapshot and
+//! a restore through the loopback Telegram server on a throttled link.
 
 mod data;
 mod json;
@@ -10,6 +12,7 @@ mod measure;
 mod mutate;
 mod report;
 mod rng;
+mod telegram;
 mod text;
 mod verify;
 
@@ -27,6 +30,7 @@ use verify::Verification;
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--size SIZE] [--dir DIR] [--seed N] [--keep] [--only tstor|restic]
+       cargo xtask bench telegram [--size 256MiB] [--upload-mib-per-s 20] [--latency-ms 50] [--faults SPEC]
 
   --size SIZE   size of the generated tree, e.g. 64MiB, 256MiB, 1GiB (default 1GiB)
   --dir DIR     working directory for data, repositories and results (default target/bench)
@@ -329,6 +333,9 @@ fn mib(b: u64) -> f64 {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("telegram") {
+        return telegram::main(&args[1..]);
+    }
     let o = parse_args(args)?;
     let root = workspace_root();
     let dir = match &o.dir {

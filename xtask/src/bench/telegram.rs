@@ -1,0 +1,552 @@
+//! `cargo xtask bench telegram`: tstor against the loopback Telegram server
+//! (`tstor-tgloop`) on a throttled link. Starts the server in this process
+//! (upload bandwidth and a latency per call, optionally random faults),
+//! initialises a repository in Saved Messages through the server's session,
+//! snapshots the deterministic benchmark tree with a release build of tstor,
+//! restores it and compares the restore byte for byte with the source.
+//! Reports the bytes uploaded and the share of the link they used, the API
+//! calls per GiB of source data by method, the time lost to flood waits (as
+//! the server answered them and as tstor logged them at `-v`) and whether
+//! the restore is identical.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tstor_tgloop::{Rates, Server, Traffic};
+
+use super::json::Json;
+use super::measure::{self, CmdSpec, Measurement, Method};
+use super::verify::{self, Verification};
+use super::{build_tstor, data, first_line_of, mib, parse_size, remove_tree, workspace_root, PASSWORD};
+
+const USAGE: &str = "\
+usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--latency-ms N] [--faults SPEC]
+                                  [--dir DIR] [--seed N] [--keep]
+
+  --size SIZE            size of the generated tree (default 256MiB)
+  --upload-mib-per-s N   upload bandwidth of the loopback server, MiB/s (default 20)
+  --latency-ms N         added to every answer of the server (default 50)
+  --faults SPEC          random faults, e.g. flood:0.05,drop:0.02,part-missing:0.02,file-reference:0.1
+  --dir DIR              working directory (default target/bench/telegram)
+  --seed N               seed of the generated data (default 42)
+  --keep                 keep the cache and the restored tree afterwards
+
+TSTOR_TG_PARTS_IN_FLIGHT, TSTOR_TG_CALLS_PER_MINUTE and TSTOR_TG_PACK_MIB are passed on to tstor.";
+
+/// Methods shown in the table of API calls.
+const TOP_METHODS: usize = 8;
+
+/// Tuning variables passed on to tstor (and printed) when set.
+const TUNING: [&str; 4] =
+    ["TSTOR_TG_PARTS_IN_FLIGHT", "TSTOR_TG_CALLS_PER_MINUTE", "TSTOR_TG_PACK_MIB", "TSTOR_TG_MAX_FLOOD_WAIT"];
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+struct Options {
+    size: u64,
+    upload_mib_per_s: f64,
+    latency_ms: u64,
+    faults: Option<String>,
+    rates: Rates,
+    dir: Option<PathBuf>,
+    seed: u64,
+    keep: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Options>> {
+    let mut o = Options {
+        size: 256 << 20,
+        upload_mib_per_s: 20.0,
+        latency_ms: 50,
+        faults: None,
+        rates: Rates::default(),
+        dir: None,
+        seed: 42,
+        keep: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| anyhow!("{flag} needs a value"));
+        match flag {
+            "--size" => o.size = parse_size(&value()?)?,
+            "--upload-mib-per-s" => {
+                let v: f64 = value()?.parse().context("bad --upload-mib-per-s")?;
+                if !v.is_finite() || v <= 0.0 {
+                    bail!("--upload-mib-per-s must be positive");
+                }
+                o.upload_mib_per_s = v;
+            }
+            "--latency-ms" => o.latency_ms = value()?.parse().context("bad --latency-ms")?,
+            "--faults" => {
+                let spec = value()?;
+                o.rates = Rates::parse(&spec).map_err(|e| anyhow!("--faults: {e}"))?;
+                o.faults = Some(spec).filter(|s| !s.trim().is_empty());
+            }
+            "--dir" => o.dir = Some(PathBuf::from(value()?)),
+            "--seed" => o.seed = value()?.parse().context("bad --seed")?,
+            "--keep" => o.keep = true,
+            "-h" | "--help" => return Ok(None),
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if o.size < 1 << 20 {
+        bail!("--size must be at least 1MiB");
+    }
+    Ok(Some(o))
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Calls per method made between two readings of the server's counters, most first.
+fn calls_between(before: &[(&'static str, usize)], after: &[(&'static str, usize)]) -> Vec<(&'static str, usize)> {
+    let mut v: Vec<_> = after
+        .iter()
+        .map(|(m, n)| (*m, n - before.iter().find(|(b, _)| b == m).map_or(0, |(_, k)| *k)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v
+}
+
+/// `text` without ANSI escape sequences (colours in tstor's log).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, then a final byte in @..=~.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Flood waits tstor reported at `-v` ("Telegram asked to slow down wait_s=N"):
+/// how many, and their seconds summed.
+fn logged_flood_waits(stderr: &str) -> (u64, u64) {
+    strip_ansi(stderr).lines().filter(|l| l.contains("asked to slow down")).fold((0, 0), |(n, s), l| {
+        let secs = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("wait_s="))
+            .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().ok())
+            .unwrap_or(0);
+        (n + 1, s + secs)
+    })
+}
+
+/// One measured tstor command with what the server saw meanwhile.
+struct Phase {
+    name: &'static str,
+    m: Measurement,
+    calls: Vec<(&'static str, usize)>,
+    traffic: Traffic,
+    /// Flood waits in tstor's own log: count and seconds.
+    logged_floods: (u64, u64),
+    /// The last line of the error, when the command failed.
+    failed: Option<String>,
+}
+
+impl Phase {
+    fn total_calls(&self) -> usize {
+        self.calls.iter().map(|(_, n)| n).sum()
+    }
+}
+
+struct Bench<'a> {
+    method: &'a Method,
+    server: &'a Server,
+    scratch: &'a Path,
+    phases: Vec<Phase>,
+}
+
+impl Bench<'_> {
+    /// Runs one tstor command; a failed one is recorded too (wall time,
+    /// calls, flood waits), with its error, and the error returned.
+    fn run(&mut self, name: &'static str, spec: &CmdSpec) -> Result<()> {
+        let calls = self.server.call_counts();
+        self.server.take_traffic();
+        let _ = std::process::Command::new("sync").status();
+        let start = Instant::now();
+        let result = measure::run(self.method, spec, self.scratch).with_context(|| format!("tstor {name}"));
+        let stderr = fs::read_to_string(self.scratch.join("stderr.txt")).unwrap_or_default();
+        let (m, error) = match result {
+            Ok(m) => (m, None),
+            Err(e) => (Measurement { wall_s: start.elapsed().as_secs_f64(), ..Measurement::default() }, Some(e)),
+        };
+        let phase = Phase {
+            name,
+            calls: calls_between(&calls, &self.server.call_counts()),
+            traffic: self.server.take_traffic(),
+            logged_floods: logged_flood_waits(&stderr),
+            failed: error.as_ref().map(|e| {
+                let text = strip_ansi(&format!("{e:#}"));
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                let summary = text.lines().map(str::trim).rfind(|l| l.starts_with("tstor:"));
+                summary.or_else(|| lines.next_back()).unwrap_or("").to_string()
+            }),
+            m,
+        };
+        match &phase.failed {
+            None => println!(
+                "  {:<10} {:>8.2} s wall {:>7.2} s cpu {:>7.1} MiB RSS {:>7} API calls",
+                name,
+                phase.m.wall_s,
+                phase.m.cpu_s(),
+                phase.m.rss_mib(),
+                phase.total_calls()
+            ),
+            Some(last) => println!(
+                "  {:<10} {:>8.2} s wall, FAILED after {} API calls: {last}",
+                name,
+                phase.m.wall_s,
+                phase.total_calls()
+            ),
+        }
+        self.phases.push(phase);
+        error.map_or(Ok(()), Err)
+    }
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let Some(o) = parse_args(args)? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let root = workspace_root();
+    let dir = match &o.dir {
+        Some(d) if d.is_absolute() => d.clone(),
+        Some(d) => std::env::current_dir()?.join(d),
+        None => root.join("target").join("bench").join("telegram"),
+    };
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+    let method = measure::detect(&scratch);
+
+    let bin = build_tstor(&root)?;
+    let version = first_line_of(&bin, &["--version"]);
+    println!("tstor: {version} ({})", bin.display());
+
+    let data_dir = dir.join("data");
+    let marker = dir.join("data.marker");
+    let plan = data::plan(o.size, o.seed);
+    let data_bytes = plan.total_bytes();
+    println!("data: {} ({} files, {:.1} MiB, seed {})", data_dir.display(), plan.files.len(), mib(data_bytes), o.seed);
+    let start = Instant::now();
+    if data::ensure(&data_dir, &marker, o.size, o.seed, &plan)? {
+        println!("data: generated in {:.1}s", start.elapsed().as_secs_f64());
+    } else {
+        println!("data: reused (marker matches)");
+    }
+
+    let rate = o.upload_mib_per_s * 1024.0 * 1024.0;
+    let faults = o.faults.clone().unwrap_or_else(|| "none".to_string());
+    let tuning: Vec<(&str, String)> = TUNING.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))).collect();
+    println!(
+        "link: {} MiB/s upload, {} ms per call; faults: {faults}; tstor tuning: {}",
+        o.upload_mib_per_s,
+        o.latency_ms,
+        if tuning.is_empty() {
+            "defaults".to_string()
+        } else {
+            tuning.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        }
+    );
+    let load_before = loadavg();
+    println!("load average before the run: {load_before} ({} cores)", std::thread::available_parallelism()?);
+
+    // The server runs on this runtime's threads while tstor runs as a child.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let session_file = dir.join("tg.session");
+    let server = rt.block_on(crate::telegram::start(&crate::telegram::Args {
+        listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+        session_file: session_file.clone(),
+        rates: o.rates,
+        upload_mib_per_s: Some(o.upload_mib_per_s),
+        latency: Duration::from_millis(o.latency_ms),
+    }))?;
+    println!("server: listening on {}", server.addr());
+
+    let cache = dir.join("cache");
+    let restore = dir.join("restore");
+    remove_tree(&cache)?;
+    remove_tree(&restore)?;
+    fs::create_dir_all(&restore)?;
+    let base = || {
+        let mut c = CmdSpec::new(&bin);
+        c.env.push(("TSTOR_PASSWORD".into(), PASSWORD.into()));
+        c.env.push(("TSTOR_REPOSITORY".into(), "telegram:me".into()));
+        c.env.push(("TSTOR_TG_SESSION".into(), session_file.clone().into()));
+        c.env.push(("TSTOR_CACHE_DIR".into(), cache.clone().into()));
+        c.env_remove = vec![
+            "TSTOR_PASSWORD_FILE",
+            "TSTOR_PASSWORD_COMMAND",
+            "TSTOR_LOG",
+            "TSTOR_TG_API_ID",
+            "TSTOR_TG_API_HASH",
+            "TSTOR_TG_BOT_TOKEN",
+        ];
+        c
+    };
+
+    let mut bench = Bench { method: &method, server: &server, scratch: &scratch, phases: Vec::new() };
+    let mut outcome = bench
+        .run("init", &base().arg("--quiet").arg("init"))
+        .and_then(|()| bench.run("snapshot", &base().arg("-v").arg("--json").arg("snapshot").arg(&data_dir)));
+    // The restore is compared with the source even when tstor reports
+    // entries it could not restore.
+    let mut verification = None;
+    if outcome.is_ok() {
+        let restored =
+            bench.run("restore", &base().arg("-v").arg("restore").arg("latest").arg("--target").arg(&restore));
+        match verify::compare(&data_dir, &restore.join(data_dir.file_name().unwrap_or_default())) {
+            Ok(v) => verification = Some(v),
+            Err(e) => outcome = Err(e),
+        }
+        outcome = outcome.and(restored);
+    }
+    let load_after = loadavg();
+    let phases = bench.phases;
+    drop(server);
+    drop(rt);
+
+    let v = verification.as_ref();
+    print_report(&o, &phases, data_bytes, rate, v, &load_before, &load_after);
+    let json = to_json(&o, &version, &phases, data_bytes, rate, v, &load_before, &load_after, &outcome);
+    let name = if o.faults.is_some() { "bench-telegram-faults.json" } else { "bench-telegram.json" };
+    let results = dir.join(name);
+    fs::write(&results, json.pretty()).with_context(|| format!("cannot write {}", results.display()))?;
+    println!("\nresults: {}", results.display());
+
+    outcome.with_context(|| format!("the cache and logs are kept under {} for inspection", dir.display()))?;
+    let v = verification.unwrap_or_default();
+    if o.keep {
+        println!("kept the cache and the restored tree under {}", dir.display());
+    } else {
+        remove_tree(&cache)?;
+        remove_tree(&restore)?;
+        remove_tree(&scratch)?;
+    }
+    if v.mismatches() > 0 {
+        bail!("the restored tree differs from the source ({} mismatches)", v.mismatches());
+    }
+    Ok(())
+}
+
+/// The snapshot's upload figures: (share of the link over the wall time,
+/// share over the window from the first to the last stored part).
+fn shares(p: &Phase, rate: f64) -> (f64, Option<f64>) {
+    let bytes = p.traffic.part_bytes as f64;
+    let wall = bytes / (rate * p.m.wall_s);
+    let window = match (p.traffic.first_part_at, p.traffic.last_part_at) {
+        (Some(a), Some(b)) if b > a => Some(bytes / (rate * (b - a).as_secs_f64())),
+        _ => None,
+    };
+    (wall, window)
+}
+
+fn print_calls(p: &Phase, data_bytes: u64) {
+    let gib = data_bytes as f64 / GIB;
+    println!("    {:<28} {:>8} {:>10}", "method", "calls", "per GiB");
+    for (m, n) in p.calls.iter().take(TOP_METHODS) {
+        println!("    {:<28} {:>8} {:>10.1}", m, n, *n as f64 / gib);
+    }
+    let rest: usize = p.calls.iter().skip(TOP_METHODS).map(|(_, n)| n).sum();
+    if rest > 0 {
+        println!("    {:<28} {:>8} {:>10.1}", "(others)", rest, rest as f64 / gib);
+    }
+    println!("    {:<28} {:>8} {:>10.1}", "total", p.total_calls(), p.total_calls() as f64 / gib);
+}
+
+fn print_report(
+    o: &Options,
+    phases: &[Phase],
+    data_bytes: u64,
+    rate: f64,
+    v: Option<&Verification>,
+    load_before: &str,
+    load_after: &str,
+) {
+    let find = |n: &str| phases.iter().find(|p| p.name == n);
+    println!(
+        "\n== tstor on the loopback Telegram server: {:.1} MiB source, {} MiB/s link, {} ms per call, faults: {}",
+        mib(data_bytes),
+        o.upload_mib_per_s,
+        o.latency_ms,
+        o.faults.as_deref().unwrap_or("none")
+    );
+    println!("load average: {load_before} before, {load_after} after");
+    if let Some(s) = find("snapshot") {
+        let (wall, window) = shares(s, rate);
+        println!(
+            "snapshot:       {:.2} s wall{}, {:.1} MiB uploaded in {} parts ({:.2} MiB/s)",
+            s.m.wall_s,
+            s.failed.as_ref().map_or(String::new(), |e| format!(" (FAILED: {e})")),
+            mib(s.traffic.part_bytes),
+            s.traffic.parts,
+            mib(s.traffic.part_bytes) / s.m.wall_s
+        );
+        println!(
+            "link share:     {:.1}% of {} MiB/s over the snapshot's wall time{}",
+            100.0 * wall,
+            o.upload_mib_per_s,
+            window.map_or(String::new(), |w| format!(" ({:.1}% between the first and the last part)", 100.0 * w))
+        );
+        println!(
+            "API calls:      {} for the snapshot, {:.1} per GiB of source",
+            s.total_calls(),
+            s.total_calls() as f64 * GIB / data_bytes as f64
+        );
+        print_calls(s, data_bytes);
+    }
+    if let Some(r) = find("restore") {
+        println!(
+            "restore:        {:.2} s wall{}, {} API calls ({:.1} per GiB)",
+            r.m.wall_s,
+            r.failed.as_ref().map_or(String::new(), |e| format!(", FAILED: {e}")),
+            r.total_calls(),
+            r.total_calls() as f64 * GIB / data_bytes as f64
+        );
+        print_calls(r, data_bytes);
+    }
+    let (n, secs, hold) = phases.iter().fold((0, 0, 0.0), |(n, s, h), p| {
+        (n + p.traffic.flood_waits, s + p.traffic.flood_wait_secs, h + p.traffic.flood_hold_secs)
+    });
+    let (ln, lsecs) = phases.iter().fold((0, 0), |(n, s), p| (n + p.logged_floods.0, s + p.logged_floods.1));
+    println!(
+        "flood waits:    server answered {n} asking {secs} s in all, {hold:.1} s with a wait running; \
+         tstor -v logged {ln} ({lsecs} s)"
+    );
+    match v {
+        Some(v) => println!(
+            "restore check:  {} ({} files, {:.1} MiB compared, {} missing, {} differing, {} extra)",
+            if v.mismatches() == 0 { "byte-identical" } else { "DIFFERS" },
+            v.files,
+            mib(v.bytes),
+            v.missing,
+            v.differing,
+            v.extra
+        ),
+        None => println!("restore check:  not reached"),
+    }
+    if let Some(v) = v {
+        for e in &v.examples {
+            println!("                {e}");
+        }
+    }
+}
+
+fn calls_json(p: &Phase) -> Json {
+    Json::Obj(vec![
+        ("total", Json::Int(p.total_calls() as u64)),
+        (
+            "by_method",
+            Json::Arr(
+                p.calls
+                    .iter()
+                    .map(|(m, n)| Json::Obj(vec![("method", Json::str(*m)), ("calls", Json::Int(*n as u64))]))
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn to_json(
+    o: &Options,
+    version: &str,
+    phases: &[Phase],
+    data_bytes: u64,
+    rate: f64,
+    v: Option<&Verification>,
+    load_before: &str,
+    load_after: &str,
+    outcome: &Result<()>,
+) -> Json {
+    let phase_json = |p: &Phase| {
+        let (wall_share, window_share) = shares(p, rate);
+        Json::Obj(vec![
+            ("step", Json::str(p.name)),
+            ("failed", p.failed.as_deref().map_or(Json::Null, Json::str)),
+            ("wall_s", Json::Num(p.m.wall_s)),
+            ("cpu_s", Json::Num(p.m.cpu_s())),
+            ("max_rss_kib", Json::Int(p.m.max_rss_kib)),
+            ("part_bytes", Json::Int(p.traffic.part_bytes)),
+            ("parts", Json::Int(p.traffic.parts as u64)),
+            ("link_share", Json::Num(wall_share)),
+            ("link_share_part_window", window_share.map_or(Json::Null, Json::Num)),
+            ("calls_per_gib", Json::Num(p.total_calls() as f64 * GIB / data_bytes as f64)),
+            ("calls", calls_json(p)),
+            ("flood_waits", Json::Int(p.traffic.flood_waits as u64)),
+            ("flood_wait_secs", Json::Int(p.traffic.flood_wait_secs)),
+            ("flood_hold_secs", Json::Num(p.traffic.flood_hold_secs)),
+            ("logged_flood_waits", Json::Int(p.logged_floods.0)),
+            ("logged_flood_wait_secs", Json::Int(p.logged_floods.1)),
+        ])
+    };
+    Json::Obj(vec![
+        ("tstor", Json::str(version)),
+        ("source_bytes", Json::Int(data_bytes)),
+        ("size_target", Json::Int(o.size)),
+        ("seed", Json::Int(o.seed)),
+        ("upload_mib_per_s", Json::Num(o.upload_mib_per_s)),
+        ("latency_ms", Json::Int(o.latency_ms)),
+        ("faults", o.faults.as_deref().map_or(Json::Null, Json::str)),
+        ("loadavg_before", Json::str(load_before)),
+        ("loadavg_after", Json::str(load_after)),
+        ("steps", Json::Arr(phases.iter().map(phase_json).collect())),
+        ("restore_identical", v.map_or(Json::Null, |v| Json::Bool(v.mismatches() == 0))),
+        ("error", outcome.as_ref().err().map_or(Json::Null, |e| Json::str(format!("{e:#}")))),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let args = |l: &[&str]| parse_args(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = args(&[]).unwrap().unwrap();
+        assert_eq!((o.size, o.upload_mib_per_s, o.latency_ms, o.faults.is_none()), (256 << 20, 20.0, 50, true));
+        let o = args(&["--size=64MiB", "--faults", "flood:0.05,drop:0.02", "--latency-ms", "5"]).unwrap().unwrap();
+        assert_eq!((o.size, o.rates.flood, o.latency_ms), (64 << 20, 0.05, 5));
+        assert!(args(&["--faults", "bogus:1"]).is_err());
+        assert!(args(&["--upload-mib-per-s", "0"]).is_err());
+        assert!(args(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn flood_waits_are_read_from_the_log() {
+        let log = "2024 INFO tstor::backend::telegram::retry: Telegram asked to slow down wait_s=1 parts_in_flight=4\n\
+                   other line\n\x1b[2mINFO\x1b[0m Telegram asked to slow down \x1b[3mwait_s\x1b[0m=3 parts_in_flight=2\n";
+        assert_eq!(logged_flood_waits(log), (2, 4));
+        assert_eq!(logged_flood_waits("nothing").0, 0);
+    }
+
+    #[test]
+    fn calls_are_differenced() {
+        let d = calls_between(&[("a", 2), ("b", 1)], &[("a", 5), ("b", 1), ("c", 4)]);
+        assert_eq!(d, vec![("c", 4), ("a", 3)]);
+    }
+}
