@@ -73,15 +73,29 @@ pub fn parse_size(s: &str) -> Result<u64> {
     Ok(v as u64)
 }
 
+/// Splits `--flag=value` into the flag and its inline value.
+pub(crate) fn split_flag(a: &str) -> (&str, Option<String>) {
+    match a.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+        _ => (a, None),
+    }
+}
+
+/// A flag's value: inline after `=`, or the next argument.
+pub(crate) fn flag_value<'a>(
+    flag: &str,
+    inline: &Option<String>,
+    rest: &mut impl Iterator<Item = &'a String>,
+) -> Result<String> {
+    inline.clone().or_else(|| rest.next().cloned()).ok_or_else(|| anyhow!("{flag} needs a value"))
+}
+
 fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options { size: 1 << 30, dir: None, seed: 42, keep: false, only: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| anyhow!("{flag} needs a value"));
+        let (flag, inline) = split_flag(a);
+        let mut value = || flag_value(flag, &inline, &mut it);
         match flag {
             "--size" => o.size = parse_size(&value()?)?,
             "--dir" => o.dir = Some(PathBuf::from(value()?)),

@@ -20,7 +20,9 @@ use tstor_tgloop::{Rates, Server, Traffic};
 use super::json::Json;
 use super::measure::{self, CmdSpec, Measurement, Method};
 use super::verify::{self, Verification};
-use super::{build_tstor, data, first_line_of, mib, parse_size, remove_tree, workspace_root, PASSWORD};
+use super::{
+    build_tstor, data, first_line_of, flag_value, mib, parse_size, remove_tree, split_flag, workspace_root, PASSWORD,
+};
 
 const USAGE: &str = "\
 usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--latency-ms N] [--faults SPEC]
@@ -69,11 +71,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| anyhow!("{flag} needs a value"));
+        let (flag, inline) = split_flag(a);
+        let mut value = || flag_value(flag, &inline, &mut it);
         match flag {
             "--size" => o.size = parse_size(&value()?)?,
             "--upload-mib-per-s" => {
