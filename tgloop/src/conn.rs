@@ -2,6 +2,12 @@
 //! pre-shared auth key, tracks the MTProto session (salts, message ids,
 //! sequence numbers, `ping_delay_disconnect`), answers service messages and
 //! runs API calls, sending each reply in its own packet.
+//!
+//! Calls run one after another in arrival order, but their answers leave
+//! through a separate writer task, each at the time the simulated link says
+//! it arrives (see `Shared::answer_due`). So the configured latency is a
+//! round trip that calls in flight overlap, as on a real network, and not a
+//! service time that serializes them.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -10,6 +16,7 @@ use std::time::Duration;
 use grammers_tl_types::{self as tl, Cursor, Deserializable, Identifiable, Serializable};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::api::{self, ConnInfo};
@@ -55,9 +62,17 @@ enum Next {
     Close,
 }
 
-struct Conn<W> {
+/// What the writer task sends, in queue order.
+enum Outbound {
+    /// A sealed packet, written once `due` has come.
+    Packet { due: Instant, sealed: Vec<u8> },
+    /// A transport error code (such as 404 for an unknown auth key).
+    Error(i32),
+}
+
+struct Conn {
     shared: Arc<Shared>,
-    writer: Writer<W>,
+    outbound: mpsc::UnboundedSender<Outbound>,
     session: Option<Session>,
     info: ConnInfo,
     disconnect_at: Option<Instant>,
@@ -69,11 +84,31 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     run(r, w, shared).await;
 }
 
-async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: R, w: W, shared: Arc<Shared>) {
+/// Writes queued packets in order, each no earlier than its due time, until
+/// the queue is closed and drained; then shuts the stream down.
+async fn write_out<W: AsyncWrite + Unpin>(w: W, mut queue: mpsc::UnboundedReceiver<Outbound>) {
+    let mut writer = Writer::new(w);
+    while let Some(out) = queue.recv().await {
+        let written = match out {
+            Outbound::Packet { due, sealed } => {
+                sleep_until(due).await;
+                writer.write_packet(&sealed).await
+            }
+            Outbound::Error(code) => writer.write_error(code).await,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(r: R, w: W, shared: Arc<Shared>) {
     shared.stat(|s| s.connections += 1);
     let mut reader = Reader::new(r);
-    let mut conn =
-        Conn { shared, writer: Writer::new(w), session: None, info: ConnInfo::default(), disconnect_at: None };
+    let (outbound, queue) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_out(w, queue));
+    let mut conn = Conn { shared, outbound, session: None, info: ConnInfo::default(), disconnect_at: None };
     loop {
         let packet = match conn.disconnect_at {
             Some(at) => tokio::select! {
@@ -95,21 +130,24 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: R, w: W, shared: Ar
             Ok(Next::Close) | Err(_) => break,
         }
     }
-    let _ = conn.writer.shutdown().await;
+    // Answers already queued still go out (a connection that closes after a
+    // lost answer has sent the earlier ones), then the stream is shut down.
+    drop(conn);
+    let _ = writer.await;
 }
 
-impl<W: AsyncWrite + Unpin> Conn<W> {
+impl Conn {
     async fn on_packet(&mut self, packet: &[u8]) -> std::io::Result<Next> {
         if packet.len() >= 8 && packet[..8] == [0; 8] {
             // A plain (unencrypted) message starts a key exchange, which this
             // server does not offer: it only knows its pre-shared key.
-            self.writer.write_error(404).await?;
+            self.queue(Outbound::Error(404))?;
             return Ok(Next::Close);
         }
         let plain = match self.shared.auth_key.open_from_client(packet) {
             Ok(p) => p,
             Err(OpenError::UnknownKey) => {
-                self.writer.write_error(404).await?;
+                self.queue(Outbound::Error(404))?;
                 return Ok(Next::Close);
             }
             Err(e) => {
@@ -128,24 +166,33 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             self.session = Some(Session::new(env.session_id));
             let unique_id = rand::random::<i64>();
             let salt = self.shared.salts.current();
-            self.send(&mtproto::new_session_created(env.message.msg_id, unique_id, salt), false).await?;
+            self.send(&mtproto::new_session_created(env.message.msg_id, unique_id, salt), false)?;
         }
         if !self.shared.salts.is_valid(env.salt) {
             self.shared.stat(|s| s.bad_server_salts += 1);
             let salt = self.shared.salts.current();
-            self.send(&mtproto::bad_server_salt(&env.message, salt), false).await?;
+            self.send(&mtproto::bad_server_salt(&env.message, salt), false)?;
             return Ok(Next::Continue);
         }
         self.on_message(env.message, true).await
     }
 
-    /// Encrypts and sends one message in its own packet.
-    async fn send(&mut self, body: &[u8], response: bool) -> std::io::Result<()> {
+    fn queue(&self, out: Outbound) -> std::io::Result<()> {
+        self.outbound.send(out).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "writer is gone"))
+    }
+
+    /// Encrypts one message and queues it, in its own packet, to leave now.
+    fn send(&mut self, body: &[u8], response: bool) -> std::io::Result<()> {
+        self.send_at(body, response, Instant::now())
+    }
+
+    /// Encrypts one message and queues it, in its own packet, to leave at `due`.
+    fn send_at(&mut self, body: &[u8], response: bool, due: Instant) -> std::io::Result<()> {
         let salt = self.shared.salts.current();
         let session = self.session.as_mut().expect("a session exists once a packet was read");
         let plain = session.out.plaintext(salt, session.id, body, response);
         let sealed = self.shared.auth_key.seal_for_client(plain);
-        self.writer.write_packet(&sealed).await
+        self.queue(Outbound::Packet { due, sealed })
     }
 
     async fn on_message(&mut self, msg: Message, outer: bool) -> std::io::Result<Next> {
@@ -153,7 +200,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let content_related = mtproto::is_content_related(&msg.body);
         if let Some(code) = mtproto::check_client_message(&msg, content_related, mtproto::now_secs()) {
             self.shared.stat(|s| s.bad_msg_notifications += 1);
-            self.send(&mtproto::bad_msg_notification(&msg, code), false).await?;
+            self.send(&mtproto::bad_msg_notification(&msg, code), false)?;
             return Ok(Next::Continue);
         }
         if !self.session.as_mut().expect("session").first_time(msg.msg_id) {
@@ -165,7 +212,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 let inner = match (outer, mtproto::parse_container(&msg.body)) {
                     (true, Ok(inner)) if inner.iter().all(|m| m.msg_id < msg.msg_id) => inner,
                     _ => {
-                        self.send(&mtproto::bad_msg_notification(&msg, 64), false).await?;
+                        self.send(&mtproto::bad_msg_notification(&msg, 64), false)?;
                         return Ok(Next::Continue);
                     }
                 };
@@ -181,7 +228,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 match mtproto::gunzip(&msg.body) {
                     Ok(body) => self.on_content(Message { body, ..msg }).await,
                     Err(_) => {
-                        self.send(&mtproto::bad_msg_notification(&msg, 64), false).await?;
+                        self.send(&mtproto::bad_msg_notification(&msg, 64), false)?;
                         Ok(Next::Continue)
                     }
                 }
@@ -198,20 +245,20 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             tl::types::MsgsAck::CONSTRUCTOR_ID => Ok(Next::Continue),
             f::Ping::CONSTRUCTOR_ID => {
                 let ping = f::Ping::deserialize(&mut c).map_err(|_| bad_data())?;
-                self.send(&pong(msg.msg_id, ping.ping_id), true).await?;
+                self.send(&pong(msg.msg_id, ping.ping_id), true)?;
                 Ok(Next::Continue)
             }
             f::PingDelayDisconnect::CONSTRUCTOR_ID => {
                 let ping = f::PingDelayDisconnect::deserialize(&mut c).map_err(|_| bad_data())?;
                 self.disconnect_at = Some(Instant::now() + Duration::from_secs(ping.disconnect_delay.max(1) as u64));
-                self.send(&pong(msg.msg_id, ping.ping_id), true).await?;
+                self.send(&pong(msg.msg_id, ping.ping_id), true)?;
                 Ok(Next::Continue)
             }
             f::GetFutureSalts::CONSTRUCTOR_ID => {
                 self.shared.stat(|s| s.future_salts += 1);
                 let req = f::GetFutureSalts::deserialize(&mut c).map_err(|_| bad_data())?;
                 let salts = self.shared.salts.future(msg.msg_id, req.num);
-                self.send(&salts, true).await?;
+                self.send(&salts, true)?;
                 Ok(Next::Continue)
             }
             f::DestroySession::CONSTRUCTOR_ID => {
@@ -219,7 +266,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 let none = tl::enums::DestroySessionRes::DestroySessionNone(tl::types::DestroySessionNone {
                     session_id: req.session_id,
                 });
-                self.send(&none.to_bytes(), true).await?;
+                self.send(&none.to_bytes(), true)?;
                 Ok(Next::Continue)
             }
             _ => self.on_call(msg).await,
@@ -232,7 +279,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             Ok(call) => call,
             Err(e) => {
                 let reply = mtproto::rpc_result(msg.msg_id, &mtproto::rpc_error(e.code, &e.message));
-                self.send(&reply, true).await?;
+                self.send(&reply, true)?;
                 return Ok(Next::Continue);
             }
         };
@@ -272,7 +319,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
             None => self.shared.run_call(&call, &self.info),
         };
-        self.shared.pace(name, call.body.len()).await;
+        let due = self.shared.answer_due(name, call.body.len());
         if lose_answer {
             return Ok(Next::Close);
         }
@@ -295,7 +342,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 mtproto::rpc_error(e.code, &e.message)
             }
         };
-        self.send(&mtproto::rpc_result(msg.msg_id, &body), true).await?;
+        self.send_at(&mtproto::rpc_result(msg.msg_id, &body), true, due)?;
         Ok(Next::Continue)
     }
 }

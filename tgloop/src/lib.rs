@@ -55,7 +55,8 @@ pub struct Config {
     pub private_id_gaps: bool,
     /// Random failures, on top of those injected with [`Server::inject`].
     pub rates: Rates,
-    /// Added to every answer (the connection waits: answers stay in order).
+    /// Round trip of every call: its answer leaves this long after the
+    /// request came in. Calls in flight overlap it; answers stay in order.
     pub latency: std::time::Duration,
     /// Upload bandwidth: file parts are accepted at most this fast, across
     /// all connections (`None`: as fast as they come).
@@ -212,19 +213,22 @@ impl Shared {
         f(&mut self.stats.lock().expect("stats lock"));
     }
 
-    /// Waits out the configured latency, and for an upload part of
-    /// `body_len` bytes, its time on the simulated upload link.
-    pub(crate) async fn pace(&self, method: &str, body_len: usize) {
-        let mut until = tokio::time::Instant::now() + self.latency;
+    /// When the answer to a call received now reaches the client: after the
+    /// configured latency (a round trip), and for an upload part of
+    /// `body_len` bytes, not before the part has crossed the simulated
+    /// upload link, which carries one part after another at its rate.
+    pub(crate) fn answer_due(&self, method: &str, body_len: usize) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut due = now + self.latency;
         if let Some(rate) = self.upload_bytes_per_sec.filter(|r| *r > 0) {
             if method == "upload.saveFilePart" || method == "upload.saveBigFilePart" {
                 let took = std::time::Duration::from_secs_f64(body_len as f64 / rate as f64);
                 let mut free = self.upload_free_at.lock().expect("upload link lock");
-                *free = (*free).max(tokio::time::Instant::now()) + took;
-                until = until.max(*free);
+                *free = (*free).max(now) + took;
+                due = due.max(*free);
             }
         }
-        tokio::time::sleep_until(until).await;
+        due
     }
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {

@@ -429,3 +429,28 @@ async fn flood_waits_and_lost_answers_reach_the_caller() {
     // The client reconnects on the next call.
     client.get_me().await.unwrap();
 }
+
+/// The latency is a round trip: calls in flight on the one connection
+/// grammers opens overlap it instead of queueing behind each other. Serial
+/// answers could not take less than `CALLS × LATENCY`, whatever the machine.
+#[tokio::test]
+async fn calls_in_flight_overlap_the_latency_on_one_connection() {
+    const LATENCY: std::time::Duration = std::time::Duration::from_millis(400);
+    const CALLS: u32 = 8;
+    let server = Server::start_with(tstor_tgloop::Config { latency: LATENCY, ..Default::default() }).await.unwrap();
+    let c = connect(&server);
+    c.client.get_me().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let client = c.client.clone();
+        calls.spawn(async move { client.get_me().await });
+    }
+    while let Some(me) = calls.join_next().await {
+        assert_eq!(me.unwrap().unwrap().id().bare_id(), Some(server.me().0));
+    }
+    let took = started.elapsed();
+    assert!(took < LATENCY * CALLS, "{CALLS} calls took {took:?}: answered one after another");
+    assert!(took >= LATENCY, "answered in {took:?}, before the latency");
+    assert_eq!(server.protocol_stats().connections, 1);
+}
