@@ -161,7 +161,9 @@ fn pack_and_upload(
     failure: &Arc<Mutex<Option<RepoError>>>,
     failed: &Arc<AtomicBool>,
 ) -> Stored {
-    let mut data = Packer::new(opts.data_pack_size);
+    // The first data pack of a run is a quarter of the full size, so that
+    // uploading starts early; the next ones double up to the full size.
+    let mut data = Packer::ramping(opts.data_pack_size / 4, opts.data_pack_size);
     let mut trees = Packer::new(opts.tree_pack_size);
     let slots = Arc::new(Semaphore::new(opts.uploads_in_flight.max(1)));
     let mut uploads: Vec<tokio::task::JoinHandle<UploadResult>> = Vec::new();

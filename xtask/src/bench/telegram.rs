@@ -28,7 +28,7 @@ const USAGE: &str = "\
 usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--latency-ms N] [--faults SPEC]
                                   [--dir DIR] [--seed N] [--keep]
 
-  --size SIZE            size of the generated tree (default 256MiB)
+  --size SIZE            size of the generated tree (default 1GiB, the tree of `cargo xtask bench`)
   --upload-mib-per-s N   upload bandwidth of the loopback server, MiB/s (default 20)
   --latency-ms N         added to every answer of the server (default 50)
   --faults SPEC          random faults, e.g. flood:0.05,drop:0.02,part-missing:0.02,file-reference:0.1
@@ -60,7 +60,7 @@ struct Options {
 
 fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
-        size: 256 << 20,
+        size: 1 << 30,
         upload_mib_per_s: 20.0,
         latency_ms: 50,
         faults: None,
@@ -527,7 +527,7 @@ mod tests {
     fn flags_parse() {
         let args = |l: &[&str]| parse_args(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let o = args(&[]).unwrap().unwrap();
-        assert_eq!((o.size, o.upload_mib_per_s, o.latency_ms, o.faults.is_none()), (256 << 20, 20.0, 50, true));
+        assert_eq!((o.size, o.upload_mib_per_s, o.latency_ms, o.faults.is_none()), (1 << 30, 20.0, 50, true));
         let o = args(&["--size=64MiB", "--faults", "flood:0.05,drop:0.02", "--latency-ms", "5"]).unwrap().unwrap();
         assert_eq!((o.size, o.rates.flood, o.latency_ms), (64 << 20, 0.05, 5));
         assert!(args(&["--faults", "bogus:1"]).is_err());
