@@ -1,27 +1,33 @@
 //! Restoring a snapshot (or a path inside one) into a target directory. The
 //! plan walks the trees and refuses any entry whose name could escape the
-//! target; directories are created first, files are then written by parallel
-//! workers (zero blocks become holes, so sparse files stay sparse), symlinks,
+//! target; directories are created first, then every regular file, whose
+//! content is read pack by pack in few ranged reads and written by parallel
+//! workers (zero blocks become holes, so sparse files stay sparse); symlinks,
 //! special files and hard links follow, and directory metadata is applied
 //! last, deepest first. Nothing is written through a symlink. A file whose
 //! data is damaged is not left behind half-written: it is removed and named.
+//! Storage that refuses our credentials stops the restore.
+
+mod content;
+mod files;
+mod ranges;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use globset::GlobSet;
-use tokio::sync::Semaphore;
 
 use crate::format::tree::{validate_name, Node, NodeKind};
 use crate::format::Id;
 use crate::fsmeta;
 use crate::repo::index::MasterIndex;
 use crate::repo::{RepoError, Repository};
+use files::FileTarget;
+pub use ranges::{MAX_RANGE_GAP, MAX_RANGE_LEN};
 
 /// What the restorer reports while it runs.
 pub trait RestoreProgress: Send + Sync {
@@ -144,6 +150,7 @@ async fn plan(
                 match node.subtree {
                     Some(sub) => match repo.load_tree(index, &sub).await {
                         Ok(t) => stack.push((rel.clone(), t)),
+                        Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
                         Err(e) => {
                             errors.push(format!("{}: directory contents lost: {e}", display(&rel)));
                         }
@@ -228,92 +235,6 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
     fsmeta::set_times(path, node.mtime_ns, node.mtime_ns)
 }
 
-/// Writes one file's content; zero blocks are left as holes.
-fn write_file(
-    repo: &Repository,
-    index: &MasterIndex,
-    handle: &tokio::runtime::Handle,
-    path: &Path,
-    node: &Node,
-    progress: &dyn RestoreProgress,
-) -> Result<u64, String> {
-    clear_path(path).map_err(|e| format!("cannot replace existing entry: {e}"))?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("cannot create: {e}"))?;
-    let mut offset = 0u64;
-    for id in &node.content {
-        // Already on a blocking thread: fetch through the runtime, open here.
-        let loc = index.lookup(id).ok_or_else(|| format!("data lost: blob {id} is not in the index"))?;
-        let sealed = handle
-            .block_on(repo.backend().get_range(
-                crate::format::ObjectKind::Pack,
-                &loc.pack,
-                loc.offset as u64,
-                loc.length,
-            ))
-            .map_err(|e| format!("data lost: {e}"))?;
-        let data = repo.open_blob(loc.blob_type, id, &sealed, loc.raw_len).map_err(|e| format!("data lost: {e}"))?;
-        write_sparse(&file, &data, offset).map_err(|e| format!("cannot write: {e}"))?;
-        offset += data.len() as u64;
-        progress.bytes(data.len() as u64);
-    }
-    file.set_len(offset).map_err(|e| format!("cannot set length: {e}"))?;
-    Ok(offset)
-}
-
-/// Size of the blocks checked for zeros; all-zero blocks become holes.
-const HOLE_BLOCK: usize = 4096;
-
-/// Writes `data` at `offset`, skipping every 4 KiB block that is all zeros so
-/// that the file system leaves a hole there. Runs of data blocks are written
-/// in one call.
-fn write_sparse(file: &std::fs::File, data: &[u8], offset: u64) -> io::Result<()> {
-    let mut run_start: Option<usize> = None;
-    let mut pos = 0;
-    while pos < data.len() {
-        let end = (pos + HOLE_BLOCK).min(data.len());
-        let zero = data[pos..end].iter().all(|&b| b == 0);
-        match (zero, run_start) {
-            (true, Some(start)) => {
-                file.write_all_at(&data[start..pos], offset + start as u64)?;
-                run_start = None;
-            }
-            (false, None) => run_start = Some(pos),
-            _ => {}
-        }
-        pos = end;
-    }
-    if let Some(start) = run_start {
-        file.write_all_at(&data[start..], offset + start as u64)?;
-    }
-    Ok(())
-}
-
-/// Re-reads a restored file and checks every chunk against its id.
-fn verify_file(repo: &Repository, index: &MasterIndex, path: &Path, node: &Node) -> Result<(), String> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| e.to_string())?;
-    let mut offset = 0u64;
-    for id in &node.content {
-        let loc = index.lookup(id).ok_or("blob missing from the index")?;
-        let mut buf = vec![0u8; loc.raw_len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| format!("cannot re-read: {e}"))?;
-        if repo.keys().data_id(&buf) != *id {
-            return Err(format!("content differs from the snapshot at offset {offset}"));
-        }
-        offset += buf.len() as u64;
-    }
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len != offset {
-        return Err(format!("restored length {len} differs from {offset}"));
-    }
-    Ok(())
-}
-
 /// Restores the tree `root` of a snapshot according to `opts`.
 pub async fn restore(
     repo: &Repository,
@@ -350,13 +271,13 @@ pub async fn restore(
         }
     }
 
-    // 2. Regular files in parallel; later links to an inode already restored
-    //    become hard links.
+    // 2. Regular files: all created first, then their content is read pack
+    //    by pack and written by parallel workers; a file is finished when its
+    //    last blob is written. Later links to an inode already restored
+    //    become hard links once every file is done.
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut hardlinks: Vec<(&Item, PathBuf)> = Vec::new();
-    let slots = Arc::new(Semaphore::new(opts.workers.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let failures: Arc<Mutex<Vec<(PathBuf, String)>>> = Arc::default();
+    let mut files = Vec::new();
     for it in items.iter().filter(|i| i.node.kind == NodeKind::File) {
         if under_failed(&it.rel, &failed_dirs) {
             continue;
@@ -369,44 +290,19 @@ pub async fn restore(
             }
             first_of_inode.insert(key, it.rel.clone());
         }
-        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-        let (repo, index, progress, failures) = (repo.clone(), index.clone(), progress.clone(), failures.clone());
-        let (path, rel, node, verify) = (target.join(&it.rel), it.rel.clone(), it.node.clone(), opts.verify);
-        let handle = tokio::runtime::Handle::current();
-        tasks.spawn_blocking(move || {
-            let _permit = permit;
-            let result = write_file(&repo, &index, &handle, &path, &node, &*progress).and_then(|n| {
-                apply_metadata(&path, &node, owners).map_err(|e| format!("cannot set metadata: {e}"))?;
-                if verify {
-                    verify_file(&repo, &index, &path, &node).map_err(|e| format!("verification failed: {e}"))?;
-                }
-                Ok(n)
-            });
-            if let Err(msg) = &result {
-                if msg.starts_with("data lost") || msg.starts_with("cannot write") || msg.starts_with("verification") {
-                    let _ = fs::remove_file(&path);
-                }
-                failures.lock().unwrap_or_else(|p| p.into_inner()).push((rel, msg.clone()));
-            }
-            result.is_ok().then_some(node.size)
-        });
+        files.push(FileTarget { rel: it.rel.clone(), path: target.join(&it.rel), node: it.node.clone() });
     }
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Some(bytes)) => {
-                outcome.files += 1;
-                outcome.bytes += bytes;
-                if opts.verify {
-                    outcome.verified_files += 1;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => outcome.errors.push(format!("restore worker failed: {e}")),
+    let contents =
+        content::restore_contents(repo, index, files, opts.workers, owners, opts.verify, progress.clone()).await?;
+    for (_, bytes) in &contents.restored {
+        outcome.files += 1;
+        outcome.bytes += bytes;
+        if opts.verify {
+            outcome.verified_files += 1;
         }
     }
-    let failed_files: Vec<(PathBuf, String)> = std::mem::take(&mut *failures.lock().unwrap_or_else(|p| p.into_inner()));
-    let failed_set: HashSet<PathBuf> = failed_files.iter().map(|(p, _)| p.clone()).collect();
-    for (rel, msg) in failed_files {
+    let failed_set: HashSet<PathBuf> = contents.failures.iter().map(|(p, _)| p.clone()).collect();
+    for (rel, msg) in contents.failures {
         note(&mut outcome, &rel, msg);
     }
 
@@ -456,27 +352,4 @@ pub async fn restore(
         }
     }
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn sparse_writes_reproduce_the_data_and_leave_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = std::fs::File::create(&path).unwrap();
-        let mut data = vec![0u8; 1 << 20];
-        data[10] = 1;
-        data[500_000..500_010].copy_from_slice(b"0123456789");
-        data[(1 << 20) - 1] = 9;
-        write_sparse(&file, &data, 4096).unwrap();
-        file.set_len(4096 + data.len() as u64).unwrap();
-        let back = std::fs::read(&path).unwrap();
-        assert_eq!(&back[4096..], &data[..]);
-        assert!(back[..4096].iter().all(|&b| b == 0));
-        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 64 << 10);
-    }
 }

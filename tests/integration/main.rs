@@ -12,5 +12,6 @@ mod inspect;
 mod library;
 mod locks_and_cache;
 mod maintenance;
+mod restore_reads;
 mod roundtrip;
 mod telegram;

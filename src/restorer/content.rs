@@ -1,0 +1,314 @@
+//! Restoring the content of regular files pack by pack. The plan looks up
+//! every blob the files need, reads each needed blob once however many files
+//! (or places in one file) use it, groups the blobs by pack and merges
+//! neighbours into ranged reads (see `ranges`). Workers then fetch ranges in
+//! parallel, open each blob off the async threads and write it to every
+//! place that needs it; a file is finished when its last blob is written.
+//! Damage fails only the files that need the damaged blob; storage that
+//! wants new credentials stops the whole restore.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::files::{write_sparse, FileTable, FileTarget, FilesOutcome};
+use super::ranges::{merge_ranges, Span, MAX_RANGE_GAP, MAX_RANGE_LEN};
+use super::RestoreProgress;
+use crate::backend::{BackendError, ErrorClass};
+use crate::format::{BlobType, Id, ObjectKind};
+use crate::repo::index::MasterIndex;
+use crate::repo::{RepoError, Repository};
+
+/// One place a blob's plaintext goes: a file and the offset in it.
+#[derive(Clone, Copy)]
+struct Placement {
+    file: usize,
+    offset: u64,
+}
+
+/// A blob the restore needs, where it is in its pack, and where it goes.
+struct NeededBlob {
+    id: Id,
+    blob_type: BlobType,
+    /// Position of the sealed blob in its pack.
+    span: Span,
+    raw_len: u32,
+    placements: Vec<Placement>,
+}
+
+/// One ranged read of a pack and the blobs it covers, in pack order.
+struct RangeRead {
+    pack: Id,
+    span: Span,
+    blobs: Vec<NeededBlob>,
+}
+
+/// What the workers share.
+struct Context {
+    repo: Repository,
+    index: Arc<MasterIndex>,
+    table: FileTable,
+    progress: Arc<dyn RestoreProgress>,
+    /// Set once storage refused our credentials: no new reads start.
+    aborted: AtomicBool,
+    fatal: Mutex<Option<BackendError>>,
+}
+
+impl Context {
+    fn abort(&self, error: BackendError) {
+        self.aborted.store(true, Ordering::SeqCst);
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        fatal.get_or_insert(error);
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    fn needs_any(&self, blobs: &[NeededBlob]) -> bool {
+        blobs.iter().any(|b| self.needs(b))
+    }
+
+    fn needs(&self, blob: &NeededBlob) -> bool {
+        blob.placements.iter().any(|p| self.table.is_live(p.file))
+    }
+
+    /// Fails every live file that needs one of `blobs`.
+    fn lose(&self, blobs: &[NeededBlob], message: &str) {
+        for p in blobs.iter().flat_map(|b| &b.placements) {
+            if self.table.is_live(p.file) {
+                self.table.fail(p.file, message.to_string());
+            }
+        }
+    }
+}
+
+/// Creates `files`, writes their content and finishes them (length,
+/// metadata, verification with `verify`), reading at most `workers` ranges at
+/// once. Files that could not be restored are removed (unless their bytes
+/// are right) and named in the outcome. Fails only when storage wants new
+/// credentials; the files not yet complete are then removed.
+pub(super) async fn restore_contents(
+    repo: &Repository,
+    index: Arc<MasterIndex>,
+    files: Vec<FileTarget>,
+    workers: usize,
+    owners: bool,
+    verify: bool,
+    progress: Arc<dyn RestoreProgress>,
+) -> Result<FilesOutcome, RepoError> {
+    let context = Arc::new(Context {
+        repo: repo.clone(),
+        index,
+        table: FileTable::new(files, owners, verify),
+        progress,
+        aborted: AtomicBool::new(false),
+        fatal: Mutex::new(None),
+    });
+    let planner = context.clone();
+    let reads = tokio::task::spawn_blocking(move || {
+        planner.table.create_all();
+        let reads = plan_reads(&planner.table, &planner.index);
+        planner.table.finish_empty(&planner.repo, &planner.index);
+        reads
+    })
+    .await
+    .map_err(|e| RepoError::Invalid(format!("restore planning failed: {e}")))?;
+
+    let slots = Arc::new(Semaphore::new(workers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for read in reads {
+        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+        while let Some(done) = tasks.try_join_next() {
+            log_worker_failure(done);
+        }
+        if context.is_aborted() {
+            break;
+        }
+        let context = context.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            restore_range(&context, read).await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        log_worker_failure(done);
+    }
+    let context =
+        Arc::into_inner(context).ok_or_else(|| RepoError::Invalid("restore workers outlived the restore".into()))?;
+    if let Some(error) = context.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        context.table.remove_incomplete();
+        return Err(RepoError::Backend(error));
+    }
+    // Every read is done: a file still waiting lost its writer to a panic.
+    context.table.fail_unfinished("cannot write: a restore worker failed");
+    Ok(context.table.into_outcome())
+}
+
+fn log_worker_failure(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a restore worker failed");
+    }
+}
+
+/// Looks up every blob of every created file, fails the files with a blob
+/// missing from the index, and returns the reads that fetch the rest: packs
+/// in the order files first need them, ranges in pack order.
+fn plan_reads(table: &FileTable, index: &MasterIndex) -> Vec<RangeRead> {
+    let mut needed: HashMap<Id, (Id, NeededBlob)> = HashMap::new();
+    let mut pack_rank: HashMap<Id, usize> = HashMap::new();
+    for (file, target) in table.files().iter().enumerate() {
+        if !table.is_live(file) {
+            continue;
+        }
+        let mut locations = Vec::with_capacity(target.node.content.len());
+        let mut missing = None;
+        for id in &target.node.content {
+            match index.lookup(id) {
+                Some(loc) => locations.push((id, loc)),
+                None => {
+                    missing = Some(id);
+                    break;
+                }
+            }
+        }
+        if let Some(id) = missing {
+            table.fail(file, format!("data lost: blob {id} is not in the index"));
+            continue;
+        }
+        let mut offset = 0u64;
+        for (id, loc) in locations {
+            let next_rank = pack_rank.len();
+            pack_rank.entry(loc.pack).or_insert(next_rank);
+            let (_, blob) = needed.entry(*id).or_insert_with(|| {
+                let blob = NeededBlob {
+                    id: *id,
+                    blob_type: loc.blob_type,
+                    span: Span { offset: u64::from(loc.offset), len: u64::from(loc.length) },
+                    raw_len: loc.raw_len,
+                    placements: Vec::new(),
+                };
+                (loc.pack, blob)
+            });
+            blob.placements.push(Placement { file, offset });
+            offset += u64::from(loc.raw_len);
+        }
+        table.expect(file, target.node.content.len(), offset);
+    }
+
+    let mut by_pack: HashMap<Id, Vec<NeededBlob>> = HashMap::new();
+    for (pack, blob) in needed.into_values() {
+        by_pack.entry(pack).or_default().push(blob);
+    }
+    let mut packs: Vec<(Id, Vec<NeededBlob>)> = by_pack.into_iter().collect();
+    packs.sort_by_key(|(pack, _)| pack_rank.get(pack).copied().unwrap_or(usize::MAX));
+    let mut reads = Vec::new();
+    for (pack, mut blobs) in packs {
+        blobs.sort_by_key(|b| b.span.offset);
+        let spans: Vec<Span> = blobs.iter().map(|b| b.span).collect();
+        let mut blobs = blobs.into_iter();
+        for range in merge_ranges(&spans, MAX_RANGE_GAP, MAX_RANGE_LEN) {
+            let covered: Vec<NeededBlob> = blobs.by_ref().take(range.blobs.len()).collect();
+            reads.push(RangeRead { pack, span: range.span, blobs: covered });
+        }
+    }
+    reads
+}
+
+/// Fetches one range and writes its blobs. A read refused for want of
+/// credentials aborts the restore. Another permanent failure of a range that
+/// covers several blobs is retried blob by blob, so that damage at one place
+/// (a truncated pack, say) loses only the files that need what is damaged.
+async fn restore_range(context: &Arc<Context>, read: RangeRead) {
+    if context.is_aborted() || !context.needs_any(&read.blobs) {
+        return;
+    }
+    match fetch(context, &read.pack, read.span).await {
+        Ok(sealed) => write_on_blocking_thread(context, read.span, read.blobs, sealed).await,
+        Err(e) if e.needs_login() => context.abort(e),
+        Err(e) if e.class() == ErrorClass::Permanent && read.blobs.len() > 1 => {
+            tracing::warn!(pack = %read.pack, error = %e, "a ranged read failed; reading its blobs one by one");
+            for blob in read.blobs {
+                if context.is_aborted() {
+                    return;
+                }
+                if !context.needs(&blob) {
+                    continue;
+                }
+                match fetch(context, &read.pack, blob.span).await {
+                    Ok(sealed) => write_on_blocking_thread(context, blob.span, vec![blob], sealed).await,
+                    Err(e) if e.needs_login() => return context.abort(e),
+                    Err(e) => context.lose(std::slice::from_ref(&blob), &format!("data lost: {e}")),
+                }
+            }
+        }
+        Err(e) => context.lose(&read.blobs, &format!("data lost: {e}")),
+    }
+}
+
+async fn fetch(context: &Context, pack: &Id, span: Span) -> Result<Bytes, BackendError> {
+    let len = u32::try_from(span.len).map_err(|_| BackendError::Permanent {
+        message: format!("a read of {} bytes from pack {pack} is too long", span.len),
+    })?;
+    context.repo.backend().get_range(ObjectKind::Pack, pack, span.offset, len).await
+}
+
+/// Opens and writes the blobs of a fetched range; decryption, decompression
+/// and file writes run on a blocking thread.
+async fn write_on_blocking_thread(context: &Arc<Context>, span: Span, blobs: Vec<NeededBlob>, sealed: Bytes) {
+    let writer = context.clone();
+    let written = tokio::task::spawn_blocking(move || write_range(&writer, span, &blobs, &sealed)).await;
+    // The files of a writer that panicked are failed once every read is done.
+    log_worker_failure(written);
+}
+
+/// Opens every blob of a range that a live file still needs and writes it to
+/// each of its places.
+fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8]) {
+    let table = &context.table;
+    // One handle per file for this range; closed when the range is done.
+    let mut handles: HashMap<usize, std::fs::File> = HashMap::new();
+    for blob in blobs {
+        if !context.needs(blob) {
+            continue;
+        }
+        let start = (blob.span.offset - span.offset) as usize;
+        let Some(bytes) = sealed.get(start..start + blob.span.len as usize) else {
+            context.lose(std::slice::from_ref(blob), "data lost: storage returned a short range");
+            continue;
+        };
+        let data = match context.repo.open_blob(blob.blob_type, &blob.id, bytes, blob.raw_len) {
+            Ok(data) => data,
+            Err(e) => {
+                context.lose(std::slice::from_ref(blob), &format!("data lost: {e}"));
+                continue;
+            }
+        };
+        for place in &blob.placements {
+            if !table.is_live(place.file) {
+                continue;
+            }
+            let file = match handles.entry(place.file) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match table.open_for_writing(place.file) {
+                    Ok(f) => v.insert(f),
+                    Err(e) => {
+                        table.fail(place.file, format!("cannot write: {e}"));
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = write_sparse(file, &data, place.offset) {
+                table.fail(place.file, format!("cannot write: {e}"));
+                continue;
+            }
+            context.progress.bytes(data.len() as u64);
+            if table.placement_written(place.file, &context.repo, &context.index) {
+                handles.remove(&place.file);
+            }
+        }
+    }
+}
