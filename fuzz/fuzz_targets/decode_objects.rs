@@ -1,9 +1,10 @@
-//! Every object decoder on arbitrary bytes: none may panic, allocate without
-//! bound or accept trailing garbage; whatever decodes must re-encode to the
-//! same bytes.
+//! Every object decoder, and the Telegram head document's, on arbitrary
+//! bytes: none may panic, allocate without bound or accept trailing garbage;
+//! whatever decodes must re-encode to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tstor::backend::telegram::head;
 use tstor::format::config::Config;
 use tstor::format::index::IndexFile;
 use tstor::format::key::{KeyPayload, KeySlot};
@@ -32,5 +33,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(l) = Lock::decode(data) {
         assert_eq!(l.encode(), data);
+    }
+    if let Ok((placement, sealed)) = head::decode(data) {
+        assert_eq!(head::encode(&placement, sealed), data);
     }
 });

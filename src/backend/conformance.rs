@@ -1,9 +1,12 @@
 //! The behaviour every backend must show, as one suite that each backend's
 //! tests run against a fresh, empty instance.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{Backend, BackendError};
+use crate::crypto::names::ObjectNameCodec;
 use crate::format::{Id, ObjectKind};
 
 fn fail(what: &str) -> BackendError {
@@ -18,8 +21,14 @@ fn check(cond: bool, what: &str) -> Result<(), BackendError> {
     }
 }
 
+/// The object names the suite gives a backend, as a repository would.
+pub fn object_names() -> Arc<ObjectNameCodec> {
+    Arc::new(ObjectNameCodec::for_repository(&[0x5a; 32]))
+}
+
 /// Runs the suite; returns the first way in which `b` misbehaves.
 pub async fn run(b: &dyn Backend) -> Result<(), BackendError> {
+    b.use_object_names(object_names()).await;
     b.create().await?;
     for kind in ObjectKind::ALL {
         check(b.list(kind).await?.is_empty(), "a new repository lists no objects")?;

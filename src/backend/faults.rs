@@ -3,11 +3,12 @@
 //! so the layers above can be shown to lose nothing when storage misbehaves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo, Result};
+use super::{Backend, BackendError, ObjectInfo, ObjectNames, Result};
 use crate::format::{Id, ObjectKind};
 
 pub struct FaultyBackend<B> {
@@ -119,5 +120,8 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.delete(kind, id).await?;
         self.deletes.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+    async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
+        self.inner.use_object_names(names).await
     }
 }

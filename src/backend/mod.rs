@@ -1,6 +1,8 @@
 //! The storage seam: one narrow async trait over opaque bytes keyed by
-//! (object kind, id). Backends never see plaintext or keys. Retries and fault
-//! injection are decorators around any backend.
+//! (object kind, id). Backends never see plaintext or keys; a backend that
+//! must name what it stores (Telegram) gets an [`ObjectNames`] from the
+//! repository layer, which holds the keys. Retries and fault injection are
+//! decorators around any backend.
 
 pub mod conformance;
 pub mod faults;
@@ -9,6 +11,7 @@ pub mod memory;
 pub mod retry;
 pub mod telegram;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +24,26 @@ use crate::format::{Id, ObjectKind};
 pub struct ObjectInfo {
     pub id: Id,
     pub size: u64,
+}
+
+/// What a stored name stands for, to a backend that names what it stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Named {
+    Object(ObjectKind, Id),
+    /// A head (docs/format.md §23), by the BLAKE3 hash of its stored bytes.
+    Head(Id),
+}
+
+/// Turns what a backend stores into names and back (docs/format.md §23.4).
+/// The repository layer makes it from its keys and gives it to the backend,
+/// which never sees the keys themselves.
+pub trait ObjectNames: Send + Sync {
+    /// The stored name of `named`; the same every time.
+    fn name(&self, named: Named) -> String;
+
+    /// What a stored name stands for; `None` for any name this repository
+    /// did not make (another repository's, anything else, or damaged).
+    fn parse(&self, name: &str) -> Option<Named>;
 }
 
 /// How an error should be handled by the layers above.
@@ -108,6 +131,14 @@ pub trait Backend: Send + Sync {
 
     // ---- optional capabilities; the defaults suit a backend that lists cheaply ----
 
+    /// Gives the backend the names of the repository's objects, as soon as
+    /// the repository keys exist and before anything other than the config
+    /// and key slots is read or written. Until then a backend that names
+    /// objects names them all under the public names of
+    /// [`crate::crypto::names::ObjectNameCodec::public`], under which config
+    /// and key slots are found. Backends that do not name objects ignore it.
+    async fn use_object_names(&self, _names: Arc<dyn ObjectNames>) {}
+
     /// The data pack size that suits this storage, if it differs from the
     /// pipeline's default.
     fn preferred_pack_size(&self) -> Option<usize> {
@@ -142,7 +173,7 @@ pub trait Backend: Send + Sync {
 }
 
 #[async_trait]
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn location(&self) -> String {
         (**self).location()
     }
@@ -163,6 +194,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         (**self).delete(kind, id).await
+    }
+    async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
+        (**self).use_object_names(names).await
     }
     fn preferred_pack_size(&self) -> Option<usize> {
         (**self).preferred_pack_size()

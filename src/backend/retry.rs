@@ -1,12 +1,13 @@
 //! Retries transient failures with exponential back-off, waiting at least as
 //! long as the backend asked. Not-found and permanent errors pass through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, ErrorClass, ObjectInfo, Result};
+use super::{Backend, ErrorClass, ObjectInfo, ObjectNames, Result};
 use crate::format::{Id, ObjectKind};
 
 pub struct RetryBackend<B> {
@@ -73,6 +74,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     }
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         self.retry("delete", || self.inner.delete(kind, id)).await
+    }
+    async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
+        self.inner.use_object_names(names).await
     }
     fn preferred_pack_size(&self) -> Option<usize> {
         self.inner.preferred_pack_size()

@@ -3,9 +3,11 @@
 //! AES-256-CBC (PKCS#7) under a random IV followed by HMAC-SHA256 over the
 //! associated data, IV and ciphertext (encrypt-then-MAC). Opening checks the
 //! tag in constant time before anything is decrypted, and every failure to
-//! open is the same opaque error, so there is no padding oracle.
+//! open is the same opaque error, so there is no padding oracle. Object
+//! names for backends that need them are in `names`.
 
 pub mod kdf;
+pub mod names;
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
@@ -106,8 +108,8 @@ pub struct RepoKeys {
     object_id: [u8; 32],
     /// Seed of the content-defined chunker's gear table.
     pub chunker_seed: u64,
-    /// Keys names of objects where a backend needs names (Telegram).
-    pub names: [u8; 32],
+    /// Keys the names of objects where a backend needs names (Telegram).
+    names: [u8; 32],
 }
 
 const CTX_ENC: &str = "tstor 2026-11-24 seal encryption key";
@@ -146,6 +148,11 @@ impl RepoKeys {
             crate::format::BlobType::Data => self.data_id(plaintext),
             crate::format::BlobType::Tree => self.tree_id(plaintext),
         }
+    }
+
+    /// The names this repository's objects get in storage that names them.
+    pub fn object_names(&self) -> names::ObjectNameCodec {
+        names::ObjectNameCodec::for_repository(&self.names)
     }
 
     /// Keyed id of an object (index, snapshot, lock) of the given kind.

@@ -1,7 +1,8 @@
 //! An opened repository: the crypto layer above a backend. It seals and opens
 //! objects and blobs, holds the keys and config, reads the index (through the
 //! local cache when there is one) and resolves snapshot names. Storage below
-//! it sees only sealed bytes.
+//! it sees only sealed bytes, and names objects with the `ObjectNames` it is
+//! given as soon as the keys exist (never the keys themselves).
 
 pub mod head;
 pub mod index;
@@ -128,6 +129,9 @@ impl Repository {
         let payload = KeyPayload { master, repo_id };
         let owner = KeyOwner { created_ns: config.created_ns, hostname: host::hostname(), username: host::username() };
         let keys = RepoKeys::derive(&master);
+        // Before anything but config and key slots is stored, the backend
+        // learns how this repository names its objects.
+        backend.use_object_names(Arc::new(keys.object_names())).await;
         let slot = keys::make_slot(password, &payload, &owner, &keys, opts.kdf, &key_id)?;
         // The key goes first: a config without a key would be unopenable.
         backend.put(ObjectKind::Key, &key_id, Bytes::from(slot.encode())).await?;
@@ -141,9 +145,9 @@ impl Repository {
 
     /// Opens a repository with `password`, using a cache under `cache_dir` if given.
     pub async fn open(backend: Arc<dyn Backend>, password: &[u8], cache_dir: Option<&Path>) -> Result<Repository> {
-        // A backend that keeps a head learns from it where everything is
-        // before anything else is read (Telegram: no full history scan).
-        let heads = if backend.keeps_head() { backend.heads(false).await? } else { Vec::new() };
+        // Config and key slots are named so that they are found before the
+        // keys exist. A backend that keeps a head learns from it where
+        // everything is on the first read (Telegram: no full history scan).
         let config_bytes = match backend.get(ObjectKind::Config, &Id::ZERO).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(RepoError::NoRepository(backend.location())),
@@ -185,6 +189,10 @@ impl Repository {
             return Err(RepoError::WrongPassword);
         };
         let keys = RepoKeys::derive(&payload.master);
+        // From here on the backend can tell this repository's objects (and
+        // heads) apart; nothing else has been read yet.
+        backend.use_object_names(Arc::new(keys.object_names())).await;
+        let heads = if backend.keeps_head() { backend.heads(false).await? } else { Vec::new() };
         let plain = open_object(&keys, &payload.repo_id, ObjectKind::Config, &Id::ZERO, &config_bytes)
             .map_err(|e| RepoError::damaged("config", e))?;
         let config = Config::decode(&plain).map_err(|e| RepoError::damaged("config", e))?;

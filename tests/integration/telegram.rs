@@ -1,17 +1,26 @@
 //! Telegram repositories end to end: the `tstor` binary, through the real
 //! grammers client, against the loopback MTProto server (`tstor-tgloop`)
 //! running in the test. Round trips in Saved Messages and in a created
-//! channel, an empty cache, a revoked session, a deleted pack message,
-//! injected faults. A live test against real Telegram runs only with
-//! TSTOR_TG_LIVE=1 and credentials.
+//! channel, opaque names and empty captions, an empty cache, a revoked
+//! session, a deleted pack message, injected faults. A live test against
+//! real Telegram runs only with TSTOR_TG_LIVE=1 and credentials.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use assert_cmd::Command;
+use grammers_client::tl;
 use tstor::backend::telegram::TelegramSession;
+use tstor::backend::{Named, ObjectNames};
+use tstor::crypto::names::ObjectNameCodec;
+use tstor::crypto::RepoKeys;
+use tstor::format::key::KeySlot;
+use tstor::format::{Id, ObjectKind};
+use tstor::repo::keys::open_slot;
+use tstor_tgloop::world::Paging;
 use tstor_tgloop::{Fault, Server, Where};
 
 use crate::common::*;
@@ -23,6 +32,8 @@ struct Tg {
     env: Env,
     session: PathBuf,
     repo: String,
+    /// The repository's object names, once worked out.
+    names: OnceLock<ObjectNameCodec>,
     // Last: the server's tasks run on it until the end.
     _rt: tokio::runtime::Runtime,
 }
@@ -33,7 +44,7 @@ impl Tg {
         let server = rt.block_on(Server::start()).unwrap();
         let env = Env::new();
         let session = env.path("telegram.session");
-        let tg = Tg { server, env, session, repo: repo.to_string(), _rt: rt };
+        let tg = Tg { server, env, session, repo: repo.to_string(), names: OnceLock::new(), _rt: rt };
         tg.write_session(&tg.session);
         tg
     }
@@ -96,15 +107,92 @@ impl Tg {
         self.server.with_world(|w| w.documents(self.chat()))
     }
 
+    /// The repository's object names, worked out as `Repository::open` does:
+    /// key slots are found under the public names, and one opens with the
+    /// password.
+    fn names(&self) -> &ObjectNameCodec {
+        self.names.get_or_init(|| {
+            let public = ObjectNameCodec::public();
+            for (msg, name, _) in self.documents() {
+                let Some(Named::Object(ObjectKind::Key, id)) = public.parse(&name) else { continue };
+                let bytes = self.server.with_world(|w| w.document_bytes(self.chat(), msg)).unwrap();
+                let slot = KeySlot::decode(&bytes).unwrap();
+                if let Ok(Some(payload)) = open_slot(PASSWORD.as_bytes(), &slot, &id) {
+                    return RepoKeys::derive(&payload.master).object_names();
+                }
+            }
+            panic!("no key slot in the chat opens with the password");
+        })
+    }
+
+    /// The repository's documents: message id, what the name stands for, size.
+    fn objects(&self) -> Vec<(i32, Named, usize)> {
+        let names = self.names();
+        self.documents().into_iter().filter_map(|(msg, name, size)| Some((msg, names.parse(&name)?, size))).collect()
+    }
+
+    /// The pack documents: message id, pack id, size.
+    fn packs(&self) -> Vec<(i32, Id, usize)> {
+        self.objects()
+            .into_iter()
+            .filter_map(|(msg, named, size)| match named {
+                Named::Object(ObjectKind::Pack, id) => Some((msg, id, size)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Asserts that no object is stored twice.
     fn assert_one_copy_each(&self) {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (_, name, _) in self.documents() {
-            *seen.entry(name).or_default() += 1;
+        let mut seen: HashMap<Named, usize> = HashMap::new();
+        for (_, named, _) in self.objects() {
+            *seen.entry(named).or_default() += 1;
         }
-        let twice: Vec<_> = seen.iter().filter(|(n, c)| **c > 1 && !n.starts_with("tstor-head-")).collect();
+        let twice: Vec<_> = seen.iter().filter(|(n, c)| **c > 1 && !matches!(n, Named::Head(_))).collect();
         assert!(twice.is_empty(), "objects stored more than once: {twice:?}");
-        assert!(seen.keys().any(|n| n.starts_with("tstor-packs-")), "no packs at all");
+        assert!(seen.keys().any(|n| matches!(n, Named::Object(ObjectKind::Pack, _))), "no packs at all");
+    }
+
+    /// Every message of the chat but service messages, newest first: its
+    /// text (a caption, for a document), and for a document its file name
+    /// and MIME type.
+    fn messages(&self) -> Vec<(String, Option<(String, String)>)> {
+        let mut out = Vec::new();
+        let mut offset_id = 0;
+        loop {
+            let page = self
+                .server
+                .with_world(|w| w.history(self.chat(), Paging { offset_id, limit: 100, ..Paging::default() }));
+            let messages = match page {
+                tl::enums::messages::Messages::Messages(m) => m.messages,
+                tl::enums::messages::Messages::Slice(m) => m.messages,
+                tl::enums::messages::Messages::ChannelMessages(m) => m.messages,
+                tl::enums::messages::Messages::NotModified(_) => Vec::new(),
+            };
+            let Some(lowest) = messages.iter().map(|m| m.id()).min() else { break };
+            for m in messages {
+                let tl::enums::Message::Message(m) = m else { continue };
+                let document = match m.media {
+                    Some(tl::enums::MessageMedia::Document(d)) => match d.document {
+                        Some(tl::enums::Document::Document(d)) => {
+                            let name = d.attributes.iter().find_map(|a| match a {
+                                tl::enums::DocumentAttribute::Filename(f) => Some(f.file_name.clone()),
+                                _ => None,
+                            });
+                            Some((name.unwrap_or_default(), d.mime_type))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                out.push((m.message, document));
+            }
+            if offset_id != 0 && lowest >= offset_id {
+                break;
+            }
+            offset_id = lowest;
+        }
+        out
     }
 }
 
@@ -147,10 +235,49 @@ fn saved_messages_round_trip() {
     assert_eq!(again["files_unchanged"], summary["files_new"]);
     assert_eq!(again["bytes_added"].as_u64(), Some(0));
     tg.assert_one_copy_each();
-    // Nothing readable in captions: every message is a document with a tstor name.
-    for (_, name, _) in tg.documents() {
-        assert!(name.starts_with("tstor-"), "{name}");
+    // Every document in the chat is one of the repository's, named so that only it can tell.
+    assert_eq!(tg.objects().len(), tg.documents().len());
+}
+
+#[test]
+fn names_and_captions_say_nothing() {
+    let tg = Tg::with_channel();
+    let src = tg.env.path("src");
+    make_tree(&src);
+    tg.snapshot(&src.join("work"));
+    tg.ok(&["check"]);
+
+    let words = ["tstor", "pack", "index", "snapshot", "head", "config", "key", "lock"];
+    let mut name_lengths = HashSet::new();
+    for (text, document) in tg.messages() {
+        assert!(words.iter().all(|w| !text.to_lowercase().contains(w)), "a message says {text:?}");
+        let Some((name, mime)) = document else { panic!("a text message {text:?}: no object is empty") };
+        assert!(text.is_empty(), "a caption: {text:?}");
+        assert_eq!(mime, "application/octet-stream");
+        assert!(words.iter().all(|w| !name.to_lowercase().contains(w)), "a name says {name}");
+        name_lengths.insert(name.len());
     }
+    assert_eq!(name_lengths.len(), 1, "names of every kind have one length: {name_lengths:?}");
+
+    // Yet the repository tells every kind apart, and the head is the pinned document.
+    let objects = tg.objects();
+    let kinds: HashSet<Option<ObjectKind>> = objects
+        .iter()
+        .map(|(_, named, _)| match named {
+            Named::Object(kind, _) => Some(*kind),
+            Named::Head(_) => None,
+        })
+        .collect();
+    for kind in [ObjectKind::Config, ObjectKind::Key, ObjectKind::Pack, ObjectKind::Index, ObjectKind::Snapshot] {
+        assert!(kinds.contains(&Some(kind)), "no {} object", kind.name());
+    }
+    let heads = tg.heads();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(tg.pinned(), vec![heads[0].0]);
+    // The head document's contents hold no readable word either.
+    let bytes = tg.server.with_world(|w| w.document_bytes(tg.chat(), heads[0].0)).unwrap();
+    let text = String::from_utf8_lossy(&bytes).to_lowercase();
+    assert!(words.iter().all(|w| !text.contains(w)), "the head document says something");
 }
 
 #[test]
@@ -232,15 +359,13 @@ fn check_names_the_files_behind_a_deleted_pack_message() {
     let short = snaps[0]["short_id"].as_str().unwrap().to_string();
 
     // Someone else deletes the data pack (the largest one) from the channel.
-    let (msg, name, _) =
-        tg.documents().into_iter().filter(|(_, n, _)| n.starts_with("tstor-packs-")).max_by_key(|d| d.2).unwrap();
+    let (msg, pack, _) = tg.packs().into_iter().max_by_key(|d| d.2).unwrap();
     assert!(tg.server.with_world(|w| w.delete_behind_the_back(tg.chat(), msg)));
 
     let out = tg.run(&["check", "--verify"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let pack = name.strip_prefix("tstor-packs-").unwrap();
-    assert!(err.contains(pack), "{err}");
+    assert!(err.contains(&pack.to_hex()), "{err}");
     for i in 0..4 {
         assert!(err.contains(&format!("damaged: {short}:src/docs/file{i}.bin")), "{err}");
     }
@@ -336,7 +461,12 @@ fn every_fault_together() {
 impl Tg {
     /// The head documents in the chat: message id and name.
     fn heads(&self) -> Vec<(i32, String)> {
-        self.documents().into_iter().filter(|(_, n, _)| n.starts_with("tstor-head-")).map(|(i, n, _)| (i, n)).collect()
+        let names = self.names();
+        self.documents()
+            .into_iter()
+            .filter(|(_, n, _)| matches!(names.parse(n), Some(Named::Head(_))))
+            .map(|(i, n, _)| (i, n))
+            .collect()
     }
 
     fn pinned(&self) -> Vec<i32> {
@@ -439,8 +569,8 @@ fn repair_index_rebuilds_from_the_packs_when_head_and_index_are_gone() {
     make_tree(&src);
     tg.snapshot(&src.join("work"));
     // The head and every index object are deleted behind tstor's back.
-    for (id, name, _) in tg.documents() {
-        if name.starts_with("tstor-head-") || name.starts_with("tstor-index-") {
+    for (id, named, _) in tg.objects() {
+        if matches!(named, Named::Head(_) | Named::Object(ObjectKind::Index, _)) {
             assert!(tg.server.with_world(|w| w.delete_behind_the_back(tg.chat(), id)));
         }
     }
@@ -498,7 +628,7 @@ fn a_flood_wait_beyond_the_budget_ends_the_run_and_the_next_reuses_its_uploads()
     assert!(err.contains("FLOOD_WAIT"), "{err}");
     let snaps: Vec<serde_json::Value> = serde_json::from_str(&tg.ok(&["snapshots", "--json"])).unwrap();
     assert!(snaps.is_empty(), "nothing committed");
-    let confirmed = tg.documents().iter().filter(|(_, n, _)| n.starts_with("tstor-packs-")).count();
+    let confirmed = tg.packs().len();
     assert!(confirmed >= 3, "{confirmed} packs confirmed before the refusal");
 
     // The next run reuses every pack the first one got confirmed.
@@ -678,11 +808,11 @@ fn every_core_command_works_on_a_channel() {
     tg.ok(&["unlock"]);
 
     // Forget the first snapshot and prune its data away.
-    let packs_before = tg.documents().iter().filter(|d| d.1.starts_with("tstor-packs-")).count();
+    let packs_before = tg.packs().len();
     tg.ok(&["forget", "--keep-tag", "kept", "--prune"]);
     let snaps: Vec<serde_json::Value> = serde_json::from_str(&tg.ok(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.len(), 1);
-    let packs_after = tg.documents().iter().filter(|d| d.1.starts_with("tstor-packs-")).count();
+    let packs_after = tg.packs().len();
     assert!(packs_after < packs_before + 1, "prune removed or repacked packs ({packs_before} → {packs_after})");
     tg.ok(&["prune"]);
     assert_eq!(tg.heads().len(), 1);

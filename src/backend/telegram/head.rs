@@ -1,24 +1,27 @@
 //! The Telegram head document (docs/format.md §23.3): a container the
-//! backend pins, holding its placement (which message holds which object,
-//! and up to which message id the history was read) in the clear beside the
-//! repository's sealed head, which it never opens. Pure encode/decode.
+//! backend pins, holding its placement (which message holds the document of
+//! which stored name, and up to which message id the history was read) in
+//! the clear beside the repository's sealed head, which it never opens. The
+//! placement carries names as stored, opaque without the repository keys:
+//! no kinds, no ids, nothing readable. Pure encode/decode.
 
-use crate::format::{Id, ObjectKind};
+use crate::crypto::names::NAME_LEN;
 
-/// First bytes of every head document.
-pub const MAGIC: [u8; 8] = *b"tstorTH\x01";
+/// First bytes of every head document: the first 8 bytes of
+/// BLAKE3(`MAGIC_CONTEXT`), so that nothing in it is readable text.
+pub const MAGIC: [u8; 8] = [0xe5, 0x74, 0x89, 0xae, 0x4e, 0x0e, 0xb0, 0xbd];
+/// What [`MAGIC`] is derived from.
+pub const MAGIC_CONTEXT: &str = "tstor 2026-11-24 telegram head document";
 /// Version byte of the placement.
-pub const PLACEMENT_VERSION: u8 = 1;
-/// Encoded size of one placement entry: kind, id, message id, size.
-pub const ENTRY_LEN: usize = 1 + 32 + 4 + 8;
-/// File name prefix of head documents; the rest is 64 hex digits.
-pub const NAME_PREFIX: &str = "tstor-head-";
+pub const PLACEMENT_VERSION: u8 = 2;
+/// Encoded size of one placement entry: stored name bytes, message id, size.
+pub const ENTRY_LEN: usize = NAME_LEN + 4 + 8;
 
-/// Where one object was seen.
+/// Where the document of one stored name was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placed {
-    pub kind: ObjectKind,
-    pub id: Id,
+    /// The name's bytes (the stored name is their lowercase hex).
+    pub name: [u8; NAME_LEN],
     pub msg_id: i32,
     pub size: u64,
 }
@@ -40,20 +43,14 @@ pub enum HeadDocError {
     Truncated,
     #[error("head document placement has version {0}")]
     Version(u8),
-    #[error("head document names an unknown object kind {0}")]
-    Kind(u8),
     #[error("head document placement has trailing bytes")]
     Trailing,
 }
 
-/// The file name of a head document: its unkeyed BLAKE3 hash, like a pack.
-pub fn head_name(document: &[u8]) -> String {
-    format!("{NAME_PREFIX}{}", blake3::hash(document).to_hex())
-}
-
-/// Whether a document name is a head document's.
-pub fn is_head_name(name: &str) -> bool {
-    name.strip_prefix(NAME_PREFIX).is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+/// Whether the first bytes of a document are those of a head document, so
+/// that a big document that is not one need not be read in full.
+pub fn starts_like_head(first_bytes: &[u8]) -> bool {
+    first_bytes.starts_with(&MAGIC)
 }
 
 /// Magic ‖ u32 placement length ‖ placement ‖ sealed head.
@@ -66,8 +63,7 @@ pub fn encode(placement: &Placement, sealed: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&placement.scanned_through.to_le_bytes());
     out.extend_from_slice(&(placement.objects.len() as u32).to_le_bytes());
     for p in &placement.objects {
-        out.push(p.kind.tag());
-        out.extend_from_slice(&p.id.0);
+        out.extend_from_slice(&p.name);
         out.extend_from_slice(&p.msg_id.to_le_bytes());
         out.extend_from_slice(&p.size.to_le_bytes());
     }
@@ -84,8 +80,8 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], HeadDocError> {
     Ok(head)
 }
 
-fn u32_of(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], HeadDocError> {
+    b.try_into().map_err(|_| HeadDocError::Truncated)
 }
 
 /// Splits a head document into its placement and the sealed head.
@@ -94,27 +90,28 @@ pub fn decode(document: &[u8]) -> Result<(Placement, &[u8]), HeadDocError> {
     if take(&mut buf, MAGIC.len()).map_err(|_| HeadDocError::BadMagic)? != MAGIC {
         return Err(HeadDocError::BadMagic);
     }
-    let len = u32_of(take(&mut buf, 4)?) as usize;
+    let len = u32::from_le_bytes(array(take(&mut buf, 4)?)?) as usize;
     let mut body = take(&mut buf, len)?;
     let sealed = buf;
     let version = take(&mut body, 1)?[0];
     if version != PLACEMENT_VERSION {
         return Err(HeadDocError::Version(version));
     }
-    let scanned_through = u32_of(take(&mut body, 4)?) as i32;
-    let count = u32_of(take(&mut body, 4)?) as usize;
+    let scanned_through = i32::from_le_bytes(array(take(&mut body, 4)?)?);
+    let count = u32::from_le_bytes(array(take(&mut body, 4)?)?) as usize;
     if count.checked_mul(ENTRY_LEN).is_none_or(|n| n > body.len()) {
         return Err(HeadDocError::Truncated);
     }
     let mut objects = Vec::with_capacity(count);
     for _ in 0..count {
         let e = take(&mut body, ENTRY_LEN)?;
-        let kind = ObjectKind::ALL.into_iter().find(|k| k.tag() == e[0]).ok_or(HeadDocError::Kind(e[0]))?;
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&e[1..33]);
-        let msg_id = u32_of(&e[33..37]) as i32;
-        let size = u64::from_le_bytes(e[37..45].try_into().map_err(|_| HeadDocError::Truncated)?);
-        objects.push(Placed { kind, id: Id(id), msg_id, size });
+        let (name, rest) = e.split_at(NAME_LEN);
+        let (msg_id, size) = rest.split_at(4);
+        objects.push(Placed {
+            name: array(name)?,
+            msg_id: i32::from_le_bytes(array(msg_id)?),
+            size: u64::from_le_bytes(array(size)?),
+        });
     }
     if !body.is_empty() {
         return Err(HeadDocError::Trailing);
@@ -125,33 +122,69 @@ pub fn decode(document: &[u8]) -> Result<(Placement, &[u8]), HeadDocError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn placement() -> Placement {
+        Placement {
+            scanned_through: 4242,
+            objects: vec![
+                Placed { name: [3; NAME_LEN], msg_id: 3, size: 200 },
+                Placed { name: [0xa7; NAME_LEN], msg_id: 90, size: 64 << 20 },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_magic_comes_from_its_context_and_reads_as_nothing() {
+        assert_eq!(MAGIC[..], blake3::hash(MAGIC_CONTEXT.as_bytes()).as_bytes()[..8]);
+        assert!(MAGIC.windows(2).all(|w| !w.iter().all(|b| b.is_ascii_alphabetic())), "no two letters in a row");
+    }
 
     #[test]
     fn round_trips_and_rejects_damage() {
-        let placement = Placement {
-            scanned_through: 4242,
-            objects: vec![
-                Placed { kind: ObjectKind::Config, id: Id::ZERO, msg_id: 3, size: 200 },
-                Placed { kind: ObjectKind::Pack, id: Id([7; 32]), msg_id: 90, size: 64 << 20 },
-            ],
-        };
+        let placement = placement();
         let doc = encode(&placement, b"sealed bytes");
         let (p, sealed) = decode(&doc).unwrap();
         assert_eq!(p, placement);
         assert_eq!(sealed, b"sealed bytes");
-        assert!(is_head_name(&head_name(&doc)));
-        assert!(!is_head_name("tstor-head-12"));
+        assert!(starts_like_head(&doc[..8]));
+        assert!(!starts_like_head(&doc[..7]));
 
-        assert_eq!(decode(b"tstorTH"), Err(HeadDocError::BadMagic));
+        assert_eq!(decode(&MAGIC[..7]), Err(HeadDocError::BadMagic));
         assert_eq!(decode(b"something else entirely"), Err(HeadDocError::BadMagic));
         for cut in 8..doc.len() - 12 {
             assert!(decode(&doc[..cut]).is_err(), "cut at {cut}");
         }
-        let mut bad_kind = doc.clone();
-        bad_kind[8 + 4 + 9] = 9;
-        assert_eq!(decode(&bad_kind), Err(HeadDocError::Kind(9)));
+        let mut old_version = doc.clone();
+        old_version[8 + 4] = 1;
+        assert_eq!(decode(&old_version), Err(HeadDocError::Version(1)));
         let mut huge = doc.clone();
         huge[8 + 4 + 5..8 + 4 + 9].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&huge), Err(HeadDocError::Truncated));
+        let mut fewer = doc.clone();
+        fewer[8 + 4 + 5..8 + 4 + 9].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&fewer), Err(HeadDocError::Trailing));
+    }
+
+    #[test]
+    fn nothing_in_a_head_document_is_text() {
+        let doc = encode(&placement(), &[0x99; 64]);
+        let text: String = doc.iter().map(|&b| if b.is_ascii_alphabetic() { b as char } else { ' ' }).collect();
+        for word in ["tstor", "head", "pack", "index", "snapshot", "config", "key", "lock"] {
+            assert!(!text.to_ascii_lowercase().contains(word), "{word} in {text:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_documents_never_panic_and_decode_strictly(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let mut doc = MAGIC.to_vec();
+            doc.extend_from_slice(&body);
+            if let Ok((p, sealed)) = decode(&doc) {
+                prop_assert_eq!(encode(&p, sealed), doc);
+            }
+        }
     }
 }

@@ -1,12 +1,15 @@
-//! The Telegram backend: every object is one document message (file name
-//! `tstor-<kind>-<id hex>`, constant MIME type, empty caption) in a private
-//! channel or in Saved Messages; an empty object is a text message holding
-//! only that name. The channel's history is the source of truth. The
-//! in-memory catalog maps objects to message ids; it is seeded from the
-//! pinned head document (see `head`) and the messages after it, or else
-//! built by a full history scan. Talks to Telegram through grammers with
-//! tstor's own retry policy, a calls-per-minute budget and a shared limit on
-//! upload parts in flight.
+//! The Telegram backend: every object is one document message in a private
+//! channel or in Saved Messages, with a constant MIME type, an empty caption
+//! and an opaque file name (98 hex digits) made by the [`ObjectNames`] the
+//! repository gave it (docs/format.md §23.4); an empty object is a text
+//! message holding only that name. The channel's history is the source of
+//! truth. The in-memory catalog maps stored names to message ids, and what
+//! the names stand for under the names in use: names seen before the
+//! repository keys arrive are classified again when they do. It is seeded
+//! from the pinned head document (see `head`) and the messages after it, or
+//! else built by a full history scan. Talks to Telegram through grammers
+//! with tstor's own retry policy, a calls-per-minute budget and a shared
+//! limit on upload parts in flight.
 
 pub mod head;
 pub mod retry;
@@ -26,7 +29,8 @@ use tokio::sync::Mutex;
 use self::head::{Placed, Placement};
 use self::retry::{FloodGate, TstorRetry};
 pub use self::session::TelegramSession;
-use super::{Backend, BackendError, ObjectInfo, Result};
+use super::{Backend, BackendError, Named, ObjectInfo, ObjectNames, Result};
+use crate::crypto::names::{self, ObjectNameCodec};
 use crate::format::{Id, ObjectKind};
 
 /// Upload part size: Telegram's largest, which also reaches its 2000 MiB cap.
@@ -163,59 +167,118 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug)]
-struct HeadDoc {
-    msg_id: i32,
-    size: u64,
-    doc: DocRef,
-    name: String,
-}
+/// A message that may be tstor's: its stored name and where it is.
+type Found = (String, Entry);
 
-/// What one message is to tstor.
-enum Found {
-    Object((ObjectKind, Id), Entry),
-    Head(HeadDoc),
-}
-
-#[derive(Default)]
 struct Catalog {
-    /// `objects` can be used: built by a scan or seeded from a head.
+    /// The catalog can be used: built by a scan or seeded from a head.
     loaded: bool,
     /// Every message with an id up to this one has been read.
     scanned_through: i32,
-    objects: HashMap<(ObjectKind, Id), Vec<Entry>>,
-    heads: Vec<HeadDoc>,
+    /// The names in use: the public ones until the repository gives its own.
+    names: Arc<dyn ObjectNames>,
+    /// Every message whose document name (or text, for an empty object) has
+    /// the shape of a stored name, by that name. Several messages hold one
+    /// name when two writers raced, or a head document was sent twice.
+    by_name: HashMap<String, Vec<Entry>>,
+    /// What the names in `by_name` stand for under `names`. A name that
+    /// stands for nothing known (another repository's, or one seen before
+    /// the repository keys arrived) is left out until `use_names`.
+    named: HashMap<Named, String>,
+    /// The pinned head the catalog was seeded from: a head whatever `names`
+    /// can tell of its name (it is found before the repository keys exist).
+    seeded_head: Option<i32>,
 }
 
 impl Catalog {
-    fn add(&mut self, found: Found) {
-        match found {
-            Found::Object(key, entry) => {
-                let list = self.objects.entry(key).or_default();
-                match list.iter_mut().find(|e| e.msg_id == entry.msg_id) {
-                    Some(e) if e.is_hint() || entry.doc.is_some() => *e = entry,
-                    Some(_) => {}
-                    None => list.push(entry),
-                }
-            }
-            Found::Head(h) => match self.heads.iter_mut().find(|x| x.msg_id == h.msg_id) {
-                Some(x) => *x = h,
-                None => self.heads.push(h),
-            },
+    fn new(names: Arc<dyn ObjectNames>) -> Catalog {
+        Catalog {
+            loaded: false,
+            scanned_through: 0,
+            names,
+            by_name: HashMap::new(),
+            named: HashMap::new(),
+            seeded_head: None,
         }
+    }
+
+    /// Empties the catalog for a load that reads through `scanned_through`;
+    /// the names in use stay.
+    fn reset(&mut self, scanned_through: i32) {
+        *self = Catalog { loaded: true, scanned_through, ..Catalog::new(Arc::clone(&self.names)) };
+    }
+
+    fn add(&mut self, (name, entry): Found) {
+        let list = match self.by_name.get_mut(&name) {
+            Some(list) => list,
+            None => {
+                if let Some(named) = self.names.parse(&name) {
+                    self.named.insert(named, name.clone());
+                }
+                self.by_name.entry(name).or_default()
+            }
+        };
+        match list.iter_mut().find(|e| e.msg_id == entry.msg_id) {
+            Some(e) if e.is_hint() || entry.doc.is_some() => *e = entry,
+            Some(_) => {}
+            None => list.push(entry),
+        }
+    }
+
+    /// Takes `names` from now on and works out again what every name seen
+    /// so far stands for.
+    fn use_names(&mut self, names: Arc<dyn ObjectNames>) {
+        self.named = self.by_name.keys().filter_map(|n| Some((names.parse(n)?, n.clone()))).collect();
+        self.names = names;
     }
 
     /// Forgets every message with one of these ids.
     fn forget(&mut self, ids: &HashSet<i32>) {
-        self.objects.retain(|_, list| {
+        self.by_name.retain(|_, list| {
             list.retain(|e| !ids.contains(&e.msg_id));
             !list.is_empty()
         });
-        self.heads.retain(|h| !ids.contains(&h.msg_id));
+        let by_name = &self.by_name;
+        self.named.retain(|_, name| by_name.contains_key(name));
+        if self.seeded_head.is_some_and(|id| ids.contains(&id)) {
+            self.seeded_head = None;
+        }
     }
 
-    fn first(&self, kind: ObjectKind, id: &Id) -> Option<Entry> {
-        self.objects.get(&(kind, *id)).and_then(|v| v.first()).cloned()
+    fn entries(&self, named: Named) -> Option<&Vec<Entry>> {
+        self.named.get(&named).and_then(|name| self.by_name.get(name))
+    }
+
+    fn first(&self, named: Named) -> Option<Entry> {
+        self.entries(named).and_then(|v| v.first()).cloned()
+    }
+
+    /// Every object of `kind` with its messages.
+    fn of_kind(&self, kind: ObjectKind) -> impl Iterator<Item = (Id, &Vec<Entry>)> + '_ {
+        self.named.iter().filter_map(move |(named, name)| match named {
+            Named::Object(k, id) if *k == kind => Some((*id, self.by_name.get(name)?)),
+            _ => None,
+        })
+    }
+
+    /// Every head document known, newest first.
+    fn heads(&self) -> Vec<Entry> {
+        let named = self
+            .named
+            .iter()
+            .filter(|(named, _)| matches!(named, Named::Head(_)))
+            .filter_map(|(_, name)| self.by_name.get(name))
+            .flatten();
+        let seeded = self.by_name.values().flatten().filter(|e| self.seeded_head == Some(e.msg_id));
+        let mut heads: Vec<Entry> = named.chain(seeded).filter(|e| e.doc.is_some()).cloned().collect();
+        heads.sort_by_key(|e| std::cmp::Reverse(e.msg_id));
+        heads.dedup_by_key(|e| e.msg_id);
+        heads
+    }
+
+    /// The document of a message, if the catalog knows it.
+    fn doc_of(&self, msg_id: i32) -> Option<DocRef> {
+        self.by_name.values().flatten().find(|e| e.msg_id == msg_id).and_then(|e| e.doc.clone())
     }
 }
 
@@ -240,19 +303,6 @@ impl Drop for TelegramBackend {
     fn drop(&mut self) {
         self.runner.abort();
     }
-}
-
-/// The document name of an object.
-pub fn object_name(kind: ObjectKind, id: &Id) -> String {
-    format!("tstor-{}-{}", kind.name(), id.to_hex())
-}
-
-/// The object a document name stands for, if it is one of tstor's.
-pub fn parse_object_name(name: &str) -> Option<(ObjectKind, Id)> {
-    let rest = name.strip_prefix("tstor-")?;
-    let (kind, hex) = rest.rsplit_once('-')?;
-    let kind = ObjectKind::ALL.into_iter().find(|k| k.name() == kind)?;
-    Some((kind, hex.parse().ok()?))
 }
 
 fn transient(message: String, retry_after: Option<Duration>) -> BackendError {
@@ -312,22 +362,20 @@ fn file_name(d: &tl::types::Document) -> Option<&str> {
     })
 }
 
-/// What one message of the history is to tstor, if anything.
+/// The stored name and place of one message of the history, if it may be
+/// tstor's: a document, or a text message, named like an object.
 fn parse_message(message: &tl::enums::Message) -> Option<Found> {
     let tl::enums::Message::Message(m) = message else { return None };
     match &m.media {
         Some(tl::enums::MessageMedia::Document(md)) => {
             let Some(tl::enums::Document::Document(d)) = &md.document else { return None };
-            let name = file_name(d)?;
+            let name = file_name(d).filter(|n| names::is_name_shaped(n))?;
             let doc = DocRef { id: d.id, access_hash: d.access_hash, file_reference: d.file_reference.clone() };
-            if head::is_head_name(name) {
-                let name = name.to_string();
-                return Some(Found::Head(HeadDoc { msg_id: m.id, size: d.size as u64, doc, name }));
-            }
-            let key = parse_object_name(name)?;
-            Some(Found::Object(key, Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc) }))
+            Some((name.to_string(), Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc) }))
         }
-        None => Some(Found::Object(parse_object_name(&m.message)?, Entry { msg_id: m.id, size: 0, doc: None })),
+        None if names::is_name_shaped(&m.message) => {
+            Some((m.message.clone(), Entry { msg_id: m.id, size: 0, doc: None }))
+        }
         _ => None,
     }
 }
@@ -387,12 +435,6 @@ enum DownloadError {
     Failed(BackendError),
 }
 
-/// What a message was sent for, to find it again after a lost answer.
-enum Sent<'a> {
-    Object(ObjectKind, &'a Id),
-    Head,
-}
-
 impl TelegramBackend {
     /// Starts a client on `session` for the repository at `target`.
     pub fn connect(session: Arc<TelegramSession>, target: Target, options: Options) -> TelegramBackend {
@@ -416,7 +458,7 @@ impl TelegramBackend {
             options,
             session,
             peer: Mutex::new(None),
-            catalog: Mutex::new(Catalog::default()),
+            catalog: Mutex::new(Catalog::new(Arc::new(ObjectNameCodec::public()))),
             scanning: Mutex::new(()),
             loading: Mutex::new(()),
             created: std::sync::Mutex::new(None),
@@ -668,12 +710,12 @@ impl TelegramBackend {
     async fn full_scan(&self) -> Result<()> {
         let _scanning = self.scanning.lock().await;
         let (found, newest) = self.read_history(0).await?;
-        let mut catalog = Catalog { loaded: true, scanned_through: newest, ..Catalog::default() };
+        let mut catalog = self.catalog.lock().await;
+        catalog.reset(newest);
         for f in found {
             catalog.add(f);
         }
-        tracing::debug!(objects = catalog.objects.len(), newest, "read the whole history");
-        *self.catalog.lock().await = catalog;
+        tracing::debug!(names = catalog.by_name.len(), newest, "read the whole history");
         Ok(())
     }
 
@@ -711,8 +753,10 @@ impl TelegramBackend {
         }
     }
 
-    /// The newest pinned head document, if any.
-    async fn pinned_head(&self) -> Result<Option<HeadDoc>> {
+    /// The pinned documents named like objects, newest first: the head is
+    /// among them, but before the repository keys exist its name cannot
+    /// tell it from the others; its contents do.
+    async fn pinned_documents(&self) -> Result<Vec<Found>> {
         let peer = self.peer().await?;
         let res = self
             .invoke(
@@ -736,46 +780,47 @@ impl TelegramBackend {
                 "find the pinned head",
             )
             .await?;
-        Ok(messages_of(res)
-            .iter()
-            .filter_map(parse_message)
-            .filter_map(|f| match f {
-                Found::Head(h) => Some(h),
-                Found::Object(..) => None,
-            })
-            .max_by_key(|h| h.msg_id))
+        let mut pinned: Vec<Found> =
+            messages_of(res).iter().filter_map(parse_message).filter(|(_, e)| e.doc.is_some()).collect();
+        pinned.sort_by_key(|(_, e)| std::cmp::Reverse(e.msg_id));
+        Ok(pinned)
     }
 
-    /// Seeds the catalog from the pinned head's placement; false if there is none.
+    /// Seeds the catalog from the placement of the newest pinned head
+    /// document; false if there is none.
     async fn seed_from_pinned_head(&self) -> Result<bool> {
-        let Some(pinned) = self.pinned_head().await? else { return Ok(false) };
-        let Some(bytes) = self.read_head(&pinned).await? else { return Ok(false) };
-        let placement = match head::decode(&bytes) {
-            Ok((p, _)) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "the pinned head cannot be read");
-                return Ok(false);
+        for (name, pinned) in self.pinned_documents().await? {
+            let Some(bytes) = self.read_head(&pinned).await? else { continue };
+            let placement = match head::decode(&bytes) {
+                Ok((p, _)) => p,
+                Err(e) => {
+                    tracing::warn!(message = pinned.msg_id, error = %e, "a pinned document is no head");
+                    continue;
+                }
+            };
+            let mut catalog = self.catalog.lock().await;
+            catalog.reset(placement.scanned_through);
+            for p in placement.objects {
+                catalog.add((names::name_to_hex(&p.name), Entry { msg_id: p.msg_id, size: p.size, doc: None }));
             }
-        };
-        let mut catalog = Catalog { loaded: true, scanned_through: placement.scanned_through, ..Catalog::default() };
-        for p in placement.objects {
-            catalog.add(Found::Object((p.kind, p.id), Entry { msg_id: p.msg_id, size: p.size, doc: None }));
+            catalog.seeded_head = Some(pinned.msg_id);
+            catalog.add((name, pinned));
+            tracing::debug!(names = catalog.by_name.len(), "catalog seeded from the pinned head");
+            return Ok(true);
         }
-        catalog.add(Found::Head(pinned));
-        tracing::debug!(objects = catalog.objects.len(), "catalog seeded from the pinned head");
-        *self.catalog.lock().await = catalog;
-        Ok(true)
+        Ok(false)
     }
 
     /// An object's first copy; reads the newest messages once if it is not known.
     async fn lookup(&self, kind: ObjectKind, id: &Id) -> Result<Option<Entry>> {
         self.ensure_loaded().await?;
-        if let Some(e) = self.catalog.lock().await.first(kind, id) {
+        let named = Named::Object(kind, *id);
+        if let Some(e) = self.catalog.lock().await.first(named) {
             return Ok(Some(e));
         }
         // Not known here: another writer may have added it since.
         self.scan_new().await?;
-        Ok(self.catalog.lock().await.first(kind, id))
+        Ok(self.catalog.lock().await.first(named))
     }
 
     /// An object's first copy, with its document fetched if it was only a hint.
@@ -789,9 +834,7 @@ impl TelegramBackend {
             let batch: Vec<i32> = {
                 let catalog = self.catalog.lock().await;
                 let others = catalog
-                    .objects
-                    .iter()
-                    .filter(|(k, _)| k.0 == kind)
+                    .of_kind(kind)
                     .flat_map(|(_, v)| v.iter())
                     .filter(|e| e.is_hint() && e.msg_id != entry.msg_id)
                     .map(|e| e.msg_id);
@@ -890,18 +933,15 @@ impl TelegramBackend {
     }
 
     /// Finds a message sent earlier, after its answer was lost.
-    async fn find_sent(&self, what: &Sent<'_>, name: &str) -> Result<Option<i32>> {
+    async fn find_sent(&self, name: &str) -> Result<Option<i32>> {
         self.scan_new().await?;
         let catalog = self.catalog.lock().await;
-        Ok(match what {
-            Sent::Object(kind, id) => catalog.first(*kind, id).map(|e| e.msg_id),
-            Sent::Head => catalog.heads.iter().filter(|h| h.name == name).map(|h| h.msg_id).max(),
-        })
+        Ok(catalog.by_name.get(name).and_then(|v| v.iter().map(|e| e.msg_id).max()))
     }
 
     /// Sends one document (or, for empty data, a text message) named `name`;
     /// returns its message id when Telegram said it.
-    async fn send(&self, peer: PeerRef, what: Sent<'_>, name: &str, data: &Bytes) -> Result<Option<i32>> {
+    async fn send(&self, peer: PeerRef, name: &str, data: &Bytes) -> Result<Option<i32>> {
         let random_id = random_id();
         let mut file = None;
         let mut attempt = 0;
@@ -1001,7 +1041,7 @@ impl TelegramBackend {
                 }
                 // A resend of a message whose answer was lost: it is there.
                 Err(e) if is_rpc(&e, "RANDOM_ID_DUPLICATE") => {
-                    return match self.find_sent(&what, name).await? {
+                    return match self.find_sent(name).await? {
                         Some(id) => Ok(Some(id)),
                         None => Err(permanent(format!("{name} was reported sent but is not in the history"))),
                     };
@@ -1117,25 +1157,32 @@ impl TelegramBackend {
         }
     }
 
-    /// A head document's bytes; `None` if its message is gone.
-    async fn read_head(&self, h: &HeadDoc) -> Result<Option<Vec<u8>>> {
-        let mut doc = h.doc.clone();
-        for _ in 0..3 {
-            let mut bytes = Vec::with_capacity(h.size as usize);
-            match self.download(&doc, 0, h.size, &mut bytes).await {
-                Ok(()) => return Ok(Some(bytes)),
-                Err(DownloadError::Expired) => {
+    /// A head document's bytes; `None` if its message is gone or its first
+    /// bytes are not those of a head document (then it is not read in full).
+    async fn read_head(&self, h: &Entry) -> Result<Option<Vec<u8>>> {
+        let Some(mut doc) = h.doc.clone() else { return Ok(None) };
+        let mut bytes = Vec::new();
+        let mut end = h.size.min(MAX_CHUNK as u64);
+        let mut refused = 0;
+        loop {
+            match self.download(&doc, bytes.len() as u64, end, &mut bytes).await {
+                Ok(()) if end == h.size => return Ok(Some(bytes)),
+                Ok(()) if head::starts_like_head(&bytes) => end = h.size,
+                Ok(()) => return Ok(None),
+                Err(DownloadError::Expired) if refused < 3 => {
+                    refused += 1;
                     self.fetch_messages(&[h.msg_id]).await?;
-                    let catalog = self.catalog.lock().await;
-                    match catalog.heads.iter().find(|x| x.msg_id == h.msg_id) {
-                        Some(x) => doc = x.doc.clone(),
+                    match self.catalog.lock().await.doc_of(h.msg_id) {
+                        Some(fresh) => doc = fresh,
                         None => return Ok(None),
                     }
+                }
+                Err(DownloadError::Expired) => {
+                    return Err(transient("Telegram keeps refusing the file reference of the head".into(), None))
                 }
                 Err(DownloadError::Failed(e)) => return Err(e),
             }
         }
-        Err(transient("Telegram keeps refusing the file reference of the head".into(), None))
     }
 
     async fn delete_messages(&self, ids: Vec<i32>) -> Result<()> {
@@ -1228,7 +1275,7 @@ impl Backend for TelegramBackend {
             }
         }
         self.full_scan().await?;
-        if !self.catalog.lock().await.objects.keys().any(|(k, _)| *k == ObjectKind::Config) {
+        if self.catalog.lock().await.of_kind(ObjectKind::Config).next().is_none() {
             Ok(())
         } else {
             Err(permanent(format!("a repository already exists at {}", self.location())))
@@ -1237,11 +1284,16 @@ impl Backend for TelegramBackend {
 
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
         self.ensure_loaded().await?;
-        if self.catalog.lock().await.objects.contains_key(&(kind, *id)) {
-            return Ok(());
-        }
+        let named = Named::Object(kind, *id);
+        let name = {
+            let catalog = self.catalog.lock().await;
+            if catalog.entries(named).is_some() {
+                return Ok(());
+            }
+            catalog.names.name(named)
+        };
         let peer = self.peer().await?;
-        self.send(peer, Sent::Object(kind, id), &object_name(kind, id), &data).await.map(drop)
+        self.send(peer, &name, &data).await.map(drop)
     }
 
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
@@ -1260,12 +1312,8 @@ impl Backend for TelegramBackend {
             self.ensure_loaded().await?;
         }
         let catalog = self.catalog.lock().await;
-        let mut out: Vec<ObjectInfo> = catalog
-            .objects
-            .iter()
-            .filter(|((k, _), v)| *k == kind && !v.is_empty())
-            .map(|((_, id), v)| ObjectInfo { id: *id, size: v[0].size })
-            .collect();
+        let mut out: Vec<ObjectInfo> =
+            catalog.of_kind(kind).filter_map(|(id, v)| Some(ObjectInfo { id, size: v.first()?.size })).collect();
         out.sort_by_key(|o| o.id);
         Ok(out)
     }
@@ -1278,8 +1326,7 @@ impl Backend for TelegramBackend {
             .catalog
             .lock()
             .await
-            .objects
-            .get(&(kind, *id))
+            .entries(Named::Object(kind, *id))
             .map(|v| v.iter().map(|e| e.msg_id).collect())
             .unwrap_or_default();
         self.delete_messages(ids).await
@@ -1296,25 +1343,26 @@ impl Backend for TelegramBackend {
     async fn put_head(&self, sealed: Bytes) -> Result<()> {
         self.ensure_loaded().await?;
         self.scan_new().await?;
-        let (placement, old_heads) = {
+        let (placement, old_heads, object_names) = {
             let catalog = self.catalog.lock().await;
+            // Only this repository's objects are placed: no locks (they
+            // change every few minutes), no heads, no names it did not make.
             let mut objects: Vec<Placed> = catalog
-                .objects
+                .named
                 .iter()
-                .filter(|((kind, _), _)| *kind != ObjectKind::Lock)
-                .flat_map(|((kind, id), v)| {
-                    v.iter().map(|e| Placed { kind: *kind, id: *id, msg_id: e.msg_id, size: e.size })
-                })
+                .filter(|(named, _)| matches!(named, Named::Object(kind, _) if *kind != ObjectKind::Lock))
+                .filter_map(|(_, name)| Some((names::name_from_hex(name)?, catalog.by_name.get(name)?)))
+                .flat_map(|(name, v)| v.iter().map(move |e| Placed { name, msg_id: e.msg_id, size: e.size }))
                 .collect();
             objects.sort_by_key(|p| p.msg_id);
-            let old: Vec<i32> = catalog.heads.iter().map(|h| h.msg_id).collect();
-            (Placement { scanned_through: catalog.scanned_through, objects }, old)
+            let old: Vec<i32> = catalog.heads().iter().map(|h| h.msg_id).collect();
+            (Placement { scanned_through: catalog.scanned_through, objects }, old, Arc::clone(&catalog.names))
         };
         let document = head::encode(&placement, &sealed);
-        let name = head::head_name(&document);
+        let name = object_names.name(Named::Head(Id(*blake3::hash(&document).as_bytes())));
         let peer = self.peer().await?;
         let msg_id = self
-            .send(peer, Sent::Head, &name, &Bytes::from(document))
+            .send(peer, &name, &Bytes::from(document))
             .await?
             .ok_or_else(|| permanent("Telegram did not say where the head was stored"))?;
         self.invoke(
@@ -1343,8 +1391,7 @@ impl Backend for TelegramBackend {
         } else {
             self.ensure_loaded().await?;
         }
-        let mut heads = self.catalog.lock().await.heads.clone();
-        heads.sort_by_key(|h| std::cmp::Reverse(h.msg_id));
+        let heads = self.catalog.lock().await.heads();
         let mut out = Vec::new();
         for h in heads.iter().take(MAX_HEADS) {
             if let Some(bytes) = self.read_head(h).await? {
@@ -1359,6 +1406,10 @@ impl Backend for TelegramBackend {
 
     async fn rescan(&self) -> Result<()> {
         self.full_scan().await
+    }
+
+    async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
+        self.catalog.lock().await.use_names(names);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Telegram backend against the loopback MTProto server: the backend
-//! conformance suite in Saved Messages and in a new channel, big objects,
-//! ranged reads, expired file references, flood waits and lost answers.
+//! conformance suite in Saved Messages and in a new channel, opaque names,
+//! big objects, ranged reads, expired file references, flood waits and lost
+//! answers.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tstor_tgloop::{Fault, Server, Where};
 
 use super::*;
 use crate::backend::conformance;
+use crate::crypto::names::NAME_HEX_LEN;
 
 fn session(server: &Server) -> Arc<TelegramSession> {
     let SocketAddr::V4(v4) = server.addr() else { panic!("loopback server listens on IPv4") };
@@ -31,14 +33,12 @@ fn data(len: usize, seed: u8) -> Bytes {
     )
 }
 
-#[test]
-fn names_round_trip() {
-    let id = Id([0xab; 32]);
-    for kind in ObjectKind::ALL {
-        assert_eq!(parse_object_name(&object_name(kind, &id)), Some((kind, id)));
-    }
-    assert_eq!(parse_object_name("holiday.jpg"), None);
-    assert_eq!(parse_object_name("tstor-packs-xyz"), None);
+/// A backend on the loopback server with a repository's object names, as
+/// `Repository::open` gives them.
+async fn connect(server: &Server, target: Target) -> TelegramBackend {
+    let b = TelegramBackend::connect(session(server), target, options());
+    b.use_object_names(conformance::object_names()).await;
+    b
 }
 
 #[test]
@@ -73,9 +73,51 @@ async fn new_channel_conforms() {
     assert_eq!(server.with_world(|w| w.channel_ids()), vec![id]);
 
     // A second client, opened on the channel by id, sees the same objects.
-    let again = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let again = connect(&server, Target::Channel { id, access_hash: hash }).await;
     assert_eq!(again.list(ObjectKind::Snapshot).await.unwrap().len(), 20);
     assert!(again.create().await.is_err());
+}
+
+#[tokio::test]
+async fn names_say_nothing_and_are_told_apart_once_the_names_arrive() {
+    let server = Server::start().await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("opaque".into()), options());
+    conformance::run(&b).await.unwrap();
+    b.put_head(Bytes::from_static(b"sealed head")).await.unwrap();
+    let (id, hash) = b.channel().await.unwrap();
+    // Someone else's files in the chat are ignored.
+    server.with_world(|w| w.post_document(Where::Channel(id), "holiday.jpg", vec![1; 100]));
+    server.with_world(|w| w.post_text(Where::Channel(id), "hello"));
+
+    let docs = server.with_world(|w| w.documents(Where::Channel(id)));
+    let ours: Vec<&(i32, String, usize)> = docs.iter().filter(|d| d.1 != "holiday.jpg").collect();
+    assert_eq!(ours.len(), 20 + 1 + 1, "snapshots, config and head (the lock is empty: a text message)");
+    for (_, name, _) in &ours {
+        assert_eq!(name.len(), NAME_HEX_LEN, "{name}");
+        assert!(!["tstor", "pack", "index", "snapshot", "head", "config", "key", "lock"]
+            .iter()
+            .any(|w| name.contains(w)));
+    }
+
+    // A client without the repository's names finds the config, and nothing it cannot name.
+    let other = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    assert_eq!(other.list(ObjectKind::Config).await.unwrap().len(), 1);
+    assert!(other.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+    // Given them, it tells every object and the head apart without reading the chat again.
+    let pages = server.calls("messages.getHistory");
+    other.use_object_names(conformance::object_names()).await;
+    assert_eq!(other.list(ObjectKind::Snapshot).await.unwrap().len(), 20);
+    assert_eq!(other.heads(false).await.unwrap(), vec![Bytes::from_static(b"sealed head")]);
+    assert!(server.calls("messages.getHistory") - pages <= 4, "no full scan");
+    // The empty lock is a text message holding only its name (locks are never placed: a scan finds it).
+    other.rescan().await.unwrap();
+    assert_eq!(other.list(ObjectKind::Lock).await.unwrap().len(), 1);
+
+    // Another repository's names stand for nothing here.
+    let stranger = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    stranger.use_object_names(Arc::new(ObjectNameCodec::for_repository(&[1; 32]))).await;
+    assert!(stranger.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+    assert_eq!(stranger.list(ObjectKind::Config).await.unwrap().len(), 1, "config names are public");
 }
 
 #[tokio::test]
@@ -98,7 +140,7 @@ async fn big_objects_and_ranges() {
 #[tokio::test]
 async fn expired_file_references_are_refreshed() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::NewChannel("refs".into()), options());
+    let b = connect(&server, Target::NewChannel("refs".into())).await;
     b.create().await.unwrap();
     let id = Id([2; 32]);
     let blob = data(300_000, 2);
@@ -110,7 +152,7 @@ async fn expired_file_references_are_refreshed() {
 #[tokio::test]
 async fn a_message_deleted_elsewhere_is_not_found() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::NewChannel("gone".into()), options());
+    let b = connect(&server, Target::NewChannel("gone".into())).await;
     b.create().await.unwrap();
     let id = Id([3; 32]);
     b.put(ObjectKind::Snapshot, &id, data(5000, 3)).await.unwrap();
@@ -168,7 +210,7 @@ fn targets_parse_and_print() {
 #[tokio::test]
 async fn the_pinned_head_seeds_a_new_client() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::NewChannel("heads".into()), options());
+    let b = connect(&server, Target::NewChannel("heads".into())).await;
     b.create().await.unwrap();
     for i in 0..30u8 {
         b.put(ObjectKind::Snapshot, &Id([i; 32]), data(2000 + i as usize, i)).await.unwrap();
@@ -182,13 +224,15 @@ async fn the_pinned_head_seeds_a_new_client() {
     b.put_head(Bytes::from_static(b"sealed head one")).await.unwrap();
     b.put_head(Bytes::from_static(b"sealed head two")).await.unwrap();
     let docs = server.with_world(|w| w.documents(Where::Channel(id)));
-    assert_eq!(docs.iter().filter(|d| d.1.starts_with("tstor-head-")).count(), 1, "the older head is removed");
+    let names = conformance::object_names();
+    let is_head = |name: &str| matches!(names.parse(name), Some(Named::Head(_)));
+    assert_eq!(docs.iter().filter(|d| is_head(&d.1)).count(), 1, "the older head is removed");
     assert_eq!(server.with_world(|w| w.pinned_ids(Where::Channel(id))).len(), 1);
     // Something written after the head is found too.
     b.put(ObjectKind::Index, &Id([7; 32]), data(500, 7)).await.unwrap();
 
     let before = server.calls("messages.getHistory");
-    let again = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let again = connect(&server, Target::Channel { id, access_hash: hash }).await;
     let heads = again.heads(false).await.unwrap();
     assert_eq!(heads, vec![Bytes::from_static(b"sealed head two")]);
     assert_eq!(again.list(ObjectKind::Snapshot).await.unwrap().len(), 30);
@@ -201,8 +245,8 @@ async fn the_pinned_head_seeds_a_new_client() {
     assert!(server.calls("channels.getMessages") >= 1);
 
     // A message deleted behind the back: a hint that resolves to nothing is not-found.
-    let victim = docs.iter().find(|d| d.1 == object_name(ObjectKind::Snapshot, &Id([6; 32]))).unwrap().0;
-    let third = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let victim = docs.iter().find(|d| d.1 == names.name(Named::Object(ObjectKind::Snapshot, Id([6; 32])))).unwrap().0;
+    let third = connect(&server, Target::Channel { id, access_hash: hash }).await;
     assert!(server.with_world(|w| w.delete_behind_the_back(Where::Channel(id), victim)));
     assert!(third.get(ObjectKind::Snapshot, &Id([6; 32])).await.unwrap_err().is_not_found());
     // A rescan reads everything again.
