@@ -414,10 +414,15 @@ fn channel_ref(c: &tl::enums::Chat) -> Option<(i64, i64)> {
 
 /// The aligned `upload.getFile` requests covering `start..end`: each offset
 /// is a multiple of its limit, a power of two between 4 KiB and 512 KiB, so
-/// no request crosses a 1 MiB boundary.
+/// no request crosses a 1 MiB boundary. The plan starts at a multiple of the
+/// largest such power of two not above the length: that reads at most the
+/// length again before `start`, but spares the run of small requests an
+/// unaligned start would need before it reaches full-size ones.
 pub fn chunk_plan(start: u64, end: u64) -> Vec<(u64, u32)> {
     let mut plan = Vec::new();
-    let mut pos = start & !4095;
+    let len = end.saturating_sub(start).max(1);
+    let step = (1u64 << len.ilog2()).clamp(4096, MAX_CHUNK as u64);
+    let mut pos = start - start % step;
     while pos < end {
         let align = if pos == 0 { MAX_CHUNK as u64 } else { 1u64 << pos.trailing_zeros() };
         let want = (end - pos).next_power_of_two().max(4096);
@@ -426,6 +431,18 @@ pub fn chunk_plan(start: u64, end: u64) -> Vec<(u64, u32)> {
         pos += limit;
     }
     plan
+}
+
+/// `upload.getFile` requests one read keeps in flight.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A spawned request that is cancelled when the read stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why a download stopped.
@@ -1087,22 +1104,39 @@ impl TelegramBackend {
         end: u64,
         out: &mut Vec<u8>,
     ) -> std::result::Result<(), DownloadError> {
-        for (pos, limit) in chunk_plan(offset, end) {
-            let request = tl::functions::upload::GetFile {
-                precise: false,
-                cdn_supported: false,
-                location: tl::types::InputDocumentFileLocation {
+        // Up to CHUNKS_IN_FLIGHT requests overlap their round trips; bytes are
+        // appended strictly in order, so after an error `out` holds exactly
+        // the bytes before the failed chunk and a read can resume there.
+        let mut plan = chunk_plan(offset, end).into_iter();
+        let mut in_flight = std::collections::VecDeque::new();
+        loop {
+            while in_flight.len() < CHUNKS_IN_FLIGHT {
+                let Some((pos, limit)) = plan.next() else { break };
+                let (client, gate) = (self.client.clone(), Arc::clone(&self.gate));
+                let location = tl::types::InputDocumentFileLocation {
                     id: doc.id,
                     access_hash: doc.access_hash,
                     file_reference: doc.file_reference.clone(),
                     thumb_size: String::new(),
-                }
-                .into(),
-                offset: pos as i64,
-                limit: limit as i32,
-            };
-            self.gate.wait().await;
-            let bytes = match self.client.invoke(&request).await {
+                };
+                let fetch = tokio::spawn(async move {
+                    gate.wait().await;
+                    let request = tl::functions::upload::GetFile {
+                        precise: false,
+                        cdn_supported: false,
+                        location: location.into(),
+                        offset: pos as i64,
+                        limit: limit as i32,
+                    };
+                    client.invoke(&request).await
+                });
+                in_flight.push_back((pos, limit, AbortOnDrop(fetch)));
+            }
+            let Some((pos, limit, mut fetch)) = in_flight.pop_front() else { return Ok(()) };
+            let answer = (&mut fetch.0)
+                .await
+                .map_err(|e| DownloadError::Failed(permanent(format!("download task failed: {e}"))))?;
+            let bytes = match answer {
                 Ok(tl::enums::upload::File::File(f)) => f.bytes,
                 Ok(tl::enums::upload::File::CdnRedirect(_)) => {
                     return Err(DownloadError::Failed(permanent("Telegram redirected a download to a CDN")))
@@ -1117,7 +1151,6 @@ impl TelegramBackend {
             }
             out.extend_from_slice(&bytes[have_from..have_to]);
         }
-        Ok(())
     }
 
     async fn read(&self, kind: ObjectKind, id: &Id, offset: u64, len: u64) -> Result<Bytes> {

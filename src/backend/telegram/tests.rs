@@ -43,18 +43,32 @@ async fn connect(server: &Server, target: Target) -> TelegramBackend {
 
 #[test]
 fn chunk_plans_are_aligned() {
-    for (start, end) in [(0u64, 1), (1000, 6000), (99_990, 100_000), (0, 3 << 20), (524_287, 1_048_577), (4096, 8192)] {
+    let cases = [
+        (0u64, 1),
+        (1000, 6000),
+        (99_990, 100_000),
+        (0, 3 << 20),
+        (524_287, 1_048_577),
+        (4096, 8192),
+        (300 << 10, (300 << 10) + (8 << 20)),
+        (123_456_789, 123_456_789 + 40_000),
+    ];
+    for (start, end) in cases {
         let plan = chunk_plan(start, end);
         assert!(plan[0].0 <= start && plan.last().map(|(o, l)| o + *l as u64).unwrap() >= end);
         for w in plan.windows(2) {
             assert_eq!(w[0].0 + w[0].1 as u64, w[1].0);
         }
+        let wasted = start - plan[0].0;
+        assert!(wasted < 4096 || wasted <= end - start, "{start}..{end} starts reading at {}", plan[0].0);
         for &(offset, limit) in &plan {
             assert!(limit >= 4096 && limit as usize <= MAX_CHUNK && limit.is_power_of_two());
             assert_eq!(offset % limit as u64, 0, "{offset}+{limit}");
             assert_eq!(offset >> 20, (offset + limit as u64 - 1) >> 20);
         }
     }
+    // An unaligned 8 MiB read takes full-size requests from the start.
+    assert_eq!(chunk_plan(300 << 10, (300 << 10) + (8 << 20)).len(), 17);
 }
 
 #[tokio::test]
