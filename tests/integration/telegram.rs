@@ -326,6 +326,51 @@ fn a_missing_or_revoked_session_asks_for_login() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tstor login"));
 }
 
+/// A session revoked in the middle of a restore stops it with the login
+/// exit code, not with per-file losses, and leaves no half-written file.
+#[test]
+fn a_session_revoked_during_a_restore_asks_for_login() {
+    let tg = Tg::start("telegram:me");
+    tg.ok(&["init"]);
+    let src = tg.env.path("src");
+    make_tree(&src);
+    tg.snapshot(&src.join("work"));
+    // A first restore counts the reads; the second is refused from half way,
+    // which is among the file contents (they make up most of the reads).
+    let before = tg.server.calls("upload.getFile");
+    tg.restore(&tg.env.path("first"));
+    let reads = tg.server.calls("upload.getFile") - before;
+    assert!(reads >= 20, "the tree needs many reads, got {reads}");
+    let revoked = Fault::Error { code: 401, message: "SESSION_REVOKED".into() };
+    tg.server.inject_after("upload.getFile", reads / 2, revoked, 10_000);
+    let out_dir = tg.env.path("out");
+    let out = tg.cmd().args(["restore", "latest", "--target"]).arg(&out_dir).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(13), "{err}");
+    assert!(err.contains("tstor login"), "{err}");
+    assert!(!err.contains("data lost"), "a refused login is not data loss: {err}");
+    // Whatever was written is complete: every restored file equals its source.
+    for entry in walk_files(&out_dir) {
+        let rel = entry.strip_prefix(&out_dir).unwrap();
+        assert_eq!(fs::read(&entry).unwrap(), fs::read(src.join(rel)).unwrap(), "{}", rel.display());
+    }
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return out };
+    for e in entries {
+        let path = e.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.extend(walk_files(&path));
+        } else if meta.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn restore_with_an_empty_cache_on_a_new_machine() {
     let tg = Tg::with_channel();
