@@ -1,13 +1,17 @@
 //! A repository in a local directory. Objects are files named by their hex id
 //! under one directory per kind (packs fanned out by their first byte). Writes
 //! go to `tmp/`, are synced, then renamed into place and the directory synced,
-//! so an object is either complete or absent even across a crash.
+//! so an object is either complete or absent even across a crash. What a
+//! killed writer left in `tmp/` is removed by the first write of a later run
+//! once it is a day old: no write in progress keeps a file there that long.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,13 +22,18 @@ use crate::format::{Id, ObjectKind};
 /// The directories of a local repository.
 const LAYOUT: [&str; 6] = ["keys", "packs", "index", "snapshots", "locks", "tmp"];
 
+/// Age after which a file in `tmp/` is a leftover of a killed write.
+const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
+
 pub struct LocalBackend {
     root: Arc<PathBuf>,
+    /// Whether this process already looked for stale files in `tmp/`.
+    swept: AtomicBool,
 }
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: Arc::new(root.into()) }
+        LocalBackend { root: Arc::new(root.into()), swept: AtomicBool::new(false) }
     }
 
     pub fn root(&self) -> &Path {
@@ -60,6 +69,25 @@ fn io_err(kind: ObjectKind, id: &Id, path: &Path, e: std::io::Error) -> BackendE
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Removes the files in `tmp` last modified before `now - STALE_TMP`;
+/// returns how many. Best effort: what cannot be read or removed stays.
+fn sweep_stale_tmp(tmp: &Path, now: SystemTime) -> usize {
+    let Ok(entries) = fs::read_dir(tmp) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TMP));
+        if stale && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[async_trait]
@@ -104,7 +132,14 @@ impl Backend for LocalBackend {
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
         let root = self.root.clone();
         let id = *id;
+        let sweep = !self.swept.swap(true, Ordering::Relaxed);
         blocking(move || {
+            if sweep {
+                let removed = sweep_stale_tmp(&root.join("tmp"), SystemTime::now());
+                if removed > 0 {
+                    tracing::info!(removed, "removed what interrupted writes left in tmp/");
+                }
+            }
             let dest = object_path(&root, kind, &id);
             let tmp = root.join("tmp").join(format!("{}-{}", id.to_hex(), Id::random().short()));
             let write = || -> std::io::Result<()> {
@@ -205,5 +240,31 @@ impl Backend for LocalBackend {
             Err(e) => Err(BackendError::from_io(e, path.display())),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leftovers_of_killed_writes_are_removed_once_a_day_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().await.unwrap();
+        let tmp = dir.path().join("repo/tmp");
+        let old = tmp.join("aaaa-leftover");
+        let recent = tmp.join("bbbb-in-progress");
+        for path in [&old, &recent] {
+            fs::write(path, b"partial pack").unwrap();
+        }
+        let two_days_ago = SystemTime::now() - 2 * STALE_TMP;
+        File::options().write(true).open(&old).unwrap().set_modified(two_days_ago).unwrap();
+
+        backend.put(ObjectKind::Snapshot, &Id([1; 32]), Bytes::from_static(b"x")).await.unwrap();
+        assert!(!old.exists(), "a day-old leftover is removed");
+        assert!(recent.exists(), "a file another writer may still be writing stays");
+        assert_eq!(backend.get(ObjectKind::Snapshot, &Id([1; 32])).await.unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1, "the put left nothing of its own");
     }
 }
