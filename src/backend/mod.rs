@@ -145,6 +145,13 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// How many ranged reads a restore should keep in flight, if this
+    /// storage wants more than the restorer's default (one per core, twice):
+    /// where every read waits out a network round trip, more reads overlap.
+    fn preferred_reads_in_flight(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether this backend keeps a head (docs/format.md §23): one small
     /// object it finds without listing, which lets it skip a full listing.
     fn keeps_head(&self) -> bool {
@@ -200,6 +207,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn preferred_pack_size(&self) -> Option<usize> {
         (**self).preferred_pack_size()
+    }
+    fn preferred_reads_in_flight(&self) -> Option<usize> {
+        (**self).preferred_reads_in_flight()
     }
     fn keeps_head(&self) -> bool {
         (**self).keeps_head()

@@ -81,6 +81,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn preferred_pack_size(&self) -> Option<usize> {
         self.inner.preferred_pack_size()
     }
+    fn preferred_reads_in_flight(&self) -> Option<usize> {
+        self.inner.preferred_reads_in_flight()
+    }
     fn keeps_head(&self) -> bool {
         self.inner.keeps_head()
     }

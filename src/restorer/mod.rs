@@ -48,6 +48,7 @@ pub struct RestoreOptions {
     pub exclude: Option<GlobSet>,
     /// Re-read every restored file and check it against its blob ids.
     pub verify: bool,
+    /// Ranged reads in flight at least (more if the backend prefers more).
     pub workers: usize,
 }
 
@@ -95,11 +96,16 @@ fn display(rel: &Path) -> String {
     rel.display().to_string()
 }
 
+/// Trees loaded at once while planning: on remote storage each one not in
+/// the cache is a round trip, and a snapshot has one per directory.
+const TREES_IN_FLIGHT: usize = 16;
+
 /// Walks the snapshot below `root` and lists what to restore, refusing
-/// unsafe names.
+/// unsafe names. Subtrees are loaded up to [`TREES_IN_FLIGHT`] at once; the
+/// list is sorted by path, so every directory precedes what is inside it.
 async fn plan(
     repo: &Repository,
-    index: &MasterIndex,
+    index: &Arc<MasterIndex>,
     root: &Id,
     opts: &RestoreOptions,
     errors: &mut Vec<String>,
@@ -130,40 +136,64 @@ async fn plan(
         items.push(Item { rel: PathBuf::from(std::ffi::OsStr::from_bytes(&node.name)), node });
         return Ok(items);
     }
-    // Depth-first, parents before children.
-    let mut stack: Vec<(PathBuf, crate::format::tree::Tree)> = vec![(PathBuf::new(), tree)];
-    while let Some((dir, tree)) = stack.pop() {
-        let mut seen = HashSet::new();
-        for node in tree.nodes {
-            let rel = dir.join(std::ffi::OsStr::from_bytes(&node.name));
-            if let Err(e) = validate_name(&node.name) {
-                let shown = dir.join(String::from_utf8_lossy(&node.name).as_ref());
-                errors.push(format!("{}: refused: {e}", display(&shown)));
-                tracing::error!(path = %shown.display(), reason = %e, "refusing an unsafe tree entry");
-                continue;
-            }
-            if !seen.insert(node.name.clone()) {
-                errors.push(format!("{}: refused: duplicate name", display(&rel)));
-                continue;
-            }
-            if node.kind == NodeKind::Dir {
-                match node.subtree {
-                    Some(sub) => match repo.load_tree(index, &sub).await {
-                        Ok(t) => stack.push((rel.clone(), t)),
-                        Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
-                        Err(e) => {
-                            errors.push(format!("{}: directory contents lost: {e}", display(&rel)));
-                        }
-                    },
-                    None => errors.push(format!("{}: directory without contents", display(&rel))),
-                }
-            }
-            items.push(Item { rel, node });
+    let mut walk_errors = Vec::new();
+    let mut waiting: std::collections::VecDeque<(PathBuf, Id)> = std::collections::VecDeque::new();
+    list_tree(PathBuf::new(), tree, &mut items, &mut walk_errors, &mut waiting);
+    let mut loads = tokio::task::JoinSet::new();
+    loop {
+        while loads.len() < TREES_IN_FLIGHT {
+            let Some((rel, sub)) = waiting.pop_front() else { break };
+            let (repo, index) = (repo.clone(), index.clone());
+            loads.spawn(async move {
+                let tree = repo.load_tree(&index, &sub).await;
+                (rel, tree)
+            });
+        }
+        let Some(done) = loads.join_next().await else { break };
+        let (rel, loaded) = done.map_err(|e| RepoError::Invalid(format!("loading a tree failed: {e}")))?;
+        match loaded {
+            Ok(tree) => list_tree(rel, tree, &mut items, &mut walk_errors, &mut waiting),
+            Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
+            Err(e) => walk_errors.push(format!("{}: directory contents lost: {e}", display(&rel))),
         }
     }
-    // Parents precede children in `items` because each directory's item is
-    // pushed before its subtree is popped.
+    // Trees arrive in any order: sort, which also puts parents before children.
+    items.sort_by(|a, b| a.rel.cmp(&b.rel));
+    walk_errors.sort();
+    errors.extend(walk_errors);
     Ok(filter(items, opts))
+}
+
+/// Lists the entries of the tree of directory `dir`, refusing unsafe and
+/// duplicate names, and queues the subtrees of its directories.
+fn list_tree(
+    dir: PathBuf,
+    tree: crate::format::tree::Tree,
+    items: &mut Vec<Item>,
+    errors: &mut Vec<String>,
+    waiting: &mut std::collections::VecDeque<(PathBuf, Id)>,
+) {
+    let mut seen = HashSet::new();
+    for node in tree.nodes {
+        let rel = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+        if let Err(e) = validate_name(&node.name) {
+            let shown = dir.join(String::from_utf8_lossy(&node.name).as_ref());
+            errors.push(format!("{}: refused: {e}", display(&shown)));
+            tracing::error!(path = %shown.display(), reason = %e, "refusing an unsafe tree entry");
+            continue;
+        }
+        if !seen.insert(node.name.clone()) {
+            errors.push(format!("{}: refused: duplicate name", display(&rel)));
+            continue;
+        }
+        if node.kind == NodeKind::Dir {
+            match node.subtree {
+                Some(sub) => waiting.push_back((rel.clone(), sub)),
+                None => errors.push(format!("{}: directory without contents", display(&rel))),
+            }
+        }
+        items.push(Item { rel, node });
+    }
 }
 
 fn matches_self_or_ancestor(set: &GlobSet, rel: &Path) -> bool {
@@ -292,8 +322,10 @@ pub async fn restore(
         }
         files.push(FileTarget { rel: it.rel.clone(), path: target.join(&it.rel), node: it.node.clone() });
     }
+    // Storage far away wants more reads overlapping their round trips.
+    let reads_in_flight = repo.backend().preferred_reads_in_flight().map_or(opts.workers, |n| n.max(opts.workers));
     let contents =
-        content::restore_contents(repo, index, files, opts.workers, owners, opts.verify, progress.clone()).await?;
+        content::restore_contents(repo, index, files, reads_in_flight, owners, opts.verify, progress.clone()).await?;
     for (_, bytes) in &contents.restored {
         outcome.files += 1;
         outcome.bytes += bytes;
