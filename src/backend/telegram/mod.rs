@@ -297,6 +297,19 @@ pub struct TelegramBackend {
     loading: Mutex<()>,
     /// The id of the channel [`Backend::create`] made, for `location`.
     created: std::sync::Mutex<Option<i64>>,
+    /// The newest file reference fetched for each document (by document
+    /// id). Every `upload.getFile` takes it just before it is sent, so one
+    /// read's refresh serves every read of that document in flight.
+    references: Arc<FileReferences>,
+}
+
+/// Newest file reference per document id.
+type FileReferences = std::sync::Mutex<HashMap<i64, Vec<u8>>>;
+
+/// The newest reference known for `doc`.
+fn newest_reference(references: &FileReferences, doc: &DocRef) -> Vec<u8> {
+    let known = references.lock().unwrap_or_else(|p| p.into_inner());
+    known.get(&doc.id).cloned().unwrap_or_else(|| doc.file_reference.clone())
 }
 
 impl Drop for TelegramBackend {
@@ -451,8 +464,8 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Why a download stopped.
 enum DownloadError {
-    /// The file reference expired: fetch the message again.
-    Expired,
+    /// This file reference expired: use a newer one, or fetch the message again.
+    Expired(Vec<u8>),
     Failed(BackendError),
 }
 
@@ -483,6 +496,7 @@ impl TelegramBackend {
             scanning: Mutex::new(()),
             loading: Mutex::new(()),
             created: std::sync::Mutex::new(None),
+            references: Arc::default(),
         }
     }
 
@@ -883,6 +897,10 @@ impl TelegramBackend {
         catalog.forget(&ids.iter().copied().collect());
         for m in messages.iter().filter(|m| ids.contains(&m.id())) {
             if let Some(found) = parse_message(m) {
+                if let Some(doc) = &found.1.doc {
+                    let mut known = self.references.lock().unwrap_or_else(|p| p.into_inner());
+                    known.insert(doc.id, doc.file_reference.clone());
+                }
                 catalog.add(found);
             }
         }
@@ -1116,15 +1134,19 @@ impl TelegramBackend {
         loop {
             while in_flight.len() < CHUNKS_IN_FLIGHT {
                 let Some((pos, limit)) = plan.next() else { break };
-                let (client, gate) = (self.client.clone(), Arc::clone(&self.gate));
-                let location = tl::types::InputDocumentFileLocation {
-                    id: doc.id,
-                    access_hash: doc.access_hash,
-                    file_reference: doc.file_reference.clone(),
-                    thumb_size: String::new(),
-                };
+                let (client, gate, references, doc) =
+                    (self.client.clone(), Arc::clone(&self.gate), Arc::clone(&self.references), doc.clone());
                 let fetch = tokio::spawn(async move {
                     gate.wait().await;
+                    // The reference is taken only now: a refresh made while
+                    // this request waited for its turn is used.
+                    let file_reference = newest_reference(&references, &doc);
+                    let location = tl::types::InputDocumentFileLocation {
+                        id: doc.id,
+                        access_hash: doc.access_hash,
+                        file_reference: file_reference.clone(),
+                        thumb_size: String::new(),
+                    };
                     let request = tl::functions::upload::GetFile {
                         precise: false,
                         cdn_supported: false,
@@ -1132,12 +1154,12 @@ impl TelegramBackend {
                         offset: pos as i64,
                         limit: limit as i32,
                     };
-                    client.invoke(&request).await
+                    (client.invoke(&request).await, file_reference)
                 });
                 in_flight.push_back((pos, limit, AbortOnDrop(fetch)));
             }
             let Some((pos, limit, mut fetch)) = in_flight.pop_front() else { return Ok(()) };
-            let answer = (&mut fetch.0)
+            let (answer, used_reference) = (&mut fetch.0)
                 .await
                 .map_err(|e| DownloadError::Failed(permanent(format!("download task failed: {e}"))))?;
             let bytes = match answer {
@@ -1145,7 +1167,7 @@ impl TelegramBackend {
                 Ok(tl::enums::upload::File::CdnRedirect(_)) => {
                     return Err(DownloadError::Failed(permanent("Telegram redirected a download to a CDN")))
                 }
-                Err(e) if is_rpc(&e, "FILE_REFERENCE_EXPIRED") => return Err(DownloadError::Expired),
+                Err(e) if is_rpc(&e, "FILE_REFERENCE_EXPIRED") => return Err(DownloadError::Expired(used_reference)),
                 Err(e) => return Err(DownloadError::Failed(classify(e, "download"))),
             };
             let have_from = (offset.max(pos) - pos) as usize;
@@ -1182,11 +1204,14 @@ impl TelegramBackend {
             // After a fresh reference, the read goes on where it stopped.
             match self.download(&doc, offset + had as u64, end, &mut out).await {
                 Ok(()) => return Ok(Bytes::from(out)),
-                Err(DownloadError::Expired) if stuck < MAX_REFUSED_REFERENCES || out.len() > had => {
+                Err(DownloadError::Expired(used)) if stuck < MAX_REFUSED_REFERENCES || out.len() > had => {
                     stuck = if out.len() > had { 0 } else { stuck + 1 };
-                    self.fetch_messages(&[entry.msg_id]).await?;
+                    // Another read may have fetched a newer reference meanwhile.
+                    if newest_reference(&self.references, &doc) == used {
+                        self.fetch_messages(&[entry.msg_id]).await?;
+                    }
                 }
-                Err(DownloadError::Expired) => {
+                Err(DownloadError::Expired(_)) => {
                     return Err(transient(format!("Telegram keeps refusing the file reference of {id}"), None))
                 }
                 Err(DownloadError::Failed(e)) => return Err(e),
@@ -1206,15 +1231,18 @@ impl TelegramBackend {
                 Ok(()) if end == h.size => return Ok(Some(bytes)),
                 Ok(()) if head::starts_like_head(&bytes) => end = h.size,
                 Ok(()) => return Ok(None),
-                Err(DownloadError::Expired) if refused < 3 => {
+                Err(DownloadError::Expired(used)) if refused < MAX_REFUSED_REFERENCES => {
                     refused += 1;
+                    if newest_reference(&self.references, &doc) != used {
+                        continue;
+                    }
                     self.fetch_messages(&[h.msg_id]).await?;
                     match self.catalog.lock().await.doc_of(h.msg_id) {
                         Some(fresh) => doc = fresh,
                         None => return Ok(None),
                     }
                 }
-                Err(DownloadError::Expired) => {
+                Err(DownloadError::Expired(_)) => {
                     return Err(transient("Telegram keeps refusing the file reference of the head".into(), None))
                 }
                 Err(DownloadError::Failed(e)) => return Err(e),
