@@ -346,6 +346,10 @@ fn classify(e: InvocationError, what: &str) -> BackendError {
 /// between, before a read gives up. References expire at any time, so a
 /// refusal or two is routine; eight in a row means something else is wrong.
 const MAX_REFUSED_REFERENCES: u32 = 8;
+/// Pauses (1, 2, 4 and 8 s) a read takes after `MAX_REFUSED_REFERENCES`
+/// refusals in a row before it gives up: about 15 s more for a document
+/// whose references are really never accepted.
+const REFERENCE_PAUSES: u32 = 4;
 
 /// The number inside an RPC error name such as `FILE_PART_3_MISSING`.
 fn rpc_value(e: &InvocationError) -> Option<u32> {
@@ -1181,8 +1185,10 @@ impl TelegramBackend {
 
     async fn read(&self, kind: ObjectKind, id: &Id, offset: u64, len: u64) -> Result<Bytes> {
         let mut out = Vec::new();
-        // Fresh file references fetched in a row without reading a byte.
+        // Fresh file references fetched in a row without reading a byte,
+        // and the pauses taken after too many of them.
         let mut stuck = 0;
+        let mut pauses = 0;
         loop {
             let entry = self.resolved(kind, id).await?.ok_or_else(|| BackendError::not_found(kind, id))?;
             let end = offset.checked_add(len).filter(|&e| e <= entry.size).ok_or_else(|| {
@@ -1210,6 +1216,17 @@ impl TelegramBackend {
                     if newest_reference(&self.references, &doc) == used {
                         self.fetch_messages(&[entry.msg_id]).await?;
                     }
+                }
+                Err(DownloadError::Expired(_)) if pauses < REFERENCE_PAUSES => {
+                    // References keep expiring faster than this read uses
+                    // them: step back, so that the reads still in flight
+                    // (and their refreshes) thin out, then start over.
+                    let pause = Duration::from_secs(1 << pauses);
+                    tracing::info!(object = %id.short(), pause_s = pause.as_secs(), "file references keep expiring");
+                    tokio::time::sleep(pause).await;
+                    pauses += 1;
+                    stuck = 0;
+                    self.fetch_messages(&[entry.msg_id]).await?;
                 }
                 Err(DownloadError::Expired(_)) => {
                     return Err(transient(format!("Telegram keeps refusing the file reference of {id}"), None))
