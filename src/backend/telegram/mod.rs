@@ -135,7 +135,7 @@ impl Default for Options {
         Options {
             api_id: 0,
             parts_in_flight: 8,
-            calls_per_minute: 1200,
+            calls_per_minute: 3000,
             max_flood_wait: Duration::from_secs(600),
             attempts: 5,
             retry_delay: Duration::from_millis(500),
