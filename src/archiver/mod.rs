@@ -30,6 +30,8 @@ pub trait Progress: Send + Sync {
     fn bytes(&self, _n: u64) {}
     /// A path could not be backed up.
     fn error(&self, _path: &Path, _message: &str) {}
+    /// A file kept changing while it was read; what was read last is stored.
+    fn changed(&self, _path: &Path) {}
 }
 
 /// A progress sink that ignores everything.
@@ -47,6 +49,11 @@ pub enum ParentChoice {
     None,
 }
 
+/// Called just before each read of a regular file's content, with the file
+/// and the attempt (0, then 1 when the file changed and is read again). Tests
+/// use it to change a file at an exact moment; `None` in normal runs.
+pub type ReadHook = Arc<dyn Fn(&Path, u32) + Send + Sync>;
+
 pub struct SnapshotOptions {
     pub paths: Vec<PathBuf>,
     pub tags: Vec<String>,
@@ -54,6 +61,7 @@ pub struct SnapshotOptions {
     pub parent: ParentChoice,
     pub exclusions: Exclusions,
     pub pipeline: PipelineOptions,
+    pub read_hook: Option<ReadHook>,
 }
 
 impl SnapshotOptions {
@@ -65,15 +73,18 @@ impl SnapshotOptions {
             parent: ParentChoice::Latest,
             exclusions: Exclusions::default(),
             pipeline: PipelineOptions::default(),
+            read_hook: None,
         }
     }
 }
 
-/// A committed snapshot and the paths that could not be read.
+/// A committed snapshot, the paths that could not be read and the files that
+/// kept changing while they were read (stored as last read, possibly torn).
 pub struct SnapshotOutcome {
     pub id: Id,
     pub snapshot: Snapshot,
     pub errors: Vec<(PathBuf, String)>,
+    pub changed: Vec<PathBuf>,
     pub recovered_packs: usize,
 }
 
@@ -173,6 +184,7 @@ pub async fn snapshot(
     let (walked, stored, pipeline_err) = tokio::task::spawn_blocking(move || {
         let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
+        walker.read_hook = opts.read_hook.clone();
         let mut root = Tree::default();
         let mut stop = None;
         for (name, path) in &roots {
@@ -199,13 +211,14 @@ pub async fn snapshot(
         }
         let summary = walker.summary.clone();
         let errors = std::mem::take(&mut walker.errors);
+        let changed = std::mem::take(&mut walker.changed);
         drop(walker);
         let (stored, err) = pipeline.finish();
-        ((root_id, summary, errors, stop), stored, err)
+        ((root_id, summary, errors, changed, stop), stored, err)
     })
     .await
     .map_err(|e| RepoError::Invalid(format!("snapshot task failed: {e}")))?;
-    let (root_id, mut summary, errors, stop) = walked;
+    let (root_id, mut summary, errors, changed, stop) = walked;
 
     // Packs that did upload are indexed even if the run failed, so that the
     // next run reuses them.
@@ -240,8 +253,8 @@ pub async fn snapshot(
     };
     lock.ensure_fresh()?;
     let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
-    tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), "snapshot saved");
-    Ok(SnapshotOutcome { id, snapshot, errors, recovered_packs })
+    tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), changed = changed.len(), "snapshot saved");
+    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs })
 }
 
 /// Counts the regular files and bytes under `paths` (for a progress total),

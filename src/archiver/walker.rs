@@ -2,11 +2,14 @@
 //! hashes file contents, hands blobs the repository does not have yet to the
 //! pipeline, and builds the tree of every directory bottom-up. A file whose
 //! size, mtime, ctime and inode match the parent snapshot is not read again.
+//! A file is read up to the size it had when opened; if its size, mtime or
+//! ctime moved while it was read it is read once more, and if it moved again
+//! what the second read got is stored and the file is reported as changed.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use tokio::runtime::Handle;
 
 use super::exclude::{sorted_has, Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
-use super::Progress;
+use super::{Progress, ReadHook};
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
@@ -40,6 +43,9 @@ pub struct Walker<'a> {
     pub summary: Summary,
     /// Paths that could not be read, with the reason.
     pub errors: Vec<(PathBuf, String)>,
+    /// Files that changed during both reads; stored as last read.
+    pub changed: Vec<PathBuf>,
+    pub read_hook: Option<ReadHook>,
     pending: HashSet<Id>,
     /// Content of files with several links, by (device, inode), read once.
     hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
@@ -67,6 +73,8 @@ impl<'a> Walker<'a> {
             exclusions,
             summary: Summary::default(),
             errors: Vec::new(),
+            changed: Vec::new(),
+            read_hook: None,
             pending: HashSet::new(),
             hardlinks: HashMap::new(),
             buf: Vec::new(),
@@ -254,26 +262,62 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        let file = match open_regular(path, node.inode) {
+        let (file, mut before) = match open_regular(path, node.inode) {
             Ok(f) => f,
             Err(e) => {
                 self.fail(path, "cannot open", e);
                 return Ok(None);
             }
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = self.read_content(&file, &mut buf);
-        self.buf = buf;
-        match result? {
-            Ok((content, size)) => {
-                node.content = content;
-                node.size = size;
+        let mut attempt = 0;
+        let (content, size) = loop {
+            if let Some(hook) = &self.read_hook {
+                hook(path, attempt);
             }
-            Err(e) => {
-                self.fail(path, "cannot read", e);
-                return Ok(None);
+            let limit = before.len();
+            let mut buf = std::mem::take(&mut self.buf);
+            let result = self.read_content(&file, limit, &mut buf);
+            self.buf = buf;
+            let read = match result? {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(path, "cannot read", e);
+                    return Ok(None);
+                }
+            };
+            let after = match file.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(path, "cannot stat", e);
+                    return Ok(None);
+                }
+            };
+            if read.1 == limit && FileState::of(&before) == FileState::of(&after) {
+                break read;
             }
-        }
+            if attempt == 1 {
+                tracing::warn!(path = %path.display(), "file changed while it was read; stored as read");
+                self.progress.changed(path);
+                self.changed.push(path.to_path_buf());
+                break read;
+            }
+            attempt += 1;
+            tracing::debug!(path = %path.display(), "file changed while it was read; reading it again");
+            let again = (&file).seek(SeekFrom::Start(0)).and_then(|_| file.metadata());
+            before = match again {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(path, "cannot read again", e);
+                    return Ok(None);
+                }
+            };
+        };
+        // The node describes the file as it was when the stored read began.
+        let state = FileState::of(&before);
+        node.content = content;
+        node.size = size;
+        node.mtime_ns = state.mtime_ns;
+        node.ctime_ns = state.ctime_ns;
         if node.links > 1 {
             self.hardlinks.insert(link_key, (node.content.clone(), node.size));
         }
@@ -292,12 +336,14 @@ impl<'a> Walker<'a> {
     /// Chunks and hashes a file; the outer error stops the run, the inner one
     /// only this file.
     #[allow(clippy::type_complexity)]
-    fn read_content(&mut self, file: &File, buf: &mut Vec<u8>) -> Result<io::Result<(Vec<Id>, u64)>, Stop> {
+    /// At most `limit` bytes are read, so that a file that keeps growing (a
+    /// log being appended) is stored as it was when opened.
+    fn read_content(&mut self, file: &File, limit: u64, buf: &mut Vec<u8>) -> Result<io::Result<(Vec<Id>, u64)>, Stop> {
         let mut content = Vec::new();
         let mut size = 0u64;
         let repo = self.repo;
         let chunker = repo.chunker();
-        for chunk in chunker.chunks(file, buf) {
+        for chunk in chunker.chunks(file.take(limit), buf) {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
@@ -314,16 +360,34 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// What tells that a file's content moved: size, mtime and ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileState {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl FileState {
+    fn of(meta: &fs::Metadata) -> FileState {
+        FileState {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        }
+    }
+}
+
 /// Opens a regular file for reading without following a symlink and without
 /// blocking on a FIFO that replaced it, and checks it is still the file that
-/// was listed.
-fn open_regular(path: &Path, inode: u64) -> io::Result<File> {
+/// was listed. Returns the file and its metadata as opened.
+fn open_regular(path: &Path, inode: u64) -> io::Result<(File, fs::Metadata)> {
     let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() || meta.ino() != inode {
         return Err(io::Error::other("replaced while being backed up"));
     }
-    Ok(f)
+    Ok((f, meta))
 }
 
 /// The name a top-level path gets in the snapshot: its last component.

@@ -37,7 +37,8 @@ use progress::Bar;
 
 /// Exit codes beyond 0 (success) and 1 (failure).
 pub mod exit {
-    /// A snapshot was saved but some files could not be read.
+    /// A snapshot was saved but some files could not be read, or changed
+    /// while they were read.
     pub const PARTIAL: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
@@ -506,6 +507,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     if g.json {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
+        let changed: Vec<_> = outcome.changed.iter().map(|p| p.display().to_string()).collect();
         println!(
             "{}",
             json!({
@@ -526,11 +528,16 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "duration_seconds": (s.end_ns - s.start_ns) as f64 / 1e9,
                 "recovered_packs": outcome.recovered_packs,
                 "errors": errors,
+                "changed_files": changed,
             })
         );
     } else {
+        let while_read = match outcome.changed.len() {
+            0 => String::new(),
+            n => format!(" ({n} changed while read)"),
+        };
         println!(
-            "files: {} new, {} changed, {} unchanged; {} directories",
+            "files: {} new, {} changed, {} unchanged{while_read}; {} directories",
             s.files_new, s.files_changed, s.files_unchanged, s.dirs
         );
         println!(
@@ -545,10 +552,18 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     for (p, e) in &outcome.errors {
         eprintln!("error: {}: {e}", p.display());
     }
-    if outcome.errors.is_empty() {
+    for p in &outcome.changed {
+        eprintln!("warning: {}: file changed while it was read; stored as read, possibly inconsistent", p.display());
+    }
+    if !outcome.errors.is_empty() {
+        eprintln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
+    }
+    if !outcome.changed.is_empty() {
+        eprintln!("tstor: {} files changed while they were read", outcome.changed.len());
+    }
+    if outcome.errors.is_empty() && outcome.changed.is_empty() {
         Ok(0)
     } else {
-        eprintln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
         Ok(exit::PARTIAL)
     }
 }

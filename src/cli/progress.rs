@@ -57,6 +57,9 @@ impl Progress for Bar {
     fn error(&self, path: &Path, message: &str) {
         self.println(format!("error: {}: {message}", path.display()));
     }
+    fn changed(&self, path: &Path) {
+        self.println(format!("warning: {}: file changed while it was read", path.display()));
+    }
 }
 
 impl RestoreProgress for Bar {
