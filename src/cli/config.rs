@@ -404,8 +404,8 @@ pub(super) fn apply(g: &mut Global) -> Result<(), ConfigError> {
             Some(PasswordSource::File(f)) => g.password_file = Some(f.clone()),
             Some(PasswordSource::Command(c)) => g.password_command = Some(c.clone()),
             Some(PasswordSource::Literal(_)) => {
-                let file = settings.file.as_deref().unwrap_or(Path::new("?")).display().to_string();
-                eprintln!(
+                let file = super::output::escape_path(settings.file.as_deref().unwrap_or(Path::new("?")));
+                errln!(
                     "tstor: warning: using the password written in {file}; prefer password-file or password-command"
                 );
             }

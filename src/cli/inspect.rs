@@ -2,11 +2,12 @@
 //! its metadata: `ls`, `find`, `diff`, `stats`, `cat`, `tag` and `key`. The
 //! work is done in `ops`; this module turns results into text or JSON
 //! (including JSON views of the stored formats, which have no serde encoding
-//! of their own). Names that are not UTF-8 are shown lossily, and JSON also
-//! carries an escaped form (`\xNN` for each byte that is not UTF-8).
+//! of their own). Text output shows names escaped (see `output`); JSON
+//! shows them lossily (each byte that is not UTF-8 becomes U+FFFD) and, for a
+//! name that is not UTF-8, also carries the exact bytes in the escaped form
+//! as `<field>_escaped`.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use crate::ops::tag::TagOptions;
 use crate::repo::keyring::KeyInfo;
 use crate::restorer::split_subpath;
 
+use super::output::{escape, escape_bytes};
 use super::{first_line, human, lossy, open_repo, snapshot_json, Global};
 
 // ---- flags ----
@@ -142,27 +144,14 @@ fn split_spec(s: &str) -> Result<(String, Vec<Vec<u8>>)> {
     Ok((spec, split_subpath(OsString::from(sub).as_bytes())?))
 }
 
-/// Raw bytes as text: UTF-8 kept, backslashes doubled, other bytes as `\xNN`.
-pub fn escape_bytes(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len());
-    for chunk in b.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c == '\\' {
-                s.push_str("\\\\");
-            } else {
-                s.push(c);
-            }
-        }
-        for byte in chunk.invalid() {
-            let _ = write!(s, "\\x{byte:02x}");
-        }
-    }
-    s
-}
-
-/// A path inside a snapshot as shown: `/` followed by the path, lossily.
+/// A path inside a snapshot as JSON shows it: `/` followed by the path, lossily.
 fn show_path(p: &[u8]) -> String {
     format!("/{}", lossy(p))
+}
+
+/// A path inside a snapshot as text output shows it: `/` followed by the path, escaped.
+fn print_path(p: &[u8]) -> String {
+    format!("/{}", escape_bytes(p))
 }
 
 /// Adds `<key>_escaped` to `v` when `raw` is not UTF-8.
@@ -275,19 +264,9 @@ fn stdout() -> BufWriter<std::io::StdoutLock<'static>> {
     BufWriter::new(std::io::stdout().lock())
 }
 
-/// A reader that went away (`tstor ls | head`) is not an error.
-fn end_of_output(r: Result<u8>) -> Result<u8> {
-    match r {
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
-            Ok(0)
-        }
-        other => other,
-    }
-}
-
 fn report_unreadable(bad: &[(Id, crate::repo::RepoError)]) -> u8 {
     for (id, e) in bad {
-        eprintln!("error: snapshot {}: {e}", id.short());
+        errln!("error: snapshot {}: {}", id.short(), escape(&e.to_string()));
     }
     u8::from(!bad.is_empty())
 }
@@ -295,7 +274,7 @@ fn report_unreadable(bad: &[(Id, crate::repo::RepoError)]) -> u8 {
 // ---- ls ----
 
 pub(super) async fn cmd_ls(g: &Global, a: LsArgs) -> Result<u8> {
-    end_of_output(ls(g, a).await)
+    ls(g, a).await
 }
 
 async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
@@ -316,7 +295,7 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
         ops::inspect::ls(&repo, &spec, &opts, |path: &[u8], n: &Node| -> Result<()> {
             if long {
                 let target = if n.kind == NodeKind::Symlink {
-                    format!(" -> {}", lossy(&n.symlink_target))
+                    format!(" -> {}", escape_bytes(&n.symlink_target))
                 } else {
                     String::new()
                 };
@@ -328,10 +307,10 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
                     n.gid,
                     n.size,
                     format_time(n.mtime_ns),
-                    show_path(path)
+                    print_path(path)
                 )?;
             } else {
-                writeln!(out, "{}", show_path(path))?;
+                writeln!(out, "{}", print_path(path))?;
             }
             Ok(())
         })
@@ -344,7 +323,7 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
 // ---- find ----
 
 pub(super) async fn cmd_find(g: &Global, a: FindArgs) -> Result<u8> {
-    end_of_output(find(g, a).await)
+    find(g, a).await
 }
 
 async fn find(g: &Global, a: FindArgs) -> Result<u8> {
@@ -382,7 +361,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
         let mut matches = 0u64;
         let bad = ops::inspect::find(&repo, &opts, |id: &Id, _: &Snapshot, path: &[u8], n: &Node| -> Result<()> {
             matches += 1;
-            writeln!(out, "{}  {}  {:>12}  {}", id.short(), format_time(n.mtime_ns), n.size, show_path(path))?;
+            writeln!(out, "{}  {}  {:>12}  {}", id.short(), format_time(n.mtime_ns), n.size, print_path(path))?;
             Ok(())
         })
         .await?;
@@ -396,11 +375,12 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
 // ---- diff ----
 
 pub(super) async fn cmd_diff(g: &Global, a: DiffArgs) -> Result<u8> {
-    end_of_output(diff(g, a).await)
+    diff(g, a).await
 }
 
-fn change_path(c: &Change) -> String {
-    let mut p = show_path(&c.path);
+/// The changed path, `/` after a directory; `show` is `show_path` or `print_path`.
+fn change_path(c: &Change, show: fn(&[u8]) -> String) -> String {
+    let mut p = show(&c.path);
     if c.node().kind == NodeKind::Dir {
         p.push('/');
     }
@@ -421,7 +401,7 @@ async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
             let mut v = json!({
                 "change": c.kind.symbol().to_string(),
                 "kind": c.kind.name(),
-                "path": change_path(c),
+                "path": change_path(c, show_path),
                 "type": c.node().kind.name(),
                 "old_type": c.old.as_ref().map(|n| n.kind.name()),
                 "fields": c.fields,
@@ -442,7 +422,7 @@ async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
         writeln!(out, ", {}", &tail[1..])?;
     } else {
         let outcome = ops::diff::diff(&repo, &a_side, &b_side, |c: &Change| -> Result<()> {
-            writeln!(out, "{} {}", c.kind.symbol(), change_path(c))?;
+            writeln!(out, "{} {}", c.kind.symbol(), change_path(c, print_path))?;
             Ok(())
         })
         .await?;
@@ -476,7 +456,7 @@ pub(super) async fn cmd_stats(g: &Global, a: StatsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (r, bad) = ops::stats::stats(&repo, &a.snapshots, mode).await?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         let mut out = std::io::stdout().lock();
         match mode {
@@ -612,7 +592,7 @@ pub(super) async fn cmd_cat(g: &Global, a: CatArgs) -> Result<u8> {
         }),
         CatObject::Lock(id, l) => lock_json(&id, &l),
     };
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
 }
 
@@ -627,20 +607,16 @@ pub(super) async fn cmd_tag(g: &Global, a: TagArgs) -> Result<u8> {
             .iter()
             .map(|c| json!({ "old_id": c.old_id.to_hex(), "new_id": c.new_id.to_hex(), "tags": c.snapshot.tags }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "changed": list }))?);
+        outln!("{}", serde_json::to_string_pretty(&json!({ "changed": list }))?);
     } else {
         for c in &changed {
-            println!(
-                "snapshot {} is now {} with tags [{}]",
-                c.old_id.short(),
-                c.new_id.short(),
-                c.snapshot.tags.join(", ")
-            );
+            let tags: Vec<String> = c.snapshot.tags.iter().map(|t| escape(t)).collect();
+            outln!("snapshot {} is now {} with tags [{}]", c.old_id.short(), c.new_id.short(), tags.join(", "));
         }
         match changed.len() {
-            0 => println!("no snapshot changed"),
-            1 => println!("1 snapshot changed"),
-            n => println!("{n} snapshots changed"),
+            0 => outln!("no snapshot changed"),
+            1 => outln!("1 snapshot changed"),
+            n => outln!("{n} snapshots changed"),
         }
     }
     Ok(0)
@@ -676,7 +652,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let repo = open_repo(g).await?;
             let keys = ops::key::list(&repo).await?;
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&keys.iter().map(key_json).collect::<Vec<_>>())?);
+                outln!("{}", serde_json::to_string_pretty(&keys.iter().map(key_json).collect::<Vec<_>>())?);
                 return Ok(0);
             }
             let mut out = std::io::stdout().lock();
@@ -689,10 +665,10 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
                         "{mark} {:<8}  {:<19}  {:<16}  {}",
                         k.id.short(),
                         format_time(o.created_ns),
-                        o.hostname,
-                        o.username
+                        escape(&o.hostname),
+                        escape(&o.username)
                     )?,
-                    (None, Some(e)) => writeln!(out, "{mark} {:<8}  unreadable: {e}", k.id.short())?,
+                    (None, Some(e)) => writeln!(out, "{mark} {:<8}  unreadable: {}", k.id.short(), escape(e))?,
                     (None, None) => writeln!(out, "{mark} {:<8}  (owner record unreadable)", k.id.short())?,
                 }
             }
@@ -703,9 +679,9 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let pw = new_password(&a)?;
             let id = ops::key::add(&repo, &pw, KdfParams::DEFAULT).await?;
             if g.json {
-                println!("{}", json!({ "id": id.to_hex(), "short_id": id.short() }));
+                outln!("{}", json!({ "id": id.to_hex(), "short_id": id.short() }));
             } else {
-                println!("added key {}", id.short());
+                outln!("added key {}", id.short());
             }
             Ok(0)
         }
@@ -713,9 +689,9 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let repo = open_repo(g).await?;
             let removed = ops::key::remove(&repo, &id).await?;
             if g.json {
-                println!("{}", json!({ "removed": removed.to_hex() }));
+                outln!("{}", json!({ "removed": removed.to_hex() }));
             } else {
-                println!("removed key {}", removed.short());
+                outln!("removed key {}", removed.short());
             }
             Ok(0)
         }
@@ -725,9 +701,9 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let old = *repo.key_id();
             let new = ops::key::passwd(&repo, &pw, KdfParams::DEFAULT).await?;
             if g.json {
-                println!("{}", json!({ "old_id": old.to_hex(), "new_id": new.to_hex() }));
+                outln!("{}", json!({ "old_id": old.to_hex(), "new_id": new.to_hex() }));
             } else {
-                println!("password changed: key {} replaced by key {}", old.short(), new.short());
+                outln!("password changed: key {} replaced by key {}", old.short(), new.short());
             }
             Ok(0)
         }
@@ -746,11 +722,5 @@ mod tests {
         assert_eq!(mode_string(NodeKind::File, 0o6755), "-rwsr-sr-x");
         assert_eq!(mode_string(NodeKind::File, 0o6644), "-rwSr-Sr--");
         assert_eq!(mode_string(NodeKind::Symlink, 0o777), "lrwxrwxrwx");
-    }
-
-    #[test]
-    fn escapes_bytes() {
-        assert_eq!(escape_bytes(b"caf\xe9.txt"), "caf\\xe9.txt");
-        assert_eq!(escape_bytes("a\\b é".as_bytes()), "a\\\\b é");
     }
 }

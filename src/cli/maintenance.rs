@@ -19,6 +19,7 @@ use crate::ops::forget::{Duration, ForgetOptions, ForgetReport, GroupBy, GroupKe
 use crate::ops::prune::{MaxUnused, PruneOptions, PruneReport};
 use crate::repo::lock;
 
+use super::output::{escape, escape_bytes};
 use super::{human, lossy, open_repo, snapshot_json, Global};
 
 #[derive(Args)]
@@ -179,7 +180,7 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     }
     let (report, pruned) = ops::forget(&repo, &opts, a.prune.then_some(&prune_opts)).await?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&forget_json(&opts, &report, pruned.as_ref()))?);
+        outln!("{}", serde_json::to_string_pretty(&forget_json(&opts, &report, pruned.as_ref()))?);
     } else {
         print_forget(&opts, &report)?;
         if let Some(p) = &pruned {
@@ -187,7 +188,7 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         }
     }
     for (id, e) in &report.unreadable {
-        eprintln!("warning: snapshot {} cannot be read and was left alone: {e}", id.short());
+        errln!("warning: snapshot {} cannot be read and was left alone: {}", id.short(), escape(&e.to_string()));
     }
     Ok(0)
 }
@@ -233,27 +234,28 @@ fn forget_json(opts: &ForgetOptions, r: &ForgetReport, pruned: Option<&PruneRepo
 fn describe_group(key: &GroupKey) -> String {
     let mut parts = Vec::new();
     if let Some(h) = &key.hostname {
-        parts.push(format!("host [{h}]"));
+        parts.push(format!("host [{}]", escape(h)));
     }
     if let Some(p) = &key.paths {
-        parts.push(format!("paths [{}]", p.iter().map(|p| lossy(p)).collect::<Vec<_>>().join(", ")));
+        parts.push(format!("paths [{}]", p.iter().map(|p| escape_bytes(p)).collect::<Vec<_>>().join(", ")));
     }
     if let Some(t) = &key.tags {
-        parts.push(format!("tags [{}]", t.join(", ")));
+        parts.push(format!("tags [{}]", t.iter().map(|t| escape(t)).collect::<Vec<_>>().join(", ")));
     }
     parts.join(", ")
 }
 
 /// One table row; `reason` is `None` in the table of removed snapshots, which has no Reasons column.
 fn snapshot_row(id: &Id, s: &Snapshot, reason: Option<&str>) -> String {
-    let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
-    let reason = reason.map(|r| format!("{r:<22}  ")).unwrap_or_default();
+    let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
+    let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
+    let reason = reason.map(|r| format!("{:<22}  ", escape(r))).unwrap_or_default();
     format!(
         "{:<8}  {:<19}  {:<16}  {:<12}  {reason}{}",
         id.short(),
         format_time(s.time_ns),
-        s.hostname,
-        s.tags.join(","),
+        escape(&s.hostname),
+        tags.join(","),
         paths.join(", ")
     )
 }
@@ -261,7 +263,7 @@ fn snapshot_row(id: &Id, s: &Snapshot, reason: Option<&str>) -> String {
 fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if opts.ids.is_empty() {
-        writeln!(out, "Applying policy: {}", opts.policy)?;
+        writeln!(out, "Applying policy: {}", escape(&opts.policy.to_string()))?;
     }
     let header =
         |reasons: &str| format!("{:<8}  {:<19}  {:<16}  {:<12}  {reasons}Paths", "ID", "Time (UTC)", "Host", "Tags");
@@ -310,7 +312,7 @@ pub(super) async fn cmd_prune(g: &Global, a: PruneArgs) -> Result<u8> {
     }
     let report = ops::prune(&repo, &opts).await?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_prune(&report);
     }
@@ -318,7 +320,7 @@ pub(super) async fn cmd_prune(g: &Global, a: PruneArgs) -> Result<u8> {
 }
 
 fn print_prune(r: &PruneReport) {
-    println!(
+    outln!(
         "{} snapshots use {} blobs ({}); {} in {} packs ({}) is unused",
         r.snapshots,
         r.used_blobs,
@@ -328,18 +330,18 @@ fn print_prune(r: &PruneReport) {
         human(r.bytes)
     );
     if r.nothing_to_do {
-        println!("nothing to prune");
+        outln!("nothing to prune");
         return;
     }
     let would = if r.dry_run { "would " } else { "" };
     if r.unindexed_packs > 0 {
-        println!("{} packs were listed by no index (left by interrupted runs)", r.unindexed_packs);
+        outln!("{} packs were listed by no index (left by interrupted runs)", r.unindexed_packs);
     }
     if r.packs_deleted > 0 {
-        println!("{would}delete {} packs holding nothing in use", r.packs_deleted);
+        outln!("{would}delete {} packs holding nothing in use", r.packs_deleted);
     }
     if r.packs_repacked > 0 {
-        println!(
+        outln!(
             "{would}repack {} packs ({}), copying {} blobs into {} new packs ({})",
             r.packs_repacked,
             human(r.bytes_repacked),
@@ -349,10 +351,10 @@ fn print_prune(r: &PruneReport) {
         );
     }
     if r.missing_packs_dropped > 0 {
-        println!("{would}drop {} missing packs nothing uses from the index", r.missing_packs_dropped);
+        outln!("{would}drop {} missing packs nothing uses from the index", r.missing_packs_dropped);
     }
-    println!("{would}replace {} index objects with one", r.index_objects_replaced);
-    println!(
+    outln!("{would}replace {} index objects with one", r.index_objects_replaced);
+    outln!(
         "{}reclaimed {}: {} packs ({}) now {} packs ({}), {} unused",
         if r.dry_run { "would have " } else { "" },
         human(r.bytes_reclaimed),
@@ -372,13 +374,13 @@ pub(super) async fn cmd_unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
             .iter()
             .map(|(id, l)| json!({ "id": id.to_hex(), "lock": l.as_ref().map(lock::describe_lock) }))
             .collect();
-        println!("{}", json!({ "removed": list }));
+        outln!("{}", json!({ "removed": list }));
     } else {
         for (id, l) in &removed {
             let what = l.as_ref().map_or_else(|| "an unreadable lock".to_string(), lock::describe_lock);
-            println!("removed lock {}: {what}", id.short());
+            outln!("removed lock {}: {}", id.short(), escape(&what));
         }
-        println!("{} locks removed", removed.len());
+        outln!("{} locks removed", removed.len());
     }
     Ok(0)
 }

@@ -2,6 +2,8 @@
 //! logging setup, progress bars and everything printed. The rest of the
 //! library never prints.
 
+#[macro_use]
+mod output;
 pub mod config;
 mod inspect;
 mod maintenance;
@@ -33,6 +35,7 @@ use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
 use crate::restorer::{split_subpath, RestoreOptions};
 use config::PasswordSource;
+use output::{escape, escape_bytes, escape_path, is_broken_pipe};
 use progress::Bar;
 
 /// Exit codes beyond 0 (success) and 1 (failure).
@@ -244,31 +247,36 @@ pub fn command() -> clap::Command {
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Command::Completions(a) = &cli.command {
-        clap_complete::generate(a.shell, &mut command(), "tstor", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(a.shell, &mut command(), "tstor", &mut script);
+        // A closed pipe is the reader's choice, not a failure.
+        let _ = std::io::stdout().lock().write_all(&script);
         return ExitCode::SUCCESS;
     }
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("tstor: {e:#}");
+            errln!("tstor: {}", escape(&format!("{e:#}")));
             return ExitCode::FAILURE;
         }
     };
     if let Err(e) = config::apply(&mut cli.global) {
-        eprintln!("tstor: {e}");
+        errln!("tstor: {}", escape(&e.to_string()));
         return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tstor: cannot start the runtime: {e}");
+            errln!("tstor: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader of the output went away (`tstor ls | head`): not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tstor: {e:#}");
+            errln!("tstor: {}", escape(&format!("{e:#}")));
             tracing::error!(error = %format!("{e:#}"), "command failed");
             ExitCode::from(exit_code(&e))
         }
@@ -446,13 +454,14 @@ async fn cmd_init(g: &Global) -> Result<u8> {
     // A repository made in a new place (a new Telegram channel) has a new name.
     let location = repo.backend().location();
     if g.json {
-        println!("{}", json!({ "repository": location, "id": repo.repo_id().to_hex() }));
+        outln!("{}", json!({ "repository": location, "id": repo.repo_id().to_hex() }));
     } else {
-        println!("created repository {} at {location}", repo.repo_id().short());
+        let shown = escape(&location);
+        outln!("created repository {} at {shown}", repo.repo_id().short());
         if g.repo.as_deref().is_some_and(|r| r != location && !r.starts_with("local:") && r.contains(':')) {
-            println!("From now on use --repo {location} (or TSTOR_REPOSITORY={location}).");
+            outln!("From now on use --repo {shown} (or TSTOR_REPOSITORY={shown}).");
         }
-        println!("Keep the password safe: without it the data cannot be recovered.");
+        outln!("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(0)
 }
@@ -508,7 +517,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
         let changed: Vec<_> = outcome.changed.iter().map(|p| p.display().to_string()).collect();
-        println!(
+        outln!(
             "{}",
             json!({
                 "snapshot_id": outcome.id.to_hex(),
@@ -536,30 +545,33 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
             0 => String::new(),
             n => format!(" ({n} changed while read)"),
         };
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unchanged{while_read}; {} directories",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs
         );
-        println!(
+        outln!(
             "read {}, added {} ({} stored) in {:.1}s",
             human(s.bytes_read),
             human(s.bytes_added),
             human(s.bytes_stored),
             (s.end_ns - s.start_ns) as f64 / 1e9
         );
-        println!("snapshot {} saved", outcome.id.short());
+        outln!("snapshot {} saved", outcome.id.short());
     }
     for (p, e) in &outcome.errors {
-        eprintln!("error: {}: {e}", p.display());
+        errln!("error: {}: {}", escape_path(p), escape(e));
     }
     for p in &outcome.changed {
-        eprintln!("warning: {}: file changed while it was read; stored as read, possibly inconsistent", p.display());
+        errln!("warning: {}: file changed while it was read; stored as read, possibly inconsistent", escape_path(p));
     }
     if !outcome.errors.is_empty() {
-        eprintln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
+        errln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
     }
     if !outcome.changed.is_empty() {
-        eprintln!("tstor: {} files changed while they were read", outcome.changed.len());
+        errln!("tstor: {} files changed while they were read", outcome.changed.len());
     }
     if outcome.errors.is_empty() && outcome.changed.is_empty() {
         Ok(0)
@@ -598,19 +610,20 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
         .collect();
     if g.json {
         let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
         for (id, s) in &snaps {
-            let paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+            let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
+            let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
             writeln!(
                 out,
                 "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
                 id.short(),
                 format_time(s.time_ns),
-                s.hostname,
-                s.tags.join(","),
+                escape(&s.hostname),
+                tags.join(","),
                 human(s.summary.total_bytes),
                 paths.join(", ")
             )?;
@@ -618,7 +631,7 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
         writeln!(out, "{} snapshots", snaps.len())?;
     }
     for (id, e) in &bad {
-        eprintln!("error: snapshot {}: {e}", id.short());
+        errln!("error: snapshot {}: {}", id.short(), escape(&e.to_string()));
     }
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
@@ -649,15 +662,15 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, bar.clone()).await?;
     bar.finish();
     if g.json {
-        println!(
+        outln!(
             "{}",
             json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
         );
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",
             id.short(),
-            a.target.display(),
+            escape_path(&a.target),
             outcome.files,
             human(outcome.bytes),
             outcome.dirs,
@@ -669,9 +682,9 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         return Ok(0);
     }
     for e in &outcome.errors {
-        eprintln!("error: {}:{e}", id.short());
+        errln!("error: {}:{}", id.short(), escape(e));
     }
-    eprintln!("tstor: {} entries were not restored", outcome.errors.len());
+    errln!("tstor: {} entries were not restored", outcome.errors.len());
     Ok(1)
 }
 
@@ -686,9 +699,9 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
     let report = ops::check(&repo, scope, bar.clone()).await?;
     bar.finish();
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "{} snapshots, {} packs, {} blobs, {} trees checked; {} packs ({}) verified",
             report.snapshots,
             report.packs,
@@ -698,12 +711,12 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
             human(report.bytes_verified)
         );
         for w in &report.warnings {
-            println!("warning: {w}");
+            outln!("warning: {}", escape(w));
         }
     }
     if report.ok() {
         if !g.json {
-            println!("no errors were found");
+            outln!("no errors were found");
         }
         return Ok(0);
     }
@@ -715,16 +728,16 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         if let Some(blob) = &p.blob {
             where_.push(format!("blob {blob}"));
         }
-        eprintln!(
+        errln!(
             "error: {}{}",
             if where_.is_empty() { String::new() } else { format!("{}: ", where_.join(", ")) },
-            p.message
+            escape(&p.message)
         );
     }
     for path in &report.damaged_paths {
-        eprintln!("damaged: {path}");
+        errln!("damaged: {}", escape(path));
     }
-    eprintln!("tstor: the repository has {} problems", report.problems.len());
+    errln!("tstor: the repository has {} problems", report.problems.len());
     Ok(1)
 }
 

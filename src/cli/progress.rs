@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::output::{escape, escape_path};
 use crate::archiver::Progress;
 use crate::ops::check::CheckProgress;
 use crate::restorer::RestoreProgress;
@@ -55,10 +56,10 @@ impl Progress for Bar {
         self.bar.inc(n);
     }
     fn error(&self, path: &Path, message: &str) {
-        self.println(format!("error: {}: {message}", path.display()));
+        self.println(format!("error: {}: {}", escape_path(path), escape(message)));
     }
     fn changed(&self, path: &Path) {
-        self.println(format!("warning: {}: file changed while it was read", path.display()));
+        self.println(format!("warning: {}: file changed while it was read", escape_path(path)));
     }
 }
 
@@ -70,7 +71,7 @@ impl RestoreProgress for Bar {
         self.bar.inc(n);
     }
     fn error(&self, path: &str, message: &str) {
-        self.println(format!("error: {path}: {message}"));
+        self.println(format!("error: {}: {}", escape(path), escape(message)));
     }
 }
 

@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use grammers_client::{Client, SenderPool, SignInError};
 
+use super::output::{escape, escape_path};
 use crate::backend::telegram::session::{default_session_path, lock_session, SessionError};
 use crate::backend::telegram::{Options, Target, TelegramBackend, TelegramSession, DEFAULT_PACK_SIZE, MAX_PACK_SIZE};
 use crate::backend::Backend;
@@ -187,7 +188,11 @@ pub async fn cmd_login(g: &Global, a: LoginArgs) -> Result<u8> {
         if c.client.is_authorized().await.unwrap_or(false) {
             let me = c.client.get_me().await.ok();
             let who = me.map(|u| describe_user(&u)).unwrap_or_else(|| "someone".into());
-            println!("already logged in as {who} (session {}); use --force to log in again", path.display());
+            outln!(
+                "already logged in as {} (session {}); use --force to log in again",
+                escape(&who),
+                escape_path(&path)
+            );
             return Ok(0);
         }
     }
@@ -228,9 +233,9 @@ pub async fn cmd_login(g: &Global, a: LoginArgs) -> Result<u8> {
     };
     let who = describe_user(&user);
     if json {
-        println!("{}", serde_json::json!({ "user": who, "session": path.display().to_string() }));
+        outln!("{}", serde_json::json!({ "user": who, "session": path.display().to_string() }));
     } else {
-        println!("logged in as {who}; session saved to {} (readable only by you)", path.display());
+        outln!("logged in as {}; session saved to {} (readable only by you)", escape(&who), escape_path(&path));
     }
     Ok(0)
 }
@@ -249,7 +254,7 @@ pub async fn cmd_logout(g: &Global) -> Result<u8> {
     let session = match TelegramSession::open(&path) {
         Ok(s) => Arc::new(s),
         Err(SessionError::Missing { .. }) => {
-            println!("not logged in (no session at {})", path.display());
+            outln!("not logged in (no session at {})", escape_path(&path));
             return Ok(0);
         }
         Err(e) => return Err(e.into()),
@@ -264,6 +269,6 @@ pub async fn cmd_logout(g: &Global) -> Result<u8> {
     let mut lock = path.as_os_str().to_os_string();
     lock.push(".lock");
     let _ = std::fs::remove_file(PathBuf::from(lock));
-    println!("logged out; removed {}", path.display());
+    outln!("logged out; removed {}", escape_path(&path));
     Ok(0)
 }

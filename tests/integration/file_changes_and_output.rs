@@ -235,3 +235,196 @@ fn a_file_appended_throughout_the_snapshot_is_stored_as_a_prefix_and_reported() 
     assert!(content.len() < on_disk.len(), "stored {} of {}", content.len(), on_disk.len());
     assert!(content[..] == on_disk[..content.len()], "the stored content is a prefix of the log");
 }
+
+// ---- names printed for a human are escaped ----
+
+/// A name that prints a fake success line and clears the screen if shown raw.
+const EVIL: &str = "evil\nrestored snapshot 00000000 to T: 0 errors\x1b[2J";
+
+/// Fails if `out` holds anything a terminal would act on: a control byte
+/// other than the line ends of the output itself, bytes that are not UTF-8,
+/// or a line that a name printed on its own.
+fn assert_terminal_safe(what: &str, out: &[u8]) {
+    let text = std::str::from_utf8(out).unwrap_or_else(|e| panic!("{what}: raw non-UTF-8 output ({e}): {out:?}"));
+    let bad: Vec<char> = text.chars().filter(|c| c.is_control() && *c != '\n').collect();
+    assert!(bad.is_empty(), "{what}: raw control characters {bad:?} in {text:?}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("restored snapshot 00000000")),
+        "{what}: a name printed a line of its own: {text}"
+    );
+}
+
+fn run_checked(env: &Env, what: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = env.std_cmd();
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_ne!(out.status.code(), Some(101), "{what} panicked: {}", String::from_utf8_lossy(&out.stderr));
+    assert_terminal_safe(&format!("{what} stdout"), &out.stdout);
+    assert_terminal_safe(&format!("{what} stderr"), &out.stderr);
+    out
+}
+
+#[test]
+fn names_with_control_characters_and_invalid_utf8_are_escaped_in_every_human_output() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join(EVIL), "a").unwrap();
+    let invalid = src.join(OsStr::from_bytes(b"bad\xff\xfename"));
+    fs::write(&invalid, "b").unwrap();
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"\x1b]0;pwned\x07target"), src.join("link")).unwrap();
+    let src_s = src.to_str().unwrap();
+
+    let host = "host\x1b[31m\nrestored snapshot 00000000 to T: 0 errors";
+    let tag = "tag\x07\x1b[0m";
+    run_checked(&env, "snapshot", &["snapshot", "--host", host, "--tag", tag, src_s], &[]);
+    fs::write(src.join(EVIL), "changed").unwrap();
+    fs::remove_file(&invalid).unwrap();
+    fs::write(src.join(OsStr::from_bytes(b"new\x9b\x1b")), "c").unwrap();
+    run_checked(&env, "second snapshot", &["snapshot", "--host", host, src_s], &[]);
+    let ids: Vec<String> = env.snapshots_json().iter().map(|s| s["short_id"].as_str().unwrap().to_string()).collect();
+
+    let ls = run_checked(&env, "ls", &["ls", &ids[0]], &[]);
+    let ls = String::from_utf8(ls.stdout).unwrap();
+    assert!(ls.contains("/src/evil\\nrestored snapshot 00000000 to T: 0 errors\\x1b[2J\n"), "{ls}");
+    assert!(ls.contains("/src/bad\\xff\\xfename\n"), "{ls}");
+    let long = run_checked(&env, "ls -l", &["ls", "-l", &ids[0]], &[]);
+    assert!(String::from_utf8(long.stdout).unwrap().contains("-> \\x1b]0;pwned\\x07target"));
+    let find = run_checked(&env, "find", &["find", "*"], &[]);
+    assert!(String::from_utf8(find.stdout).unwrap().contains("/src/new\\x9b\\x1b"));
+    let diff = run_checked(&env, "diff", &["diff", &ids[0], &ids[1]], &[]);
+    let diff = String::from_utf8(diff.stdout).unwrap();
+    assert!(diff.contains("M /src/evil\\nrestored") && diff.contains("- /src/bad\\xff\\xfename"), "{diff}");
+    let snaps = run_checked(&env, "snapshots", &["snapshots"], &[]);
+    let snaps = String::from_utf8(snaps.stdout).unwrap();
+    assert!(snaps.contains("host\\x1b[31m\\nrestored") && snaps.contains("tag\\x07\\x1b[0m"), "{snaps}");
+    run_checked(&env, "forget --dry-run", &["forget", "--keep-last", "1", "--dry-run"], &[]);
+
+    // JSON keeps the name: lossily as text, exactly in `<field>_escaped`.
+    let json = run_checked(&env, "ls --json", &["ls", "--json", &ids[0]], &[]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(list.iter().any(|e| e["name"] == EVIL), "JSON strings carry control characters in JSON's own escapes");
+    let bad = list.iter().find(|e| e["name"] == "bad\u{fffd}\u{fffd}name").expect("lossy name");
+    assert_eq!(bad["name_escaped"], "bad\\xff\\xfename");
+
+    // Restore errors name the entry escaped: a directory with content stands
+    // where the file must go.
+    let target = env.path("target");
+    fs::create_dir_all(target.join("src").join(EVIL).join("in-the-way")).unwrap();
+    let restore = run_checked(&env, "restore", &["restore", &ids[1], "--target", target.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8(restore.stderr).unwrap();
+    assert!(stderr.contains("evil\\nrestored snapshot"), "the failed entry is named, escaped: {stderr}");
+
+    // A key slot records the user name: a crafted one is shown escaped.
+    let new_pw = env.path("new-pw");
+    fs::write(&new_pw, "another password").unwrap();
+    let user = "mallory\x1b[1A\rroot";
+    run_checked(&env, "key add", &["key", "add", "--new-password-file", new_pw.to_str().unwrap()], &[("USER", user)]);
+    let keys = run_checked(&env, "key list", &["key", "list"], &[]);
+    assert!(String::from_utf8(keys.stdout).unwrap().contains("mallory\\x1b[1A\\rroot"));
+
+    // Error messages that embed a name are escaped too.
+    run_checked(&env, "ls of a missing path", &["ls", &format!("{}:src/{EVIL}/x", ids[1])], &[]);
+    run_checked(&env, "snapshot of a missing path", &["snapshot", &format!("{src_s}/{EVIL}-missing")], &[]);
+}
+
+// ---- a reader that goes away ----
+
+/// Runs `tstor args` with a stdout whose reader has already gone, as in
+/// `tstor ... | head -0`, and checks it ends without a panic.
+fn run_with_closed_stdout(env: &Env, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env.std_cmd().args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{args:?} panicked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{args:?} reports the closed pipe as an error: {stderr}");
+    out
+}
+
+#[test]
+fn every_printing_command_ends_quietly_when_its_reader_goes_away() {
+    let env = Env::new();
+    let empty = Env::new();
+    run_with_closed_stdout(&empty, &["init"]);
+    assert!(empty.repo().join("config").exists(), "init did its work though nobody read its output");
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("sub/f{i}")), random_bytes(1000, i)).unwrap();
+    }
+    let src_s = src.to_str().unwrap();
+    let out = run_with_closed_stdout(&env, &["snapshot", src_s]);
+    assert_eq!(out.status.code(), Some(0), "the snapshot is saved and says so by its exit code");
+    fs::write(src.join("sub/f0"), "changed").unwrap();
+    run_with_closed_stdout(&env, &["snapshot", "--json", src_s]);
+    assert_eq!(env.snapshots_json().len(), 2);
+
+    let index_id = fs::read_dir(env.repo().join("index")).unwrap().next().unwrap().unwrap().file_name();
+    let index_id = index_id.to_str().unwrap().to_string();
+    let out = env.cmd().args(["cat", "index", &index_id]).output().unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pack_id = index["packs"][0]["id"].as_str().unwrap().to_string();
+    let first = env.snapshots_json()[0].clone();
+    let tree_id = first["tree"].as_str().unwrap().to_string();
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let key_id = {
+        let out = env.cmd().args(["key", "list", "--json"]).output().unwrap();
+        let keys: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        keys[0]["id"].as_str().unwrap().to_string()
+    };
+    let target = env.path("restored");
+    let target = target.to_str().unwrap();
+    let new_pw = env.path("new-pw");
+    fs::write(&new_pw, "another password").unwrap();
+    let new_pw = new_pw.to_str().unwrap();
+
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["--version"],
+        vec!["snapshot", "--help"],
+        vec!["completions", "bash"],
+        vec!["snapshots"],
+        vec!["snapshots", "--json"],
+        vec!["ls", "latest"],
+        vec!["ls", "-l", "latest"],
+        vec!["ls", "--json", "latest"],
+        vec!["find", "f*"],
+        vec!["find", "--json", "f*"],
+        vec!["diff", &first_id, "latest"],
+        vec!["stats"],
+        vec!["stats", "--json"],
+        vec!["cat", "config"],
+        vec!["cat", "snapshot", "latest"],
+        vec!["cat", "index", &index_id],
+        vec!["cat", "pack-header", &pack_id],
+        vec!["cat", "tree", &tree_id],
+        vec!["cat", "key", &key_id],
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["restore", "latest", "--target", target],
+        vec!["key", "list"],
+        vec!["key", "add", "--new-password-file", new_pw],
+        vec!["tag", "--add", "t1"],
+        vec!["tag", "--json", "--add", "t2"],
+        vec!["forget", "--keep-last", "1", "--dry-run"],
+        vec!["forget", "--json", "--keep-last", "1", "--dry-run"],
+        vec!["prune", "--dry-run"],
+        vec!["unlock"],
+    ];
+    for args in &commands {
+        run_with_closed_stdout(&env, args);
+    }
+    // Commands that change the repository still did.
+    assert!(fs::metadata(env.path("restored/src/sub/f1")).is_ok(), "restore wrote the files");
+    let out = env.cmd().args(["key", "list", "--json"]).output().unwrap();
+    assert_eq!(serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap().len(), 2);
+}
