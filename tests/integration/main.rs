@@ -10,6 +10,7 @@ mod damage;
 mod excludes_config;
 mod inspect;
 mod library;
+mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
 mod restore_reads;
