@@ -86,6 +86,9 @@ pub struct SnapshotOutcome {
     pub errors: Vec<(PathBuf, String)>,
     pub changed: Vec<PathBuf>,
     pub recovered_packs: usize,
+    /// Packs no index lists whose header could not be read, with the reason:
+    /// nothing in them was reused (see `repo::describe_unreadable_pack`).
+    pub unreadable_packs: Vec<(Id, String)>,
 }
 
 /// Makes a path absolute and lexically clean, without resolving symlinks.
@@ -163,7 +166,7 @@ pub async fn snapshot(
     let abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
 
     let mut index = repo.load_index_lenient().await?;
-    let recovered_packs = repo.index_unindexed_packs(&mut index).await?;
+    let (recovered_packs, unreadable_packs) = repo.index_unindexed_packs(&mut index).await?;
     let parent = choose_parent(repo, &opts, &abs_paths).await?;
     let parent_root = match &parent {
         Some((id, s)) => match repo.load_tree(&index, &s.tree).await {
@@ -223,7 +226,7 @@ pub async fn snapshot(
     // Packs that did upload are indexed even if the run failed, so that the
     // next run reuses them.
     if !stored.packs.is_empty() {
-        lock.ensure_fresh()?;
+        lock.ensure_held().await?;
         repo.write_index(stored.packs, Vec::new()).await?;
     }
     if let Some(e) = pipeline_err {
@@ -251,10 +254,10 @@ pub async fn snapshot(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
     };
-    lock.ensure_fresh()?;
+    lock.ensure_held().await?;
     let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
     tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), changed = changed.len(), "snapshot saved");
-    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs })
+    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs, unreadable_packs })
 }
 
 /// Counts the regular files and bytes under `paths` (for a progress total),

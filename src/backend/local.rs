@@ -67,6 +67,13 @@ fn io_err(kind: ObjectKind, id: &Id, path: &Path, e: std::io::Error) -> BackendE
     }
 }
 
+/// A file's modification time in ns since the epoch: when the object was
+/// renamed into place, since objects are never modified.
+fn modified_ns(meta: &fs::Metadata) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime().checked_mul(1_000_000_000)?.checked_add(meta.mtime_nsec())
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -194,7 +201,7 @@ impl Backend for LocalBackend {
             if kind == ObjectKind::Config {
                 let p = root.join("config");
                 return match fs::metadata(&p) {
-                    Ok(m) => Ok(vec![ObjectInfo { id: Id::ZERO, size: m.len() }]),
+                    Ok(m) => Ok(vec![ObjectInfo::new(Id::ZERO, m.len(), modified_ns(&m))]),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
                     Err(e) => Err(BackendError::from_io(e, p.display())),
                 };
@@ -223,8 +230,8 @@ impl Backend for LocalBackend {
                     let entry = entry.map_err(|e| BackendError::from_io(e, dir.display()))?;
                     // Names that are not ids (editor droppings, partial copies) are not objects.
                     let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else { continue };
-                    let size = entry.metadata().map_err(|e| BackendError::from_io(e, entry.path().display()))?.len();
-                    out.push(ObjectInfo { id, size });
+                    let meta = entry.metadata().map_err(|e| BackendError::from_io(e, entry.path().display()))?;
+                    out.push(ObjectInfo::new(id, meta.len(), modified_ns(&meta)));
                 }
             }
             Ok(out)

@@ -12,7 +12,8 @@ use crate::format::{Id, ObjectKind};
 
 #[derive(Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<(ObjectKind, Id), Bytes>>,
+    /// Each object's bytes and when it was put (ns since the epoch).
+    objects: Mutex<BTreeMap<(ObjectKind, Id), (Bytes, i64)>>,
 }
 
 impl MemoryBackend {
@@ -20,14 +21,14 @@ impl MemoryBackend {
         MemoryBackend::default()
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ObjectKind, Id), Bytes>> {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ObjectKind, Id), (Bytes, i64)>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replaces an object's bytes behind the repository's back (for tests of damage).
     pub fn tamper(&self, kind: ObjectKind, id: &Id, f: impl FnOnce(&mut Vec<u8>)) {
         let mut objects = self.objects();
-        if let Some(b) = objects.get_mut(&(kind, *id)) {
+        if let Some((b, _)) = objects.get_mut(&(kind, *id)) {
             let mut v = b.to_vec();
             f(&mut v);
             *b = Bytes::from(v);
@@ -49,12 +50,12 @@ impl Backend for MemoryBackend {
     }
 
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
-        self.objects().insert((kind, *id), data);
+        self.objects().insert((kind, *id), (data, crate::host::now_ns()));
         Ok(())
     }
 
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
-        self.objects().get(&(kind, *id)).cloned().ok_or_else(|| BackendError::not_found(kind, id))
+        self.objects().get(&(kind, *id)).map(|(b, _)| b.clone()).ok_or_else(|| BackendError::not_found(kind, id))
     }
 
     async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> Result<Bytes> {
@@ -67,7 +68,7 @@ impl Backend for MemoryBackend {
             .objects()
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, id), b)| ObjectInfo { id: *id, size: b.len() as u64 })
+            .map(|((_, id), (b, at))| ObjectInfo::new(*id, b.len() as u64, Some(*at)))
             .collect())
     }
 

@@ -24,6 +24,16 @@ use crate::format::{Id, ObjectKind};
 pub struct ObjectInfo {
     pub id: Id,
     pub size: u64,
+    /// When the object was stored (ns since the epoch, by the storage's
+    /// clock), where the backend knows: `prune` leaves unindexed packs younger
+    /// than its grace period alone, and treats an unknown age as young.
+    pub stored_ns: Option<i64>,
+}
+
+impl ObjectInfo {
+    pub fn new(id: Id, size: u64, stored_ns: Option<i64>) -> ObjectInfo {
+        ObjectInfo { id, size, stored_ns }
+    }
 }
 
 /// What a stored name stands for, to a backend that names what it stores.

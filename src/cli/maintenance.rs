@@ -329,6 +329,16 @@ fn print_prune(r: &PruneReport) {
         r.packs,
         human(r.bytes)
     );
+    for p in &r.unreadable_unindexed_packs {
+        errln!("warning: {}", escape(&crate::repo::describe_unreadable_pack(&p.id[..p.id.len().min(8)], &p.reason)));
+    }
+    if r.young_unindexed_packs > 0 {
+        outln!(
+            "{} packs listed by no index are younger than {} minutes and left alone (a snapshot may still be writing them)",
+            r.young_unindexed_packs,
+            ops::prune::UNINDEXED_PACK_GRACE.as_secs() / 60
+        );
+    }
     if r.nothing_to_do {
         outln!("nothing to prune");
         return;

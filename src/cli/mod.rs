@@ -536,6 +536,11 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "total_bytes": s.total_bytes,
                 "duration_seconds": (s.end_ns - s.start_ns) as f64 / 1e9,
                 "recovered_packs": outcome.recovered_packs,
+                "unreadable_packs": outcome
+                    .unreadable_packs
+                    .iter()
+                    .map(|(id, reason)| json!({ "id": id.to_hex(), "reason": reason }))
+                    .collect::<Vec<_>>(),
                 "errors": errors,
                 "changed_files": changed,
             })
@@ -560,6 +565,9 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
             (s.end_ns - s.start_ns) as f64 / 1e9
         );
         outln!("snapshot {} saved", outcome.id.short());
+    }
+    for (id, reason) in &outcome.unreadable_packs {
+        errln!("warning: {}", escape(&crate::repo::describe_unreadable_pack(&id.short(), reason)));
     }
     for (p, e) in &outcome.errors {
         errln!("error: {}: {}", escape_path(p), escape(e));

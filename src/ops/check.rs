@@ -199,11 +199,21 @@ pub async fn check(
             Some(_) => {}
         }
     }
-    for id in stored.keys().filter(|id| !index.has_pack(id)) {
-        report.warnings.push(format!(
-            "pack {} is not in any index (left by an interrupted run; the next snapshot indexes it)",
-            id.short()
-        ));
+    // Unindexed packs: the next snapshot indexes those whose header opens;
+    // the others are named as `snapshot` and `prune` name them.
+    let mut unindexed: Vec<(Id, u64)> =
+        stored.iter().filter(|(id, _)| !index.has_pack(id)).map(|(id, s)| (*id, *s)).collect();
+    unindexed.sort();
+    for (id, size) in unindexed {
+        match repo.read_pack_header(&id, size).await {
+            Ok(_) => report.warnings.push(format!(
+                "pack {} is not in any index (left by an interrupted run; the next snapshot indexes it)",
+                id.short()
+            )),
+            Err(RepoError::Backend(e)) if e.is_not_found() => {}
+            Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
+            Err(e) => report.warnings.push(crate::repo::describe_unreadable_pack(&id.short(), &e.to_string())),
+        }
     }
 
     // Content verification.

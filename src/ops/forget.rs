@@ -592,6 +592,9 @@ pub async fn forget(repo: &Repository, lock: &LockGuard, opts: &ForgetOptions) -
         let ids = plan.to_remove();
         let unique: HashSet<Id> = ids.iter().copied().collect();
         debug_assert_eq!(unique.len(), ids.len());
+        if !ids.is_empty() {
+            lock.ensure_held().await?;
+        }
         for id in ids {
             lock.ensure_fresh()?;
             repo.backend().delete(ObjectKind::Snapshot, &id).await?;

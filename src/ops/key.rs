@@ -17,7 +17,7 @@ pub async fn list(repo: &Repository) -> Result<Vec<KeyInfo>, RepoError> {
 pub async fn add(repo: &Repository, password: &[u8], params: KdfParams) -> Result<Id, RepoError> {
     let guard = lock::acquire(repo, false).await?;
     let result = async {
-        guard.ensure_fresh()?;
+        guard.ensure_held().await?;
         repo.add_key(password, params).await
     }
     .await;
@@ -30,7 +30,7 @@ pub async fn remove(repo: &Repository, spec: &str) -> Result<Id, RepoError> {
     let guard = lock::acquire(repo, true).await?;
     let result = async {
         let id = repo.resolve_key(spec).await?;
-        guard.ensure_fresh()?;
+        guard.ensure_held().await?;
         repo.remove_key(&id).await?;
         Ok(id)
     }
@@ -43,7 +43,7 @@ pub async fn remove(repo: &Repository, spec: &str) -> Result<Id, RepoError> {
 pub async fn passwd(repo: &Repository, password: &[u8], params: KdfParams) -> Result<Id, RepoError> {
     let guard = lock::acquire(repo, true).await?;
     let result = async {
-        guard.ensure_fresh()?;
+        guard.ensure_held().await?;
         repo.replace_key(password, params).await
     }
     .await;

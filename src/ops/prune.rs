@@ -6,7 +6,11 @@
 //! left by interrupted runs collapse into the cleanest copy). Then:
 //!
 //! - packs with no home blob are deleted (indexed ones, and packs no index
-//!   lists: leftovers of interrupted snapshots and prunes);
+//!   lists: leftovers of interrupted snapshots and prunes), except packs no
+//!   index lists that are younger than the grace period
+//!   ([`UNINDEXED_PACK_GRACE`]; a snapshot may be uploading them) or whose
+//!   header cannot be read (they may hold the only copy of some data): those
+//!   are left alone and reported;
 //! - packs partly unused are repacked, the most wasteful first, until the
 //!   unused space left is under `--max-unused` (restic's rule: `5%` means
 //!   unused ≤ 5% of everything stored) and within `--max-repack-size`: their
@@ -29,12 +33,14 @@
 //! 2, readers see only the new index, which lists every used blob in a pack
 //! that exists; the packs still awaiting deletion are unindexed (a warning) or
 //! re-indexed by the next snapshot, and the next prune deletes them either way,
-//! because every run decides from scratch. The lock is checked for freshness
-//! before the index is written and before every deletion.
+//! because every run decides from scratch. The lock is proved held (re-read
+//! and refreshed) before the index is written and before the packs are
+//! deleted, and checked for freshness before every deletion.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -46,6 +52,13 @@ use crate::repo::index::MasterIndex;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{FinishedPack, Packer};
 use crate::repo::{RepoError, Repository};
+
+/// Packs no index lists are deleted only once storage says they are at
+/// least this old: younger ones may belong to a snapshot still uploading
+/// (one whose lock a user removed, or that was paused past the stale limit:
+/// it will not commit, but nothing should be deleted under it either). Twice
+/// the stale limit of locks; a pack of unknown age counts as young.
+pub const UNINDEXED_PACK_GRACE: Duration = Duration::from_secs(60 * 60);
 
 /// How much unused space may stay in packs that are kept.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,6 +108,8 @@ pub struct PruneOptions {
     pub max_repack_bytes: Option<u64>,
     pub data_pack_size: usize,
     pub tree_pack_size: usize,
+    /// Unindexed packs younger than this are left alone.
+    pub unindexed_grace: Duration,
 }
 
 impl Default for PruneOptions {
@@ -106,6 +121,7 @@ impl Default for PruneOptions {
             max_repack_bytes: None,
             data_pack_size: p.data_pack_size,
             tree_pack_size: p.tree_pack_size,
+            unindexed_grace: UNINDEXED_PACK_GRACE,
         }
     }
 }
@@ -126,6 +142,10 @@ pub struct PruneReport {
     pub unused_bytes: u64,
     /// Packs no index listed (left by interrupted runs), included in the counts below.
     pub unindexed_packs: usize,
+    /// Unindexed packs left alone because they are younger than the grace period.
+    pub young_unindexed_packs: usize,
+    /// Unindexed packs left alone because their header cannot be read.
+    pub unreadable_unindexed_packs: Vec<UnreadablePack>,
     /// Packs deleted because nothing in them is used.
     pub packs_deleted: usize,
     pub packs_repacked: usize,
@@ -152,11 +172,21 @@ pub struct PruneReport {
     pub nothing_to_do: bool,
 }
 
+/// An unindexed pack prune could not read and therefore kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreadablePack {
+    /// The pack id in hex.
+    pub id: String,
+    pub reason: String,
+}
+
 /// One pack as prune sees it.
 struct PackInfo {
     pack: IndexedPack,
     indexed: bool,
     stored: bool,
+    /// Unindexed and younger than the grace period: never deleted or repacked.
+    young: bool,
 }
 
 /// Everything prune reads before deciding.
@@ -165,8 +195,8 @@ struct State {
     index_ids: Vec<Id>,
     superseded_in_storage: usize,
     packs: Vec<PackInfo>,
-    /// Unindexed packs whose header does not open: useless to anyone.
-    unreadable_unindexed: Vec<(Id, u64)>,
+    /// Unindexed packs whose header does not open: kept, and reported.
+    unreadable_unindexed: Vec<(Id, String)>,
     used: HashSet<Id>,
     snapshots: usize,
     stored_packs: usize,
@@ -176,7 +206,7 @@ struct State {
 /// Reads the index objects, the packs in storage and every snapshot's trees.
 /// Anything unreadable stops the prune before it changes anything: what a
 /// damaged object refers to cannot be known, so nothing can be safely deleted.
-async fn load_state(repo: &Repository, forgotten: &HashSet<Id>) -> Result<State, RepoError> {
+async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration) -> Result<State, RepoError> {
     let backend = repo.backend();
     let listed = backend.list(ObjectKind::Index).await?;
     let mut files: Vec<(Id, IndexFile)> = Vec::with_capacity(listed.len());
@@ -187,7 +217,14 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>) -> Result<State,
         files.push((info.id, file));
     }
     let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-    let stored: HashMap<Id, u64> = backend.list(ObjectKind::Pack).await?.into_iter().map(|o| (o.id, o.size)).collect();
+    let listed_packs = backend.list(ObjectKind::Pack).await?;
+    let stored: HashMap<Id, u64> = listed_packs.iter().map(|o| (o.id, o.size)).collect();
+    let now = crate::host::now_ns();
+    let young: HashSet<Id> = listed_packs
+        .iter()
+        .filter(|o| o.stored_ns.is_none_or(|t| now.saturating_sub(t) < grace.as_nanos() as i64))
+        .map(|o| o.id)
+        .collect();
 
     let mut packs: Vec<PackInfo> = Vec::new();
     let mut seen: HashSet<Id> = HashSet::new();
@@ -203,7 +240,7 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>) -> Result<State,
             if stored_size.is_some_and(|s| s != p.size) {
                 tracing::warn!(pack = %p.id.short(), indexed = p.size, stored = ?stored_size, "pack size differs from the index");
             }
-            packs.push(PackInfo { pack: p.clone(), indexed: true, stored: stored_size.is_some() });
+            packs.push(PackInfo { pack: p.clone(), indexed: true, stored: stored_size.is_some(), young: false });
         }
     }
     let mut unindexed: Vec<(Id, u64)> =
@@ -212,10 +249,15 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>) -> Result<State,
     let mut unreadable_unindexed = Vec::new();
     for (id, size) in unindexed {
         match repo.read_pack_header(&id, size).await {
-            Ok(blobs) => packs.push(PackInfo { pack: IndexedPack { id, size, blobs }, indexed: false, stored: true }),
+            Ok(blobs) => packs.push(PackInfo {
+                pack: IndexedPack { id, size, blobs },
+                indexed: false,
+                stored: true,
+                young: young.contains(&id),
+            }),
             Err(RepoError::Damaged { reason, .. }) => {
-                tracing::warn!(pack = %id.short(), %reason, "an unindexed pack's header does not open; it will be deleted");
-                unreadable_unindexed.push((id, size));
+                tracing::warn!(pack = %id.short(), %reason, "an unindexed pack's header does not open; it is left alone");
+                unreadable_unindexed.push((id, reason));
             }
             Err(e) => return Err(e),
         }
@@ -288,6 +330,8 @@ struct Plan {
     delete: Vec<usize>,
     /// Indexed packs missing from storage that nothing needs.
     dropped: Vec<usize>,
+    /// Unindexed packs younger than the grace period holding nothing used: left alone.
+    young: Vec<usize>,
     used_bytes: u64,
     unused_bytes: u64,
     unused_after: u64,
@@ -337,9 +381,11 @@ fn make_plan(packs: &[PackInfo], used: &HashSet<Id>, opts: &PruneOptions) -> Res
         let home: u64 = homes[i].iter().map(|b| u64::from(b.length)).sum();
         plan.used_bytes += home;
         plan.unused_bytes += total[i] - home;
-        if homes[i].is_empty() {
+        if homes[i].is_empty() && p.young {
+            plan.young.push(i);
+        } else if homes[i].is_empty() {
             plan.delete.push(i);
-        } else if homes[i].len() == p.pack.blobs.len() {
+        } else if homes[i].len() == p.pack.blobs.len() || p.young {
             plan.keep.push(i);
         } else {
             candidates.push((i, home, total[i] - home));
@@ -397,7 +443,7 @@ async fn run(
     if !opts.dry_run && !lock.is_exclusive() {
         return Err(RepoError::Invalid("prune needs an exclusive lock".into()));
     }
-    let state = load_state(repo, forgotten).await?;
+    let state = load_state(repo, forgotten, opts.unindexed_grace).await?;
     let plan = make_plan(&state.packs, &state.used, opts)?;
     let p = |i: usize| &state.packs[i];
     let mut report = PruneReport {
@@ -409,7 +455,13 @@ async fn run(
         used_bytes: plan.used_bytes,
         unused_bytes: plan.unused_bytes,
         unindexed_packs: state.packs.iter().filter(|p| !p.indexed).count() + state.unreadable_unindexed.len(),
-        packs_deleted: plan.delete.len() + state.unreadable_unindexed.len(),
+        young_unindexed_packs: plan.young.len(),
+        unreadable_unindexed_packs: state
+            .unreadable_unindexed
+            .iter()
+            .map(|(id, reason)| UnreadablePack { id: id.to_hex(), reason: reason.clone() })
+            .collect(),
+        packs_deleted: plan.delete.len(),
         packs_repacked: plan.repack.len(),
         blobs_repacked: plan.repack.iter().map(|(_, b)| b.len()).sum(),
         bytes_repacked: plan.repack.iter().map(|(i, _)| p(*i).pack.size).sum(),
@@ -418,14 +470,11 @@ async fn run(
         unused_bytes_after: plan.unused_after,
         ..Default::default()
     };
-    report.bytes_deleted = report.bytes_repacked
-        + plan.delete.iter().map(|&i| p(i).pack.size).sum::<u64>()
-        + state.unreadable_unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    report.bytes_deleted = report.bytes_repacked + plan.delete.iter().map(|&i| p(i).pack.size).sum::<u64>();
     let adopted = plan.keep.iter().any(|&i| !p(i).indexed);
     report.nothing_to_do = plan.delete.is_empty()
         && plan.repack.is_empty()
         && plan.dropped.is_empty()
-        && state.unreadable_unindexed.is_empty()
         && state.superseded_in_storage == 0
         && !adopted;
     if opts.dry_run || report.nothing_to_do {
@@ -458,24 +507,20 @@ async fn run(
     // 2. One index that lists everything kept and supersedes every index object.
     let mut listed: Vec<IndexedPack> = plan.keep.iter().map(|&i| p(i).pack.clone()).collect();
     listed.extend(new_packs);
-    lock.ensure_fresh()?;
+    lock.ensure_held().await?;
     let index_id = repo.write_index(listed, state.index_ids.clone()).await?;
     tracing::info!(index = %index_id.short(), replaced = state.index_ids.len(), "new index written");
     report.index_objects_replaced = state.index_ids.len();
 
-    // 3. The old index objects.
+    // 3. The old index objects (harmless to delete: the new index supersedes them).
     for id in &state.index_ids {
         lock.ensure_fresh()?;
         repo.backend().delete(ObjectKind::Index, id).await?;
     }
 
     // 4. Packs no index lists any more.
-    let doomed = plan
-        .delete
-        .iter()
-        .chain(plan.repack.iter().map(|(i, _)| i))
-        .map(|&i| p(i).pack.id)
-        .chain(state.unreadable_unindexed.iter().map(|(id, _)| *id));
+    let doomed = plan.delete.iter().chain(plan.repack.iter().map(|(i, _)| i)).map(|&i| p(i).pack.id);
+    lock.ensure_held().await?;
     for id in doomed {
         lock.ensure_fresh()?;
         repo.backend().delete(ObjectKind::Pack, &id).await?;
@@ -571,7 +616,7 @@ mod tests {
 
     fn pack(n: u8, blobs: Vec<BlobEntry>, indexed: bool, stored: bool) -> PackInfo {
         let size = blobs.iter().map(|b| u64::from(b.length)).sum::<u64>() + 100;
-        PackInfo { pack: IndexedPack { id: Id([n; 32]), size, blobs }, indexed, stored }
+        PackInfo { pack: IndexedPack { id: Id([n; 32]), size, blobs }, indexed, stored, young: false }
     }
 
     fn opts(max_unused: MaxUnused) -> PruneOptions {

@@ -68,7 +68,7 @@ async fn rebuild(repo: &Repository, guard: &lock::LockGuard) -> Result<RepairRep
     }
     indexed.sort_by_key(|p| p.id);
     report.packs = indexed.len();
-    guard.ensure_fresh()?;
+    guard.ensure_held().await?;
     let id = repo.write_index(indexed, old.clone()).await?;
     report.index = Some(id.to_hex());
     for o in old.iter().filter(|o| **o != id) {

@@ -69,7 +69,7 @@ pub async fn tag(repo: &Repository, specs: &[String], opts: &TagOptions) -> Resu
                 continue;
             }
             let snapshot = Snapshot { tags, ..snap };
-            guard.ensure_fresh()?;
+            guard.ensure_held().await?;
             let new_id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
             if new_id != old_id {
                 repo.backend().delete(ObjectKind::Snapshot, &old_id).await?;

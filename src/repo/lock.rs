@@ -1,12 +1,13 @@
 //! Repository locks. Commands that read or add data hold a shared lock;
 //! commands that delete data hold an exclusive one. A lock is a stored object
 //! refreshed while its holder runs; one whose holder stopped refreshing it, or
-//! whose process is gone from this host, is stale and ignored. A holder that
-//! could not refresh its lock in time must not commit anything: a prune
-//! elsewhere may already have treated the lock as stale.
+//! whose process is gone from this host, is stale and ignored. A holder must
+//! prove, right before it commits anything, that its lock is still stored and
+//! fresh ([`LockGuard::ensure_held`]): a prune elsewhere may have treated it as
+//! stale, or someone may have removed it, and deleted what the holder relies on.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::format::lock::Lock;
@@ -19,24 +20,75 @@ use super::{RepoError, Repository, Result};
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// After this long without a refresh a lock is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// A lock refreshed further than this in the future (by this host's clock)
+/// comes from a host with a wrong clock or was crafted: commands still
+/// respect it, but name it as such, and `unlock` removes it.
+pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// The refresh interval and stale limit in force. `TSTOR_LOCK_STALE_SECS`
+/// shortens the stale limit (the refresh interval follows at a sixth of it);
+/// it exists for tests, and every process using a repository must see the
+/// same value, or one may take another's live lock for stale.
+#[derive(Clone, Copy, Debug)]
+pub struct LockTiming {
+    pub refresh: Duration,
+    pub stale: Duration,
+}
+
+pub fn timing() -> LockTiming {
+    static TIMING: OnceLock<LockTiming> = OnceLock::new();
+    *TIMING.get_or_init(|| {
+        match std::env::var("TSTOR_LOCK_STALE_SECS").ok().and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0) {
+            Some(secs) => {
+                let stale = Duration::from_secs(secs);
+                LockTiming { refresh: stale / 6, stale }
+            }
+            None => LockTiming { refresh: REFRESH_INTERVAL, stale: STALE_AFTER },
+        }
+    })
+}
+
+/// How long after its last refresh a holder still trusts its own lock: the
+/// stale limit minus one refresh interval, a margin for clock skew and for
+/// the time a commit takes.
+fn trust_limit_ns() -> i64 {
+    let t = timing();
+    (t.stale - t.refresh).as_nanos() as i64
+}
 
 /// Whether `lock` no longer protects anything.
 pub fn is_stale(lock: &Lock, now_ns: i64) -> bool {
-    if now_ns.saturating_sub(lock.refreshed_ns) > STALE_AFTER.as_nanos() as i64 {
+    if now_ns.saturating_sub(lock.refreshed_ns) > timing().stale.as_nanos() as i64 {
         return true;
     }
     lock.hostname == host::hostname() && !host::process_alive(lock.pid)
 }
 
+/// Whether `lock` claims a refresh further in the future than clocks can
+/// plausibly disagree ([`FUTURE_TOLERANCE`]).
+pub fn is_from_the_future(lock: &Lock, now_ns: i64) -> bool {
+    lock.refreshed_ns.saturating_sub(now_ns) > FUTURE_TOLERANCE.as_nanos() as i64
+}
+
 fn describe(l: &Lock) -> String {
-    format!(
+    let mut s = format!(
         "{} lock held by {}@{} (pid {}) since {}",
         if l.exclusive { "an exclusive" } else { "a shared" },
         l.username,
         l.hostname,
         l.pid,
         crate::format_time(l.created_ns)
-    )
+    );
+    let now = host::now_ns();
+    if is_from_the_future(l, now) {
+        let ahead_s = l.refreshed_ns.saturating_sub(now) / 1_000_000_000;
+        s.push_str(&format!(
+            ", refreshed at {}, {ahead_s}s in the future (is the clock of {} wrong?); `tstor unlock` removes it",
+            crate::format_time(l.refreshed_ns),
+            l.hostname
+        ));
+    }
+    s
 }
 
 /// Every lock object that can be read, with its id.
@@ -55,10 +107,26 @@ pub async fn list_locks(repo: &Repository) -> Result<Vec<(Id, Lock)>> {
     Ok(out)
 }
 
+/// What the holder knows of its lock, shared with the background refresher.
+struct Held {
+    /// The lock object stored now, and its content.
+    id: Id,
+    lock: Lock,
+    /// Why the lock can no longer be trusted, once that is known; nothing is
+    /// refreshed or committed after that.
+    lost: Option<String>,
+}
+
 /// A held lock; refreshed in the background until released.
 pub struct LockGuard {
     repo: Repository,
-    current: Arc<Mutex<(Id, Lock)>>,
+    /// Held across a whole refresh, so that the refresher and a proof before a
+    /// commit never replace the lock object at the same time.
+    held: Arc<tokio::sync::Mutex<Held>>,
+    /// The id of the stored lock object, readable without waiting.
+    current_id: Arc<Mutex<Id>>,
+    exclusive: bool,
+    /// When the stored lock was last refreshed; `i64::MIN` once it is lost.
     last_refresh_ns: Arc<AtomicI64>,
     refresher: tokio::task::JoinHandle<()>,
 }
@@ -99,58 +167,120 @@ pub async fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
         return Err(RepoError::Locked(c));
     }
     tracing::debug!(lock = %id.short(), exclusive, "lock taken");
-    let current = Arc::new(Mutex::new((id, lock)));
+    let held = Arc::new(tokio::sync::Mutex::new(Held { id, lock, lost: None }));
+    let current_id = Arc::new(Mutex::new(id));
     let last_refresh_ns = Arc::new(AtomicI64::new(now));
-    let refresher = tokio::spawn(refresh_loop(repo.clone(), current.clone(), last_refresh_ns.clone()));
-    Ok(LockGuard { repo: repo.clone(), current, last_refresh_ns, refresher })
+    let refresher = tokio::spawn(refresh_loop(repo.clone(), held.clone(), current_id.clone(), last_refresh_ns.clone()));
+    Ok(LockGuard { repo: repo.clone(), held, current_id, exclusive, last_refresh_ns, refresher })
 }
 
-async fn refresh_loop(repo: Repository, current: Arc<Mutex<(Id, Lock)>>, last: Arc<AtomicI64>) {
+/// Marks the lock lost for `reason`; returns the error every later commit gets.
+fn mark_lost(held: &mut Held, last: &AtomicI64, reason: String) -> RepoError {
+    tracing::warn!(lock = %held.id.short(), %reason, "lock lost; nothing more will be committed");
+    last.store(i64::MIN, Ordering::SeqCst);
+    let reason = held.lost.get_or_insert(reason).clone();
+    lost_error(&reason)
+}
+
+fn lost_error(reason: &str) -> RepoError {
+    RepoError::Locked(format!(
+        "{reason}; a prune may have deleted data this command relies on, so nothing was committed"
+    ))
+}
+
+/// Proves that the lock is still stored and was never left unrefreshed long
+/// enough to be taken for stale, then refreshes it. With `prove` false (the
+/// background refresher) the stored object is only looked for in a listing.
+async fn refresh(
+    repo: &Repository,
+    held: &mut Held,
+    current_id: &Mutex<Id>,
+    last: &AtomicI64,
+    prove: bool,
+) -> Result<()> {
+    if let Some(reason) = &held.lost {
+        return Err(lost_error(reason));
+    }
+    // A lock that went unrefreshed too long (a suspended or stopped process)
+    // may already have been taken for stale: refreshing it would let its
+    // holder commit after a prune deleted what it deduplicated against.
+    let age = host::now_ns().saturating_sub(last.load(Ordering::SeqCst));
+    if age > trust_limit_ns() {
+        let reason =
+            format!("our lock was last refreshed {}s ago and may have been taken for stale", age / 1_000_000_000);
+        return Err(mark_lost(held, last, reason));
+    }
+    // A lock someone removed (`tstor unlock --remove-all`) protects nothing.
+    let gone = || format!("our lock {} was removed by someone else (`tstor unlock`?)", held.id.short());
+    if prove {
+        match repo.load_object(ObjectKind::Lock, &held.id).await {
+            Ok(plain) => match Lock::decode(&plain) {
+                Ok(stored) if stored.nonce == held.lock.nonce => {}
+                _ => return Err(mark_lost(held, last, gone())),
+            },
+            Err(RepoError::Backend(b)) if b.is_not_found() => return Err(mark_lost(held, last, gone())),
+            Err(e) => return Err(e),
+        }
+    } else if !repo.backend().list(ObjectKind::Lock).await?.iter().any(|o| o.id == held.id) {
+        return Err(mark_lost(held, last, gone()));
+    }
+    let mut lock = held.lock.clone();
+    lock.refreshed_ns = host::now_ns();
+    let new_id = repo.save_object(ObjectKind::Lock, &lock.encode()).await?;
+    let old_id = std::mem::replace(&mut held.id, new_id);
+    held.lock = lock;
+    *current_id.lock().unwrap_or_else(|p| p.into_inner()) = new_id;
+    last.store(held.lock.refreshed_ns, Ordering::SeqCst);
+    if old_id != new_id {
+        if let Err(e) = repo.backend().delete(ObjectKind::Lock, &old_id).await {
+            tracing::warn!(lock = %old_id.short(), error = %e, "could not remove the previous lock object");
+        }
+    }
+    tracing::debug!(lock = %new_id.short(), "lock refreshed");
+    Ok(())
+}
+
+async fn refresh_loop(
+    repo: Repository,
+    held: Arc<tokio::sync::Mutex<Held>>,
+    current_id: Arc<Mutex<Id>>,
+    last: Arc<AtomicI64>,
+) {
     loop {
-        tokio::time::sleep(REFRESH_INTERVAL).await;
-        let (old_id, mut lock) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // A lock that went unrefreshed too long (a suspended or stopped
-        // process) may already have been taken for stale, and one that was
-        // removed (`unlock`) has been: refreshing either would let its holder
-        // commit after a prune deleted what it deduplicated against. Leave it
-        // expired so that `ensure_fresh` keeps failing.
-        let age = host::now_ns().saturating_sub(last.load(Ordering::SeqCst));
-        if age > (STALE_AFTER - REFRESH_INTERVAL).as_nanos() as i64 {
-            tracing::warn!(lock = %old_id.short(), "our lock expired before it could be refreshed; nothing more will be committed");
-            return;
-        }
-        match repo.backend().list(ObjectKind::Lock).await {
-            Ok(listed) if !listed.iter().any(|o| o.id == old_id) => {
-                tracing::warn!(lock = %old_id.short(), "our lock was removed by someone else; nothing more will be committed");
-                last.store(i64::MIN, Ordering::SeqCst);
-                return;
-            }
-            _ => {}
-        }
-        lock.refreshed_ns = host::now_ns();
-        match repo.save_object(ObjectKind::Lock, &lock.encode()).await {
-            Ok(new_id) => {
-                *current.lock().unwrap_or_else(|p| p.into_inner()) = (new_id, lock.clone());
-                last.store(lock.refreshed_ns, Ordering::SeqCst);
-                if let Err(e) = repo.backend().delete(ObjectKind::Lock, &old_id).await {
-                    tracing::warn!(lock = %old_id.short(), error = %e, "could not remove the previous lock object");
-                }
-                tracing::debug!(lock = %new_id.short(), "lock refreshed");
-            }
+        tokio::time::sleep(timing().refresh).await;
+        let mut h = held.lock().await;
+        match refresh(&repo, &mut h, &current_id, &last, false).await {
+            Ok(()) => {}
+            Err(_) if h.lost.is_some() => return,
+            // Logged and retried at the next interval.
             Err(e) => tracing::warn!(error = %e, "could not refresh the lock"),
         }
     }
 }
 
 impl LockGuard {
-    /// Fails if the lock may have been considered stale by someone else:
-    /// called right before anything is committed.
+    /// Proves the lock is still held, right before something is committed:
+    /// re-reads the stored lock object (it may have been removed) and checks
+    /// that it never went unrefreshed long enough to be taken for stale, then
+    /// refreshes it so that it stays fresh while the commit is written. Once
+    /// this fails it keeps failing: the holder must stop without committing.
+    pub async fn ensure_held(&self) -> Result<()> {
+        let mut h = self.held.lock().await;
+        refresh(&self.repo, &mut h, &self.current_id, &self.last_refresh_ns, true).await
+    }
+
+    /// The cheap check between the steps of one commit that
+    /// [`ensure_held`](Self::ensure_held) started: fails once the lock is
+    /// known lost or its last refresh is too old to be trusted.
     pub fn ensure_fresh(&self) -> Result<()> {
-        let age = host::now_ns().saturating_sub(self.last_refresh_ns.load(Ordering::SeqCst));
-        let limit = (STALE_AFTER - REFRESH_INTERVAL).as_nanos() as i64;
-        if age > limit {
-            return Err(RepoError::Locked(format!(
-                "our lock was last refreshed {}s ago and may have expired; nothing was committed",
+        let last = self.last_refresh_ns.load(Ordering::SeqCst);
+        if last == i64::MIN {
+            return Err(lost_error("our lock was lost"));
+        }
+        let age = host::now_ns().saturating_sub(last);
+        if age > trust_limit_ns() {
+            return Err(lost_error(&format!(
+                "our lock was last refreshed {}s ago and may have been taken for stale",
                 age / 1_000_000_000
             )));
         }
@@ -158,20 +288,21 @@ impl LockGuard {
     }
 
     pub fn id(&self) -> Id {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).0
+        *self.current_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn is_exclusive(&self) -> bool {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).1.exclusive
+        self.exclusive
     }
 
     /// Stops refreshing and removes the lock, including any copy a refresh
     /// cut short may have written.
     pub async fn release(self) {
-        let LockGuard { repo, current, refresher, .. } = self;
+        let LockGuard { repo, held, refresher, .. } = self;
         refresher.abort();
         let _ = refresher.await;
-        let (id, lock) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let h = held.lock().await;
+        let (id, lock) = (h.id, h.lock.clone());
         // Write order: packs, index, snapshot, then the head (for backends
         // that keep one), after a command that stored an index object or a
         // snapshot, or held the lock to delete.
@@ -191,15 +322,19 @@ impl LockGuard {
     }
 }
 
-/// Removes stale locks, or with `all` every lock object (also unreadable ones
-/// and those of running processes, which notice at their next refresh and
-/// then commit nothing more). Returns the ids removed, with the lock when it
-/// could be read. Takes no lock itself.
+/// Removes stale locks and locks dated beyond [`FUTURE_TOLERANCE`] in the
+/// future, or with `all` every lock object (also unreadable ones and those of
+/// running processes, which notice before their next commit and then commit
+/// nothing more). Returns the ids removed, with the lock when it could be
+/// read. Takes no lock itself.
 pub async fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<(Id, Option<Lock>)>> {
     let now = host::now_ns();
     let readable = list_locks(repo).await?;
-    let mut doomed: Vec<(Id, Option<Lock>)> =
-        readable.iter().filter(|(_, l)| all || is_stale(l, now)).map(|(id, l)| (*id, Some(l.clone()))).collect();
+    let mut doomed: Vec<(Id, Option<Lock>)> = readable
+        .iter()
+        .filter(|(_, l)| all || is_stale(l, now) || is_from_the_future(l, now))
+        .map(|(id, l)| (*id, Some(l.clone())))
+        .collect();
     if all {
         for info in repo.backend().list(ObjectKind::Lock).await? {
             if !readable.iter().any(|(id, _)| *id == info.id) {
@@ -214,7 +349,64 @@ pub async fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<(Id, Optio
     Ok(doomed)
 }
 
-/// How a lock is shown to users: kind, holder, pid and when it was taken.
+/// How a lock is shown to users: kind, holder, pid and when it was taken,
+/// and when it claims to have been refreshed if that is in the future.
 pub fn describe_lock(l: &Lock) -> String {
     describe(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::Backend;
+    use crate::crypto::kdf::KdfParams;
+    use crate::repo::InitOptions;
+
+    async fn memory_repo() -> Repository {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+        Repository::init(backend, b"pw", opts).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn proving_a_lock_refreshes_it_and_a_removed_lock_stays_lost() {
+        let repo = memory_repo().await;
+        let guard = acquire(&repo, false).await.unwrap();
+        let first = guard.id();
+        guard.ensure_held().await.unwrap();
+        let second = guard.id();
+        assert_ne!(first, second, "a proof writes a refreshed lock object");
+        let stored: Vec<Id> = repo.backend().list(ObjectKind::Lock).await.unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(stored, vec![second], "the previous lock object is gone");
+
+        remove_locks(&repo, true).await.unwrap();
+        let err = guard.ensure_held().await.expect_err("a removed lock is not held");
+        assert!(matches!(&err, RepoError::Locked(m) if m.contains("removed")), "{err}");
+        assert!(guard.ensure_fresh().is_err(), "the cheap check knows the lock is lost");
+        assert!(guard.ensure_held().await.is_err(), "a lost lock stays lost");
+        assert!(repo.backend().list(ObjectKind::Lock).await.unwrap().is_empty(), "a lost lock is never rewritten");
+        guard.release().await;
+    }
+
+    #[test]
+    fn a_lock_from_the_future_beyond_the_tolerance_is_out_of_bounds() {
+        let now = host::now_ns();
+        let lock = |ahead: Duration| Lock {
+            exclusive: true,
+            hostname: "elsewhere".into(),
+            username: "u".into(),
+            pid: 1,
+            created_ns: now,
+            refreshed_ns: now + ahead.as_nanos() as i64,
+            nonce: [1; 16],
+        };
+        let near = lock(Duration::from_secs(60));
+        let far = lock(Duration::from_secs(86_400));
+        assert!(!is_from_the_future(&near, now) && !is_stale(&near, now));
+        assert!(is_from_the_future(&far, now) && !is_stale(&far, now));
+        let text = describe(&far);
+        assert!(text.contains("elsewhere") && text.contains(&crate::format_time(far.refreshed_ns)), "{text}");
+        assert!(text.contains("in the future"), "{text}");
+    }
 }

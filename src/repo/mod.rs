@@ -529,18 +529,27 @@ impl Repository {
 
     /// Adds packs that storage holds but no index lists (left by an
     /// interrupted run) to `index`, writing an index object for them, so that
-    /// their blobs are reused. Returns how many packs were recovered.
-    pub async fn index_unindexed_packs(&self, index: &mut MasterIndex) -> Result<usize> {
+    /// their blobs are reused. Returns how many packs were recovered, and the
+    /// unindexed packs whose header could not be read, with the reason
+    /// (see [`describe_unreadable_pack`]).
+    pub async fn index_unindexed_packs(&self, index: &mut MasterIndex) -> Result<(usize, Vec<(Id, String)>)> {
         let listed = self.inner.backend.list(ObjectKind::Pack).await?;
         let mut recovered = Vec::new();
+        let mut unreadable = Vec::new();
         for info in listed.iter().filter(|p| !index.has_pack(&p.id)) {
             match self.read_pack_header(&info.id, info.size).await {
                 Ok(blobs) => recovered.push(IndexedPack { id: info.id, size: info.size, blobs }),
-                Err(e) => tracing::warn!(pack = %info.id, error = %e, "ignoring an unindexed pack that cannot be read"),
+                // Deleted since the listing (by a prune that held its lock before ours).
+                Err(RepoError::Backend(e)) if e.is_not_found() => {}
+                Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
+                Err(e) => {
+                    tracing::warn!(pack = %info.id, error = %e, "an unindexed pack cannot be read");
+                    unreadable.push((info.id, e.to_string()));
+                }
             }
         }
         if recovered.is_empty() {
-            return Ok(0);
+            return Ok((0, unreadable));
         }
         let n = recovered.len();
         for p in &recovered {
@@ -549,8 +558,18 @@ impl Repository {
         tracing::info!(packs = n, "indexing packs left by an interrupted run");
         let id = self.write_index(recovered, Vec::new()).await?;
         index.index_ids.push(id);
-        Ok(n)
+        Ok((n, unreadable))
     }
+}
+
+/// What `check`, `snapshot` and `prune` all say of a pack no index lists
+/// whose header cannot be read: its blobs cannot be reused, and prune keeps
+/// it, because it may hold the only copy of some data.
+pub fn describe_unreadable_pack(short_id: &str, reason: &str) -> String {
+    format!(
+        "pack {short_id} is in no index and its header cannot be read ({reason}): no snapshot can reuse what it holds; \
+         prune leaves it alone in case it holds the only copy of some data"
+    )
 }
 
 fn sealed_len_is_small(len: u32) -> bool {

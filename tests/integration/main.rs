@@ -11,6 +11,7 @@ mod excludes_config;
 mod file_changes_and_output;
 mod inspect;
 mod library;
+mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
 mod restore_reads;

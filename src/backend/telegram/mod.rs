@@ -158,6 +158,9 @@ struct Entry {
     /// `None` for an empty object (a text message), and for an object
     /// known only from a head's placement until its message is fetched.
     doc: Option<DocRef>,
+    /// When the message was sent (ns since the epoch, Telegram's clock);
+    /// `None` for an object known only from a head's placement.
+    sent_ns: Option<i64>,
 }
 
 impl Entry {
@@ -379,6 +382,11 @@ fn file_name(d: &tl::types::Document) -> Option<&str> {
     })
 }
 
+/// A message date (seconds since the epoch) in nanoseconds.
+fn sent_ns(date: i32) -> i64 {
+    i64::from(date) * 1_000_000_000
+}
+
 /// The stored name and place of one message of the history, if it may be
 /// tstor's: a document, or a text message, named like an object.
 fn parse_message(message: &tl::enums::Message) -> Option<Found> {
@@ -388,10 +396,13 @@ fn parse_message(message: &tl::enums::Message) -> Option<Found> {
             let Some(tl::enums::Document::Document(d)) = &md.document else { return None };
             let name = file_name(d).filter(|n| names::is_name_shaped(n))?;
             let doc = DocRef { id: d.id, access_hash: d.access_hash, file_reference: d.file_reference.clone() };
-            Some((name.to_string(), Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc) }))
+            Some((
+                name.to_string(),
+                Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc), sent_ns: Some(sent_ns(m.date)) },
+            ))
         }
         None if names::is_name_shaped(&m.message) => {
-            Some((m.message.clone(), Entry { msg_id: m.id, size: 0, doc: None }))
+            Some((m.message.clone(), Entry { msg_id: m.id, size: 0, doc: None, sent_ns: Some(sent_ns(m.date)) }))
         }
         _ => None,
     }
@@ -840,7 +851,10 @@ impl TelegramBackend {
             let mut catalog = self.catalog.lock().await;
             catalog.reset(placement.scanned_through);
             for p in placement.objects {
-                catalog.add((names::name_to_hex(&p.name), Entry { msg_id: p.msg_id, size: p.size, doc: None }));
+                catalog.add((
+                    names::name_to_hex(&p.name),
+                    Entry { msg_id: p.msg_id, size: p.size, doc: None, sent_ns: None },
+                ));
             }
             catalog.seeded_head = Some(pinned.msg_id);
             catalog.add((name, pinned));
@@ -1394,8 +1408,10 @@ impl Backend for TelegramBackend {
             self.ensure_loaded().await?;
         }
         let catalog = self.catalog.lock().await;
-        let mut out: Vec<ObjectInfo> =
-            catalog.of_kind(kind).filter_map(|(id, v)| Some(ObjectInfo { id, size: v.first()?.size })).collect();
+        let mut out: Vec<ObjectInfo> = catalog
+            .of_kind(kind)
+            .filter_map(|(id, v)| Some(ObjectInfo::new(id, v.first()?.size, v.first()?.sent_ns)))
+            .collect();
         out.sort_by_key(|o| o.id);
         Ok(out)
     }
