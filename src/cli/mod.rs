@@ -246,6 +246,8 @@ pub fn main() -> ExitCode {
         clap_complete::generate(a.shell, &mut command(), "tstor", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    // Trouble with the local cache never stops a command; the user reads one line about it.
+    crate::cache::set_warning_sink(|message| eprintln!("tstor: warning: {message}"));
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {

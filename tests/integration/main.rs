@@ -8,6 +8,7 @@ mod bad_input;
 mod crash;
 mod damage;
 mod excludes_config;
+mod hardening;
 mod inspect;
 mod library;
 mod locks_and_cache;

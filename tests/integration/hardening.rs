@@ -1,0 +1,173 @@
+//! Hostile and unlucky surroundings: a damaged or full cache, costly key
+//! slots, repository files other users could read, objects that expand
+//! beyond reason.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+// ---- the cache is only a cache ----
+
+/// A repository with two snapshots (so that `diff` has something to
+/// compare) and a filled cache; returns the cache file.
+fn repo_with_cache(env: &Env) -> PathBuf {
+    env.init();
+    let src = env.path("src");
+    for d in 0..40 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..4 {
+            fs::write(dir.join(format!("f{f}")), random_bytes(3000, d * 10 + f)).unwrap();
+        }
+    }
+    env.snapshot_json(&[src.as_os_str()]);
+    fs::write(src.join("d0/new"), b"new").unwrap();
+    env.snapshot_json(&[src.as_os_str()]);
+    cache_file(env).expect("a snapshot leaves a cache")
+}
+
+fn cache_file(env: &Env) -> Option<PathBuf> {
+    let mut found = None;
+    walk(&env.cache(), &mut |p, _| {
+        if p.file_name().is_some_and(|n| n == "cache.redb") {
+            found = Some(p.to_path_buf());
+        }
+    });
+    found
+}
+
+/// Every command that opens the repository, each one as a user types it.
+fn commands(env: &Env, restore_target: &Path) -> Vec<Vec<std::ffi::OsString>> {
+    let snaps = env.snapshots_json();
+    let first = snaps[0]["id"].as_str().unwrap().to_string();
+    vec![
+        vec![os("snapshots")],
+        vec![os("ls"), os("latest")],
+        vec![os("diff"), os(&first), os("latest")],
+        vec![os("stats")],
+        vec![os("check")],
+        vec![os("restore"), os("latest"), os("--target"), os(restore_target)],
+        vec![os("snapshot"), os(env.path("src"))],
+    ]
+}
+
+fn cache_warnings(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains("warning") && l.contains("cache")).collect()
+}
+
+/// Runs every command against a cache damaged afresh by `damage` before each
+/// one: each exits normally, with one warning line and no panic.
+fn every_command_survives(damage: fn(&Path)) {
+    let env = Env::new();
+    let cache = repo_with_cache(&env);
+    let healthy = fs::read(&cache).unwrap();
+    for (i, args) in commands(&env, &env.path("restored")).into_iter().enumerate() {
+        // Each command meets a damaged file of its own, without leftovers.
+        for e in fs::read_dir(cache.parent().unwrap()).unwrap().flatten() {
+            fs::remove_file(e.path()).unwrap();
+        }
+        fs::write(&cache, &healthy).unwrap();
+        damage(&cache);
+        let _ = fs::remove_dir_all(env.path("restored"));
+        let out = env.cmd().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("`tstor {}` (command {i})", args[0].to_string_lossy());
+        assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{what} failed:\n{stderr}");
+        assert_eq!(cache_warnings(&stderr).len(), 1, "{what}: one warning line about the cache:\n{stderr}");
+        let aside: Vec<_> = fs::read_dir(cache.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("cache.redb.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{what}: the damaged cache is set aside");
+    }
+}
+
+#[test]
+fn a_cache_cut_to_half_its_size_costs_one_warning() {
+    every_command_survives(|cache| {
+        let len = fs::metadata(cache).unwrap().len();
+        fs::OpenOptions::new().write(true).open(cache).unwrap().set_len(len / 2).unwrap();
+    });
+}
+
+#[test]
+fn a_cache_cut_to_4_kib_costs_one_warning() {
+    every_command_survives(|cache| {
+        fs::OpenOptions::new().write(true).open(cache).unwrap().set_len(4096).unwrap();
+    });
+}
+
+#[test]
+fn a_cache_torn_in_the_middle_costs_one_warning() {
+    every_command_survives(|cache| {
+        let len = fs::metadata(cache).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(cache).unwrap();
+        f.write_all_at(&vec![0u8; (len / 4) as usize], len / 4).unwrap();
+    });
+}
+
+/// A tmpfs mounted for the length of a test (root only), unmounted on drop.
+struct TinyFs(PathBuf);
+
+impl TinyFs {
+    fn mount(at: &Path, size: &str) -> Result<TinyFs, String> {
+        if !is_root() {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(TinyFs(at.to_path_buf()))
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_cache_costs_one_warning() {
+    let env = Env::new();
+    // The repository is made with a cache elsewhere; then the cache moves to
+    // a file system with no room left.
+    repo_with_cache(&env);
+    let tiny = match TinyFs::mount(&env.path("tiny"), "64k") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let tiny_cache = tiny.0.join("cache");
+    for (i, args) in commands(&env, &env.path("restored")).into_iter().enumerate() {
+        let _ = fs::remove_dir_all(&tiny_cache);
+        let _ = fs::remove_dir_all(env.path("restored"));
+        // Fill the file system, leaving a few KiB: enough to create the cache, not to fill it.
+        let filler = tiny.0.join("filler");
+        let _ = fs::remove_file(&filler);
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![1u8; 4096];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        drop(f);
+        let len = fs::metadata(&filler).unwrap().len();
+        fs::OpenOptions::new().write(true).open(&filler).unwrap().set_len(len.saturating_sub(16 << 10)).unwrap();
+        let out = env.cmd().env("TSTOR_CACHE_DIR", &tiny_cache).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("`tstor {}` (command {i})", args[0].to_string_lossy());
+        assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{what} failed:\n{stderr}");
+        assert_eq!(cache_warnings(&stderr).len(), 1, "{what}: one warning line about the cache:\n{stderr}");
+    }
+}
