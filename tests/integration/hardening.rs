@@ -171,3 +171,58 @@ fn a_full_disk_under_the_cache_costs_one_warning() {
         assert_eq!(cache_warnings(&stderr).len(), 1, "{what}: one warning line about the cache:\n{stderr}");
     }
 }
+
+// ---- who may read a local repository ----
+
+#[test]
+fn a_new_repository_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"secret").unwrap();
+    env.snapshot_json(&[env.path("src").as_os_str()]);
+    let mut seen = 0;
+    let mut check_mode = |p: &Path, m: &fs::Metadata| {
+        let mode = m.permissions().mode() & 0o777;
+        seen += 1;
+        if m.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", p.display());
+        } else if p.parent().is_some_and(|d| d.ends_with("keys")) {
+            assert_eq!(mode, 0o400, "key slot {} is {mode:o}", p.display());
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+        }
+    };
+    let root = fs::metadata(env.repo()).unwrap();
+    check_mode(&env.repo(), &root);
+    walk(&env.repo(), &mut check_mode);
+    assert!(seen > 260, "walked the whole repository");
+    let out = env.cmd().arg("check").output().unwrap();
+    assert!(out.status.success());
+    let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!all.contains("readable by other"), "no warning for a private repository:\n{all}");
+    // Key removal and password change still work on read-only key files.
+    let out = env.cmd().args(["key", "passwd"]).env("TSTOR_NEW_PASSWORD", "another").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_warns_when_others_can_read_the_repository() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    // What an older tstor made: everything readable by everyone.
+    let mut open_up = |p: &Path, m: &fs::Metadata| {
+        let mode = if m.is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open_up(&env.repo(), &fs::metadata(env.repo()).unwrap());
+    walk(&env.repo(), &mut open_up);
+    let out = env.cmd().arg("check").output().unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{all}");
+    let warnings: Vec<&str> = all.lines().filter(|l| l.contains("readable by other")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line:\n{all}");
+    assert!(warnings[0].contains("keys"), "it names the key slots: {}", warnings[0]);
+}
