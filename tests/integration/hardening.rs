@@ -226,3 +226,78 @@ fn check_warns_when_others_can_read_the_repository() {
     assert_eq!(warnings.len(), 1, "one warning line:\n{all}");
     assert!(warnings[0].contains("keys"), "it names the key slots: {}", warnings[0]);
 }
+
+// ---- measuring a child ----
+
+/// What a finished child left: exit code, stderr, stdout and its peak
+/// resident memory (the kernel's own high-water mark, from `wait4`).
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    peak_rss_kib: i64,
+}
+
+fn run_measured(env: &Env, args: &[&str]) -> Finished {
+    let mut cmd = env.std_cmd();
+    cmd.args(args);
+    let out_path = env.path("child.out");
+    let err_path = env.path("child.err");
+    cmd.stdout(fs::File::create(&out_path).unwrap()).stderr(fs::File::create(&err_path).unwrap());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the child is ours and
+    // reaped exactly once, here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 failed");
+    std::mem::forget(child);
+    let code = if libc::WIFEXITED(status) { Some(libc::WEXITSTATUS(status)) } else { None };
+    Finished {
+        code,
+        stdout: fs::read_to_string(&out_path).unwrap(),
+        stderr: fs::read_to_string(&err_path).unwrap(),
+        peak_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn open_repo(env: &Env) -> (tokio::runtime::Runtime, tstor::repo::Repository) {
+    use std::sync::Arc;
+    use tstor::backend::local::LocalBackend;
+    use tstor::backend::Backend;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(env.repo()));
+    let repo = rt.block_on(tstor::repo::Repository::open(backend, PASSWORD.as_bytes(), None)).unwrap();
+    (rt, repo)
+}
+
+// ---- costly key slots ----
+
+#[test]
+fn costly_key_slots_are_tried_after_the_cheap_one() {
+    use tstor::format::key::KeySlot;
+    use tstor::format::{Id, ObjectKind};
+    let env = Env::new();
+    env.init();
+    let (rt, repo) = open_repo(&env);
+    let real = rt.block_on(repo.backend().get(ObjectKind::Key, repo.key_id())).unwrap();
+    let real = KeySlot::decode(&real).unwrap();
+    // Slots another writer added, each asking 512 MiB: any one of them tried
+    // before the real slot (64 MiB) shows in the peak memory of `snapshots`.
+    // Listing order is the file system's: with seven of them, the real slot
+    // comes first only one time in eight unless the cheapest is tried first.
+    for i in 0..7u8 {
+        let costly = KeySlot { m_kib: 512 << 10, t: 1, p: 1, salt: [i; 32], ..real.clone() };
+        let id = Id([i; 32]);
+        rt.block_on(repo.backend().put(ObjectKind::Key, &id, costly.encode().into())).unwrap();
+    }
+    drop(repo);
+    let done = run_measured(&env, &["snapshots", "--no-cache"]);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(
+        done.peak_rss_kib < 384 << 10,
+        "opening took {} MiB: a 512 MiB key slot was tried before the real one",
+        done.peak_rss_kib >> 10
+    );
+}
