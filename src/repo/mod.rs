@@ -357,6 +357,16 @@ impl Repository {
 
     /// Seals and stores an index, snapshot or lock object; returns its id.
     pub async fn save_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
+        // What readers would refuse is never written (an index object's cap
+        // grows with its size, so only the general limit bounds it).
+        let cap = kind.plain_cap(plaintext.len());
+        if plaintext.len() > cap as usize {
+            return Err(RepoError::Invalid(format!(
+                "a {} object of {} bytes is over its limit of {cap} bytes",
+                kind.name().trim_end_matches('s'),
+                plaintext.len()
+            )));
+        }
         let id = self.inner.keys.object_id(kind, plaintext);
         let sealed =
             seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level);
@@ -600,5 +610,6 @@ fn open_object(
     sealed: &[u8],
 ) -> std::result::Result<Vec<u8>, ObjectOpenError> {
     let env = keys.seal.open(&associated_data(repo_id, kind.tag(), id), sealed)?;
-    Ok(open_payload_owned(env, MAX_OBJECT_LEN)?)
+    let cap = kind.plain_cap(env.len());
+    Ok(open_payload_owned(env, cap)?)
 }

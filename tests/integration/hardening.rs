@@ -301,3 +301,64 @@ fn costly_key_slots_are_tried_after_the_cheap_one() {
         done.peak_rss_kib >> 10
     );
 }
+
+// ---- objects that expand beyond reason ----
+
+/// Seals, as repository `repo` would, an object whose envelope declares
+/// `declared` bytes and holds a zstd frame of `expands_to` zero bytes (a
+/// few KiB on disk); stores it under a made-up id and returns that id.
+fn store_bomb(
+    rt: &tokio::runtime::Runtime,
+    repo: &tstor::repo::Repository,
+    kind: tstor::format::ObjectKind,
+    declared: u32,
+    expands_to: u64,
+) -> tstor::format::Id {
+    use std::io::Write;
+    let mut env = vec![1u8];
+    env.extend_from_slice(&declared.to_le_bytes());
+    let mut z = zstd::stream::Encoder::new(env, 3).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..expands_to >> 20 {
+        z.write_all(&zeros).unwrap();
+    }
+    let env = z.finish().unwrap();
+    assert!(env.len() < 64 << 10, "the object is small: {} bytes", env.len());
+    let id = tstor::format::Id::random();
+    let ad = tstor::format::associated_data(repo.repo_id(), kind.tag(), &id);
+    let sealed = repo.keys().seal.seal(&ad, &env);
+    rt.block_on(repo.backend().put(kind, &id, sealed.into())).unwrap();
+    id
+}
+
+#[test]
+fn a_small_snapshot_or_index_object_that_expands_to_a_gib_is_refused_cheaply() {
+    use tstor::format::ObjectKind;
+    let env = Env::new();
+    env.init();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"data").unwrap();
+    env.snapshot_json(&[env.path("src").as_os_str()]);
+    let (rt, repo) = open_repo(&env);
+    // Declares its full size, and declares little but expands far beyond.
+    let snap_declared = store_bomb(&rt, &repo, ObjectKind::Snapshot, 1 << 30, 1 << 30);
+    let snap_hidden = store_bomb(&rt, &repo, ObjectKind::Snapshot, 16 << 20, 1 << 30);
+    drop(repo);
+    let done = run_measured(&env, &["snapshots", "--no-cache"]);
+    assert_ne!(done.code, Some(101), "{}", done.stderr);
+    let all = done.stdout.clone() + &done.stderr;
+    for id in [&snap_declared, &snap_hidden] {
+        assert!(all.contains(&id.short()), "the refused snapshot {} is named:\n{all}", id.short());
+    }
+    assert!(all.contains("limit"), "the error says a limit was hit:\n{all}");
+    assert!(done.peak_rss_kib < 200 << 10, "refusing took {} MiB", done.peak_rss_kib >> 10);
+
+    let (rt, repo) = open_repo(&env);
+    let index_bomb = store_bomb(&rt, &repo, ObjectKind::Index, 1 << 30, 1 << 30);
+    drop(repo);
+    let done = run_measured(&env, &["check", "--no-cache"]);
+    let all = done.stdout.clone() + &done.stderr;
+    assert_eq!(done.code, Some(1), "check reports the index object:\n{all}");
+    assert!(all.contains(&index_bomb.short()) && all.contains("limit"), "{all}");
+    assert!(done.peak_rss_kib < 200 << 10, "refusing took {} MiB", done.peak_rss_kib >> 10);
+}
