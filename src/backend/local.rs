@@ -4,10 +4,13 @@
 //! so an object is either complete or absent even across a crash. What a
 //! killed writer left in `tmp/` is removed by the first write of a later run
 //! once it is a day old: no write in progress keeps a file there that long.
+//! Only the owner may read a repository: directories are made 0700, objects
+//! 0600 and key slots 0400, since anyone who can copy the key slots can guess
+//! passwords offline.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +53,47 @@ fn object_path(root: &Path, kind: ObjectKind, id: &Id) -> PathBuf {
         }
         _ => root.join(kind.name()).join(id.to_hex()),
     }
+}
+
+/// Mode of every directory a local repository has.
+const DIR_MODE: u32 = 0o700;
+/// Mode of an object file; key slots are read-only besides.
+const FILE_MODE: u32 = 0o600;
+const KEY_FILE_MODE: u32 = 0o400;
+
+fn file_mode(kind: ObjectKind) -> u32 {
+    if kind == ObjectKind::Key {
+        KEY_FILE_MODE
+    } else {
+        FILE_MODE
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing
+/// directory is left as it is.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// The paths of a local repository that other local users may read or
+/// enter, with their modes: the root, its directories, `config` and the key
+/// slots. A path whose mode grants the group or others anything counts.
+fn exposed_paths(root: &Path) -> Vec<(String, u32)> {
+    let mut paths = vec![root.to_path_buf(), root.join("config")];
+    paths.extend(LAYOUT.iter().map(|d| root.join(d)));
+    if let Ok(entries) = fs::read_dir(root.join("keys")) {
+        paths.extend(entries.flatten().map(|e| e.path()));
+    }
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let mode = fs::symlink_metadata(&p).ok()?.permissions().mode() & 0o7777;
+            (mode & 0o077 != 0).then(|| {
+                let rel = p.strip_prefix(root).ok().filter(|r| !r.as_os_str().is_empty());
+                (rel.map_or_else(|| p.display().to_string(), |r| r.display().to_string()), mode)
+            })
+        })
+        .collect()
 }
 
 /// Runs blocking file work off the async executor.
@@ -123,13 +167,18 @@ impl Backend for LocalBackend {
                     }
                 }
             }
+            // The root's parents are the user's business; the root is ours.
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(|e| BackendError::from_io(e, parent.display()))?;
+            }
+            create_private_dir(&root).map_err(|e| BackendError::from_io(e, root.display()))?;
             for dir in LAYOUT {
                 let p = root.join(dir);
-                fs::create_dir_all(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
+                create_private_dir(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
             }
             for b in 0..=255u8 {
                 let p = root.join("packs").join(format!("{b:02x}"));
-                fs::create_dir_all(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
+                create_private_dir(&p).map_err(|e| BackendError::from_io(e, p.display()))?;
             }
             Ok(())
         })
@@ -150,13 +199,13 @@ impl Backend for LocalBackend {
             let dest = object_path(&root, kind, &id);
             let tmp = root.join("tmp").join(format!("{}-{}", id.to_hex(), Id::random().short()));
             let write = || -> std::io::Result<()> {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                let mut f = OpenOptions::new().write(true).create_new(true).mode(file_mode(kind)).open(&tmp)?;
                 f.write_all(&data)?;
                 f.sync_all()?;
                 drop(f);
                 let parent = dest.parent().expect("object paths have a parent");
                 if !parent.exists() {
-                    fs::create_dir_all(parent)?;
+                    create_private_dir(parent)?;
                 }
                 fs::rename(&tmp, &dest)?;
                 sync_dir(parent)
@@ -239,6 +288,25 @@ impl Backend for LocalBackend {
         .await
     }
 
+    fn readable_by_others(&self) -> Option<String> {
+        let exposed = exposed_paths(&self.root);
+        if exposed.is_empty() {
+            return None;
+        }
+        const SHOWN: usize = 4;
+        let mut list: Vec<String> = exposed.iter().take(SHOWN).map(|(p, m)| format!("{p} {m:04o}")).collect();
+        if exposed.len() > SHOWN {
+            list.push(format!("{} more", exposed.len() - SHOWN));
+        }
+        Some(format!(
+            "repository {} is readable by other local users ({}): they can copy its key slots (keys/) and guess \
+             passwords offline; run `chmod -R go-rwx {}`",
+            self.root.display(),
+            list.join(", "),
+            self.root.display()
+        ))
+    }
+
     async fn delete(&self, kind: ObjectKind, id: &Id) -> Result<()> {
         let path = object_path(&self.root, kind, id);
         blocking(move || match fs::remove_file(&path) {
@@ -273,5 +341,24 @@ mod tests {
         assert!(recent.exists(), "a file another writer may still be writing stays");
         assert_eq!(backend.get(ObjectKind::Snapshot, &Id([1; 32])).await.unwrap(), Bytes::from_static(b"x"));
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1, "the put left nothing of its own");
+    }
+
+    #[tokio::test]
+    async fn objects_and_directories_are_private_and_exposure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("new/repo");
+        let backend = LocalBackend::new(&root);
+        backend.create().await.unwrap();
+        backend.put(ObjectKind::Key, &Id([1; 32]), Bytes::from_static(b"k")).await.unwrap();
+        backend.put(ObjectKind::Pack, &Id([2; 32]), Bytes::from_static(b"p")).await.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("packs/02")), 0o700);
+        assert_eq!(mode(&object_path(&root, ObjectKind::Key, &Id([1; 32]))), 0o400);
+        assert_eq!(mode(&object_path(&root, ObjectKind::Pack, &Id([2; 32]))), 0o600);
+        assert_eq!(backend.readable_by_others(), None);
+        fs::set_permissions(root.join("keys"), fs::Permissions::from_mode(0o755)).unwrap();
+        let warning = backend.readable_by_others().unwrap();
+        assert!(warning.contains("keys 0755"), "{warning}");
     }
 }

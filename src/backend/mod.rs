@@ -181,6 +181,12 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// A warning if other users of this machine can read the repository
+    /// (a local directory with open modes), for `check` to pass on.
+    fn readable_by_others(&self) -> Option<String> {
+        None
+    }
+
     /// Forgets what the backend remembers about storage and reads it again
     /// in full, so that the next listings miss nothing that changed behind
     /// its back (Telegram: a full history scan).
@@ -232,6 +238,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn rescan(&self) -> Result<()> {
         (**self).rescan().await
+    }
+    fn readable_by_others(&self) -> Option<String> {
+        (**self).readable_by_others()
     }
 }
 

@@ -87,6 +87,9 @@ impl<B: Backend> Backend for RetryBackend<B> {
     fn keeps_head(&self) -> bool {
         self.inner.keeps_head()
     }
+    fn readable_by_others(&self) -> Option<String> {
+        self.inner.readable_by_others()
+    }
     async fn put_head(&self, sealed: Bytes) -> Result<()> {
         self.retry("put_head", || self.inner.put_head(sealed.clone())).await
     }

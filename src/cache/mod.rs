@@ -3,9 +3,28 @@
 //! parent snapshot need not download them again, and the highest head
 //! generation seen, so that a rolled-back head is noticed. It is only ever a
 //! cache: the repository is the source of truth, every entry is checked
-//! against it, and a missing, locked or damaged cache only costs speed.
+//! against it, and a missing, locked, damaged or unwritable cache only costs
+//! speed.
+//!
+//! redb returns errors for some damage and panics for the rest (a file
+//! shorter than its header says trips an assertion when it is opened; redb
+//! 3.x and 4.x do the same). So every call into redb runs behind one guard:
+//! the file's integrity is checked when it is opened, a damaged file is set
+//! aside as `cache.redb.damaged-<unix seconds>` and a new one made, and any
+//! later panic or error inside redb (damage it could not see at open, a full
+//! disk) turns the cache off for the rest of the process. The user hears of
+//! it once, through the warning sink the command line installs.
 
+// The guarded closures return redb's own error type, as redb hands it over;
+// it is large, and only ever on the cold path of a failing cache.
+#![allow(clippy::result_large_err)]
+
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Once, OnceLock};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -18,6 +37,11 @@ const TREES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trees_v1");
 /// `generation` → the highest head generation seen.
 const HEAD: TableDefinition<&str, u64> = TableDefinition::new("head_v1");
 
+/// The cache file's name in its repository's directory.
+pub const CACHE_FILE: &str = "cache.redb";
+/// What a damaged cache file's name starts with once set aside.
+const DAMAGED_PREFIX: &str = "cache.redb.damaged-";
+
 #[derive(Debug, thiserror::Error)]
 #[error("cache {path}: {message}")]
 pub struct CacheError {
@@ -25,50 +49,239 @@ pub struct CacheError {
     message: String,
 }
 
-pub struct Cache {
-    db: Database,
-    path: PathBuf,
-}
-
 fn err(path: &Path, e: impl std::fmt::Display) -> CacheError {
     CacheError { path: path.display().to_string(), message: e.to_string() }
 }
 
+// ---- the one warning a process gives about its cache ----
+
+static WARNING_SINK: OnceLock<fn(&str)> = OnceLock::new();
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Sets where the one line about cache trouble goes (the command line prints
+/// it on stderr). The library itself only logs.
+pub fn set_warning_sink(sink: fn(&str)) {
+    let _ = WARNING_SINK.set(sink);
+}
+
+/// Logs `message`, and hands the first such message of the process to the
+/// warning sink: however many cache calls fail, the user reads one line.
+fn warn_once(message: &str) {
+    tracing::warn!("{message}");
+    if !WARNED.swap(true, Ordering::SeqCst) {
+        if let Some(sink) = WARNING_SINK.get() {
+            sink(message);
+        }
+    }
+}
+
+// ---- panics inside redb ----
+
+thread_local! {
+    /// Set while this thread runs redb code whose panics the guard catches.
+    static IN_REDB: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A panic inside redb is caught and turned into a warning; the default
+/// hook would print it (with a backtrace) first. This hook stays quiet for
+/// panics on a thread inside a guarded redb call and defers to the previous
+/// hook for every other panic.
+fn install_quiet_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_REDB.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// What went wrong inside a guarded redb call.
+enum Failure {
+    /// redb panicked: its structures are not what it expects.
+    Panic(String),
+    /// redb reported an error.
+    Error(redb::Error),
+}
+
+impl Failure {
+    /// Whether the file itself is at fault (and so must be set aside), as
+    /// opposed to the disk or the moment (a full disk, an I/O error).
+    /// redb reports some damage as `Io` errors of its own making
+    /// (`InvalidData`); an error the system returned (no space, EIO, no
+    /// permission) carries an OS error code.
+    fn is_damage(&self) -> bool {
+        match self {
+            Failure::Panic(_) => true,
+            Failure::Error(redb::Error::Io(e)) => e.raw_os_error().is_none(),
+            Failure::Error(redb::Error::PreviousIo | redb::Error::DatabaseAlreadyOpen) => false,
+            Failure::Error(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Panic(m) => write!(f, "redb failed on it: {m}"),
+            Failure::Error(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Runs `f`, catching a panic inside it as a `Failure` (quietly).
+fn guarded<T>(f: impl FnOnce() -> Result<T, redb::Error>) -> Result<T, Failure> {
+    install_quiet_panic_hook();
+    let was = IN_REDB.with(|c| c.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    IN_REDB.with(|c| c.set(was));
+    match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::Error(e)),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(Failure::Panic(message))
+        }
+    }
+}
+
+/// Opens (or creates) the database at `path` and checks its integrity, all
+/// behind the guard. An unclean file that redb repairs counts as healthy.
+fn open_checked(path: &Path) -> Result<Database, Failure> {
+    guarded(|| {
+        let mut db = Database::create(path)?;
+        db.check_integrity()?;
+        Ok(db)
+    })
+}
+
+/// Moves a damaged cache file aside (keeping only the newest one set aside,
+/// for a post-mortem) and returns its new name.
+fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(DAMAGED_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let aside = dir.join(format!("{DAMAGED_PREFIX}{secs}"));
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+pub struct Cache {
+    /// Never dropped once the cache failed: redb's own drop could panic on
+    /// the same damage, outside any guard.
+    db: ManuallyDrop<Database>,
+    path: PathBuf,
+    /// Set after the first failure; every call then answers "not cached".
+    failed: AtomicBool,
+}
+
 impl Cache {
     /// Opens (or creates) the cache of repository `repo_id` under `dir`. A
-    /// damaged cache file is thrown away and made anew.
+    /// damaged cache file is set aside and made anew (with one warning).
     pub fn open(dir: &Path, repo_id: &Id) -> Result<Cache, CacheError> {
         let repo_dir = dir.join(repo_id.to_hex());
         create_private_dir(dir).map_err(|e| err(dir, e))?;
         create_private_dir(&repo_dir).map_err(|e| err(&repo_dir, e))?;
-        let path = repo_dir.join("cache.redb");
-        let db = match Database::create(&path) {
+        let path = repo_dir.join(CACHE_FILE);
+        let db = match open_checked(&path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            Err(Failure::Error(redb::Error::DatabaseAlreadyOpen)) => {
                 return Err(err(&path, "in use by another tstor process"));
             }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cache is damaged; rebuilding it");
-                std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
-                Database::create(&path).map_err(|e| err(&path, e))?
+            Err(f) if f.is_damage() => {
+                let aside =
+                    set_aside(&path).map_err(|e| err(&path, format!("damaged ({f}), cannot set it aside: {e}")));
+                let aside = match aside {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn_once(&format!("{e}; running without the local cache"));
+                        return Err(e);
+                    }
+                };
+                match open_checked(&path) {
+                    Ok(db) => {
+                        warn_once(&format!(
+                            "local cache {} was damaged ({f}); set it aside as {} and started a new one",
+                            path.display(),
+                            aside.display()
+                        ));
+                        db
+                    }
+                    Err(again) => {
+                        let e = err(&path, format!("damaged ({f}); a new one cannot be made either ({again})"));
+                        warn_once(&format!("{e}; running without the local cache"));
+                        return Err(e);
+                    }
+                }
+            }
+            Err(f) => {
+                let e = err(&path, f);
+                warn_once(&format!("{e}; running without the local cache"));
+                return Err(e);
             }
         };
-        Ok(Cache { db, path })
+        make_private_file(&path);
+        Ok(Cache { db: ManuallyDrop::new(db), path, failed: AtomicBool::new(false) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether an earlier call failed and the cache is off for this process.
+    pub fn is_off(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Runs one redb operation behind the guard. The first failure turns the
+    /// cache off (setting a damaged file aside) with one warning; later calls
+    /// fail at once without touching redb.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, redb::Error>) -> Result<T, CacheError> {
+        if self.is_off() {
+            return Err(err(&self.path, "off after an earlier failure"));
+        }
+        match guarded(|| f(&self.db)) {
+            Ok(v) => Ok(v),
+            Err(failure) => {
+                if !self.failed.swap(true, Ordering::SeqCst) {
+                    let mut message = format!("local cache {} failed ({failure})", self.path.display());
+                    if failure.is_damage() {
+                        match set_aside(&self.path) {
+                            Ok(aside) => message.push_str(&format!("; set it aside as {}", aside.display())),
+                            Err(e) => message.push_str(&format!("; cannot set it aside: {e}")),
+                        }
+                    }
+                    message.push_str("; running without it from now on");
+                    warn_once(&message);
+                }
+                Err(err(&self.path, failure))
+            }
+        }
+    }
+
     fn get(&self, table: TableDefinition<&[u8], &[u8]>, id: &Id) -> Result<Option<Vec<u8>>, CacheError> {
-        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
-        let t = match tx.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(&self.path, e)),
-        };
-        let v = t.get(&id.0[..]).map_err(|e| err(&self.path, e))?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t.get(&id.0[..])?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
     }
 
     fn put_many<'a>(
@@ -76,32 +289,37 @@ impl Cache {
         table: TableDefinition<&[u8], &[u8]>,
         items: impl IntoIterator<Item = (&'a Id, &'a [u8])>,
     ) -> Result<(), CacheError> {
-        let tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
-        {
-            let mut t = tx.open_table(table).map_err(|e| err(&self.path, e))?;
-            for (id, v) in items {
-                t.insert(&id.0[..], v).map_err(|e| err(&self.path, e))?;
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(table)?;
+                for (id, v) in items {
+                    t.insert(&id.0[..], v)?;
+                }
             }
-        }
-        tx.commit().map_err(|e| err(&self.path, e))
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Ids of the index objects held.
     pub fn index_ids(&self) -> Result<Vec<Id>, CacheError> {
-        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
-        let t = match tx.open_table(INDEX) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(&self.path, e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| err(&self.path, e))? {
-            let (k, _) = row.map_err(|e| err(&self.path, e))?;
-            if let Ok(b) = <[u8; 32]>::try_from(k.value()) {
-                out.push(Id(b));
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(INDEX) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, _) = row?;
+                if let Ok(b) = <[u8; 32]>::try_from(k.value()) {
+                    out.push(Id(b));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn index(&self, id: &Id) -> Result<Option<Vec<u8>>, CacheError> {
@@ -114,14 +332,17 @@ impl Cache {
 
     /// Drops index objects the repository no longer has.
     pub fn remove_indexes(&self, ids: &[Id]) -> Result<(), CacheError> {
-        let tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
-        {
-            let mut t = tx.open_table(INDEX).map_err(|e| err(&self.path, e))?;
-            for id in ids {
-                t.remove(&id.0[..]).map_err(|e| err(&self.path, e))?;
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(INDEX)?;
+                for id in ids {
+                    t.remove(&id.0[..])?;
+                }
             }
-        }
-        tx.commit().map_err(|e| err(&self.path, e))
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn tree(&self, id: &Id) -> Result<Option<Vec<u8>>, CacheError> {
@@ -134,27 +355,46 @@ impl Cache {
 
     /// The highest head generation this cache has seen, if any.
     pub fn head_generation(&self) -> Result<Option<u64>, CacheError> {
-        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
-        let t = match tx.open_table(HEAD) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(&self.path, e)),
-        };
-        let v = t.get("generation").map_err(|e| err(&self.path, e))?;
-        Ok(v.map(|v| v.value()))
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(HEAD) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let v = t.get("generation")?;
+            Ok(v.map(|v| v.value()))
+        })
     }
 
     /// Raises the highest head generation seen to `generation` (never lowers it).
     pub fn raise_head_generation(&self, generation: u64) -> Result<(), CacheError> {
-        let tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
-        {
-            let mut t = tx.open_table(HEAD).map_err(|e| err(&self.path, e))?;
-            let seen = t.get("generation").map_err(|e| err(&self.path, e))?.map(|v| v.value());
-            if seen.is_none_or(|s| s < generation) {
-                t.insert("generation", generation).map_err(|e| err(&self.path, e))?;
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(HEAD)?;
+                let seen = t.get("generation")?.map(|v| v.value());
+                if seen.is_none_or(|s| s < generation) {
+                    t.insert("generation", generation)?;
+                }
             }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if self.is_off() {
+            // Leaked on purpose: see `db`.
+            return;
         }
-        tx.commit().map_err(|e| err(&self.path, e))
+        let _ = guarded(|| {
+            // SAFETY: `db` is not used again; `drop` runs once.
+            unsafe { ManuallyDrop::drop(&mut self.db) };
+            Ok(())
+        });
     }
 }
 
@@ -165,6 +405,13 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The cache holds sealed objects only, but nothing in it is anyone else's
+/// business: mode 0600 (its directory is 0700 already).
+fn make_private_file(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
 }
 
 #[cfg(test)]
@@ -192,5 +439,80 @@ mod tests {
         std::fs::write(&path, b"garbage that is not a redb file at all").unwrap();
         let c = Cache::open(dir.path(), &repo).unwrap();
         assert!(c.index_ids().unwrap().is_empty());
+    }
+
+    /// A cache with enough entries that cutting or tearing it hits live pages.
+    fn filled_cache(dir: &Path, repo: &Id) -> PathBuf {
+        let c = Cache::open(dir, repo).unwrap();
+        let blob = vec![0x5a_u8; 8 << 10];
+        for batch in 0..8u8 {
+            let ids: Vec<Id> = (0..32u8).map(|i| Id([batch.wrapping_mul(32).wrapping_add(i); 32])).collect();
+            c.put_trees(ids.iter().map(|id| (id, &blob[..]))).unwrap();
+        }
+        c.put_indexes([(&Id([7; 32]), &b"index"[..])]).unwrap();
+        c.raise_head_generation(9).unwrap();
+        c.path().to_path_buf()
+    }
+
+    fn damaged_files(path: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(DAMAGED_PREFIX))
+            .collect()
+    }
+
+    /// Opens the damaged cache and uses it as a command would: nothing may
+    /// panic, and afterwards the cache either works or is off.
+    fn use_after_damage(dir: &Path, repo: &Id) {
+        let c = Cache::open(dir, repo).expect("a damaged cache is replaced, not an error");
+        let path = c.path().to_path_buf();
+        let _ = c.index_ids();
+        let _ = c.tree(&Id([3; 32]));
+        let _ = c.head_generation();
+        let _ = c.put_trees([(&Id([99; 32]), &b"new"[..])]);
+        let _ = c.raise_head_generation(10);
+        if !c.is_off() {
+            assert_eq!(c.tree(&Id([99; 32])).unwrap().as_deref(), Some(&b"new"[..]));
+        }
+        drop(c);
+        assert_eq!(damaged_files(&path).len(), 1, "the damaged file is set aside once");
+        // The next open finds a healthy file.
+        let c = Cache::open(dir, repo).unwrap();
+        c.put_trees([(&Id([98; 32]), &b"again"[..])]).unwrap();
+        assert_eq!(c.tree(&Id([98; 32])).unwrap().as_deref(), Some(&b"again"[..]));
+    }
+
+    #[test]
+    fn a_cache_cut_to_half_is_set_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let path = filled_cache(dir.path(), &repo);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+        use_after_damage(dir.path(), &repo);
+    }
+
+    #[test]
+    fn a_cache_cut_to_4_kib_is_set_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let path = filled_cache(dir.path(), &repo);
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+        use_after_damage(dir.path(), &repo);
+    }
+
+    #[test]
+    fn a_cache_torn_in_the_middle_is_set_aside_and_rebuilt() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let path = filled_cache(dir.path(), &repo);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&vec![0u8; (len / 4) as usize], len / 4).unwrap();
+        drop(f);
+        use_after_damage(dir.path(), &repo);
     }
 }

@@ -253,6 +253,8 @@ pub fn main() -> ExitCode {
         let _ = std::io::stdout().lock().write_all(&script);
         return ExitCode::SUCCESS;
     }
+    // Trouble with the local cache never stops a command; the user reads one line about it.
+    crate::cache::set_warning_sink(|message| eprintln!("tstor: warning: {message}"));
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {

@@ -99,7 +99,7 @@ pub fn open_payload_owned(mut env: Vec<u8>, max_len: u32) -> Result<Vec<u8>, For
     }
     let raw_len = u32::from_le_bytes(env[1..5].try_into().expect("4 bytes"));
     if raw_len > max_len {
-        return Err(FormatError::Invalid { what: WHAT, reason: "declared length exceeds the limit" });
+        return Err(FormatError::OverLimit { what: WHAT, declared: raw_len as u64, limit: max_len as u64 });
     }
     match env[0] {
         ENVELOPE_STORED => {
@@ -110,8 +110,11 @@ pub fn open_payload_owned(mut env: Vec<u8>, max_len: u32) -> Result<Vec<u8>, For
             Ok(env)
         }
         ENVELOPE_ZSTD => {
-            let out = zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize)
-                .map_err(|_| FormatError::Invalid { what: WHAT, reason: "zstd payload is corrupt or too long" })?;
+            let out =
+                zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize).map_err(|_| FormatError::Invalid {
+                    what: WHAT,
+                    reason: "zstd payload is corrupt or expands beyond its declared length",
+                })?;
             if out.len() != raw_len as usize {
                 return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
             }
@@ -148,6 +151,64 @@ mod tests {
     fn declared_length_is_capped_before_decompression() {
         let env = seal_payload(&vec![0u8; 100_000], 3);
         assert!(open_payload(&env, 99_999).is_err());
+    }
+
+    /// A zstd frame of `expands_to` zero bytes behind a header declaring `declared`.
+    fn bomb(declared: u32, expands_to: usize) -> Vec<u8> {
+        let mut env = vec![ENVELOPE_ZSTD];
+        env.extend_from_slice(&declared.to_le_bytes());
+        env.extend_from_slice(&zstd::bulk::compress(&vec![0u8; expands_to], 3).unwrap());
+        env
+    }
+
+    #[test]
+    fn a_small_frame_declaring_a_large_length_is_refused_before_decompressing() {
+        let env = bomb(64 << 20, 64 << 20);
+        assert!(env.len() < 8 << 10);
+        let cap = crate::format::ObjectKind::Snapshot.plain_cap(env.len());
+        match open_payload(&env, cap) {
+            Err(FormatError::OverLimit { declared, limit, .. }) => {
+                assert_eq!((declared, limit), (64 << 20, crate::format::MAX_SNAPSHOT_LEN as u64));
+            }
+            other => panic!("expected OverLimit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_frame_expanding_beyond_its_declared_length_stops_at_it() {
+        // Declares 1 MiB, holds 8 MiB: decompression never writes past 1 MiB.
+        let env = bomb(1 << 20, 8 << 20);
+        assert!(open_payload(&env, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn index_caps_follow_the_stored_size_and_admit_real_index_objects() {
+        use crate::format::index::{IndexFile, IndexedPack};
+        use crate::format::pack::BlobEntry;
+        use crate::format::{BlobType, Id, ObjectKind};
+        // A real index object: random ids compress little.
+        let packs = (0..300)
+            .map(|_| IndexedPack {
+                id: Id::random(),
+                size: 1 << 30,
+                blobs: (0..100u32)
+                    .map(|b| BlobEntry {
+                        blob_type: BlobType::Data,
+                        id: Id::random(),
+                        offset: b * 1000,
+                        length: 1000,
+                        raw_len: 1000,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let raw = IndexFile { supersedes: vec![Id::random()], packs }.encode();
+        let env = seal_payload(&raw, 19);
+        assert!(raw.len() > 1 << 20, "larger than the floor of the cap");
+        assert_eq!(open_payload(&env, ObjectKind::Index.plain_cap(env.len())).unwrap(), raw);
+        // 32 KiB that would expand to 1 GiB may expand to 1 MiB at most.
+        assert_eq!(ObjectKind::Index.plain_cap(32 << 10), 1 << 20);
+        assert_eq!(ObjectKind::Index.plain_cap(usize::MAX), crate::format::MAX_OBJECT_LEN);
     }
 
     proptest! {

@@ -27,6 +27,27 @@ pub const MAX_BLOB_LEN: u32 = 64 << 20;
 /// Largest plaintext of a stored object other than a pack (index, snapshot, ...).
 pub const MAX_OBJECT_LEN: u32 = 1 << 30;
 
+/// Envelope caps of config and lock objects: a few hundred bytes each, and
+/// their caps keep an object of a few KiB from costing more than 1 MiB of work.
+pub const MAX_CONFIG_LEN: u32 = 1 << 20;
+pub const MAX_LOCK_LEN: u32 = 1 << 20;
+/// Envelope cap of snapshot objects: their size follows the source paths
+/// given on one command line (at most a few MiB), plus tags and names.
+pub const MAX_SNAPSHOT_LEN: u32 = 16 << 20;
+/// Index objects and heads are lists of random 32-byte ids (at least one in
+/// every 45 bytes), which compress less than 1.5:1. One may expand to at most
+/// this many times its stored envelope ...
+pub const MAX_EXPANSION: u32 = 16;
+/// ... or to this, whichever is more (and never beyond `MAX_OBJECT_LEN`).
+pub const MIN_EXPANSION_CAP: u32 = 1 << 20;
+
+/// The expansion cap of index objects and heads for an envelope of
+/// `envelope_len` bytes (docs/format.md §8).
+pub fn expansion_cap(envelope_len: usize) -> u32 {
+    let scaled = (envelope_len as u64).saturating_mul(MAX_EXPANSION as u64);
+    scaled.clamp(MIN_EXPANSION_CAP as u64, MAX_OBJECT_LEN as u64) as u32
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FormatError {
     #[error("{what} is truncated")]
@@ -37,6 +58,8 @@ pub enum FormatError {
     Invalid { what: &'static str, reason: &'static str },
     #[error("{what} has trailing bytes")]
     TrailingBytes { what: &'static str },
+    #[error("{what} declares {declared} bytes, over its limit of {limit}")]
+    OverLimit { what: &'static str, declared: u64, limit: u64 },
 }
 
 /// A 32-byte identifier: keyed blake3 of a blob or object plaintext, or the
@@ -112,6 +135,19 @@ impl ObjectKind {
 
     pub fn tag(self) -> u8 {
         self as u8
+    }
+
+    /// The most an object of this kind may decompress to, given the length
+    /// of its envelope (docs/format.md §8). Key slots and packs are not
+    /// opened as objects; they get the general limit.
+    pub fn plain_cap(self, envelope_len: usize) -> u32 {
+        match self {
+            ObjectKind::Config => MAX_CONFIG_LEN,
+            ObjectKind::Snapshot => MAX_SNAPSHOT_LEN,
+            ObjectKind::Lock => MAX_LOCK_LEN,
+            ObjectKind::Index => expansion_cap(envelope_len),
+            ObjectKind::Key | ObjectKind::Pack => MAX_OBJECT_LEN,
+        }
     }
 
     /// Name used for directories, logs and messages.

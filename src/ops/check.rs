@@ -176,6 +176,7 @@ pub async fn check(
     progress: Arc<dyn CheckProgress>,
 ) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
+    report.warnings.extend(repo.backend().readable_by_others());
     let (index, bad_indexes) = repo.load_index_report(false).await?;
     for (id, e) in bad_indexes {
         report.problem(None, None, format!("index object {}: {e}", id.short()));

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{RepoError, Repository, Result};
 use crate::format::envelope::{open_payload, seal_payload};
 use crate::format::head::{Head, HEAD_DOMAIN};
-use crate::format::{associated_data, Id, ObjectKind, MAX_OBJECT_LEN};
+use crate::format::{associated_data, expansion_cap, Id, ObjectKind};
 use crate::host;
 
 /// What this process knows about the head.
@@ -46,7 +46,7 @@ impl Repository {
             .seal
             .open(&associated_data(self.repo_id(), HEAD_DOMAIN, &Id::ZERO), sealed)
             .map_err(|e| damaged(&e))?;
-        let plain = open_payload(&env, MAX_OBJECT_LEN).map_err(|e| damaged(&e))?;
+        let plain = open_payload(&env, expansion_cap(env.len())).map_err(|e| damaged(&e))?;
         Head::decode(&plain).map_err(|e| damaged(&e))
     }
 

@@ -157,34 +157,56 @@ impl Repository {
         if slots.is_empty() {
             return Err(RepoError::damaged("repository", "it has a config but no keys"));
         }
-        let mut found = None;
-        let mut readable = 0;
+        // Every slot is read and decoded first, so that the cheapest can be
+        // tried first (docs/format.md §9).
+        let mut decoded = Vec::with_capacity(slots.len());
         for info in &slots {
             let bytes = backend.get(ObjectKind::Key, &info.id).await?;
-            let slot = match KeySlot::decode(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(key = %info.id.short(), error = %e, "skipping unreadable key slot");
-                    continue;
-                }
-            };
-            readable += 1;
-            let (pw, slot_id) = (password.to_vec(), info.id);
+            match KeySlot::decode(&bytes) {
+                Ok(s) => decoded.push((info.id, s)),
+                Err(e) => tracing::warn!(key = %info.id.short(), error = %e, "skipping unreadable key slot"),
+            }
+        }
+        if decoded.is_empty() {
+            return Err(RepoError::damaged("repository", "none of its key slots can be read"));
+        }
+        let params: Vec<KdfParams> =
+            decoded.iter().map(|(_, s)| KdfParams { m_kib: s.m_kib, t: s.t, p: s.p }).collect();
+        let cap_kib = keys::kdf_memory_cap_kib(keys::available_memory_kib());
+        let plan = keys::plan_slot_trials(&params, cap_kib);
+        for &i in &plan.over_cap {
+            tracing::warn!(
+                key = %decoded[i].0.short(),
+                mib = params[i].m_kib >> 10,
+                cap_mib = cap_kib >> 10,
+                "skipping a key slot that asks for more memory than this machine can spare"
+            );
+        }
+        let mut found = None;
+        for &i in &plan.order {
+            let (slot_id, slot) = decoded[i].clone();
+            let pw = password.to_vec();
             let opened = tokio::task::spawn_blocking(move || keys::open_slot(&pw, &slot, &slot_id))
                 .await
                 .map_err(|e| RepoError::Invalid(format!("key derivation failed: {e}")))?;
             match opened {
                 Ok(Some(payload)) => {
-                    found = Some((info.id, payload));
+                    found = Some((slot_id, payload));
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(key = %info.id.short(), error = %e, "skipping key slot"),
+                Err(e) => tracing::warn!(key = %slot_id.short(), error = %e, "skipping key slot"),
             }
         }
         let Some((key_id, payload)) = found else {
-            if readable == 0 {
-                return Err(RepoError::damaged("repository", "none of its key slots can be read"));
+            if let Some(most) = plan.over_cap.iter().map(|&i| params[i].m_kib).max() {
+                return Err(RepoError::Invalid(format!(
+                    "wrong password, or a password of one of the {} key slots skipped because they ask for \
+                     more memory than this machine can spare (up to {} MiB; the limit here is {} MiB)",
+                    plan.over_cap.len(),
+                    most >> 10,
+                    cap_kib >> 10
+                )));
             }
             return Err(RepoError::WrongPassword);
         };
@@ -335,6 +357,16 @@ impl Repository {
 
     /// Seals and stores an index, snapshot or lock object; returns its id.
     pub async fn save_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
+        // What readers would refuse is never written (an index object's cap
+        // grows with its size, so only the general limit bounds it).
+        let cap = kind.plain_cap(plaintext.len());
+        if plaintext.len() > cap as usize {
+            return Err(RepoError::Invalid(format!(
+                "a {} object of {} bytes is over its limit of {cap} bytes",
+                kind.name().trim_end_matches('s'),
+                plaintext.len()
+            )));
+        }
         let id = self.inner.keys.object_id(kind, plaintext);
         let sealed =
             seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level);
@@ -597,5 +629,6 @@ fn open_object(
     sealed: &[u8],
 ) -> std::result::Result<Vec<u8>, ObjectOpenError> {
     let env = keys.seal.open(&associated_data(repo_id, kind.tag(), id), sealed)?;
-    Ok(open_payload_owned(env, MAX_OBJECT_LEN)?)
+    let cap = kind.plain_cap(env.len());
+    Ok(open_payload_owned(env, cap)?)
 }

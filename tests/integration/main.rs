@@ -9,6 +9,7 @@ mod crash;
 mod damage;
 mod excludes_config;
 mod file_changes_and_output;
+mod hardening;
 mod inspect;
 mod library;
 mod lock_safety;
