@@ -626,3 +626,22 @@ fn affected_in<'a>(
         found
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_ids_resolve_by_unique_prefix_or_are_refused() {
+        let a = Id([0xab; 32]);
+        let b = Id([0xac; 32]);
+        let known: HashSet<Id> = [a, b].into_iter().collect();
+        assert_eq!(resolve_packs(&["ABAB".into(), a.to_hex()], &known).unwrap(), vec![a]);
+        let err = |spec: &str| resolve_packs(&[spec.to_string()], &known).unwrap_err().to_string();
+        assert!(err("a").contains("matches 2 packs"), "{}", err("a"));
+        assert!(err("ff").contains("no pack"), "{}", err("ff"));
+        assert!(err("xyz").contains("not a pack id"), "{}", err("xyz"));
+        assert!(err("").contains("not a pack id"));
+        assert!(err(&"a".repeat(65)).contains("not a pack id"));
+    }
+}

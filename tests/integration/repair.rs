@@ -257,7 +257,10 @@ fn a_flipped_bit_in_a_data_pack_is_healed_by_repair_packs_and_the_next_snapshot(
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     fs::write(&file, &bytes).unwrap();
-    assert_eq!(env.cmd().args(["check", "--verify"]).output().unwrap().status.code(), Some(1));
+    let out = env.cmd().args(["check", "--verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("`tstor repair packs {name}`")), "check names the repair: {err}");
 
     // Naming a healthy pack changes nothing.
     let healthy = pack_files(&env).into_iter().find(|p| *p != file).unwrap();
