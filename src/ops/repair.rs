@@ -255,7 +255,7 @@ async fn rebuild(repo: &Repository, guard: &lock::LockGuard) -> Result<RepairRep
     }
     let old = OldIndex::new(&files);
     let packs = repo.backend().list(ObjectKind::Pack).await?;
-    let stored: HashSet<Id> = packs.iter().map(|p| p.id).collect();
+    let mut stored: HashSet<Id> = packs.iter().map(|p| p.id).collect();
     let limit = Arc::new(Semaphore::new(HEADERS_IN_FLIGHT));
     let mut reads = tokio::task::JoinSet::new();
     for info in packs {
@@ -272,6 +272,10 @@ async fn rebuild(repo: &Repository, guard: &lock::LockGuard) -> Result<RepairRep
         match header {
             Ok(blobs) => indexed.push(IndexedPack { id: info.id, size: info.size, blobs }),
             Err(RepoError::Damaged { what, reason }) => headless.push((info, format!("{what} is damaged: {reason}"))),
+            // Gone since the listing: its blobs are treated as missing.
+            Err(RepoError::Backend(e)) if e.is_not_found() => {
+                stored.remove(&info.id);
+            }
             // Storage errors are not damage: nothing is changed.
             Err(e) => return Err(e),
         }
