@@ -748,6 +748,15 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         errln!("damaged: {}", escape(path));
     }
     errln!("tstor: the repository has {} problems", report.problems.len());
+    let mut packs: Vec<&str> = report.problems.iter().filter_map(|p| p.pack.as_deref()).collect();
+    packs.sort_unstable();
+    packs.dedup();
+    if !packs.is_empty() {
+        errln!(
+            "tstor: `tstor repair packs {}` rewrites the damaged packs; then a snapshot of the same sources stores again what was lost",
+            packs.join(" ")
+        );
+    }
     Ok(1)
 }
 

@@ -353,6 +353,14 @@ impl Repository {
         Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
     }
 
+    /// The sealed bytes of tree `id` as the local cache holds them, if they
+    /// authenticate as that tree with plaintext length `raw_len`: a copy
+    /// that outlives its pack, for repairs.
+    pub fn cached_tree_blob(&self, id: &Id, raw_len: u32) -> Option<Vec<u8>> {
+        let sealed = self.cache()?.tree(id).ok().flatten()?;
+        self.open_blob(BlobType::Tree, id, &sealed, raw_len).ok().map(|_| sealed)
+    }
+
     // ---- objects ----
 
     /// Seals and stores an index, snapshot or lock object; returns its id.
@@ -464,6 +472,25 @@ impl Repository {
     /// Loads what index objects can be read, returning the unreadable ones
     /// beside it. `use_cache: false` reads every object from storage.
     pub async fn load_index_report(&self, use_cache: bool) -> Result<(MasterIndex, Vec<(Id, RepoError)>)> {
+        let (files, bad) = self.load_index_files(use_cache).await?;
+        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = MasterIndex::default();
+        for (id, file) in &files {
+            if superseded.contains(id) {
+                continue;
+            }
+            for p in &file.packs {
+                index.add_pack(p);
+            }
+            index.index_ids.push(*id);
+        }
+        Ok((index, bad))
+    }
+
+    /// Every index object in storage that can be read, decoded (superseded
+    /// ones included), with the unreadable ones beside them. `use_cache:
+    /// false` reads every object from storage.
+    pub async fn load_index_files(&self, use_cache: bool) -> Result<(Vec<(Id, IndexFile)>, Vec<(Id, RepoError)>)> {
         let cache = self.cache().filter(|_| use_cache);
         let listed = self.inner.backend.list(ObjectKind::Index).await?;
         let listed_ids: HashSet<Id> = listed.iter().map(|o| o.id).collect();
@@ -515,18 +542,7 @@ impl Repository {
                 tracing::debug!(error = %e, "could not cache index objects");
             }
         }
-        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let mut index = MasterIndex::default();
-        for (id, file) in &files {
-            if superseded.contains(id) {
-                continue;
-            }
-            for p in &file.packs {
-                index.add_pack(p);
-            }
-            index.index_ids.push(*id);
-        }
-        Ok((index, bad))
+        Ok((files, bad))
     }
 
     /// Stores an index object listing `packs`.

@@ -15,6 +15,7 @@ mod library;
 mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
+mod repair;
 mod restore_reads;
 mod roundtrip;
 mod telegram;
