@@ -60,6 +60,15 @@ impl Id {
         hex::encode(&self.0[..4])
     }
 
+    /// Parses an object's name in storage: exactly 64 lowercase hex digits
+    /// (format.md §2). Any other spelling, uppercase included, names nothing.
+    pub fn from_stored_name(name: &str) -> Option<Id> {
+        if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        name.parse().ok()
+    }
+
     pub fn random() -> Id {
         let mut b = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
@@ -189,6 +198,18 @@ mod tests {
             let id = Id(b);
             prop_assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
         }
+    }
+
+    #[test]
+    fn stored_names_are_lowercase_hex_only() {
+        let id = Id([0xab; 32]);
+        assert_eq!(Id::from_stored_name(&id.to_hex()), Some(id));
+        assert_eq!(Id::from_stored_name(&id.to_hex().to_uppercase()), None);
+        assert_eq!(Id::from_stored_name(&format!("AB{}", &id.to_hex()[2..])), None);
+        assert_eq!(Id::from_stored_name(&id.to_hex()[..62]), None);
+        assert_eq!(Id::from_stored_name(&format!("{}0", id.to_hex())), None);
+        // Typed by a user, either case is the same id.
+        assert_eq!(id.to_hex().to_uppercase().parse::<Id>().unwrap(), id);
     }
 
     #[test]
