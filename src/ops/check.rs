@@ -334,6 +334,21 @@ pub async fn check(
                     },
                     NodeKind::File => {
                         let mut lost = false;
+                        let content_len: u64 =
+                            node.content.iter().filter_map(|b| index.lookup(b)).map(|l| u64::from(l.raw_len)).sum();
+                        let all_indexed = node.content.iter().all(|b| index.contains(b));
+                        if all_indexed && content_len != node.size {
+                            report.problem(
+                                None,
+                                Some(&tree_id),
+                                format!(
+                                    "snapshot {} {}: size {} differs from its content's {content_len} bytes",
+                                    snap_id.short(),
+                                    child.display(),
+                                    node.size
+                                ),
+                            );
+                        }
                         for blob in &node.content {
                             if damaged.contains(blob) {
                                 lost = true;

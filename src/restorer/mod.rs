@@ -305,32 +305,51 @@ pub async fn restore(
     //    by pack and written by parallel workers; a file is finished when its
     //    last blob is written. Later links to an inode already restored
     //    become hard links once every file is done.
-    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    //    Items are in path order, so the first member of a link group met
+    //    here is the first restored (format.md §24); a member whose content
+    //    differs from the first's is restored on its own.
+    let mut first_of_inode: HashMap<(u64, u64), &Item> = HashMap::new();
     let mut hardlinks: Vec<(&Item, PathBuf)> = Vec::new();
     let mut files = Vec::new();
+    let mut recorded_sizes: HashMap<PathBuf, u64> = HashMap::new();
     for it in items.iter().filter(|i| i.node.kind == NodeKind::File) {
         if under_failed(&it.rel, &failed_dirs) {
             continue;
         }
         if it.node.links > 1 {
             let key = (it.node.device, it.node.inode);
-            if let Some(first) = first_of_inode.get(&key) {
-                hardlinks.push((it, first.clone()));
-                continue;
+            match first_of_inode.get(&key) {
+                Some(first) if first.node.content == it.node.content => {
+                    hardlinks.push((it, first.rel.clone()));
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first_of_inode.insert(key, it);
+                }
             }
-            first_of_inode.insert(key, it.rel.clone());
         }
+        recorded_sizes.insert(it.rel.clone(), it.node.size);
         files.push(FileTarget { rel: it.rel.clone(), path: target.join(&it.rel), node: it.node.clone() });
     }
     // Storage far away wants more reads overlapping their round trips.
     let reads_in_flight = repo.backend().preferred_reads_in_flight().map_or(opts.workers, |n| n.max(opts.workers));
     let contents =
         content::restore_contents(repo, index, files, reads_in_flight, owners, opts.verify, progress.clone()).await?;
-    for (_, bytes) in &contents.restored {
+    for (rel, bytes) in &contents.restored {
         outcome.files += 1;
         outcome.bytes += bytes;
         if opts.verify {
             outcome.verified_files += 1;
+        }
+        // The content is what is restored; a size field that disagrees with
+        // it is reported, never used to cut or pad the file.
+        if let Some(&recorded) = recorded_sizes.get(rel).filter(|&&size| size != *bytes) {
+            note(
+                &mut outcome,
+                rel,
+                format!("restored its {bytes} bytes of content, but the snapshot records a size of {recorded}"),
+            );
         }
     }
     let failed_set: HashSet<PathBuf> = contents.failures.iter().map(|(p, _)| p.clone()).collect();

@@ -14,4 +14,5 @@ mod locks_and_cache;
 mod maintenance;
 mod restore_reads;
 mod roundtrip;
+mod spec_rules;
 mod telegram;

@@ -1,0 +1,246 @@
+//! Rules of docs/format.md that a reader must hold whatever a repository
+//! holds: restore semantics for crafted trees (sizes, hard links), blob
+//! locations that fail, and the limits of §22. Each test builds the
+//! repository it needs with the library, then drives the `tstor` binary.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use tstor::backend::local::LocalBackend;
+use tstor::backend::Backend;
+use tstor::crypto::kdf::KdfParams;
+use tstor::format::index::IndexedPack;
+use tstor::format::snapshot::Snapshot;
+use tstor::format::tree::{Node, NodeKind, Tree};
+use tstor::format::{BlobType, Id, ObjectKind};
+use tstor::repo::packer::Packer;
+use tstor::repo::{InitOptions, Repository};
+
+use crate::common::*;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Writes blobs, trees and one snapshot straight into a new repository, as a
+/// writer that breaks (or stretches) the rules could.
+struct Crafter {
+    repo: Repository,
+    packer: Packer,
+}
+
+impl Crafter {
+    async fn init(path: &Path) -> Crafter {
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+        let repo = Repository::init(backend, PASSWORD.as_bytes(), opts).await.unwrap();
+        Crafter { repo, packer: Packer::new(1 << 20) }
+    }
+
+    fn blob(&mut self, blob_type: BlobType, raw: &[u8]) -> Id {
+        let sealed = self.repo.seal_blob(blob_type, raw);
+        self.packer.add(blob_type, sealed.id, &sealed.sealed, sealed.raw_len);
+        sealed.id
+    }
+
+    fn data(&mut self, raw: &[u8]) -> Id {
+        self.blob(BlobType::Data, raw)
+    }
+
+    fn tree(&mut self, nodes: Vec<Node>) -> Id {
+        let mut tree = Tree { nodes };
+        tree.sort();
+        self.blob(BlobType::Tree, &tree.encode())
+    }
+
+    /// Stores the pack and its index; returns the pack.
+    async fn flush(&mut self) -> IndexedPack {
+        let mut packer = std::mem::replace(&mut self.packer, Packer::new(1 << 20));
+        let pack = packer.finish(self.repo.keys(), self.repo.repo_id());
+        self.repo.backend().put(ObjectKind::Pack, &pack.id, pack.data.clone()).await.unwrap();
+        let indexed = IndexedPack { id: pack.id, size: pack.data.len() as u64, blobs: pack.blobs };
+        self.repo.write_index(vec![indexed.clone()], vec![]).await.unwrap();
+        indexed
+    }
+
+    /// Stores what was added and a snapshot of the root `nodes`.
+    async fn finish(mut self, nodes: Vec<Node>) -> Repository {
+        let root = self.tree(nodes);
+        self.flush().await;
+        let snap = Snapshot {
+            time_ns: 1,
+            tree: root,
+            paths: vec![b"/crafted".to_vec()],
+            hostname: "crafter".into(),
+            username: "x".into(),
+            uid: 0,
+            gid: 0,
+            tags: vec![],
+            parent: None,
+            program_version: "0".into(),
+            summary: Default::default(),
+        };
+        self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
+        self.repo
+    }
+}
+
+fn file(name: &[u8], content: Vec<Id>, size: u64) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::File);
+    n.mode = 0o644;
+    n.content = content;
+    n.size = size;
+    n
+}
+
+fn dir(name: &[u8], subtree: Id) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.mode = 0o755;
+    n.subtree = Some(subtree);
+    n
+}
+
+/// A member of the hard-link group (device 1, inode `inode`).
+fn linked(mut n: Node, inode: u64) -> Node {
+    n.device = 1;
+    n.inode = inode;
+    n.links = 2;
+    n
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+fn restore(env: &Env, what: &str, target: &Path) -> std::process::Output {
+    env.cmd().args(["restore", what, "--target"]).arg(target).output().unwrap()
+}
+
+#[test]
+fn a_file_whose_size_disagrees_with_its_content_is_restored_from_its_content_and_reported() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let payload = c.data(b"payload");
+        c.finish(vec![file(b"longer", vec![payload], 100), file(b"shorter", vec![payload, payload], 3)]).await;
+    });
+    let target = env.path("out");
+    let out = restore(&env, "latest", &target);
+    assert_eq!(out.status.code(), Some(1), "the disagreement is an error");
+    let err = stderr_of(&out);
+    assert!(err.contains("longer: restored its 7 bytes of content, but the snapshot records a size of 100"), "{err}");
+    assert!(err.contains("shorter: restored its 14 bytes of content, but the snapshot records a size of 3"), "{err}");
+    assert_eq!(fs::read(target.join("longer")).unwrap(), b"payload");
+    assert_eq!(fs::read(target.join("shorter")).unwrap(), b"payloadpayload");
+    let out = env.cmd().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("longer: size 100 differs from its content's 7 bytes"), "{err}");
+    assert!(err.contains("shorter: size 3 differs from its content's 14 bytes"), "{err}");
+}
+
+#[test]
+fn hard_links_join_the_first_member_in_path_order() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let shared = c.data(b"shared content");
+        let other = c.data(b"other content");
+        let inner = c.tree(vec![linked(file(b"second", vec![shared], 14), 7)]);
+        c.finish(vec![
+            // Path order: `a/second` < `b` < `c`; `b` is not in `a`'s group's
+            // path order first, `a/second` is.
+            dir(b"a", inner),
+            linked(file(b"b", vec![shared], 14), 7),
+            // Same (device, inode), different content: restored on its own.
+            linked(file(b"c", vec![other], 13), 7),
+        ])
+        .await;
+    });
+    let target = env.path("out");
+    let out = restore(&env, "latest", &target);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let first = fs::metadata(target.join("a/second")).unwrap();
+    let b = fs::metadata(target.join("b")).unwrap();
+    let c = fs::metadata(target.join("c")).unwrap();
+    assert_eq!((first.ino(), first.nlink()), (b.ino(), 2), "b is a hard link of a/second");
+    assert_ne!(c.ino(), first.ino(), "different content is not linked");
+    assert_eq!(fs::read(target.join("c")).unwrap(), b"other content");
+    assert_eq!(fs::read(target.join("b")).unwrap(), b"shared content");
+}
+
+#[test]
+fn a_sub_path_restore_links_only_the_members_it_restores() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let shared = c.data(b"shared content");
+        let inner = c.tree(vec![linked(file(b"one", vec![shared], 14), 9), linked(file(b"two", vec![shared], 14), 9)]);
+        c.finish(vec![linked(file(b"outside", vec![shared], 14), 9), dir(b"sub", inner)]).await;
+    });
+    let target = env.path("out");
+    let out = restore(&env, "latest:sub", &target);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let one = fs::metadata(target.join("one")).unwrap();
+    let two = fs::metadata(target.join("two")).unwrap();
+    assert_eq!((one.ino(), one.nlink()), (two.ino(), 2));
+    assert_eq!(fs::read(target.join("one")).unwrap(), b"shared content");
+    assert!(!target.join("outside").exists());
+}
+
+#[test]
+fn a_refused_first_member_leaves_the_next_member_first() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let shared = c.data(b"shared content");
+        // ".." sorts before "a" but is refused: "a" becomes the first member.
+        c.finish(vec![
+            linked(file(b"..", vec![shared], 14), 3),
+            linked(file(b"a", vec![shared], 14), 3),
+            linked(file(b"b", vec![shared], 14), 3),
+        ])
+        .await;
+    });
+    let target = env.path("jail/out");
+    let out = restore(&env, "latest", &target);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("refused"), "{}", stderr_of(&out));
+    let a = fs::metadata(target.join("a")).unwrap();
+    let b = fs::metadata(target.join("b")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    assert_eq!(fs::read(target.join("b")).unwrap(), b"shared content");
+    assert_eq!(fs::read_dir(env.path("jail")).unwrap().count(), 1, "nothing beside the target");
+}
+
+#[test]
+fn only_regular_files_are_restored_as_hard_links() {
+    let env = Env::new();
+    block_on(async {
+        let c = Crafter::init(&env.repo()).await;
+        let fifo = |name: &[u8]| {
+            let mut n = Node::new(name.to_vec(), NodeKind::Fifo);
+            n.mode = 0o600;
+            linked(n, 5)
+        };
+        let link = |name: &[u8]| {
+            let mut n = Node::new(name.to_vec(), NodeKind::Symlink);
+            n.symlink_target = b"somewhere".to_vec();
+            linked(n, 6)
+        };
+        c.finish(vec![fifo(b"p1"), fifo(b"p2"), link(b"s1"), link(b"s2")]).await;
+    });
+    let target = env.path("out");
+    let out = restore(&env, "latest", &target);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let p1 = fs::symlink_metadata(target.join("p1")).unwrap();
+    let p2 = fs::symlink_metadata(target.join("p2")).unwrap();
+    assert!(p1.file_type().is_fifo() && p2.file_type().is_fifo());
+    assert_ne!(p1.ino(), p2.ino());
+    let s1 = fs::symlink_metadata(target.join("s1")).unwrap();
+    let s2 = fs::symlink_metadata(target.join("s2")).unwrap();
+    assert!(s1.file_type().is_symlink() && s2.file_type().is_symlink());
+    assert_ne!(s1.ino(), s2.ino());
+}
