@@ -69,6 +69,12 @@ impl Crafter {
     async fn finish(mut self, nodes: Vec<Node>) -> Repository {
         let root = self.tree(nodes);
         self.flush().await;
+        self.snapshot(root).await;
+        self.repo
+    }
+
+    /// Stores a snapshot whose root tree is `root`.
+    async fn snapshot(&self, root: Id) {
         let snap = Snapshot {
             time_ns: 1,
             tree: root,
@@ -83,7 +89,6 @@ impl Crafter {
             summary: Default::default(),
         };
         self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
-        self.repo
     }
 }
 
@@ -243,4 +248,85 @@ fn only_regular_files_are_restored_as_hard_links() {
     let s2 = fs::symlink_metadata(target.join("s2")).unwrap();
     assert!(s1.file_type().is_symlink() && s2.file_type().is_symlink());
     assert_ne!(s1.ino(), s2.ino());
+}
+
+/// Path of a pack in a local repository.
+fn pack_path(repo: &Path, pack: &Id) -> std::path::PathBuf {
+    let hex = pack.to_hex();
+    repo.join("packs").join(&hex[..2]).join(hex)
+}
+
+/// Flips a byte inside every sealed blob of `pack`: each fails to open.
+fn corrupt_blobs(repo: &Path, pack: &IndexedPack) {
+    let path = pack_path(repo, &pack.id);
+    let mut bytes = fs::read(&path).unwrap();
+    for b in &pack.blobs {
+        bytes[b.offset as usize + 20] ^= 0x55;
+    }
+    fs::write(&path, bytes).unwrap();
+}
+
+/// A repository whose data blob and root tree are each stored in two packs,
+/// one snapshot of a file `f` holding `payload`. Returns the two packs, in
+/// the order they were written.
+fn blob_in_two_packs(env: &Env) -> (IndexedPack, IndexedPack) {
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let mut packs = Vec::new();
+        let mut root = Id::ZERO;
+        for _ in 0..2 {
+            let payload = c.data(b"payload");
+            root = c.tree(vec![file(b"f", vec![payload], 7)]);
+            packs.push(c.flush().await);
+        }
+        c.snapshot(root).await;
+        (packs.remove(0), packs.remove(0))
+    })
+}
+
+#[test]
+fn a_blob_whose_first_location_is_damaged_is_read_from_the_next() {
+    for damaged in 0..2 {
+        let env = Env::new();
+        let packs = blob_in_two_packs(&env);
+        corrupt_blobs(&env.repo(), if damaged == 0 { &packs.0 } else { &packs.1 });
+        let target = env.path("out");
+        let out = restore(&env, "latest", &target);
+        assert!(out.status.success(), "pack {damaged} damaged: {}", stderr_of(&out));
+        assert_eq!(fs::read(target.join("f")).unwrap(), b"payload");
+        let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+}
+
+#[test]
+fn a_blob_whose_first_location_is_missing_is_read_from_the_next() {
+    for missing in 0..2 {
+        let env = Env::new();
+        let packs = blob_in_two_packs(&env);
+        fs::remove_file(pack_path(&env.repo(), if missing == 0 { &packs.0.id } else { &packs.1.id })).unwrap();
+        let target = env.path("out");
+        let out = restore(&env, "latest", &target);
+        assert!(out.status.success(), "pack {missing} missing: {}", stderr_of(&out));
+        assert_eq!(fs::read(target.join("f")).unwrap(), b"payload");
+    }
+}
+
+#[test]
+fn a_blob_damaged_in_every_location_is_lost_and_named() {
+    let env = Env::new();
+    let packs = blob_in_two_packs(&env);
+    // Only the data blob: the trees stay readable.
+    for pack in [&packs.0, &packs.1] {
+        let data_only = IndexedPack {
+            blobs: pack.blobs.iter().filter(|b| b.blob_type == BlobType::Data).cloned().collect(),
+            ..pack.clone()
+        };
+        corrupt_blobs(&env.repo(), &data_only);
+    }
+    let target = env.path("out");
+    let out = restore(&env, "latest", &target);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("f: data lost"), "{}", stderr_of(&out));
+    assert!(!target.join("f").exists());
 }
