@@ -27,6 +27,39 @@ pub const MAX_BLOB_LEN: u32 = 64 << 20;
 /// Largest plaintext of a stored object other than a pack (index, snapshot, ...).
 pub const MAX_OBJECT_LEN: u32 = 1 << 30;
 
+/// Deepest entry a reader accepts: entries of a snapshot's root tree are at
+/// depth 1, the entries of a directory at depth d are at depth d + 1.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
+/// Longest path a reader accepts, in bytes: the names from the snapshot's
+/// root tree down to the entry, joined by `/`.
+pub const MAX_PATH_LEN: usize = 65_536;
+
+/// Most entries a reader accepts in one snapshot, counting every entry of
+/// every tree as often as it is reached (a tree referenced twice counts twice).
+pub const MAX_SNAPSHOT_ENTRIES: u64 = 100_000_000;
+
+/// An entry beyond the limits of format.md §22.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("more than {MAX_TREE_DEPTH} directory levels deep")]
+    TooDeep,
+    #[error("path longer than {MAX_PATH_LEN} bytes")]
+    PathTooLong,
+}
+
+/// Whether an entry at `depth` whose path is `path_len` bytes is within the
+/// limits a reader accepts.
+pub fn check_entry_limits(depth: usize, path_len: usize) -> Result<(), LimitError> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(LimitError::TooDeep);
+    }
+    if path_len > MAX_PATH_LEN {
+        return Err(LimitError::PathTooLong);
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FormatError {
     #[error("{what} is truncated")]

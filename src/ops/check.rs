@@ -309,6 +309,13 @@ pub async fn check(
             stack.push((tree_id, path.clone(), true));
             for node in &tree.nodes {
                 let child = path.join(String::from_utf8_lossy(&node.name).as_ref());
+                let depth = child.components().count();
+                if let Err(e) = crate::format::check_entry_limits(depth, child.as_os_str().len()) {
+                    let shown: String = child.display().to_string().chars().take(200).collect();
+                    report.problem(None, Some(&tree_id), format!("snapshot {} {shown}: {e}", snap_id.short()));
+                    visiting.last_mut().expect("pushed").1 = false;
+                    continue;
+                }
                 if let Err(e) = validate_name(&node.name) {
                     report.problem(
                         None,

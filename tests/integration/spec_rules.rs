@@ -330,3 +330,97 @@ fn a_blob_damaged_in_every_location_is_lost_and_named() {
     assert!(stderr_of(&out).contains("f: data lost"), "{}", stderr_of(&out));
     assert!(!target.join("f").exists());
 }
+
+/// A snapshot whose root holds `levels` nested directories named `d`, the
+/// deepest holding a file `f` (at depth `levels + 1`).
+fn nested(env: &Env, levels: usize) {
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let payload = c.data(b"payload");
+        let mut nodes = vec![file(b"f", vec![payload], 7)];
+        for _ in 0..levels {
+            let sub = c.tree(nodes);
+            nodes = vec![dir(b"d", sub)];
+        }
+        c.finish(nodes).await;
+    });
+}
+
+#[test]
+fn a_snapshot_at_the_depth_limit_is_listed_and_checked() {
+    let env = Env::new();
+    nested(&env, tstor::format::MAX_TREE_DEPTH - 1);
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let deepest = format!("{}f", "d/".repeat(tstor::format::MAX_TREE_DEPTH - 1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&deepest));
+    let out = env.cmd().arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn an_entry_beyond_the_depth_limit_is_refused_naming_its_path() {
+    let env = Env::new();
+    nested(&env, tstor::format::MAX_TREE_DEPTH);
+    let message = "more than 4096 directory levels deep";
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let shown = "d/".repeat(100);
+    assert!(stderr_of(&out).contains(&shown) && stderr_of(&out).contains(message), "{}", stderr_of(&out));
+    let out = env.cmd().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains(message), "{}", stderr_of(&out));
+    let out = restore(&env, "latest", &env.path("out"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains(&format!("… (8193 bytes): refused: {message}")), "{err}");
+}
+
+#[test]
+fn an_entry_beyond_the_path_length_limit_is_refused_naming_its_path() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let payload = c.data(b"payload");
+        let inner = c.tree(vec![file(&[b'f'; 30_000], vec![payload], 7)]);
+        c.finish(vec![dir(&[b'd'; 40_000], inner), file(b"short", vec![payload], 7)]).await;
+    });
+    let message = "path longer than 65536 bytes";
+    let out = env.cmd().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains(message), "{}", stderr_of(&out));
+    let target = env.path("out");
+    let out = restore(&env, "latest", &target);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains(&format!("(70001 bytes): refused: {message}")), "{}", stderr_of(&out));
+    assert_eq!(fs::read(target.join("short")).unwrap(), b"payload", "the rest is restored");
+}
+
+#[test]
+fn a_snapshot_with_more_entries_than_allowed_is_refused_before_anything_is_written() {
+    let dir_path = tempfile::tempdir().unwrap();
+    block_on(async {
+        let mut c = Crafter::init(&dir_path.path().join("repo")).await;
+        let payload = c.data(b"payload");
+        // Each level holds its subtree twice: 190 entries in all from seven
+        // small trees.
+        let mut tree = c.tree(vec![file(b"f", vec![payload], 7)]);
+        for _ in 0..6 {
+            tree = c.tree(vec![dir(b"a", tree), dir(b"b", tree)]);
+        }
+        c.flush().await;
+        let repo = c.repo.clone();
+        let index = Arc::new(repo.load_index().await.unwrap());
+        let target = dir_path.path().join("out");
+        let mut opts = tstor::restorer::RestoreOptions::new(target.clone());
+        opts.max_entries = 100;
+        let progress = Arc::new(tstor::restorer::NoRestoreProgress);
+        let err = tstor::restorer::restore(&repo, index.clone(), &tree, &opts, progress.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("more than 100 entries"), "{err}");
+        assert!(!target.exists(), "nothing was written");
+        // 126 directories and 64 files: exactly at the limit.
+        opts.max_entries = 190;
+        let done = tstor::restorer::restore(&repo, index, &tree, &opts, progress).await.unwrap();
+        assert_eq!((done.dirs, done.files), (126, 64), "{:?}", &done.errors[..done.errors.len().min(3)]);
+    });
+}
