@@ -424,3 +424,23 @@ fn a_snapshot_with_more_entries_than_allowed_is_refused_before_anything_is_writt
         assert_eq!((done.dirs, done.files), (126, 64), "{:?}", &done.errors[..done.errors.len().min(3)]);
     });
 }
+
+#[test]
+fn the_archiver_stores_a_tree_as_deep_as_the_file_system_allows() {
+    let env = Env::new();
+    env.init();
+    // As deep as paths allow: the archiver reads by path, so PATH_MAX (4096)
+    // bounds its recursion well within the reader's depth limit.
+    let src = env.path("src");
+    let room = 4000 - src.as_os_str().len();
+    let levels = room / 2 - 2;
+    let deepest = src.join("d/".repeat(levels).trim_end_matches('/'));
+    fs::create_dir_all(&deepest).unwrap();
+    fs::write(deepest.join("f"), b"deep").unwrap();
+    let out = env.cmd().args(["snapshot"]).arg(&src).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.cmd().arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = env.cmd().args(["ls", "latest"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}f", "d/".repeat(levels))));
+}
