@@ -183,6 +183,93 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// The test input of format.md §11: the low byte of each step of
+    /// xorshift64 (shifts 13, 7, 17) from 0x9E3779B97F4A7C15.
+    fn spec_input(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The lines of the code block of format.md that follows `marker`.
+    fn spec_block(marker: &str) -> Vec<&'static str> {
+        let spec = include_str!("../docs/format.md");
+        let after = &spec[spec.find(marker).unwrap_or_else(|| panic!("format.md lacks {marker:?}"))..];
+        let start = after.find("```\n").expect("a code block follows") + 4;
+        let body = &after[start..];
+        body[..body.find("```").expect("the block ends")].lines().collect()
+    }
+
+    fn hex_u64(s: &str) -> u64 {
+        u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).expect("hex")
+    }
+
+    #[test]
+    fn the_gear_table_in_the_spec_is_the_chunkers_and_its_derivation_holds() {
+        let (gear, gear_ls) = get_gear_with_seed(0);
+        let written: Vec<u64> =
+            spec_block("GEAR table:").iter().flat_map(|l| l.split_whitespace()).map(hex_u64).collect();
+        assert_eq!(written, gear.to_vec());
+        for i in 0..=255u8 {
+            let digest = md5::compute([i; 64]);
+            let derived = u64::from_be_bytes(digest.0[..8].try_into().unwrap());
+            assert_eq!(gear[i as usize], derived, "GEAR[{i}]");
+            assert_eq!(gear_ls[i as usize], derived << 1, "GEAR_LS[{i}]");
+        }
+        let seed = 0x0123_4567_89ab_cdef;
+        let (seeded, seeded_ls) = get_gear_with_seed(seed);
+        for i in 0..256 {
+            assert_eq!(seeded[i], gear[i] ^ seed);
+            assert_eq!(seeded_ls[i], gear_ls[i] ^ (seed << 1));
+        }
+    }
+
+    #[test]
+    fn the_mask_table_in_the_spec_is_the_chunkers() {
+        let written: Vec<(usize, u64)> = spec_block("MASKS table:")
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let (bits, mask) = l.split_once(':').expect("bits: mask");
+                (bits.trim().parse().expect("bits"), hex_u64(mask))
+            })
+            .collect();
+        assert_eq!(written.len(), 21);
+        for (bits, mask) in written {
+            assert_eq!(MASKS[bits], mask, "MASKS[{bits}]");
+        }
+    }
+
+    #[test]
+    fn the_chunk_boundary_vectors_in_the_spec_hold() {
+        let vectors = spec_block("Chunking test vectors:");
+        assert!(vectors.len() >= 3);
+        for line in vectors.iter().filter(|l| !l.trim().is_empty()) {
+            let (head, lengths) = line.split_once("->").expect("params -> lengths");
+            let field = |name: &str| {
+                let v = head.split_whitespace().find_map(|w| w.strip_prefix(name)).expect(name);
+                if v.starts_with("0x") {
+                    hex_u64(v)
+                } else {
+                    v.parse().expect("number")
+                }
+            };
+            let params =
+                ChunkerParams { min: field("min=") as u32, avg: field("avg=") as u32, max: field("max=") as u32 };
+            let input = spec_input(field("len=") as usize);
+            let chunker = Chunker::new(params, field("seed="));
+            let got: Vec<usize> = chunker.chunks(&input[..], &mut Vec::new()).map(|c| c.unwrap().len()).collect();
+            let want: Vec<usize> = lengths.split_whitespace().map(|n| n.parse().expect("length")).collect();
+            assert_eq!(got, want, "{head}");
+        }
+    }
+
     #[test]
     fn empty_input_has_no_chunks() {
         let c = Chunker::new(ChunkerParams::default(), 0);

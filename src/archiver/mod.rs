@@ -184,7 +184,12 @@ pub async fn snapshot(
     let repo2 = repo.clone();
     let index = Arc::new(index);
     let index2 = index.clone();
-    let (walked, stored, pipeline_err) = tokio::task::spawn_blocking(move || {
+    // The walker recurses once per directory level, as deep as PATH_MAX lets
+    // a path go (about 2000 levels), which overflows a 2 MiB thread stack: it
+    // gets a thread of its own with a stack reserved (not committed) for that.
+    const WALKER_STACK: usize = 256 << 20;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let walk = move || {
         let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
         walker.read_hook = opts.read_hook.clone();
@@ -218,9 +223,16 @@ pub async fn snapshot(
         drop(walker);
         let (stored, err) = pipeline.finish();
         ((root_id, summary, errors, changed, stop), stored, err)
-    })
-    .await
-    .map_err(|e| RepoError::Invalid(format!("snapshot task failed: {e}")))?;
+    };
+    std::thread::Builder::new()
+        .name("tstor-walker".into())
+        .stack_size(WALKER_STACK)
+        .spawn(move || {
+            let _ = done_tx.send(walk());
+        })
+        .map_err(|e| RepoError::Invalid(format!("cannot start the snapshot walker: {e}")))?;
+    let (walked, stored, pipeline_err) =
+        done_rx.await.map_err(|_| RepoError::Invalid("snapshot task failed: the walker stopped".into()))?;
     let (root_id, mut summary, errors, changed, stop) = walked;
 
     // Packs that did upload are indexed even if the run failed, so that the

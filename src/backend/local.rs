@@ -96,6 +96,11 @@ fn exposed_paths(root: &Path) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Whether `name` is a fan-out directory of `packs/`: two lowercase hex digits.
+fn is_fan_out_dir(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Runs blocking file work off the async executor.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -256,20 +261,25 @@ impl Backend for LocalBackend {
                 };
             }
             let base = root.join(kind.name());
+            // (directory, the two hex digits its packs' names must start with)
             let dirs = if kind == ObjectKind::Pack {
                 let mut dirs = Vec::new();
                 for entry in fs::read_dir(&base).map_err(|e| BackendError::from_io(e, base.display()))? {
                     let entry = entry.map_err(|e| BackendError::from_io(e, base.display()))?;
+                    let Some(fan_out) = entry.file_name().to_str().filter(|n| is_fan_out_dir(n)).map(String::from)
+                    else {
+                        continue;
+                    };
                     if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        dirs.push(entry.path());
+                        dirs.push((entry.path(), Some(fan_out)));
                     }
                 }
                 dirs
             } else {
-                vec![base]
+                vec![(base, None)]
             };
             let mut out = Vec::new();
-            for dir in dirs {
+            for (dir, fan_out) in dirs {
                 let entries = match fs::read_dir(&dir) {
                     Ok(e) => e,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -277,8 +287,15 @@ impl Backend for LocalBackend {
                 };
                 for entry in entries {
                     let entry = entry.map_err(|e| BackendError::from_io(e, dir.display()))?;
-                    // Names that are not ids (editor droppings, partial copies) are not objects.
-                    let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) else { continue };
+                    // Names that are not ids in lowercase hex (editor droppings,
+                    // partial copies), and packs outside their fan-out directory
+                    // (where a read would not look), are not objects.
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    let Some(id) = Id::from_stored_name(name) else { continue };
+                    if fan_out.as_deref().is_some_and(|f| !name.starts_with(f)) {
+                        continue;
+                    }
                     let meta = entry.metadata().map_err(|e| BackendError::from_io(e, entry.path().display()))?;
                     out.push(ObjectInfo::new(id, meta.len(), modified_ns(&meta)));
                 }
@@ -321,6 +338,38 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn listing_ignores_names_that_are_not_lowercase_hex_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().await.unwrap();
+        let id = Id([0xab; 32]);
+        backend.put(ObjectKind::Snapshot, &id, Bytes::from_static(b"x")).await.unwrap();
+        let snapshots = dir.path().join("repo/snapshots");
+        fs::write(snapshots.join(Id([0xcd; 32]).to_hex().to_uppercase()), b"y").unwrap();
+        fs::write(snapshots.join(format!("{}.tmp", Id([0xef; 32]).to_hex())), b"z").unwrap();
+        let listed: Vec<Id> = backend.list(ObjectKind::Snapshot).await.unwrap().into_iter().map(|o| o.id).collect();
+        assert_eq!(listed, vec![id]);
+    }
+
+    #[tokio::test]
+    async fn listing_ignores_a_pack_outside_its_fan_out_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().await.unwrap();
+        let placed = Id([0x12; 32]);
+        backend.put(ObjectKind::Pack, &placed, Bytes::from_static(b"pack")).await.unwrap();
+        let packs = dir.path().join("repo/packs");
+        let misplaced = Id([0x34; 32]);
+        fs::write(packs.join("12").join(misplaced.to_hex()), b"elsewhere").unwrap();
+        fs::write(packs.join(Id([0x56; 32]).to_hex()), b"not fanned out").unwrap();
+        fs::create_dir(packs.join("AB")).unwrap();
+        fs::write(packs.join("AB").join(Id([0xab; 32]).to_hex()), b"uppercase directory").unwrap();
+        let listed: Vec<Id> = backend.list(ObjectKind::Pack).await.unwrap().into_iter().map(|o| o.id).collect();
+        assert_eq!(listed, vec![placed]);
+        assert!(backend.get(ObjectKind::Pack, &misplaced).await.unwrap_err().is_not_found());
+    }
 
     #[tokio::test]
     async fn leftovers_of_killed_writes_are_removed_once_a_day_old() {

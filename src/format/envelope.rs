@@ -110,11 +110,12 @@ pub fn open_payload_owned(mut env: Vec<u8>, max_len: u32) -> Result<Vec<u8>, For
             Ok(env)
         }
         ENVELOPE_ZSTD => {
-            let out =
-                zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize).map_err(|_| FormatError::Invalid {
-                    what: WHAT,
-                    reason: "zstd payload is corrupt or expands beyond its declared length",
-                })?;
+            // At least one frame (format.md §8); zstd itself reads no input as no output.
+            if env.len() == HEADER_LEN {
+                return Err(FormatError::Invalid { what: WHAT, reason: "zstd payload has no frame" });
+            }
+            let out = zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize)
+                .map_err(|_| FormatError::Invalid { what: WHAT, reason: "zstd payload is corrupt or expands beyond its declared length" })?;
             if out.len() != raw_len as usize {
                 return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
             }
@@ -175,6 +176,78 @@ mod tests {
     }
 
     #[test]
+    /// An envelope holding `payload` as zstd data for `raw_len` bytes.
+    fn zstd_envelope(raw_len: usize, payload: &[u8]) -> Vec<u8> {
+        let mut env = vec![ENVELOPE_ZSTD];
+        env.extend_from_slice(&(raw_len as u32).to_le_bytes());
+        env.extend_from_slice(payload);
+        env
+    }
+
+    /// A skippable frame (RFC 8878 §3.1.2) carrying `data`.
+    fn skippable_frame(magic_low: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = (0x184D_2A50u32 | u32::from(magic_low & 0xF)).to_le_bytes().to_vec();
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect()
+    }
+
+    #[test]
+    fn several_zstd_frames_are_one_payload() {
+        let (a, b) = (sample(3000), sample(5000));
+        let mut payload = zstd::bulk::compress(&a, 3).unwrap();
+        payload.extend(zstd::bulk::compress(&b, 1).unwrap());
+        let env = zstd_envelope(a.len() + b.len(), &payload);
+        assert_eq!(open_payload(&env, 1 << 20).unwrap(), [a, b].concat());
+    }
+
+    #[test]
+    fn skippable_zstd_frames_are_skipped() {
+        let raw = sample(4000);
+        let mut payload = skippable_frame(0, b"ignored");
+        payload.extend(zstd::bulk::compress(&raw, 3).unwrap());
+        payload.extend(skippable_frame(0xF, b""));
+        let env = zstd_envelope(raw.len(), &payload);
+        assert_eq!(open_payload(&env, 1 << 20).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_payload_of_only_skippable_frames_is_an_empty_plaintext() {
+        let env = zstd_envelope(0, &skippable_frame(3, b"nothing"));
+        assert_eq!(open_payload(&env, 1 << 20).unwrap(), Vec::<u8>::new());
+        let env = zstd_envelope(1, &skippable_frame(3, b"nothing"));
+        assert!(open_payload(&env, 1 << 20).is_err(), "raw_len must still match");
+    }
+
+    #[test]
+    fn a_zstd_frame_without_content_size_is_accepted() {
+        let raw = sample(70_000);
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false)).unwrap();
+        c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).unwrap();
+        let payload = c.compress(&raw).unwrap();
+        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&payload), Ok(None)), "no size in the frame header");
+        assert_eq!(open_payload(&zstd_envelope(raw.len(), &payload), 1 << 20).unwrap(), raw);
+        // Without a declared size, the cap still holds: a frame that yields
+        // more than raw_len is refused.
+        assert!(open_payload(&zstd_envelope(raw.len() - 1, &payload), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn bytes_after_the_last_zstd_frame_are_rejected() {
+        let raw = sample(4000);
+        let frame = zstd::bulk::compress(&raw, 3).unwrap();
+        for trailing in [&b"\0"[..], b"garbage", &[0x28, 0xB5, 0x2F, 0xFD][..], &frame[..frame.len() / 2]] {
+            let env = zstd_envelope(raw.len(), &[&frame[..], trailing].concat());
+            assert!(open_payload(&env, 1 << 20).is_err(), "trailing {trailing:?} accepted");
+        }
+    }
+
+    #[test]
     fn a_frame_expanding_beyond_its_declared_length_stops_at_it() {
         // Declares 1 MiB, holds 8 MiB: decompression never writes past 1 MiB.
         let env = bomb(1 << 20, 8 << 20);
@@ -209,6 +282,39 @@ mod tests {
         // 32 KiB that would expand to 1 GiB may expand to 1 MiB at most.
         assert_eq!(ObjectKind::Index.plain_cap(32 << 10), 1 << 20);
         assert_eq!(ObjectKind::Index.plain_cap(usize::MAX), crate::format::MAX_OBJECT_LEN);
+    }
+
+    #[test]
+    fn a_truncated_zstd_frame_is_rejected() {
+        let raw = sample(4000);
+        let frame = zstd::bulk::compress(&raw, 3).unwrap();
+        assert!(open_payload(&zstd_envelope(raw.len(), &frame[..frame.len() - 1]), 1 << 20).is_err());
+        assert!(open_payload(&zstd_envelope(0, &[]), 1 << 20).is_err(), "no frame at all");
+    }
+
+    #[test]
+    fn a_zstd_frame_with_a_wrong_checksum_is_rejected() {
+        let raw = sample(4000);
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)).unwrap();
+        let mut frame = c.compress(&raw).unwrap();
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        assert!(open_payload(&zstd_envelope(raw.len(), &frame), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn a_zstd_frame_that_needs_a_dictionary_is_rejected() {
+        let raw = sample(4000);
+        let mut frame = zstd::bulk::compress(&raw, 3).unwrap();
+        // Give the frame header a one-byte dictionary id (RFC 8878 §3.1.1.1.1):
+        // the frame is otherwise intact, but names a dictionary we do not have.
+        let descriptor = frame[4];
+        assert_eq!(descriptor & 3, 0, "written without a dictionary id");
+        frame[4] = descriptor | 1;
+        let single_segment = descriptor & 0x20 != 0;
+        frame.insert(if single_segment { 5 } else { 6 }, 7);
+        assert!(open_payload(&zstd_envelope(raw.len(), &frame), 1 << 20).is_err());
     }
 
     proptest! {

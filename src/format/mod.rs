@@ -48,6 +48,39 @@ pub fn expansion_cap(envelope_len: usize) -> u32 {
     scaled.clamp(MIN_EXPANSION_CAP as u64, MAX_OBJECT_LEN as u64) as u32
 }
 
+/// Deepest entry a reader accepts: entries of a snapshot's root tree are at
+/// depth 1, the entries of a directory at depth d are at depth d + 1.
+pub const MAX_TREE_DEPTH: usize = 4096;
+
+/// Longest path a reader accepts, in bytes: the names from the snapshot's
+/// root tree down to the entry, joined by `/`.
+pub const MAX_PATH_LEN: usize = 65_536;
+
+/// Most entries a reader accepts in one snapshot, counting every entry of
+/// every tree as often as it is reached (a tree referenced twice counts twice).
+pub const MAX_SNAPSHOT_ENTRIES: u64 = 100_000_000;
+
+/// An entry beyond the limits of format.md §22.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("more than {MAX_TREE_DEPTH} directory levels deep")]
+    TooDeep,
+    #[error("path longer than {MAX_PATH_LEN} bytes")]
+    PathTooLong,
+}
+
+/// Whether an entry at `depth` whose path is `path_len` bytes is within the
+/// limits a reader accepts.
+pub fn check_entry_limits(depth: usize, path_len: usize) -> Result<(), LimitError> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(LimitError::TooDeep);
+    }
+    if path_len > MAX_PATH_LEN {
+        return Err(LimitError::PathTooLong);
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FormatError {
     #[error("{what} is truncated")]
@@ -81,6 +114,15 @@ impl Id {
     /// The first 8 hex digits, as shown in listings.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..4])
+    }
+
+    /// Parses an object's name in storage: exactly 64 lowercase hex digits
+    /// (format.md §2). Any other spelling, uppercase included, names nothing.
+    pub fn from_stored_name(name: &str) -> Option<Id> {
+        if name.len() != 64 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        name.parse().ok()
     }
 
     pub fn random() -> Id {
@@ -225,6 +267,18 @@ mod tests {
             let id = Id(b);
             prop_assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
         }
+    }
+
+    #[test]
+    fn stored_names_are_lowercase_hex_only() {
+        let id = Id([0xab; 32]);
+        assert_eq!(Id::from_stored_name(&id.to_hex()), Some(id));
+        assert_eq!(Id::from_stored_name(&id.to_hex().to_uppercase()), None);
+        assert_eq!(Id::from_stored_name(&format!("AB{}", &id.to_hex()[2..])), None);
+        assert_eq!(Id::from_stored_name(&id.to_hex()[..62]), None);
+        assert_eq!(Id::from_stored_name(&format!("{}0", id.to_hex())), None);
+        // Typed by a user, either case is the same id.
+        assert_eq!(id.to_hex().to_uppercase().parse::<Id>().unwrap(), id);
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl Tree {
             if kind != NodeKind::File && !n.content.is_empty() {
                 return Err(d.invalid("content on a node that is not a file"));
             }
+            check_node_fields(&n).map_err(|reason| d.invalid(reason))?;
             if nodes.last().is_some_and(|prev: &Node| prev.name >= n.name) {
                 return Err(d.invalid("entries are not sorted by name, or a name repeats"));
             }
@@ -198,6 +199,59 @@ impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
+}
+
+/// Permission bits a node's mode may have: rwx for owner, group and others,
+/// setuid, setgid and sticky.
+pub const MODE_BITS: u32 = 0o7777;
+
+/// The value rules of format.md §15 that concern one node's fields (the
+/// structural ones on `content` and `subtree` are checked beside them).
+fn check_node_fields(n: &Node) -> Result<(), &'static str> {
+    if n.mode & !MODE_BITS != 0 {
+        return Err("mode has bits above 0o7777");
+    }
+    if n.kind != NodeKind::File && n.size != 0 {
+        return Err("size on a node that is not a file");
+    }
+    let device = matches!(n.kind, NodeKind::CharDevice | NodeKind::BlockDevice);
+    if !device && n.rdev != 0 {
+        return Err("device number on a node that is not a device");
+    }
+    match (n.kind == NodeKind::Symlink, n.symlink_target.is_empty()) {
+        (true, true) => return Err("symlink with an empty target"),
+        (false, false) => return Err("symlink target on a node that is not a symlink"),
+        _ => {}
+    }
+    for (i, (name, _)) in n.xattrs.iter().enumerate() {
+        if name.is_empty() {
+            return Err("extended attribute with an empty name");
+        }
+        if name.contains(&0) {
+            return Err("extended attribute name contains a NUL byte");
+        }
+        if i > 0 && n.xattrs[i - 1].0 >= *name {
+            return Err("extended attributes are not sorted by name, or a name repeats");
+        }
+    }
+    Ok(())
+}
+
+/// Major number of a device number in its stored form (Linux's 64-bit
+/// `dev_t`, as glibc's `makedev` builds it; format.md §15).
+pub fn device_major(rdev: u64) -> u32 {
+    (((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)) as u32
+}
+
+/// Minor number of a device number in its stored form.
+pub fn device_minor(rdev: u64) -> u32 {
+    (((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)) as u32
+}
+
+/// The stored form of the device number (`major`, `minor`).
+pub fn device_number(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    ((major & 0xffff_f000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffff_ff00) << 12) | (minor & 0xff)
 }
 
 /// Why a stored name is refused.
@@ -251,19 +305,30 @@ mod tests {
             .prop_map(|(name, kind, (mode, uid, gid, m, c, size, ino), content, xattrs, sub)| {
                 let kind = NodeKind::from_tag(kind).unwrap();
                 let mut n = Node::new(name, kind);
-                n.mode = mode;
+                n.mode = mode & MODE_BITS;
                 n.uid = uid;
                 n.gid = gid;
                 n.mtime_ns = m;
                 n.ctime_ns = c;
-                n.size = size;
+                n.size = if kind == NodeKind::File { size } else { 0 };
                 n.inode = ino;
+                let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattrs
+                    .into_iter()
+                    .map(|(mut k, v)| {
+                        k.retain(|&b| b != 0);
+                        k.insert(0, b'u');
+                        (k, v)
+                    })
+                    .collect();
+                xattrs.sort();
+                xattrs.dedup_by(|a, b| a.0 == b.0);
                 n.xattrs = xattrs;
                 match kind {
                     NodeKind::File => n.content = content.into_iter().map(Id).collect(),
                     NodeKind::Dir => n.subtree = Some(Id(sub)),
                     NodeKind::Symlink => n.symlink_target = b"../target".to_vec(),
-                    _ => n.rdev = 0x0801,
+                    NodeKind::CharDevice | NodeKind::BlockDevice => n.rdev = 0x0801,
+                    NodeKind::Fifo | NodeKind::Socket => {}
                 }
                 n
             })
@@ -309,6 +374,78 @@ mod tests {
         assert!(Tree::decode(&Tree { nodes: vec![b.clone(), a.clone()] }.encode()).is_err());
         assert!(Tree::decode(&Tree { nodes: vec![a.clone(), a.clone()] }.encode()).is_err());
         assert!(Tree::decode(&Tree { nodes: vec![a, b] }.encode()).is_ok());
+    }
+
+    fn decodes(n: &Node) -> Result<Tree, FormatError> {
+        Tree::decode(&Tree { nodes: vec![n.clone()] }.encode())
+    }
+
+    fn refused_because(n: &Node, reason: &str) {
+        match decodes(n) {
+            Err(FormatError::Invalid { reason: r, .. }) => assert_eq!(r, reason),
+            other => panic!("expected {reason:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mode_bits_above_0o7777_are_refused() {
+        let mut n = Node::new(b"f".to_vec(), NodeKind::File);
+        n.mode = 0o7777;
+        assert!(decodes(&n).is_ok());
+        n.mode = 0o100644;
+        refused_because(&n, "mode has bits above 0o7777");
+    }
+
+    #[test]
+    fn fields_that_do_not_belong_to_the_kind_are_refused() {
+        let mut dir = Node::new(b"d".to_vec(), NodeKind::Dir);
+        dir.subtree = Some(Id([1; 32]));
+        let mut with_size = dir.clone();
+        with_size.size = 4096;
+        refused_because(&with_size, "size on a node that is not a file");
+        let mut with_rdev = dir.clone();
+        with_rdev.rdev = 0x801;
+        refused_because(&with_rdev, "device number on a node that is not a device");
+        let mut with_target = dir.clone();
+        with_target.symlink_target = b"x".to_vec();
+        refused_because(&with_target, "symlink target on a node that is not a symlink");
+        let mut empty_link = Node::new(b"l".to_vec(), NodeKind::Symlink);
+        refused_because(&empty_link, "symlink with an empty target");
+        empty_link.symlink_target = b"t".to_vec();
+        assert!(decodes(&empty_link).is_ok());
+        let mut device = Node::new(b"sda1".to_vec(), NodeKind::BlockDevice);
+        device.rdev = 0x801;
+        assert!(decodes(&device).is_ok());
+        let mut file = Node::new(b"f".to_vec(), NodeKind::File);
+        file.size = 10;
+        assert!(decodes(&file).is_ok());
+    }
+
+    #[test]
+    fn xattrs_must_be_sorted_unique_and_named() {
+        let mut n = Node::new(b"f".to_vec(), NodeKind::File);
+        n.xattrs = vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), Vec::new())];
+        assert!(decodes(&n).is_ok());
+        n.xattrs.reverse();
+        refused_because(&n, "extended attributes are not sorted by name, or a name repeats");
+        n.xattrs = vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.a".to_vec(), b"2".to_vec())];
+        refused_because(&n, "extended attributes are not sorted by name, or a name repeats");
+        n.xattrs = vec![(Vec::new(), b"1".to_vec())];
+        refused_because(&n, "extended attribute with an empty name");
+        n.xattrs = vec![(b"user.\0x".to_vec(), b"1".to_vec())];
+        refused_because(&n, "extended attribute name contains a NUL byte");
+    }
+
+    #[test]
+    fn device_numbers_are_linux_dev_t() {
+        for (major, minor) in [(8, 1), (0, 0), (259, 65_536), (0xfff, 0xff), (0xffff_ffff, 0xffff_ffff), (4096, 256)] {
+            let rdev = device_number(major, minor);
+            assert_eq!(rdev, libc::makedev(major, minor), "({major}, {minor})");
+            assert_eq!((device_major(rdev), device_minor(rdev)), (major, minor));
+            assert_eq!((libc::major(rdev), libc::minor(rdev)), (major, minor));
+        }
+        assert_eq!(device_number(8, 1), 0x801);
+        assert_eq!(device_number(259, 65_536), 0x1001_0300);
     }
 
     #[test]

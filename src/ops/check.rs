@@ -320,6 +320,13 @@ pub async fn check(
             stack.push((tree_id, path.clone(), true));
             for node in &tree.nodes {
                 let child = path.join(String::from_utf8_lossy(&node.name).as_ref());
+                let depth = child.components().count();
+                if let Err(e) = crate::format::check_entry_limits(depth, child.as_os_str().len()) {
+                    let shown: String = child.display().to_string().chars().take(200).collect();
+                    report.problem(None, Some(&tree_id), format!("snapshot {} {shown}: {e}", snap_id.short()));
+                    visiting.last_mut().expect("pushed").1 = false;
+                    continue;
+                }
                 if let Err(e) = validate_name(&node.name) {
                     report.problem(
                         None,
@@ -345,6 +352,21 @@ pub async fn check(
                     },
                     NodeKind::File => {
                         let mut lost = false;
+                        let content_len: u64 =
+                            node.content.iter().filter_map(|b| index.lookup(b)).map(|l| u64::from(l.raw_len)).sum();
+                        let all_indexed = node.content.iter().all(|b| index.contains(b));
+                        if all_indexed && content_len != node.size {
+                            report.problem(
+                                None,
+                                Some(&tree_id),
+                                format!(
+                                    "snapshot {} {}: size {} differs from its content's {content_len} bytes",
+                                    snap_id.short(),
+                                    child.display(),
+                                    node.size
+                                ),
+                            );
+                        }
                         for blob in &node.content {
                             if damaged.contains(blob) {
                                 lost = true;

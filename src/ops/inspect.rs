@@ -125,6 +125,10 @@ where
             continue;
         };
         let path = join_path(dir, &node.name);
+        if let Err(e) = crate::format::check_entry_limits(stack.len(), path.len()) {
+            let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
+            return Err(RepoError::Invalid(format!("{shown}: {e}")).into());
+        }
         f(&path, &node)?;
         if recursive && node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {

@@ -31,6 +31,9 @@ pub struct MasterIndex {
     packs: Vec<(Id, u64)>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, Slot>,
+    /// Further locations of blobs stored in more than one pack, in the order
+    /// they were added; readers try them when the first one fails.
+    others: HashMap<Id, Vec<Slot>>,
     /// Index objects whose contents are loaded (superseded ones excluded).
     pub index_ids: Vec<Id>,
 }
@@ -44,24 +47,41 @@ impl MasterIndex {
         self.packs.push((p.id, p.size));
         self.pack_pos.insert(p.id, pos);
         for b in &p.blobs {
-            self.blobs.entry(b.id).or_insert(Slot {
-                pack: pos,
-                blob_type: b.blob_type,
-                offset: b.offset,
-                length: b.length,
-                raw_len: b.raw_len,
-            });
+            let slot =
+                Slot { pack: pos, blob_type: b.blob_type, offset: b.offset, length: b.length, raw_len: b.raw_len };
+            match self.blobs.entry(b.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+                std::collections::hash_map::Entry::Occupied(first) if first.get().pack != pos => {
+                    self.others.entry(b.id).or_default().push(slot);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
+            }
         }
     }
 
-    pub fn lookup(&self, id: &Id) -> Option<BlobLocation> {
-        self.blobs.get(id).map(|s| BlobLocation {
+    fn location(&self, s: &Slot) -> BlobLocation {
+        BlobLocation {
             pack: self.packs[s.pack as usize].0,
             blob_type: s.blob_type,
             offset: s.offset,
             length: s.length,
             raw_len: s.raw_len,
-        })
+        }
+    }
+
+    /// Every location of a blob: the first (what [`lookup`](Self::lookup)
+    /// gives), then the others in the order their packs were added. A reader
+    /// whose read of one fails tries the next (format.md §14).
+    pub fn locations(&self, id: &Id) -> Vec<BlobLocation> {
+        let first = self.blobs.get(id).map(|s| self.location(s));
+        let others = self.others.get(id).into_iter().flatten().map(|s| self.location(s));
+        first.into_iter().chain(others).collect()
+    }
+
+    pub fn lookup(&self, id: &Id) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|s| self.location(s))
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -89,9 +109,11 @@ impl MasterIndex {
     /// The blobs the index places in `pack`, in pack order.
     pub fn blobs_in_pack(&self, pack: &Id) -> Vec<BlobEntry> {
         let Some(&pos) = self.pack_pos.get(pack) else { return Vec::new() };
+        let others = self.others.iter().flat_map(|(id, slots)| slots.iter().map(move |s| (id, s)));
         let mut v: Vec<BlobEntry> = self
             .blobs
             .iter()
+            .chain(others)
             .filter(|(_, s)| s.pack == pos)
             .map(|(id, s)| BlobEntry {
                 blob_type: s.blob_type,
@@ -120,6 +142,21 @@ mod tests {
         assert!(!idx.contains(&Id([2; 32])));
         assert_eq!(idx.packs().len(), 2);
         assert_eq!(idx.blobs_in_pack(&Id([9; 32])), vec![blob]);
-        assert!(idx.blobs_in_pack(&Id([8; 32])).is_empty());
+        assert_eq!(idx.blobs_in_pack(&Id([8; 32])), vec![blob], "a pack lists every blob it holds");
+    }
+
+    #[test]
+    fn every_location_of_a_blob_is_kept_first_one_first() {
+        let mut idx = MasterIndex::default();
+        let blob = BlobEntry { blob_type: BlobType::Data, id: Id([1; 32]), offset: 0, length: 100, raw_len: 50 };
+        for pack in [9u8, 8, 7] {
+            idx.add_pack(&IndexedPack { id: Id([pack; 32]), size: 200, blobs: vec![blob] });
+        }
+        // A pack listed twice adds no location.
+        idx.add_pack(&IndexedPack { id: Id([8; 32]), size: 200, blobs: vec![blob] });
+        let packs: Vec<Id> = idx.locations(&Id([1; 32])).iter().map(|l| l.pack).collect();
+        assert_eq!(packs, vec![Id([9; 32]), Id([8; 32]), Id([7; 32])]);
+        assert!(idx.locations(&Id([2; 32])).is_empty());
+        assert_eq!(idx.blob_count(), 1);
     }
 }

@@ -313,13 +313,42 @@ impl Repository {
         Ok(raw)
     }
 
-    /// Reads one blob through the index.
+    /// Reads one blob through the index: from its first location, or, when
+    /// that fails (missing, unreadable, damaged), from the next (format.md
+    /// §14). Storage that wants new credentials stops the search.
     pub async fn read_blob(&self, index: &MasterIndex, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.lookup(id).ok_or_else(|| RepoError::damaged(format!("blob {id}"), "it is not in the index"))?;
+        self.read_blob_sealed(index, id, None).await.map(|(raw, _)| raw)
+    }
+
+    /// Like [`read_blob`](Self::read_blob), also returning the sealed bytes
+    /// read; with `blob_type`, the blob is opened as that type whatever the
+    /// index says.
+    async fn read_blob_sealed(
+        &self,
+        index: &MasterIndex,
+        id: &Id,
+        blob_type: Option<BlobType>,
+    ) -> Result<(Vec<u8>, Bytes)> {
+        let mut first_error = None;
+        for mut loc in index.locations(id) {
+            loc.blob_type = blob_type.unwrap_or(loc.blob_type);
+            match self.read_blob_at(id, loc).await {
+                Ok(read) => return Ok(read),
+                Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
+                Err(e) => {
+                    tracing::warn!(blob = %id, pack = %loc.pack, error = %e, "blob unreadable here; trying its next location");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| RepoError::damaged(format!("blob {id}"), "it is not in the index")))
+    }
+
+    async fn read_blob_at(&self, id: &Id, loc: index::BlobLocation) -> Result<(Vec<u8>, Bytes)> {
         let sealed = self.inner.backend.get_range(ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length).await?;
         let this = self.clone();
         let id = *id;
-        let open = move || this.open_blob(loc.blob_type, &id, &sealed, loc.raw_len);
+        let open = move || this.open_blob(loc.blob_type, &id, &sealed, loc.raw_len).map(|raw| (raw, sealed));
         if sealed_len_is_small(loc.length) {
             open()
         } else {
@@ -343,8 +372,7 @@ impl Repository {
                 }
             }
         }
-        let sealed = self.inner.backend.get_range(ObjectKind::Pack, &loc.pack, loc.offset as u64, loc.length).await?;
-        let raw = self.open_blob(BlobType::Tree, id, &sealed, loc.raw_len)?;
+        let (raw, sealed) = self.read_blob_sealed(index, id, Some(BlobType::Tree)).await?;
         if let Some(cache) = self.cache() {
             if let Err(e) = cache.put_trees([(id, &sealed[..])]) {
                 tracing::debug!(error = %e, "could not cache a tree");

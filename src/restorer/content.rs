@@ -19,7 +19,7 @@ use super::ranges::{merge_ranges, Span, MAX_RANGE_GAP, MAX_RANGE_LEN};
 use super::RestoreProgress;
 use crate::backend::{BackendError, ErrorClass};
 use crate::format::{BlobType, Id, ObjectKind};
-use crate::repo::index::MasterIndex;
+use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::{RepoError, Repository};
 
 /// One place a blob's plaintext goes: a file and the offset in it.
@@ -30,6 +30,7 @@ struct Placement {
 }
 
 /// A blob the restore needs, where it is in its pack, and where it goes.
+#[derive(Clone)]
 struct NeededBlob {
     id: Id,
     blob_type: BlobType,
@@ -37,6 +38,8 @@ struct NeededBlob {
     span: Span,
     raw_len: u32,
     placements: Vec<Placement>,
+    /// The blob's other locations, tried in order if this one fails.
+    elsewhere: Vec<BlobLocation>,
 }
 
 /// One ranged read of a pack and the blobs it covers, in pack order.
@@ -190,6 +193,7 @@ fn plan_reads(table: &FileTable, index: &MasterIndex) -> Vec<RangeRead> {
                     span: Span { offset: u64::from(loc.offset), len: u64::from(loc.length) },
                     raw_len: loc.raw_len,
                     placements: Vec::new(),
+                    elsewhere: index.locations(id).into_iter().skip(1).collect(),
                 };
                 (loc.pack, blob)
             });
@@ -227,7 +231,11 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
         return;
     }
     match fetch(context, &read.pack, read.span).await {
-        Ok(sealed) => write_on_blocking_thread(context, read.span, read.blobs, sealed).await,
+        Ok(sealed) => {
+            for (blob, message) in write_on_blocking_thread(context, read.span, read.blobs, sealed).await {
+                from_elsewhere(context, blob, message).await;
+            }
+        }
         Err(e) if e.needs_login() => context.abort(e),
         Err(e) if e.class() == ErrorClass::Permanent && read.blobs.len() > 1 => {
             tracing::warn!(pack = %read.pack, error = %e, "a ranged read failed; reading its blobs one by one");
@@ -239,14 +247,46 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
                     continue;
                 }
                 match fetch(context, &read.pack, blob.span).await {
-                    Ok(sealed) => write_on_blocking_thread(context, blob.span, vec![blob], sealed).await,
+                    Ok(sealed) => {
+                        for (blob, message) in write_on_blocking_thread(context, blob.span, vec![blob], sealed).await {
+                            from_elsewhere(context, blob, message).await;
+                        }
+                    }
                     Err(e) if e.needs_login() => return context.abort(e),
-                    Err(e) => context.lose(std::slice::from_ref(&blob), &format!("data lost: {e}")),
+                    Err(e) => from_elsewhere(context, blob, format!("data lost: {e}")).await,
                 }
             }
         }
-        Err(e) => context.lose(&read.blobs, &format!("data lost: {e}")),
+        Err(e) => {
+            for blob in read.blobs {
+                from_elsewhere(context, blob, format!("data lost: {e}")).await;
+            }
+        }
     }
+}
+
+/// Reads a blob that failed at its first location from its other locations
+/// in turn (format.md §14); only when every one fails are the files that
+/// need it lost, with the first failure's `message`.
+async fn from_elsewhere(context: &Arc<Context>, blob: NeededBlob, message: String) {
+    for loc in &blob.elsewhere {
+        if context.is_aborted() || !context.needs(&blob) {
+            return;
+        }
+        let span = Span { offset: u64::from(loc.offset), len: u64::from(loc.length) };
+        let moved = NeededBlob { span, raw_len: loc.raw_len, elsewhere: Vec::new(), ..blob.clone() };
+        match fetch(context, &loc.pack, span).await {
+            Ok(sealed) => {
+                let failed = write_on_blocking_thread(context, span, vec![moved], sealed).await;
+                if failed.is_empty() {
+                    return;
+                }
+            }
+            Err(e) if e.needs_login() => return context.abort(e),
+            Err(e) => tracing::warn!(blob = %blob.id, pack = %loc.pack, error = %e, "blob unreadable here too"),
+        }
+    }
+    context.lose(std::slice::from_ref(&blob), &message);
 }
 
 async fn fetch(context: &Context, pack: &Id, span: Span) -> Result<Bytes, BackendError> {
@@ -257,17 +297,29 @@ async fn fetch(context: &Context, pack: &Id, span: Span) -> Result<Bytes, Backen
 }
 
 /// Opens and writes the blobs of a fetched range; decryption, decompression
-/// and file writes run on a blocking thread.
-async fn write_on_blocking_thread(context: &Arc<Context>, span: Span, blobs: Vec<NeededBlob>, sealed: Bytes) {
+/// and file writes run on a blocking thread. Returns the blobs that could
+/// not be opened here, with why.
+async fn write_on_blocking_thread(
+    context: &Arc<Context>,
+    span: Span,
+    blobs: Vec<NeededBlob>,
+    sealed: Bytes,
+) -> Vec<(NeededBlob, String)> {
     let writer = context.clone();
-    let written = tokio::task::spawn_blocking(move || write_range(&writer, span, &blobs, &sealed)).await;
-    // The files of a writer that panicked are failed once every read is done.
-    log_worker_failure(written);
+    match tokio::task::spawn_blocking(move || write_range(&writer, span, &blobs, &sealed)).await {
+        Ok(failed) => failed,
+        Err(e) => {
+            // The files of a writer that panicked are failed once every read is done.
+            log_worker_failure(Err(e));
+            Vec::new()
+        }
+    }
 }
 
 /// Opens every blob of a range that a live file still needs and writes it to
-/// each of its places.
-fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8]) {
+/// each of its places; returns the blobs that could not be opened.
+fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8]) -> Vec<(NeededBlob, String)> {
+    let mut failed = Vec::new();
     let table = &context.table;
     // One handle per file for this range; closed when the range is done.
     let mut handles: HashMap<usize, std::fs::File> = HashMap::new();
@@ -277,13 +329,13 @@ fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8
         }
         let start = (blob.span.offset - span.offset) as usize;
         let Some(bytes) = sealed.get(start..start + blob.span.len as usize) else {
-            context.lose(std::slice::from_ref(blob), "data lost: storage returned a short range");
+            failed.push((blob.clone(), "data lost: storage returned a short range".to_string()));
             continue;
         };
         let data = match context.repo.open_blob(blob.blob_type, &blob.id, bytes, blob.raw_len) {
             Ok(data) => data,
             Err(e) => {
-                context.lose(std::slice::from_ref(blob), &format!("data lost: {e}"));
+                failed.push((blob.clone(), format!("data lost: {e}")));
                 continue;
             }
         };
@@ -311,4 +363,5 @@ fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8
             }
         }
     }
+    failed
 }

@@ -50,6 +50,9 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Ranged reads in flight at least (more if the backend prefers more).
     pub workers: usize,
+    /// Most entries the snapshot may have (format.md §22); more stops the
+    /// restore before anything is written.
+    pub max_entries: u64,
 }
 
 impl RestoreOptions {
@@ -60,6 +63,7 @@ impl RestoreOptions {
             include: None,
             exclude: None,
             verify: false,
+            max_entries: crate::format::MAX_SNAPSHOT_ENTRIES,
             workers: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
@@ -138,7 +142,10 @@ async fn plan(
     }
     let mut walk_errors = Vec::new();
     let mut waiting: std::collections::VecDeque<(PathBuf, Id)> = std::collections::VecDeque::new();
-    list_tree(PathBuf::new(), tree, &mut items, &mut walk_errors, &mut waiting);
+    // Depth and length of the restored root's path inside the snapshot.
+    let base = (opts.subpath.len(), opts.subpath.iter().map(|c| c.len() + 1).sum::<usize>());
+    let mut walk = Walk { base, entries: 0, max_entries: opts.max_entries, errors: &mut walk_errors };
+    walk.list(PathBuf::new(), tree, &mut items, &mut waiting)?;
     let mut loads = tokio::task::JoinSet::new();
     loop {
         while loads.len() < TREES_IN_FLIGHT {
@@ -152,9 +159,9 @@ async fn plan(
         let Some(done) = loads.join_next().await else { break };
         let (rel, loaded) = done.map_err(|e| RepoError::Invalid(format!("loading a tree failed: {e}")))?;
         match loaded {
-            Ok(tree) => list_tree(rel, tree, &mut items, &mut walk_errors, &mut waiting),
+            Ok(tree) => walk.list(rel, tree, &mut items, &mut waiting)?,
             Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
-            Err(e) => walk_errors.push(format!("{}: directory contents lost: {e}", display(&rel))),
+            Err(e) => walk.errors.push(format!("{}: directory contents lost: {e}", display(&rel))),
         }
     }
     // Trees arrive in any order: sort, which also puts parents before children.
@@ -164,18 +171,67 @@ async fn plan(
     Ok(filter(items, opts))
 }
 
-/// Lists the entries of the tree of directory `dir`, refusing unsafe and
-/// duplicate names, and queues the subtrees of its directories.
+/// A path for messages, cut short if it is very long.
+fn display_limited(rel: &Path) -> String {
+    const SHOWN: usize = 200;
+    let bytes = rel.as_os_str().as_bytes();
+    if bytes.len() <= SHOWN {
+        return display(rel);
+    }
+    format!("{}… ({} bytes)", String::from_utf8_lossy(&bytes[..SHOWN]), bytes.len())
+}
+
+/// The walk of a restore plan: where the restored root is in the snapshot,
+/// how many entries were met, and what was refused.
+struct Walk<'e> {
+    /// (depth, path length with its trailing `/`) of the restored root.
+    base: (usize, usize),
+    entries: u64,
+    max_entries: u64,
+    errors: &'e mut Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Lists the entries of the tree of directory `dir`, refusing unsafe and
+    /// duplicate names and entries beyond the limits of format.md §22, and
+    /// queues the subtrees of its directories. Fails once the snapshot has
+    /// more entries than allowed.
+    fn list(
+        &mut self,
+        dir: PathBuf,
+        tree: crate::format::tree::Tree,
+        items: &mut Vec<Item>,
+        waiting: &mut std::collections::VecDeque<(PathBuf, Id)>,
+    ) -> Result<(), RepoError> {
+        self.entries += tree.nodes.len() as u64;
+        if self.entries > self.max_entries {
+            return Err(RepoError::Invalid(format!(
+                "the snapshot has more than {} entries (reached in {}); refusing to restore it",
+                self.max_entries,
+                display_limited(&dir)
+            )));
+        }
+        list_tree(dir, tree, items, self.errors, waiting, self.base);
+        Ok(())
+    }
+}
+
 fn list_tree(
     dir: PathBuf,
     tree: crate::format::tree::Tree,
     items: &mut Vec<Item>,
     errors: &mut Vec<String>,
     waiting: &mut std::collections::VecDeque<(PathBuf, Id)>,
+    base: (usize, usize),
 ) {
     let mut seen = HashSet::new();
+    let depth = base.0 + dir.components().count() + 1;
     for node in tree.nodes {
         let rel = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+        if let Err(e) = crate::format::check_entry_limits(depth, base.1 + rel.as_os_str().len()) {
+            errors.push(format!("{}: refused: {e}", display_limited(&rel)));
+            continue;
+        }
         if let Err(e) = validate_name(&node.name) {
             let shown = dir.join(String::from_utf8_lossy(&node.name).as_ref());
             errors.push(format!("{}: refused: {e}", display(&shown)));
@@ -305,32 +361,51 @@ pub async fn restore(
     //    by pack and written by parallel workers; a file is finished when its
     //    last blob is written. Later links to an inode already restored
     //    become hard links once every file is done.
-    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    //    Items are in path order, so the first member of a link group met
+    //    here is the first restored (format.md §24); a member whose content
+    //    differs from the first's is restored on its own.
+    let mut first_of_inode: HashMap<(u64, u64), &Item> = HashMap::new();
     let mut hardlinks: Vec<(&Item, PathBuf)> = Vec::new();
     let mut files = Vec::new();
+    let mut recorded_sizes: HashMap<PathBuf, u64> = HashMap::new();
     for it in items.iter().filter(|i| i.node.kind == NodeKind::File) {
         if under_failed(&it.rel, &failed_dirs) {
             continue;
         }
         if it.node.links > 1 {
             let key = (it.node.device, it.node.inode);
-            if let Some(first) = first_of_inode.get(&key) {
-                hardlinks.push((it, first.clone()));
-                continue;
+            match first_of_inode.get(&key) {
+                Some(first) if first.node.content == it.node.content => {
+                    hardlinks.push((it, first.rel.clone()));
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    first_of_inode.insert(key, it);
+                }
             }
-            first_of_inode.insert(key, it.rel.clone());
         }
+        recorded_sizes.insert(it.rel.clone(), it.node.size);
         files.push(FileTarget { rel: it.rel.clone(), path: target.join(&it.rel), node: it.node.clone() });
     }
     // Storage far away wants more reads overlapping their round trips.
     let reads_in_flight = repo.backend().preferred_reads_in_flight().map_or(opts.workers, |n| n.max(opts.workers));
     let contents =
         content::restore_contents(repo, index, files, reads_in_flight, owners, opts.verify, progress.clone()).await?;
-    for (_, bytes) in &contents.restored {
+    for (rel, bytes) in &contents.restored {
         outcome.files += 1;
         outcome.bytes += bytes;
         if opts.verify {
             outcome.verified_files += 1;
+        }
+        // The content is what is restored; a size field that disagrees with
+        // it is reported, never used to cut or pad the file.
+        if let Some(&recorded) = recorded_sizes.get(rel).filter(|&&size| size != *bytes) {
+            note(
+                &mut outcome,
+                rel,
+                format!("restored its {bytes} bytes of content, but the snapshot records a size of {recorded}"),
+            );
         }
     }
     let failed_set: HashSet<PathBuf> = contents.failures.iter().map(|(p, _)| p.clone()).collect();

@@ -18,4 +18,5 @@ mod maintenance;
 mod repair;
 mod restore_reads;
 mod roundtrip;
+mod spec_rules;
 mod telegram;
