@@ -13,6 +13,7 @@ use grammers_client::tl;
 use super::catalog::{DocRef, Entry};
 use super::errors::{classify, is_rpc, permanent, transient};
 use super::head;
+use super::retry;
 use super::{TelegramBackend, MAX_CHUNK};
 use crate::backend::{BackendError, Result};
 use crate::format::{Id, ObjectKind};
@@ -97,27 +98,37 @@ impl TelegramBackend {
         loop {
             while in_flight.len() < CHUNKS_IN_FLIGHT {
                 let Some((pos, limit)) = plan.next() else { break };
-                let (client, gate, references, doc) =
-                    (self.client.clone(), Arc::clone(&self.gate), Arc::clone(&self.references), doc.clone());
+                let (client, gate, references, doc, budget) = (
+                    self.client.clone(),
+                    Arc::clone(&self.gate),
+                    Arc::clone(&self.references),
+                    doc.clone(),
+                    self.options.budget(),
+                );
                 let fetch = tokio::spawn(async move {
-                    gate.wait().await;
-                    // The reference is taken only now: a refresh made while
-                    // this request waited for its turn is used.
-                    let file_reference = newest_reference(&references, &doc);
-                    let location = tl::types::InputDocumentFileLocation {
-                        id: doc.id,
-                        access_hash: doc.access_hash,
-                        file_reference: file_reference.clone(),
-                        thumb_size: String::new(),
-                    };
-                    let request = tl::functions::upload::GetFile {
-                        precise: false,
-                        cdn_supported: false,
-                        location: location.into(),
-                        offset: pos as i64,
-                        limit: limit as i32,
-                    };
-                    (client.invoke(&request).await, file_reference)
+                    let mut used = Vec::new();
+                    // Flood waits are sat out and dropped connections retried
+                    // here: a chunk fails only for good reasons.
+                    let answer = retry::invoke_retrying(&client, &gate, budget, || {
+                        // The reference is taken only now: a refresh made while
+                        // this request waited for its turn is used.
+                        used = newest_reference(&references, &doc);
+                        let location = tl::types::InputDocumentFileLocation {
+                            id: doc.id,
+                            access_hash: doc.access_hash,
+                            file_reference: used.clone(),
+                            thumb_size: String::new(),
+                        };
+                        tl::functions::upload::GetFile {
+                            precise: false,
+                            cdn_supported: false,
+                            location: location.into(),
+                            offset: pos as i64,
+                            limit: limit as i32,
+                        }
+                    })
+                    .await;
+                    (answer, used)
                 });
                 in_flight.push_back((pos, limit, AbortOnDrop(fetch)));
             }

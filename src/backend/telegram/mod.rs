@@ -37,7 +37,7 @@ pub use self::download::chunk_plan;
 use self::download::{FileReferences, RANGES_IN_FLIGHT};
 use self::errors::{classify, permanent};
 use self::head::{Placed, Placement};
-use self::retry::{FloodGate, TstorRetry};
+use self::retry::{Budget, FloodGate, TstorRetry};
 pub use self::session::TelegramSession;
 pub use self::target::Target;
 use super::names::{self, Named, ObjectNames};
@@ -74,12 +74,21 @@ pub struct Options {
     pub calls_per_minute: u32,
     /// Longest flood wait to sit out; a longer one fails the operation.
     pub max_flood_wait: Duration,
-    /// Attempts per part and per request, beyond grammers' own retries.
+    /// Attempts per part and per request for dropped connections and server
+    /// failures, each after grammers' own resends (as many); flood waits
+    /// are not counted.
     pub attempts: u32,
     /// First back-off after a dropped connection.
     pub retry_delay: Duration,
     /// Data pack size suggested to the repository, at most [`MAX_PACK_SIZE`].
     pub pack_size: usize,
+}
+
+impl Options {
+    /// The retries one request gets in tstor's own loop.
+    fn budget(&self) -> Budget {
+        Budget { attempts: self.attempts, delay: self.retry_delay, max_flood_wait: self.max_flood_wait }
+    }
 }
 
 impl Default for Options {
@@ -135,13 +144,7 @@ impl TelegramBackend {
         public_names: Arc<dyn ObjectNames>,
     ) -> TelegramBackend {
         let gate = Arc::new(FloodGate::new(options.calls_per_minute, options.parts_in_flight));
-        let policy = TstorRetry {
-            gate: Arc::clone(&gate),
-            max_flood_wait: options.max_flood_wait,
-            flood_tries: 8,
-            io_tries: options.attempts,
-            io_delay: options.retry_delay,
-        };
+        let policy = TstorRetry { gate: Arc::clone(&gate), io_tries: options.attempts, io_delay: options.retry_delay };
         let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
         let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
         let client = Client::new(pool.handle);
@@ -180,28 +183,16 @@ impl TelegramBackend {
         &self.gate
     }
 
-    async fn invoke<R: tl::RemoteCall>(&self, request: &R, what: &str) -> Result<R::Return> {
-        let mut attempt = 1;
-        loop {
-            self.gate.wait().await;
-            match self.client.invoke(request).await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let err = classify(e, what);
-                    match &err {
-                        BackendError::Transient { retry_after, .. } if attempt < self.options.attempts => {
-                            match retry_after {
-                                Some(w) if *w > self.options.max_flood_wait => return Err(err),
-                                Some(w) => self.gate.flooded(*w),
-                                None => self.gate.hold(self.options.retry_delay * attempt),
-                            }
-                            attempt += 1;
-                        }
-                        _ => return Err(err),
-                    }
-                }
-            }
-        }
+    /// The retries one request gets in tstor's own loop.
+    fn budget(&self) -> Budget {
+        self.options.budget()
+    }
+
+    /// Sends `request` until it is answered, as [`retry::invoke_retrying`] does.
+    async fn invoke<R: tl::RemoteCall + Clone>(&self, request: &R, what: &str) -> Result<R::Return> {
+        retry::invoke_retrying(&self.client, &self.gate, self.budget(), || request.clone())
+            .await
+            .map_err(|e| classify(e, what))
     }
 }
 

@@ -323,3 +323,54 @@ async fn a_missing_part_is_sent_again_alone() {
     assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
     assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
 }
+
+#[tokio::test]
+async fn flood_waits_do_not_spend_the_attempts_meant_for_dropped_connections() {
+    let server = Server::start().await.unwrap();
+    let b = connect(&server, Target::SavedMessages).await;
+    b.create().await.unwrap();
+    let id = Id([9; 32]);
+    let blob = data(100_000, 9);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    // One read, one request: five flood waits in a row, then its connection drops.
+    server.inject("upload.getFile", Fault::FloodWait(1), 5);
+    server.inject("upload.getFile", Fault::Drop, 1);
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new());
+}
+
+#[tokio::test]
+async fn resends_after_a_dropped_connection_wait_for_a_known_flood_wait() {
+    let server = Server::start().await.unwrap();
+    // Resends after the back-off tstor uses by default, which is shorter than the flood wait.
+    let opts = Options { retry_delay: Duration::from_millis(500), calls_per_minute: 0, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let id = Id([10; 32]);
+    let blob = data(4 * MAX_CHUNK, 10);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    // Four chunks in flight: the first is told to wait a second, the second
+    // is slow, and the connection drops under the third and fourth.
+    server.inject("upload.getFile", Fault::FloodWait(1), 1);
+    server.inject("upload.getFile", Fault::Delay(Duration::from_millis(100)), 1);
+    server.inject("upload.getFile", Fault::Drop, 1);
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new(), "requests sent while a known flood wait ran");
+}
+
+#[tokio::test]
+async fn a_lost_send_answer_is_taken_as_sent_at_once() {
+    let server = Server::start().await.unwrap();
+    let b = connect(&server, Target::SavedMessages).await;
+    b.create().await.unwrap();
+    server.inject("messages.sendMedia", Fault::LoseAnswer, 1);
+    let id = Id([11; 32]);
+    b.put(ObjectKind::Pack, &id, data(20_000, 11)).await.unwrap();
+    // The send and one resend, answered RANDOM_ID_DUPLICATE: no more.
+    assert_eq!(server.calls("messages.sendMedia"), 2);
+    assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), data(20_000, 11));
+}

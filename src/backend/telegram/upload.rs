@@ -11,9 +11,9 @@ use grammers_client::{tl, Client};
 
 use super::catalog::{new_messages, parse_message};
 use super::errors::{classify, is_rpc, permanent, rpc_value, transient};
-use super::retry::FloodGate;
+use super::retry::{self, FloodGate};
 use super::{Options, TelegramBackend, BIG_FILE, MAX_PARTS, MIME, PART_SIZE};
-use crate::backend::{BackendError, Result};
+use crate::backend::Result;
 
 pub(super) fn random_id() -> i64 {
     loop {
@@ -105,9 +105,8 @@ impl TelegramBackend {
         loop {
             attempt += 1;
             let result = if data.is_empty() {
-                self.gate.wait().await;
-                self.client
-                    .invoke(&tl::functions::messages::SendMessage {
+                retry::invoke_retrying(&self.client, &self.gate, self.budget(), || {
+                    tl::functions::messages::SendMessage {
                         no_webpage: true,
                         silent: true,
                         background: false,
@@ -130,8 +129,9 @@ impl TelegramBackend {
                         allow_paid_stars: None,
                         suggested_post: None,
                         rich_message: None,
-                    })
-                    .await
+                    }
+                })
+                .await
             } else {
                 // Every part is confirmed before the document is sent.
                 let input = match &file {
@@ -142,47 +142,43 @@ impl TelegramBackend {
                         f
                     }
                 };
-                self.gate.wait().await;
-                self.client
-                    .invoke(&tl::functions::messages::SendMedia {
-                        silent: true,
-                        background: false,
-                        clear_draft: false,
-                        noforwards: false,
-                        update_stickersets_order: false,
-                        invert_media: false,
-                        allow_paid_floodskip: false,
-                        peer: peer.into(),
-                        reply_to: None,
-                        media: tl::types::InputMediaUploadedDocument {
-                            nosound_video: false,
-                            force_file: true,
-                            spoiler: false,
-                            file: input,
-                            thumb: None,
-                            mime_type: MIME.into(),
-                            attributes: vec![
-                                tl::types::DocumentAttributeFilename { file_name: name.to_string() }.into()
-                            ],
-                            stickers: None,
-                            video_cover: None,
-                            video_timestamp: None,
-                            ttl_seconds: None,
-                        }
-                        .into(),
-                        message: String::new(),
-                        random_id,
-                        reply_markup: None,
-                        entities: None,
-                        schedule_date: None,
-                        schedule_repeat_period: None,
-                        send_as: None,
-                        quick_reply_shortcut: None,
-                        effect: None,
-                        allow_paid_stars: None,
-                        suggested_post: None,
-                    })
-                    .await
+                retry::invoke_retrying(&self.client, &self.gate, self.budget(), || tl::functions::messages::SendMedia {
+                    silent: true,
+                    background: false,
+                    clear_draft: false,
+                    noforwards: false,
+                    update_stickersets_order: false,
+                    invert_media: false,
+                    allow_paid_floodskip: false,
+                    peer: peer.into(),
+                    reply_to: None,
+                    media: tl::types::InputMediaUploadedDocument {
+                        nosound_video: false,
+                        force_file: true,
+                        spoiler: false,
+                        file: input.clone(),
+                        thumb: None,
+                        mime_type: MIME.into(),
+                        attributes: vec![tl::types::DocumentAttributeFilename { file_name: name.to_string() }.into()],
+                        stickers: None,
+                        video_cover: None,
+                        video_timestamp: None,
+                        ttl_seconds: None,
+                    }
+                    .into(),
+                    message: String::new(),
+                    random_id,
+                    reply_markup: None,
+                    entities: None,
+                    schedule_date: None,
+                    schedule_repeat_period: None,
+                    send_as: None,
+                    quick_reply_shortcut: None,
+                    effect: None,
+                    allow_paid_stars: None,
+                    suggested_post: None,
+                })
+                .await
             };
             match result {
                 Ok(updates) => {
@@ -217,20 +213,9 @@ impl TelegramBackend {
                         _ => file = None,
                     }
                 }
-                Err(e) => {
-                    let err = classify(e, "send document");
-                    match &err {
-                        BackendError::Transient { retry_after, .. } if attempt < self.options.attempts => {
-                            // The send may have happened: the same random_id makes a resend safe.
-                            match retry_after {
-                                Some(w) if *w > self.options.max_flood_wait => return Err(err),
-                                Some(w) => self.gate.flooded(*w),
-                                None => self.gate.hold(self.options.retry_delay * attempt),
-                            }
-                        }
-                        _ => return Err(err),
-                    }
-                }
+                // Flood waits and dropped connections were retried already;
+                // the same random_id made every resend safe.
+                Err(e) => return Err(classify(e, "send document")),
             }
         }
     }
@@ -247,42 +232,29 @@ pub(super) async fn save_part(
     big: bool,
     bytes: Bytes,
 ) -> Result<()> {
-    let mut attempt = 1;
-    loop {
-        gate.wait().await;
+    for _ in 0..options.attempts.max(1) {
         let result = if big {
-            client
-                .invoke(&tl::functions::upload::SaveBigFilePart {
-                    file_id,
-                    file_part: part as i32,
-                    file_total_parts: total as i32,
-                    bytes: bytes.to_vec(),
-                })
-                .await
+            retry::invoke_retrying(client, gate, options.budget(), || tl::functions::upload::SaveBigFilePart {
+                file_id,
+                file_part: part as i32,
+                file_total_parts: total as i32,
+                bytes: bytes.to_vec(),
+            })
+            .await
         } else {
-            client
-                .invoke(&tl::functions::upload::SaveFilePart { file_id, file_part: part as i32, bytes: bytes.to_vec() })
-                .await
+            retry::invoke_retrying(client, gate, options.budget(), || tl::functions::upload::SaveFilePart {
+                file_id,
+                file_part: part as i32,
+                bytes: bytes.to_vec(),
+            })
+            .await
         };
         match result {
             Ok(true) => return Ok(()),
-            Ok(false) => {
-                if attempt >= options.attempts {
-                    return Err(transient(format!("Telegram did not store part {part}"), None));
-                }
-            }
-            Err(e) => {
-                let err = classify(e, "upload part");
-                match &err {
-                    BackendError::Transient { retry_after, .. } if attempt < options.attempts => match retry_after {
-                        Some(w) if *w > options.max_flood_wait => return Err(err),
-                        Some(w) => gate.flooded(*w),
-                        None => gate.hold(options.retry_delay * attempt),
-                    },
-                    _ => return Err(err),
-                }
-            }
+            // Not stored, for no reason given: send it again.
+            Ok(false) => gate.hold(options.retry_delay),
+            Err(e) => return Err(classify(e, "upload part")),
         }
-        attempt += 1;
     }
+    Err(transient(format!("Telegram did not store part {part}"), None))
 }
