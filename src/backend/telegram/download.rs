@@ -182,7 +182,9 @@ impl TelegramBackend {
                 Ok(()) => return Ok(Bytes::from(out)),
                 Err(DownloadError::Expired(used)) if stuck < MAX_REFUSED_REFERENCES || out.len() > had => {
                     stuck = if out.len() > had { 0 } else { stuck + 1 };
-                    // Another read may have fetched a newer reference meanwhile.
+                    // One refresh per expiry: reads refused at once wait for
+                    // the first one's refresh and take its reference.
+                    let _refreshing = self.refreshing.lock().await;
                     if newest_reference(&self.references, &doc) == used {
                         self.fetch_messages(&[entry.msg_id]).await?;
                     }

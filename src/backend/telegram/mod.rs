@@ -124,6 +124,9 @@ pub struct TelegramBackend {
     /// id). Every `upload.getFile` takes it just before it is sent, so one
     /// read's refresh serves every read of that document in flight.
     references: Arc<FileReferences>,
+    /// Held while a read fetches a fresh file reference, so that reads
+    /// refused together refresh once.
+    refreshing: Mutex<()>,
 }
 
 impl Drop for TelegramBackend {
@@ -162,6 +165,7 @@ impl TelegramBackend {
             loading: Mutex::new(()),
             created: std::sync::Mutex::new(None),
             references: Arc::default(),
+            refreshing: Mutex::new(()),
         }
     }
 

@@ -374,3 +374,27 @@ async fn a_lost_send_answer_is_taken_as_sent_at_once() {
     assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
     assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), data(20_000, 11));
 }
+
+#[tokio::test]
+async fn concurrent_reads_refresh_an_expired_reference_once() {
+    let server = Server::start().await.unwrap();
+    let b = Arc::new(connect(&server, Target::SavedMessages).await);
+    b.create().await.unwrap();
+    let id = Id([12; 32]);
+    let blob = data(64 * 1024, 12);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    b.get(ObjectKind::Pack, &id).await.unwrap();
+    let before = server.calls("messages.getMessages");
+    // One rotation while sixteen reads are in flight.
+    server.with_world(|w| w.expire_file_references());
+    let reads: Vec<_> = (0..16u64)
+        .map(|i| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.get_range(ObjectKind::Pack, &id, i * 4096, 4096).await })
+        })
+        .collect();
+    for (i, r) in reads.into_iter().enumerate() {
+        assert_eq!(r.await.unwrap().unwrap(), blob.slice(i * 4096..(i + 1) * 4096));
+    }
+    assert_eq!(server.calls("messages.getMessages") - before, 1, "one refresh for one rotation");
+}
