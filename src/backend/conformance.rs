@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError};
-use crate::crypto::names::ObjectNameCodec;
+use super::{Backend, BackendError, ObjectNames};
 use crate::format::{Id, ObjectKind};
 
 fn fail(what: &str) -> BackendError {
@@ -21,14 +20,10 @@ fn check(cond: bool, what: &str) -> Result<(), BackendError> {
     }
 }
 
-/// The object names the suite gives a backend, as a repository would.
-pub fn object_names() -> Arc<ObjectNameCodec> {
-    Arc::new(ObjectNameCodec::for_repository(&[0x5a; 32]))
-}
-
-/// Runs the suite; returns the first way in which `b` misbehaves.
-pub async fn run(b: &dyn Backend) -> Result<(), BackendError> {
-    b.use_object_names(object_names()).await;
+/// Runs the suite, giving `b` the repository's object `names` first as a
+/// repository would; returns the first way in which `b` misbehaves.
+pub async fn run(b: &dyn Backend, names: Arc<dyn ObjectNames>) -> Result<(), BackendError> {
+    b.use_object_names(names).await;
     b.create().await?;
     for kind in ObjectKind::ALL {
         check(b.list(kind).await?.is_empty(), "a new repository lists no objects")?;
@@ -83,17 +78,22 @@ pub async fn run(b: &dyn Backend) -> Result<(), BackendError> {
 mod tests {
     use super::*;
     use crate::backend::{faults::FaultyBackend, local::LocalBackend, memory::MemoryBackend, retry::RetryBackend};
+    use crate::crypto::names::ObjectNameCodec;
     use std::time::Duration;
+
+    fn names() -> Arc<ObjectNameCodec> {
+        Arc::new(ObjectNameCodec::for_repository(&[0x5a; 32]))
+    }
 
     #[tokio::test]
     async fn memory_backend_conforms() {
-        run(&MemoryBackend::new()).await.unwrap();
+        run(&MemoryBackend::new(), names()).await.unwrap();
     }
 
     #[tokio::test]
     async fn local_backend_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        run(&LocalBackend::new(dir.path().join("repo"))).await.unwrap();
+        run(&LocalBackend::new(dir.path().join("repo")), names()).await.unwrap();
     }
 
     #[tokio::test]
@@ -101,7 +101,7 @@ mod tests {
         let mut flaky = FaultyBackend::new(MemoryBackend::new());
         flaky.transient_every = 3;
         let b = RetryBackend::new(flaky, 4, Duration::from_millis(1));
-        run(&b).await.unwrap();
+        run(&b, names()).await.unwrap();
     }
 
     #[tokio::test]

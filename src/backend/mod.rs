@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod faults;
 pub mod local;
 pub mod memory;
+pub mod names;
 pub mod retry;
 pub mod telegram;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::names::{Named, ObjectNames};
 use crate::format::{Id, ObjectKind};
 
 /// What a listing says about one stored object.
@@ -34,26 +36,6 @@ impl ObjectInfo {
     pub fn new(id: Id, size: u64, stored_ns: Option<i64>) -> ObjectInfo {
         ObjectInfo { id, size, stored_ns }
     }
-}
-
-/// What a stored name stands for, to a backend that names what it stores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Named {
-    Object(ObjectKind, Id),
-    /// A head (docs/format.md §23), by the BLAKE3 hash of its stored bytes.
-    Head(Id),
-}
-
-/// Turns what a backend stores into names and back (docs/format.md §23.4).
-/// The repository layer makes it from its keys and gives it to the backend,
-/// which never sees the keys themselves.
-pub trait ObjectNames: Send + Sync {
-    /// The stored name of `named`; the same every time.
-    fn name(&self, named: Named) -> String;
-
-    /// What a stored name stands for; `None` for any name this repository
-    /// did not make (another repository's, anything else, or damaged).
-    fn parse(&self, name: &str) -> Option<Named>;
 }
 
 /// How an error should be handled by the layers above.
@@ -144,8 +126,8 @@ pub trait Backend: Send + Sync {
     /// Gives the backend the names of the repository's objects, as soon as
     /// the repository keys exist and before anything other than the config
     /// and key slots is read or written. Until then a backend that names
-    /// objects names them all under the public names of
-    /// [`crate::crypto::names::ObjectNameCodec::public`], under which config
+    /// objects names them all under the public names it was made with
+    /// (`crate::crypto::names::ObjectNameCodec::public`), under which config
     /// and key slots are found. Backends that do not name objects ignore it.
     async fn use_object_names(&self, _names: Arc<dyn ObjectNames>) {}
 

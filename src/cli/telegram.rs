@@ -16,6 +16,7 @@ use super::output::{escape, escape_path};
 use crate::backend::telegram::session::{default_session_path, lock_session, SessionError};
 use crate::backend::telegram::{Options, Target, TelegramBackend, TelegramSession, DEFAULT_PACK_SIZE, MAX_PACK_SIZE};
 use crate::backend::Backend;
+use crate::crypto::names::ObjectNameCodec;
 
 use super::Global;
 
@@ -109,7 +110,8 @@ pub fn open_backend(g: &Global, rest: &str) -> Result<Arc<dyn Backend>> {
     let path = session_path(g)?;
     let session = TelegramSession::open(&path)?;
     let options = options(g, &session)?;
-    Ok(Arc::new(TelegramBackend::connect(Arc::new(session), target, options)))
+    let public_names = Arc::new(ObjectNameCodec::public());
+    Ok(Arc::new(TelegramBackend::connect(Arc::new(session), target, options, public_names)))
 }
 
 /// Whether the error means the user must run `tstor login`.

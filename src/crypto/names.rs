@@ -16,17 +16,15 @@
 //! its key slots, which must be found before that key exists: they are named
 //! under a public key pair that anyone with this code can derive.
 
-use crate::backend::{Named, ObjectNames};
+#[cfg(test)]
+use crate::backend::names::{is_name_shaped, NAME_HEX_LEN};
+use crate::backend::names::{name_from_hex, name_to_hex, Named, ObjectNames, NAME_LEN};
 use crate::format::head::HEAD_DOMAIN;
 use crate::format::{Id, ObjectKind};
 
-/// Bytes of a name: the synthetic IV and the encrypted domain and id.
-pub const NAME_LEN: usize = SIV_LEN + PLAIN_LEN;
-/// Characters of a name as stored: lowercase hex of its bytes.
-pub const NAME_HEX_LEN: usize = 2 * NAME_LEN;
-
 const SIV_LEN: usize = 16;
 const PLAIN_LEN: usize = 1 + 32;
+const _: () = assert!(NAME_LEN == SIV_LEN + PLAIN_LEN);
 
 const CTX_NAME_MAC: &str = "tstor 2026-11-24 object name mac key";
 const CTX_NAME_ENC: &str = "tstor 2026-11-24 object name encryption key";
@@ -98,28 +96,6 @@ impl NameKey {
 /// Whether two byte strings are equal, in time that depends only on their lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
-}
-
-/// The stored form of name bytes.
-pub fn name_to_hex(name: &[u8; NAME_LEN]) -> String {
-    hex::encode(name)
-}
-
-/// The bytes of a stored name: exactly [`NAME_HEX_LEN`] lowercase hex digits,
-/// so that every name has one spelling.
-pub fn name_from_hex(name: &str) -> Option<[u8; NAME_LEN]> {
-    if name.len() != NAME_HEX_LEN || !name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return None;
-    }
-    let mut out = [0u8; NAME_LEN];
-    hex::decode_to_slice(name, &mut out).ok()?;
-    Some(out)
-}
-
-/// Whether a stored name has the shape of an object name (it may still stand
-/// for nothing under the keys at hand).
-pub fn is_name_shaped(name: &str) -> bool {
-    name_from_hex(name).is_some()
 }
 
 fn domain_of(named: Named) -> (u8, Id) {

@@ -114,8 +114,11 @@ pub fn open_payload_owned(mut env: Vec<u8>, max_len: u32) -> Result<Vec<u8>, For
             if env.len() == HEADER_LEN {
                 return Err(FormatError::Invalid { what: WHAT, reason: "zstd payload has no frame" });
             }
-            let out = zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize)
-                .map_err(|_| FormatError::Invalid { what: WHAT, reason: "zstd payload is corrupt or expands beyond its declared length" })?;
+            let out =
+                zstd::bulk::decompress(&env[HEADER_LEN..], raw_len as usize).map_err(|_| FormatError::Invalid {
+                    what: WHAT,
+                    reason: "zstd payload is corrupt or expands beyond its declared length",
+                })?;
             if out.len() != raw_len as usize {
                 return Err(FormatError::Invalid { what: WHAT, reason: "length does not match" });
             }
@@ -175,7 +178,6 @@ mod tests {
         }
     }
 
-    #[test]
     /// An envelope holding `payload` as zstd data for `raw_len` bytes.
     fn zstd_envelope(raw_len: usize, payload: &[u8]) -> Vec<u8> {
         let mut env = vec![ENVELOPE_ZSTD];

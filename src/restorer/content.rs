@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -223,14 +224,16 @@ fn plan_reads(table: &FileTable, index: &MasterIndex) -> Vec<RangeRead> {
 }
 
 /// Fetches one range and writes its blobs. A read refused for want of
-/// credentials aborts the restore. Another permanent failure of a range that
-/// covers several blobs is retried blob by blob, so that damage at one place
-/// (a truncated pack, say) loses only the files that need what is damaged.
+/// credentials aborts the restore. A transient failure is retried
+/// ([`fetch_retrying`]) and, if storage keeps failing, reported as such,
+/// never as lost data. Another permanent failure of a range that covers
+/// several blobs is retried blob by blob, so that damage at one place (a
+/// truncated pack, say) loses only the files that need what is damaged.
 async fn restore_range(context: &Arc<Context>, read: RangeRead) {
     if context.is_aborted() || !context.needs_any(&read.blobs) {
         return;
     }
-    match fetch(context, &read.pack, read.span).await {
+    match fetch_retrying(context, &read.pack, read.span).await {
         Ok(sealed) => {
             for (blob, message) in write_on_blocking_thread(context, read.span, read.blobs, sealed).await {
                 from_elsewhere(context, blob, message).await;
@@ -246,21 +249,58 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
                 if !context.needs(&blob) {
                     continue;
                 }
-                match fetch(context, &read.pack, blob.span).await {
+                match fetch_retrying(context, &read.pack, blob.span).await {
                     Ok(sealed) => {
                         for (blob, message) in write_on_blocking_thread(context, blob.span, vec![blob], sealed).await {
                             from_elsewhere(context, blob, message).await;
                         }
                     }
                     Err(e) if e.needs_login() => return context.abort(e),
-                    Err(e) => from_elsewhere(context, blob, format!("data lost: {e}")).await,
+                    Err(e) => from_elsewhere(context, blob, failure_message(&e)).await,
                 }
             }
         }
         Err(e) => {
             for blob in read.blobs {
-                from_elsewhere(context, blob, format!("data lost: {e}")).await;
+                from_elsewhere(context, blob, failure_message(&e)).await;
             }
+        }
+    }
+}
+
+/// What a file that could not be restored is told: lost data only when
+/// storage said so (not found, permanent), else that storage kept failing.
+fn failure_message(e: &BackendError) -> String {
+    match e.class() {
+        ErrorClass::Transient(_) => format!("not restored, storage kept failing (the data may be intact): {e}"),
+        _ => format!("data lost: {e}"),
+    }
+}
+
+/// Attempts at one range while storage fails transiently.
+pub(super) const RANGE_ATTEMPTS: u32 = 8;
+/// The first pause before a range is asked for again; it doubles each time
+/// (1 + 2 + ... + 64 s, about two minutes, over every attempt).
+pub(super) const RANGE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Fetches a range, asking again after a transient failure (a dropped
+/// connection, a flood wait that outlasted the backend's own retries),
+/// waiting at least as long as storage asked.
+async fn fetch_retrying(context: &Context, pack: &Id, span: Span) -> Result<Bytes, BackendError> {
+    let mut attempt = 1;
+    loop {
+        match fetch(context, pack, span).await {
+            Err(e) if attempt < RANGE_ATTEMPTS && !context.is_aborted() => match e.class() {
+                ErrorClass::Transient(after) => {
+                    let pause = RANGE_RETRY_DELAY * (1 << (attempt - 1));
+                    let pause = after.map_or(pause, |a| a.max(pause));
+                    tracing::warn!(pack = %pack, attempt, pause_ms = pause.as_millis() as u64, error = %e, "reading a range again");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                _ => return Err(e),
+            },
+            other => return other,
         }
     }
 }
@@ -275,7 +315,7 @@ async fn from_elsewhere(context: &Arc<Context>, blob: NeededBlob, message: Strin
         }
         let span = Span { offset: u64::from(loc.offset), len: u64::from(loc.length) };
         let moved = NeededBlob { span, raw_len: loc.raw_len, elsewhere: Vec::new(), ..blob.clone() };
-        match fetch(context, &loc.pack, span).await {
+        match fetch_retrying(context, &loc.pack, span).await {
             Ok(sealed) => {
                 let failed = write_on_blocking_thread(context, span, vec![moved], sealed).await;
                 if failed.is_empty() {

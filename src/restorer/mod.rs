@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use globset::GlobSet;
 
+use crate::backend::ErrorClass;
 use crate::format::tree::{validate_name, Node, NodeKind};
 use crate::format::Id;
 use crate::fsmeta;
@@ -152,8 +153,24 @@ async fn plan(
             let Some((rel, sub)) = waiting.pop_front() else { break };
             let (repo, index) = (repo.clone(), index.clone());
             loads.spawn(async move {
-                let tree = repo.load_tree(&index, &sub).await;
-                (rel, tree)
+                // A tree that storage failed to give transiently is asked for
+                // again, as data ranges are.
+                let mut attempt = 1;
+                loop {
+                    let tree = repo.load_tree(&index, &sub).await;
+                    match &tree {
+                        Err(RepoError::Backend(e)) if attempt < content::RANGE_ATTEMPTS => {
+                            if let ErrorClass::Transient(after) = e.class() {
+                                let pause = content::RANGE_RETRY_DELAY * (1 << (attempt - 1));
+                                tokio::time::sleep(after.map_or(pause, |a| a.max(pause))).await;
+                                attempt += 1;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                    return (rel, tree);
+                }
             });
         }
         let Some(done) = loads.join_next().await else { break };
@@ -161,6 +178,9 @@ async fn plan(
         match loaded {
             Ok(tree) => walk.list(rel, tree, &mut items, &mut waiting)?,
             Err(RepoError::Backend(e)) if e.needs_login() => return Err(RepoError::Backend(e)),
+            Err(RepoError::Backend(e)) if matches!(e.class(), ErrorClass::Transient(_)) => walk
+                .errors
+                .push(format!("{}: directory contents not restored, storage kept failing: {e}", display(&rel))),
             Err(e) => walk.errors.push(format!("{}: directory contents lost: {e}", display(&rel))),
         }
     }

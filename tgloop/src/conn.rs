@@ -286,7 +286,20 @@ impl Conn {
         self.info = info;
         let name = call.name();
         self.shared.count_call(name);
-        let fault = self.shared.faults.lock().expect("faults lock").take(name);
+        // An injected fault first; then flood waits, which are account-wide:
+        // while one runs for this method, every call of it is told to wait
+        // what is left; then the random rates.
+        let flood_left = self.shared.flood_running(name);
+        let rule = self.shared.faults.lock().expect("faults lock").take_rule(name);
+        let fault = match (rule, flood_left) {
+            (Some(f), _) => Some(f),
+            (None, Some(left)) => Some(Fault::FloodWait(left)),
+            (None, None) => self.shared.faults.lock().expect("faults lock").roll(name),
+        };
+        let flood_secs = match &fault {
+            Some(Fault::FloodWait(s) | Fault::FloodPremiumWait(s)) => Some(*s),
+            _ => None,
+        };
         let mut lose_answer = false;
         let result = match fault {
             Some(Fault::Drop) => return Ok(Next::Close),
@@ -320,6 +333,9 @@ impl Conn {
             None => self.shared.run_call(&call, &self.info),
         };
         let due = self.shared.answer_due(name, call.body.len());
+        if let Some(secs) = flood_secs {
+            self.shared.start_flood(name, secs, due);
+        }
         if lose_answer {
             return Ok(Next::Close);
         }

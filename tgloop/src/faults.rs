@@ -128,7 +128,8 @@ impl Faults {
         self.take_rule(method).or_else(|| self.rates.roll(method))
     }
 
-    fn take_rule(&mut self, method: &str) -> Option<Fault> {
+    /// The injected rule that fires for this call of `method`, if any.
+    pub fn take_rule(&mut self, method: &str) -> Option<Fault> {
         let mut fired = None;
         for rule in self.rules.iter_mut().filter(|r| r.method == method) {
             if rule.skip > 0 {
@@ -141,6 +142,11 @@ impl Faults {
         }
         self.rules.retain(|r| r.times > 0);
         fired
+    }
+
+    /// A random fault for a call of `method`, at the rates set.
+    pub fn roll(&self, method: &str) -> Option<Fault> {
+        self.rates.roll(method)
     }
 
     pub fn clear(&mut self) {

@@ -178,7 +178,26 @@ pub(crate) struct Shared {
     upload_bytes_per_sec: Option<u64>,
     /// When the simulated upload link is free again.
     upload_free_at: Mutex<tokio::time::Instant>,
+    /// The flood wait running for each method: Telegram's limits are
+    /// account-wide, so every call of the method waits it out.
+    flood_windows: Mutex<HashMap<&'static str, FloodWindow>>,
+    /// Calls that came in while their method's flood wait was running,
+    /// after the client had been told of it.
+    early_calls: Mutex<Vec<&'static str>>,
 }
+
+/// A flood wait running for one method.
+#[derive(Clone, Copy, Debug)]
+struct FloodWindow {
+    /// When the client has the answer that started it.
+    told_at: tokio::time::Instant,
+    /// When it ends.
+    until: tokio::time::Instant,
+}
+
+/// How long after a flood answer reached the client a call of that method
+/// is still forgiven: it may have been queued before the answer was read.
+pub const FLOOD_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Shared {
     pub(crate) fn count_call(&self, name: &'static str) {
@@ -206,6 +225,34 @@ impl Shared {
         if end > from {
             t.t.flood_hold_secs += (end - from).as_secs_f64();
             t.hold_until = Some(end);
+        }
+    }
+
+    /// The seconds left (rounded up) of the flood wait running for
+    /// `method`, if one is; a call that came in more than [`FLOOD_GRACE`]
+    /// after the client was told of it is recorded as early.
+    pub(crate) fn flood_running(&self, method: &'static str) -> Option<u32> {
+        let now = tokio::time::Instant::now();
+        let window = *self.flood_windows.lock().expect("flood lock").get(method)?;
+        if now >= window.until {
+            return None;
+        }
+        if now > window.told_at + FLOOD_GRACE {
+            self.early_calls.lock().expect("early lock").push(method);
+        }
+        Some((window.until - now).as_secs_f64().ceil().max(1.0) as u32)
+    }
+
+    /// A flood wait of `secs` for `method` starts now; the client reads it at `told_at`.
+    pub(crate) fn start_flood(&self, method: &'static str, secs: u32, told_at: tokio::time::Instant) {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs.into());
+        let mut windows = self.flood_windows.lock().expect("flood lock");
+        match windows.get_mut(method) {
+            // A longer wait while one runs: the client knew of the first.
+            Some(w) if w.until > tokio::time::Instant::now() => w.until = w.until.max(until),
+            _ => {
+                windows.insert(method, FloodWindow { told_at, until });
+            }
         }
     }
 
@@ -277,6 +324,8 @@ impl Server {
             latency: config.latency,
             upload_bytes_per_sec: config.upload_bytes_per_sec,
             upload_free_at: Mutex::new(tokio::time::Instant::now()),
+            flood_windows: Mutex::new(HashMap::new()),
+            early_calls: Mutex::new(Vec::new()),
             stats: Mutex::new(ProtocolStats::default()),
         });
         let accept_shared = Arc::clone(&shared);
@@ -368,6 +417,13 @@ impl Server {
     /// How many times `method` was called (wrappers removed), faults included.
     pub fn calls(&self, method: &str) -> usize {
         self.shared.calls.lock().expect("calls lock").get(method).copied().unwrap_or(0)
+    }
+
+    /// Calls that came in while a flood wait of their method was running,
+    /// more than [`FLOOD_GRACE`] after the client had been told of it: a
+    /// client that honours flood waits makes none.
+    pub fn early_calls(&self) -> Vec<&'static str> {
+        self.shared.early_calls.lock().expect("early lock").clone()
     }
 
     /// Every method called so far with its number of calls (wrappers

@@ -725,7 +725,8 @@ impl World {
             return Err(RpcErr::bad("RANDOM_ID_EMPTY"));
         }
         if self.chat(w).random_ids.contains_key(&random_id) {
-            return Err(RpcErr::bad("RANDOM_ID_DUPLICATE"));
+            // Telegram sends this one with code 500, like a server failure.
+            return Err(RpcErr { code: 500, message: "RANDOM_ID_DUPLICATE".into() });
         }
         Ok(())
     }

@@ -114,6 +114,7 @@ mod tests {
 
     use tstor::backend::telegram::{Options, Target, TelegramBackend};
     use tstor::backend::Backend;
+    use tstor::crypto::names::ObjectNameCodec;
     use tstor::format::{Id, ObjectKind};
 
     use super::*;
@@ -154,7 +155,7 @@ mod tests {
         let _server = start(&a).await.unwrap();
         let session = Arc::new(TelegramSession::open(&path).unwrap());
         let options = Options { api_id: session.api_id().unwrap(), calls_per_minute: 0, ..Options::default() };
-        let b = TelegramBackend::connect(session, Target::SavedMessages, options);
+        let b = TelegramBackend::connect(session, Target::SavedMessages, options, Arc::new(ObjectNameCodec::public()));
         b.create().await.unwrap();
         b.put(ObjectKind::Snapshot, &Id([1; 32]), bytes::Bytes::from_static(b"hello")).await.unwrap();
         assert_eq!(&b.get(ObjectKind::Snapshot, &Id([1; 32])).await.unwrap()[..], b"hello");

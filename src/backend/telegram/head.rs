@@ -5,7 +5,7 @@
 //! placement carries names as stored, opaque without the repository keys:
 //! no kinds, no ids, nothing readable. Pure encode/decode.
 
-use crate::crypto::names::NAME_LEN;
+use crate::backend::names::NAME_LEN;
 
 /// First bytes of every head document: the first 8 bytes of
 /// BLAKE3(`MAGIC_CONTEXT`), so that nothing in it is readable text.

@@ -4,6 +4,13 @@
 //! (never less) and lowers the number of upload parts in flight, which
 //! climbs back slowly while parts succeed; dropped connections are retried
 //! with back-off instead of failing a whole upload.
+//!
+//! Two budgets, never one: flood waits are sat out as asked (up to
+//! `max_flood_wait` each) and do not count against the attempts meant for
+//! real errors; dropped connections and server failures get a generous
+//! number of attempts with exponential back-off. Every resend, grammers'
+//! own after a dropped connection included, waits for the shared gate, so
+//! that nothing goes out while a flood wait tstor was told about runs.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grammers_client::sender::{RetryContext, RetryPolicy};
-use grammers_client::InvocationError;
+use grammers_client::tl::RemoteCall;
+use grammers_client::{Client, InvocationError};
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -90,9 +99,15 @@ impl FloodGate {
     }
 
     /// A flood wait: holds everything back for `wait` and halves the parts in flight.
+    /// Flood waits answered to requests sent before the first was seen (the
+    /// gate already held) are the same slowdown: the parts are halved once.
     pub fn flooded(&self, wait: Duration) {
+        let already_held = !self.held_for().is_zero();
         self.hold(wait);
         self.floods.fetch_add(1, Ordering::Relaxed);
+        if already_held {
+            return;
+        }
         let mut p = self.parallelism.lock().unwrap_or_else(|e| e.into_inner());
         p.successes = 0;
         let target = (p.limit / 2).max(1);
@@ -138,6 +153,12 @@ impl FloodGate {
         }
     }
 
+    /// How long requests are still held back (zero if they may go now).
+    pub fn held_for(&self) -> Duration {
+        let until = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        until.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// Waits until requests may go out again, then for this call's place
     /// in the calls-per-minute budget.
     pub async fn wait(&self) {
@@ -172,12 +193,32 @@ pub fn flood_wait(e: &InvocationError) -> Option<Duration> {
     }
 }
 
-/// Waits out flood waits up to `max_flood_wait` (a bounded number of times)
-/// and retries dropped connections and server-side failures with back-off.
+/// Whether an error is worth sending the request again for, after a
+/// back-off: a dropped connection, an I/O or transport error, a server
+/// failure. `RANDOM_ID_DUPLICATE` comes with code 500 but is an answer: the
+/// message was sent before (its first answer was lost).
+pub fn is_transient(e: &InvocationError) -> bool {
+    match e {
+        InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_) => true,
+        InvocationError::Rpc(r) => r.code >= 500 && r.name != "RANDOM_ID_DUPLICATE",
+        _ => false,
+    }
+}
+
+/// The back-off before attempt `n + 1` after `n` transient failures:
+/// `first` doubled each time, at most 32 times `first`.
+pub fn back_off(first: Duration, n: u32) -> Duration {
+    first * (1u32 << n.saturating_sub(1).min(5))
+}
+
+/// grammers' retry policy: a dropped connection fails every request in
+/// flight on it, and grammers resends each, after a back-off and never
+/// before the shared gate opens again (a flood wait tstor knows about holds
+/// the resends too). Flood waits are not retried here: they come back to
+/// tstor's own loop ([`invoke_retrying`]), which sits them out without
+/// spending the attempts meant for real errors.
 pub struct TstorRetry {
     pub gate: Arc<FloodGate>,
-    pub max_flood_wait: Duration,
-    pub flood_tries: u32,
     pub io_tries: u32,
     pub io_delay: Duration,
 }
@@ -185,23 +226,70 @@ pub struct TstorRetry {
 impl RetryPolicy for TstorRetry {
     fn should_retry(&self, ctx: &RetryContext) -> ControlFlow<(), Duration> {
         let n = ctx.fail_count.get();
-        if let Some(wait) = flood_wait(&ctx.error) {
-            if n <= self.flood_tries && wait <= self.max_flood_wait {
-                self.gate.flooded(wait);
-                return ControlFlow::Continue(wait);
-            }
-            return ControlFlow::Break(());
-        }
-        let transient = match &ctx.error {
-            InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_) => true,
-            InvocationError::Rpc(r) => r.code >= 500,
-            _ => false,
-        };
-        if transient && n <= self.io_tries {
-            let factor = 1u32 << (n - 1).min(5);
-            ControlFlow::Continue(self.io_delay * factor)
+        if is_transient(&ctx.error) && n <= self.io_tries {
+            ControlFlow::Continue(back_off(self.io_delay, n).max(self.gate.held_for()))
         } else {
             ControlFlow::Break(())
+        }
+    }
+}
+
+/// How tstor's own loop retries one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Attempts for transient failures (dropped connections, 5xx), on top
+    /// of grammers' resends.
+    pub attempts: u32,
+    /// First back-off after a transient failure.
+    pub delay: Duration,
+    /// Longest flood wait sat out; a longer one ends the request.
+    pub max_flood_wait: Duration,
+}
+
+/// Flood waits one request sits out in a row before it gives up: they are
+/// waited as asked, but a request that is never let through must end.
+const MAX_FLOODS_PER_REQUEST: u32 = 64;
+
+/// Sends the request `make` builds (built again for every attempt, so that
+/// it can take the newest state, such as a file reference) through the
+/// gate until it is answered: flood waits are waited out and hold every
+/// request of the backend; transient failures are retried with back-off
+/// within `budget.attempts`; any other error, and a flood wait longer than
+/// `budget.max_flood_wait`, is returned at once.
+pub async fn invoke_retrying<R, F>(
+    client: &Client,
+    gate: &FloodGate,
+    budget: Budget,
+    mut make: F,
+) -> Result<R::Return, InvocationError>
+where
+    R: RemoteCall,
+    F: FnMut() -> R,
+{
+    let mut failures = 0;
+    let mut floods = 0;
+    loop {
+        gate.wait().await;
+        let request = make();
+        let error = match client.invoke(&request).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if let Some(wait) = flood_wait(&error) {
+            floods += 1;
+            if wait > budget.max_flood_wait || floods > MAX_FLOODS_PER_REQUEST {
+                return Err(error);
+            }
+            gate.flooded(wait);
+        } else if is_transient(&error) {
+            failures += 1;
+            if failures >= budget.attempts {
+                return Err(error);
+            }
+            tracing::debug!(error = %error, attempt = failures, "retrying a Telegram request");
+            gate.hold(back_off(budget.delay, failures));
+        } else {
+            return Err(error);
         }
     }
 }

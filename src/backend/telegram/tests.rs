@@ -12,7 +12,18 @@ use tstor_tgloop::{Fault, Server, Where};
 
 use super::*;
 use crate::backend::conformance;
-use crate::crypto::names::NAME_HEX_LEN;
+use crate::backend::names::NAME_HEX_LEN;
+use crate::crypto::names::ObjectNameCodec;
+
+/// The names a backend starts with, as the CLI gives them.
+fn public_names() -> Arc<ObjectNameCodec> {
+    Arc::new(ObjectNameCodec::public())
+}
+
+/// The object names a repository would give the backend.
+fn repo_names() -> Arc<ObjectNameCodec> {
+    Arc::new(ObjectNameCodec::for_repository(&[0x5a; 32]))
+}
 
 fn session(server: &Server) -> Arc<TelegramSession> {
     let SocketAddr::V4(v4) = server.addr() else { panic!("loopback server listens on IPv4") };
@@ -36,8 +47,8 @@ fn data(len: usize, seed: u8) -> Bytes {
 /// A backend on the loopback server with a repository's object names, as
 /// `Repository::open` gives them.
 async fn connect(server: &Server, target: Target) -> TelegramBackend {
-    let b = TelegramBackend::connect(session(server), target, options());
-    b.use_object_names(conformance::object_names()).await;
+    let b = TelegramBackend::connect(session(server), target, options(), public_names());
+    b.use_object_names(repo_names()).await;
     b
 }
 
@@ -74,15 +85,16 @@ fn chunk_plans_are_aligned() {
 #[tokio::test]
 async fn saved_messages_conform() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
-    conformance::run(&b).await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options(), public_names());
+    conformance::run(&b, repo_names()).await.unwrap();
 }
 
 #[tokio::test]
 async fn new_channel_conforms() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::NewChannel("tstor repo".into()), options());
-    conformance::run(&b).await.unwrap();
+    let b =
+        TelegramBackend::connect(session(&server), Target::NewChannel("tstor repo".into()), options(), public_names());
+    conformance::run(&b, repo_names()).await.unwrap();
     let (id, hash) = b.channel().await.expect("the channel was created");
     assert_eq!(server.with_world(|w| w.channel_ids()), vec![id]);
 
@@ -95,8 +107,8 @@ async fn new_channel_conforms() {
 #[tokio::test]
 async fn names_say_nothing_and_are_told_apart_once_the_names_arrive() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::NewChannel("opaque".into()), options());
-    conformance::run(&b).await.unwrap();
+    let b = TelegramBackend::connect(session(&server), Target::NewChannel("opaque".into()), options(), public_names());
+    conformance::run(&b, repo_names()).await.unwrap();
     b.put_head(Bytes::from_static(b"sealed head")).await.unwrap();
     let (id, hash) = b.channel().await.unwrap();
     // Someone else's files in the chat are ignored.
@@ -114,12 +126,17 @@ async fn names_say_nothing_and_are_told_apart_once_the_names_arrive() {
     }
 
     // A client without the repository's names finds the config, and nothing it cannot name.
-    let other = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let other = TelegramBackend::connect(
+        session(&server),
+        Target::Channel { id, access_hash: hash },
+        options(),
+        public_names(),
+    );
     assert_eq!(other.list(ObjectKind::Config).await.unwrap().len(), 1);
     assert!(other.list(ObjectKind::Snapshot).await.unwrap().is_empty());
     // Given them, it tells every object and the head apart without reading the chat again.
     let pages = server.calls("messages.getHistory");
-    other.use_object_names(conformance::object_names()).await;
+    other.use_object_names(repo_names()).await;
     assert_eq!(other.list(ObjectKind::Snapshot).await.unwrap().len(), 20);
     assert_eq!(other.heads(false).await.unwrap(), vec![Bytes::from_static(b"sealed head")]);
     assert!(server.calls("messages.getHistory") - pages <= 4, "no full scan");
@@ -128,7 +145,12 @@ async fn names_say_nothing_and_are_told_apart_once_the_names_arrive() {
     assert_eq!(other.list(ObjectKind::Lock).await.unwrap().len(), 1);
 
     // Another repository's names stand for nothing here.
-    let stranger = TelegramBackend::connect(session(&server), Target::Channel { id, access_hash: hash }, options());
+    let stranger = TelegramBackend::connect(
+        session(&server),
+        Target::Channel { id, access_hash: hash },
+        options(),
+        public_names(),
+    );
     stranger.use_object_names(Arc::new(ObjectNameCodec::for_repository(&[1; 32]))).await;
     assert!(stranger.list(ObjectKind::Snapshot).await.unwrap().is_empty());
     assert_eq!(stranger.list(ObjectKind::Config).await.unwrap().len(), 1, "config names are public");
@@ -137,7 +159,7 @@ async fn names_say_nothing_and_are_told_apart_once_the_names_arrive() {
 #[tokio::test]
 async fn big_objects_and_ranges() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options(), public_names());
     b.create().await.unwrap();
     let big = data(BIG_FILE + 700 * 1024 + 5, 1);
     let id = Id([1; 32]);
@@ -181,7 +203,7 @@ async fn a_message_deleted_elsewhere_is_not_found() {
 #[tokio::test]
 async fn flood_waits_and_lost_answers_are_survived() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options(), public_names());
     b.create().await.unwrap();
 
     // Two flood waits in a row on one part, more than grammers' default policy takes.
@@ -238,7 +260,7 @@ async fn the_pinned_head_seeds_a_new_client() {
     b.put_head(Bytes::from_static(b"sealed head one")).await.unwrap();
     b.put_head(Bytes::from_static(b"sealed head two")).await.unwrap();
     let docs = server.with_world(|w| w.documents(Where::Channel(id)));
-    let names = conformance::object_names();
+    let names = repo_names();
     let is_head = |name: &str| matches!(names.parse(name), Some(Named::Head(_)));
     assert_eq!(docs.iter().filter(|d| is_head(&d.1)).count(), 1, "the older head is removed");
     assert_eq!(server.with_world(|w| w.pinned_ids(Where::Channel(id))).len(), 1);
@@ -272,7 +294,7 @@ async fn the_pinned_head_seeds_a_new_client() {
 async fn floods_lower_the_parts_in_flight_and_calls_are_paced() {
     let server = Server::start().await.unwrap();
     let opts = Options { parts_in_flight: 8, calls_per_minute: 600, ..options() };
-    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts);
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
     b.create().await.unwrap();
     server.inject_after("upload.saveBigFilePart", 2, Fault::FloodWait(1), 2);
     let started = std::time::Instant::now();
@@ -288,7 +310,7 @@ async fn floods_lower_the_parts_in_flight_and_calls_are_paced() {
 #[tokio::test]
 async fn a_missing_part_is_sent_again_alone() {
     let server = Server::start().await.unwrap();
-    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options());
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, options(), public_names());
     b.create().await.unwrap();
     // Telegram has lost the last part by the time the document is sent.
     server.inject("messages.sendMedia", Fault::PartMissing, 1);
@@ -300,4 +322,79 @@ async fn a_missing_part_is_sent_again_alone() {
     assert_eq!(server.calls("upload.saveFilePart"), parts + 1, "only the missing part goes again");
     assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
     assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+}
+
+#[tokio::test]
+async fn flood_waits_do_not_spend_the_attempts_meant_for_dropped_connections() {
+    let server = Server::start().await.unwrap();
+    let b = connect(&server, Target::SavedMessages).await;
+    b.create().await.unwrap();
+    let id = Id([9; 32]);
+    let blob = data(100_000, 9);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    // One read, one request: five flood waits in a row, then its connection drops.
+    server.inject("upload.getFile", Fault::FloodWait(1), 5);
+    server.inject("upload.getFile", Fault::Drop, 1);
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new());
+}
+
+#[tokio::test]
+async fn resends_after_a_dropped_connection_wait_for_a_known_flood_wait() {
+    let server = Server::start().await.unwrap();
+    // Resends after the back-off tstor uses by default, which is shorter than the flood wait.
+    let opts = Options { retry_delay: Duration::from_millis(500), calls_per_minute: 0, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let id = Id([10; 32]);
+    let blob = data(4 * MAX_CHUNK, 10);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    // Four chunks in flight: the first is told to wait a second, the second
+    // is slow, and the connection drops under the third and fourth.
+    server.inject("upload.getFile", Fault::FloodWait(1), 1);
+    server.inject("upload.getFile", Fault::Delay(Duration::from_millis(100)), 1);
+    server.inject("upload.getFile", Fault::Drop, 1);
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new(), "requests sent while a known flood wait ran");
+}
+
+#[tokio::test]
+async fn a_lost_send_answer_is_taken_as_sent_at_once() {
+    let server = Server::start().await.unwrap();
+    let b = connect(&server, Target::SavedMessages).await;
+    b.create().await.unwrap();
+    server.inject("messages.sendMedia", Fault::LoseAnswer, 1);
+    let id = Id([11; 32]);
+    b.put(ObjectKind::Pack, &id, data(20_000, 11)).await.unwrap();
+    // The send and one resend, answered RANDOM_ID_DUPLICATE: no more.
+    assert_eq!(server.calls("messages.sendMedia"), 2);
+    assert_eq!(server.with_world(|w| w.message_ids(Where::Saved)).len(), 1, "stored once");
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), data(20_000, 11));
+}
+
+#[tokio::test]
+async fn concurrent_reads_refresh_an_expired_reference_once() {
+    let server = Server::start().await.unwrap();
+    let b = Arc::new(connect(&server, Target::SavedMessages).await);
+    b.create().await.unwrap();
+    let id = Id([12; 32]);
+    let blob = data(64 * 1024, 12);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    b.get(ObjectKind::Pack, &id).await.unwrap();
+    let before = server.calls("messages.getMessages");
+    // One rotation while sixteen reads are in flight.
+    server.with_world(|w| w.expire_file_references());
+    let reads: Vec<_> = (0..16u64)
+        .map(|i| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.get_range(ObjectKind::Pack, &id, i * 4096, 4096).await })
+        })
+        .collect();
+    for (i, r) in reads.into_iter().enumerate() {
+        assert_eq!(r.await.unwrap().unwrap(), blob.slice(i * 4096..(i + 1) * 4096));
+    }
+    assert_eq!(server.calls("messages.getMessages") - before, 1, "one refresh for one rotation");
 }

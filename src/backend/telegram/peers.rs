@@ -1,0 +1,177 @@
+//! The chat a repository lives in: Saved Messages, a channel by id (its
+//! access hash from the session or the account's dialogs), a public name,
+//! or a channel created for a new repository.
+
+use grammers_client::session::types::{PeerAuth, PeerId, PeerRef};
+use grammers_client::tl;
+
+use super::errors::permanent;
+use super::{Target, TelegramBackend, PAGE};
+use crate::backend::Result;
+
+pub(super) fn channel_ref(c: &tl::enums::Chat) -> Option<(i64, i64)> {
+    match c {
+        tl::enums::Chat::Channel(c) => Some((c.id, c.access_hash.unwrap_or(0))),
+        _ => None,
+    }
+}
+
+impl TelegramBackend {
+    pub(super) async fn peer(&self) -> Result<PeerRef> {
+        let mut slot = self.peer.lock().await;
+        if let Some(p) = *slot {
+            return Ok(p);
+        }
+        let channel =
+            |id: i64, hash: i64| PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
+        let peer = match &self.target {
+            Target::SavedMessages => {
+                // The explicit user reference: grammers never matches the self sentinel.
+                let users = self
+                    .invoke(&tl::functions::users::GetUsers { id: vec![tl::enums::InputUser::UserSelf] }, "get_me")
+                    .await?;
+                match users.first() {
+                    Some(tl::enums::User::User(u)) => PeerRef {
+                        id: PeerId::user_unchecked(u.id),
+                        auth: PeerAuth::from_hash(u.access_hash.unwrap_or(0)),
+                    },
+                    _ => return Err(permanent("Telegram did not return the user")),
+                }
+            }
+            Target::Channel { id, access_hash } => channel(*id, *access_hash),
+            Target::ChannelId(id) => {
+                let hash = match self.session.channel_hash(*id) {
+                    Some(h) => h,
+                    None => self.find_channel_in_dialogs(*id).await?,
+                };
+                channel(*id, hash)
+            }
+            Target::Username(name) => {
+                let resolved = self
+                    .invoke(
+                        &tl::functions::contacts::ResolveUsername { username: name.clone(), referer: None },
+                        "resolve username",
+                    )
+                    .await?;
+                let tl::enums::contacts::ResolvedPeer::Peer(r) = resolved;
+                let (id, hash) = r
+                    .chats
+                    .iter()
+                    .find_map(channel_ref)
+                    .ok_or_else(|| permanent(format!("@{name} is not a channel")))?;
+                self.remember_channel(id, hash);
+                channel(id, hash)
+            }
+            Target::NewChannel(title) => {
+                return Err(permanent(format!(
+                    "the channel \"{title}\" does not exist yet: create the repository first"
+                )))
+            }
+        };
+        *slot = Some(peer);
+        Ok(peer)
+    }
+
+    pub(super) fn remember_channel(&self, id: i64, hash: i64) {
+        if let Err(e) = self.session.remember_channel(id, hash) {
+            tracing::warn!(error = %e, "could not save the channel in the session");
+        }
+    }
+
+    /// The access hash of channel `id`, from the account's dialogs.
+    pub(super) async fn find_channel_in_dialogs(&self, id: i64) -> Result<i64> {
+        let mut offset_date = 0;
+        let mut offset_id = 0;
+        let mut offset_peer = tl::enums::InputPeer::Empty;
+        for _ in 0..100 {
+            let res = self
+                .invoke(
+                    &tl::functions::messages::GetDialogs {
+                        exclude_pinned: false,
+                        folder_id: None,
+                        offset_date,
+                        offset_id,
+                        offset_peer: offset_peer.clone(),
+                        limit: PAGE,
+                        hash: 0,
+                    },
+                    "list dialogs",
+                )
+                .await?;
+            use tl::enums::messages::Dialogs as D;
+            let (dialogs, messages, chats, users, complete) = match res {
+                D::Dialogs(d) => (d.dialogs, d.messages, d.chats, d.users, true),
+                D::Slice(d) => (d.dialogs, d.messages, d.chats, d.users, false),
+                D::NotModified(_) => break,
+            };
+            if let Some((_, hash)) = chats.iter().filter_map(channel_ref).find(|(c, _)| *c == id) {
+                self.remember_channel(id, hash);
+                return Ok(hash);
+            }
+            // The next page starts after the last dialog's top message.
+            let Some(tl::enums::Dialog::Dialog(last)) = dialogs.last() else { break };
+            if complete {
+                break;
+            }
+            let top = messages.iter().find_map(|m| match m {
+                tl::enums::Message::Message(m) if m.id == last.top_message && m.peer_id == last.peer => Some(m.date),
+                tl::enums::Message::Service(m) if m.id == last.top_message && m.peer_id == last.peer => Some(m.date),
+                _ => None,
+            });
+            let Some(date) = top else { break };
+            offset_peer = match &last.peer {
+                tl::enums::Peer::Channel(p) => {
+                    let hash = chats.iter().filter_map(channel_ref).find(|(c, _)| *c == p.channel_id).map(|x| x.1);
+                    tl::types::InputPeerChannel { channel_id: p.channel_id, access_hash: hash.unwrap_or(0) }.into()
+                }
+                tl::enums::Peer::Chat(p) => tl::types::InputPeerChat { chat_id: p.chat_id }.into(),
+                tl::enums::Peer::User(p) => {
+                    let hash = users.iter().find_map(|u| match u {
+                        tl::enums::User::User(u) if u.id == p.user_id => u.access_hash,
+                        _ => None,
+                    });
+                    tl::types::InputPeerUser { user_id: p.user_id, access_hash: hash.unwrap_or(0) }.into()
+                }
+            };
+            if (offset_date, offset_id) == (date, last.top_message) {
+                break;
+            }
+            offset_date = date;
+            offset_id = last.top_message;
+        }
+        Err(permanent(format!(
+            "channel -100{id} is not among this account's chats: check the id, and that this account is a member"
+        )))
+    }
+
+    pub(super) async fn create_channel(&self, title: &str) -> Result<PeerRef> {
+        let updates = self
+            .invoke(
+                &tl::functions::channels::CreateChannel {
+                    broadcast: true,
+                    megagroup: false,
+                    for_import: false,
+                    forum: false,
+                    title: title.to_string(),
+                    about: String::new(),
+                    geo_point: None,
+                    address: None,
+                    ttl_period: None,
+                },
+                "create channel",
+            )
+            .await?;
+        let chats = match &updates {
+            tl::enums::Updates::Updates(u) => &u.chats,
+            tl::enums::Updates::Combined(u) => &u.chats,
+            _ => return Err(permanent("Telegram did not return the new channel")),
+        };
+        let (id, hash) =
+            chats.iter().find_map(channel_ref).ok_or_else(|| permanent("Telegram did not return the new channel"))?;
+        self.remember_channel(id, hash);
+        *self.created.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let peer = PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
+        *self.peer.lock().await = Some(peer);
+        Ok(peer)
+    }
+}
