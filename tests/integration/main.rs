@@ -12,6 +12,7 @@ mod inspect;
 mod library;
 mod locks_and_cache;
 mod maintenance;
+mod model;
 mod restore_reads;
 mod roundtrip;
 mod telegram;
