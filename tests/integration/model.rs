@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,13 @@ const DEFAULT_STEPS: usize = 12;
 const DEFAULT_SEED: u64 = 0x7570_7374_6f72_6d64;
 
 const PASSWORD: &[u8] = b"model";
+
+/// What the cases did, over the whole run: evidence that faults struck.
+static STEPS_RUN: AtomicU64 = AtomicU64::new(0);
+/// Commands that failed because puts or deletes failed (not by a crash).
+static FAILED_WRITES: AtomicU64 = AtomicU64::new(0);
+static CRASHES: AtomicU64 = AtomicU64::new(0);
+static SNAPSHOTS_COMMITTED: AtomicU64 = AtomicU64::new(0);
 /// Where files of the source tree may be; directories come and go with them.
 const SLOTS: [&str; 6] = ["a", "b", "d/c", "d/e", "d/f/g", "h"];
 const MAX_FILE: usize = 48 << 10;
@@ -107,10 +115,13 @@ enum Step {
 
 fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
-        4 => Just(Fault::None),
+        3 => Just(Fault::None),
         1 => (0u64..12).prop_map(Fault::FailWritesAfter),
         1 => (0u64..6).prop_map(Fault::FailDeletesAfter),
-        3 => (0u64..80).prop_map(Fault::CrashAfter),
+        // Commands take from a handful to a hundred or so storage operations.
+        2 => (0u64..12).prop_map(Fault::CrashAfter),
+        2 => (0u64..48).prop_map(Fault::CrashAfter),
+        1 => (0u64..160).prop_map(Fault::CrashAfter),
     ]
 }
 
@@ -309,7 +320,11 @@ impl World {
             ensure!(locks.is_empty(), "{what} left {} lock(s) behind", locks.len());
             return Ok(Some(value));
         }
+        if result.is_err() && !self.faulty.crashed() {
+            FAILED_WRITES.fetch_add(1, Ordering::Relaxed);
+        }
         if self.faulty.crashed() {
+            CRASHES.fetch_add(1, Ordering::Relaxed);
             self.restart().await?;
         } else {
             // A crash that did not come to pass is called off.
@@ -541,12 +556,14 @@ impl World {
         if let Some((id, files)) = allowed.committed {
             ensure!(listed.contains(&id), "snapshot {} was reported committed but is not listed", id.short());
             self.model.insert(id, Expected { files });
+            SNAPSHOTS_COMMITTED.fetch_add(1, Ordering::Relaxed);
         }
         let unknown: Vec<Id> = listed.iter().filter(|id| !self.model.contains_key(id)).copied().collect();
         match (unknown.as_slice(), allowed.maybe_committed) {
             ([], _) => {}
             ([id], Some(files)) => {
                 self.model.insert(*id, Expected { files });
+                SNAPSHOTS_COMMITTED.fetch_add(1, Ordering::Relaxed);
             }
             (ids, _) => {
                 return Err(fail(format!(
@@ -569,6 +586,7 @@ impl World {
 async fn run_case(steps: &[Step]) -> Outcome {
     let mut world = World::new().await?;
     for (n, step) in steps.iter().enumerate() {
+        STEPS_RUN.fetch_add(1, Ordering::Relaxed);
         world.run(step).await.map_err(|e| fail(format!("step {n} ({step:?}): {e}")))?;
     }
     Ok(())
@@ -614,7 +632,7 @@ fn run_batch(settings: &Settings, seed: u64) {
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
-    let strategy = prop::collection::vec(step(), 1..=settings.steps);
+    let strategy = prop::collection::vec(step(), settings.steps.div_ceil(2)..=settings.steps);
     let result = runner.run(&strategy, |steps| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(fail)?;
         rt.block_on(run_case(&steps))
@@ -643,10 +661,15 @@ fn the_repository_matches_the_model_under_faults() {
         }
     }
     println!(
-        "model: {} case(s) of up to {} steps from seed {} in {:.0?}",
+        "model: {} case(s) of up to {} steps from seed {} in {:.0?}: {} steps, {} snapshots committed, \
+         {} commands failed by failing writes, {} crashed",
         batches * settings.cases,
         settings.steps,
         settings.seed,
-        started.elapsed()
+        started.elapsed(),
+        STEPS_RUN.load(Ordering::Relaxed),
+        SNAPSHOTS_COMMITTED.load(Ordering::Relaxed),
+        FAILED_WRITES.load(Ordering::Relaxed),
+        CRASHES.load(Ordering::Relaxed),
     );
 }
