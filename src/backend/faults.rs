@@ -1,6 +1,7 @@
 //! A fault-injecting decorator for tests: fails writes (and deletes) after a budget, fails
-//! operations transiently at a fixed rhythm, and counts what passed through,
-//! so the layers above can be shown to lose nothing when storage misbehaves.
+//! operations transiently at a fixed rhythm, "crashes" (fails every operation from a
+//! chosen one on, for good), and counts what passed through, so the layers above can be
+//! shown to lose nothing when storage misbehaves or the process dies mid-command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,9 @@ pub struct FaultyBackend<B> {
     delete_budget: AtomicU64,
     /// Every n-th operation fails transiently (0: never).
     pub transient_every: u64,
+    /// Operations allowed to reach storage before the crash (u64::MAX: no crash). The
+    /// operation that would pass it and every later one fail, as if the process had died.
+    crash_at: AtomicU64,
     puts: AtomicU64,
     deletes: AtomicU64,
     ops: AtomicU64,
@@ -32,6 +36,7 @@ impl<B: Backend> FaultyBackend<B> {
             put_budget: AtomicU64::new(u64::MAX),
             delete_budget: AtomicU64::new(u64::MAX),
             transient_every: 0,
+            crash_at: AtomicU64::new(u64::MAX),
             puts: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
@@ -69,8 +74,30 @@ impl<B: Backend> FaultyBackend<B> {
         self.transient_failures.load(Ordering::SeqCst)
     }
 
+    /// Operations seen so far (put, get, get_range, list and delete).
+    pub fn operations(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    /// Lets `operations` more operations reach storage, then fails every
+    /// further one permanently: a process that died at that point. Nothing
+    /// lifts a crash; a test "restarts" by wrapping the same inner storage
+    /// in a new decorator, so that work the dead process left running can
+    /// never write again.
+    pub fn crash_after(&self, operations: u64) {
+        self.crash_at.store(self.operations().saturating_add(operations), Ordering::SeqCst);
+    }
+
+    /// Whether the crash set by [`FaultyBackend::crash_after`] has happened.
+    pub fn crashed(&self) -> bool {
+        self.operations() > self.crash_at.load(Ordering::SeqCst)
+    }
+
     fn maybe_transient(&self, what: &str) -> Result<()> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > self.crash_at.load(Ordering::SeqCst) {
+            return Err(BackendError::Permanent { message: format!("injected crash before {what}") });
+        }
         if self.transient_every > 0 && n.is_multiple_of(self.transient_every) {
             self.transient_failures.fetch_add(1, Ordering::SeqCst);
             return Err(BackendError::Transient { message: format!("injected fault in {what}"), retry_after: None });
@@ -123,5 +150,28 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
     async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
         self.inner.use_object_names(names).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[tokio::test]
+    async fn a_crash_fails_every_later_operation_and_stays() {
+        let faulty = FaultyBackend::new(MemoryBackend::new());
+        let (a, b) = (Id([1; 32]), Id([2; 32]));
+        faulty.crash_after(1);
+        faulty.put(ObjectKind::Pack, &a, Bytes::from_static(b"a")).await.unwrap();
+        assert!(!faulty.crashed());
+        let err = faulty.put(ObjectKind::Pack, &b, Bytes::from_static(b"b")).await.unwrap_err();
+        assert!(err.to_string().contains("injected crash"), "{err}");
+        assert!(faulty.crashed());
+        assert!(faulty.list(ObjectKind::Pack).await.is_err());
+        assert!(faulty.get(ObjectKind::Pack, &a).await.is_err());
+        // The storage below holds exactly what reached it before the crash.
+        let stored = faulty.inner().list(ObjectKind::Pack).await.unwrap();
+        assert_eq!(stored.iter().map(|o| o.id).collect::<Vec<_>>(), vec![a]);
     }
 }

@@ -16,6 +16,7 @@ mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
 mod repair;
+mod model;
 mod restore_reads;
 mod roundtrip;
 mod spec_rules;
