@@ -45,12 +45,6 @@ use tstor::restorer::{NoRestoreProgress, RestoreOptions};
 
 use crate::common::random_bytes;
 
-/// Whether cache damage includes truncating the redb file at a random point
-/// and flipping bytes inside it. Off until opening a cache file damaged that
-/// way rebuilds the cache instead of panicking; removing the file and
-/// replacing it with bytes that are not a redb file at all are always on.
-const TORN_REDB_FILES_ARE_REBUILT: bool = false;
-
 const DEFAULT_CASES: u32 = 10;
 const DEFAULT_STEPS: usize = 12;
 /// The seed of `cargo test`, so that a run of the suite is reproducible.
@@ -133,18 +127,16 @@ fn change() -> impl Strategy<Value = Change> {
     ]
 }
 
+/// Cache damage: the redb file removed, replaced with bytes that are not a
+/// redb file, cut at a random point, or with bytes flipped inside it.
 fn tear() -> BoxedStrategy<Tear> {
-    let safe = prop_oneof![Just(Tear::Remove), Just(Tear::Garbage)];
-    if TORN_REDB_FILES_ARE_REBUILT {
-        prop_oneof![
-            safe,
-            (0u16..1000).prop_map(|keep_per_mille| Tear::Truncate { keep_per_mille }),
-            any::<u64>().prop_map(|seed| Tear::FlipBytes { seed }),
-        ]
-        .boxed()
-    } else {
-        safe.boxed()
-    }
+    prop_oneof![
+        Just(Tear::Remove),
+        Just(Tear::Garbage),
+        (0u16..1000).prop_map(|keep_per_mille| Tear::Truncate { keep_per_mille }),
+        any::<u64>().prop_map(|seed| Tear::FlipBytes { seed }),
+    ]
+    .boxed()
 }
 
 fn step() -> impl Strategy<Value = Step> {
