@@ -676,7 +676,9 @@ fn a_flood_wait_beyond_the_budget_ends_the_run_and_the_next_reuses_its_uploads()
     let confirmed = tg.packs().len();
     assert!(confirmed >= 3, "{confirmed} packs confirmed before the refusal");
 
-    // The next run reuses every pack the first one got confirmed.
+    // The next run, once the hour has passed, reuses every pack the first
+    // one got confirmed.
+    tg.server.end_flood_waits();
     let out = snapshot().args(["snapshot", "--json"]).arg(&src).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
