@@ -16,7 +16,8 @@ fn packs(env: &Env) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn setup() -> (Env, std::path::PathBuf) {
+/// Two snapshots of the same source sharing every blob.
+pub(crate) fn setup() -> (Env, std::path::PathBuf) {
     let env = Env::new();
     env.init();
     let src = env.path("work");

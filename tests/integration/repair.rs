@@ -219,21 +219,6 @@ fn repair_index_keeps_the_intact_blobs_of_a_truncated_pack_and_names_the_lost_on
     assert!(report["blobs_kept_from_old_index"].as_u64().unwrap() > 0, "{report}");
 }
 
-/// The repository of `damage.rs`: two snapshots of the same source sharing every blob.
-fn two_snapshots() -> (Env, PathBuf) {
-    let env = Env::new();
-    env.init();
-    let src = env.path("work");
-    fs::create_dir_all(src.join("docs")).unwrap();
-    for i in 0..6 {
-        fs::write(src.join(format!("docs/file{i}.bin")), random_bytes(400_000, i)).unwrap();
-    }
-    fs::write(src.join("big.bin"), random_bytes(6 << 20, 77)).unwrap();
-    env.snapshot_json(&[src.as_os_str()]);
-    env.snapshot_json(&[std::ffi::OsStr::new("--force"), src.as_os_str()]);
-    (env, src)
-}
-
 fn largest_pack(env: &Env) -> PathBuf {
     pack_files(env).into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap()
 }
@@ -250,7 +235,7 @@ fn assert_every_snapshot_restores(env: &Env, src: &Path) {
 
 #[test]
 fn a_flipped_bit_in_a_data_pack_is_healed_by_repair_packs_and_the_next_snapshot() {
-    let (env, src) = two_snapshots();
+    let (env, src) = crate::damage::setup();
     let file = largest_pack(&env);
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
     let mut bytes = fs::read(&file).unwrap();
@@ -295,7 +280,7 @@ fn a_flipped_bit_in_a_data_pack_is_healed_by_repair_packs_and_the_next_snapshot(
 
 #[test]
 fn a_pack_missing_from_storage_is_healed_by_repair_packs_and_the_next_snapshot() {
-    let (env, src) = two_snapshots();
+    let (env, src) = crate::damage::setup();
     fs::remove_file(largest_pack(&env)).unwrap();
     assert_eq!(env.cmd().arg("check").output().unwrap().status.code(), Some(1));
     let out = env.cmd().args(["repair", "packs"]).output().unwrap();
@@ -310,7 +295,7 @@ fn a_pack_missing_from_storage_is_healed_by_repair_packs_and_the_next_snapshot()
 
 #[test]
 fn repair_packs_refuses_ids_that_name_no_pack() {
-    let (env, _src) = two_snapshots();
+    let (env, _src) = crate::damage::setup();
     let listing = env.repo_listing();
     for bad in ["zz", "0000000000000000000000000000000000000000000000000000000000000000ff"] {
         let out = env.cmd().args(["repair", "packs", bad]).output().unwrap();
@@ -322,7 +307,7 @@ fn repair_packs_refuses_ids_that_name_no_pack() {
 
 #[test]
 fn repair_packs_interrupted_before_deleting_leaves_a_valid_repository_and_a_second_run_converges() {
-    let (env, src) = two_snapshots();
+    let (env, src) = crate::damage::setup();
     let file = largest_pack(&env);
     let mut bytes = fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
