@@ -32,7 +32,12 @@ use crate::repo::{RepoError, Repository};
 
 /// A directory being archived.
 struct DirFrame {
-    handle: File,
+    /// Open while the frame is among the [`MAX_OPEN_DIRS`] deepest; the top
+    /// frame's is always open.
+    handle: Option<File>,
+    /// The directory's device and inode, to know it again when its handle
+    /// is opened anew through `..`.
+    identity: (u64, u64),
     node: Node,
     /// Names of the entries still to look at, in order.
     names: std::vec::IntoIter<Vec<u8>>,
@@ -45,6 +50,11 @@ struct DirFrame {
     /// Length of this directory's path inside the snapshot.
     snap_len: usize,
 }
+
+/// Directory handles the walker keeps open at most: frames deeper in the
+/// stack close theirs and open it again through their child's `..`, so a
+/// tree deeper than the limit on open files is still walked.
+const MAX_OPEN_DIRS: usize = 128;
 
 /// Why walking stopped early.
 pub enum Stop {
@@ -218,6 +228,13 @@ impl<'a> Walker<'a> {
                 return None;
             }
         };
+        let identity = match handle.metadata() {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(e) => {
+                self.fail(path, "cannot read directory", e);
+                return None;
+            }
+        };
         names.sort();
         let has = |n: &OsStr| names.binary_search_by(|x| x.as_slice().cmp(n.as_bytes())).is_ok();
         match self.exclusions.enter_dir(&mut self.ignores, path, has) {
@@ -229,7 +246,8 @@ impl<'a> Walker<'a> {
             Enter::Entered(None) => {}
         }
         Some(DirFrame {
-            handle,
+            handle: Some(handle),
+            identity,
             node,
             names: names.into_iter(),
             parent_tree,
@@ -257,6 +275,8 @@ impl<'a> Walker<'a> {
         let parent_tree = self.parent_tree(parent, root);
         let Some(first) = self.enter(root, handle, node, parent_tree, path.len(), snap_len) else { return Ok(None) };
         let mut stack = vec![first];
+        // Frames below this index have closed their handles.
+        let mut closed_below = 0;
         loop {
             if self.pipeline.has_failed() {
                 return Err(Stop::Pipeline);
@@ -264,8 +284,17 @@ impl<'a> Walker<'a> {
             let depth = stack.len() + 1;
             let top = stack.last_mut().expect("the root frame is popped last");
             let Some(name) = top.names.next() else {
-                let done = stack.pop().expect("non-empty");
+                let mut done = stack.pop().expect("non-empty");
                 self.ignores.leave();
+                if let Some(parent) = stack.last_mut() {
+                    if parent.handle.is_none() {
+                        path.truncate(parent.path_len);
+                        let parent_path = Path::new(OsStr::from_bytes(&path));
+                        self.reopen(parent_path, parent, done.handle.as_ref());
+                        closed_below = stack.len() - 1;
+                    }
+                }
+                done.handle = None;
                 path.truncate(done.path_len);
                 let dir_node = self.finish_dir(Path::new(OsStr::from_bytes(&path)), done)?;
                 match stack.last_mut() {
@@ -277,11 +306,17 @@ impl<'a> Walker<'a> {
                 }
                 continue;
             };
-            path.truncate(top.path_len);
+            let DirFrame { handle, names, tree, parent_tree, path_len, snap_len: dir_snap_len, .. } = top;
+            let Some(dir) = handle.as_ref() else {
+                // Opening it again failed: the rest of this directory is lost.
+                *names = Vec::new().into_iter();
+                continue;
+            };
+            path.truncate(*path_len);
             path.push(b'/');
             path.extend_from_slice(&name);
             let child = Path::new(OsStr::from_bytes(&path));
-            let meta = match dirfd::metadata_at(&top.handle, &name) {
+            let meta = match dirfd::metadata_at(dir, &name) {
                 Ok(m) => m,
                 Err(e) => {
                     self.fail(child, "cannot stat", e);
@@ -292,15 +327,14 @@ impl<'a> Walker<'a> {
                 tracing::debug!(path = %child.display(), %reason, "excluded");
                 continue;
             }
-            let snap_len = top.snap_len + 1 + name.len();
+            let snap_len = *dir_snap_len + 1 + name.len();
             if let Err(e) = crate::format::check_entry_limits(depth, snap_len) {
                 self.fail(child, "not stored", e);
                 continue;
             }
-            let prev: Option<Node> = top.parent_tree.as_ref().and_then(|t| t.find(&name)).cloned();
+            let prev: Option<Node> = parent_tree.as_ref().and_then(|t| t.find(&name)).cloned();
             let mut node = fsmeta::node_from_metadata(name, &meta);
-            self.read_xattrs(&dirfd::path_for_call(child, &top.handle, &node.name), &mut node);
-            let DirFrame { handle: dir, tree, .. } = top;
+            self.read_xattrs(&dirfd::path_for_call(child, dir, &node.name), &mut node);
             match node.kind {
                 NodeKind::Dir => {
                     let handle = match dirfd::open_dir_at(dir, &node.name) {
@@ -313,6 +347,10 @@ impl<'a> Walker<'a> {
                     let parent_tree = self.parent_tree(prev.as_ref(), child);
                     if let Some(frame) = self.enter(child, handle, node, parent_tree, path.len(), snap_len) {
                         stack.push(frame);
+                        if stack.len() - closed_below > MAX_OPEN_DIRS {
+                            stack[closed_below].handle = None;
+                            closed_below += 1;
+                        }
                     }
                 }
                 NodeKind::File => {
@@ -334,6 +372,28 @@ impl<'a> Walker<'a> {
                     tree.nodes.push(node);
                 }
             }
+        }
+    }
+
+    /// Opens the handle of `frame` (at `path`) again, as the `..` of its
+    /// child `child`; a directory that is not the one left (moved while it
+    /// was read) loses its remaining entries, with an error.
+    fn reopen(&mut self, path: &Path, frame: &mut DirFrame, child: Option<&File>) {
+        let Some(child) = child else {
+            self.fail(path, "cannot read directory again", "a directory inside it could not be opened again");
+            return;
+        };
+        let opened = dirfd::open_dir_at(child, b"..").and_then(|h| {
+            let m = h.metadata()?;
+            if (m.dev(), m.ino()) == frame.identity {
+                Ok(h)
+            } else {
+                Err(io::Error::other("moved while being backed up"))
+            }
+        });
+        match opened {
+            Ok(h) => frame.handle = Some(h),
+            Err(e) => self.fail(path, "cannot read directory again", e),
         }
     }
 
