@@ -2,6 +2,7 @@
 //! order packs → index → snapshot, so that a run interrupted at any point
 //! leaves a repository that checks clean and whose packs the next run reuses.
 
+pub mod dirfd;
 pub mod exclude;
 pub mod pipeline;
 pub mod walker;
@@ -184,10 +185,9 @@ pub async fn snapshot(
     let repo2 = repo.clone();
     let index = Arc::new(index);
     let index2 = index.clone();
-    // The walker recurses once per directory level, as deep as PATH_MAX lets
-    // a path go (about 2000 levels), which overflows a 2 MiB thread stack: it
-    // gets a thread of its own with a stack reserved (not committed) for that.
-    const WALKER_STACK: usize = 256 << 20;
+    // The walker keeps its own stack (one frame per directory level on the
+    // current path) and blocks on the runtime to read parent trees: it gets
+    // a thread of its own, with the default stack.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let walk = move || {
         let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
@@ -226,7 +226,6 @@ pub async fn snapshot(
     };
     std::thread::Builder::new()
         .name("tstor-walker".into())
-        .stack_size(WALKER_STACK)
         .spawn(move || {
             let _ = done_tx.send(walk());
         })

@@ -1,4 +1,7 @@
-//! The read half of a snapshot: walks the source paths depth first, chunks and
+//! The read half of a snapshot: walks the source paths depth first (with an
+//! explicit stack, reaching each entry relative to its directory's open
+//! handle, so depth costs no call stack and paths may outgrow `PATH_MAX`),
+//! chunks and
 //! hashes file contents, hands blobs the repository does not have yet to the
 //! pipeline, and builds the tree of every directory bottom-up. A file whose
 //! size, mtime, ctime and inode match the parent snapshot is not read again.
@@ -16,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::runtime::Handle;
 
-use super::exclude::{sorted_has, Enter, Exclusions, IgnoreStack};
+use super::dirfd;
+use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
 use super::{Progress, ReadHook};
 use crate::format::snapshot::Summary;
@@ -25,6 +29,32 @@ use crate::format::{BlobType, Id, MAX_BLOB_LEN};
 use crate::fsmeta;
 use crate::repo::index::MasterIndex;
 use crate::repo::{RepoError, Repository};
+
+/// A directory being archived.
+struct DirFrame {
+    /// Open while the frame is among the [`MAX_OPEN_DIRS`] deepest; the top
+    /// frame's is always open.
+    handle: Option<File>,
+    /// The directory's device and inode, to know it again when its handle
+    /// is opened anew through `..`.
+    identity: (u64, u64),
+    node: Node,
+    /// Names of the entries still to look at, in order.
+    names: std::vec::IntoIter<Vec<u8>>,
+    /// The directory's tree in the parent snapshot.
+    parent_tree: Option<Tree>,
+    /// Nodes of the entries archived so far.
+    tree: Tree,
+    /// Length of the walk's path buffer at this directory.
+    path_len: usize,
+    /// Length of this directory's path inside the snapshot.
+    snap_len: usize,
+}
+
+/// Directory handles the walker keeps open at most: frames deeper in the
+/// stack close theirs and open it again through their child's `..`, so a
+/// tree deeper than the limit on open files is still walked.
+const MAX_OPEN_DIRS: usize = 128;
 
 /// Why walking stopped early.
 pub enum Stop {
@@ -122,67 +152,255 @@ impl<'a> Walker<'a> {
             }
         };
         self.root_device = Some(meta.dev());
-        self.archive_node(path, name, meta, parent)
-    }
-
-    fn archive_node(
-        &mut self,
-        path: &Path,
-        name: Vec<u8>,
-        meta: fs::Metadata,
-        parent: Option<&Node>,
-    ) -> Result<Option<Node>, Stop> {
         if self.pipeline.has_failed() {
             return Err(Stop::Pipeline);
         }
         let mut node = fsmeta::node_from_metadata(name, &meta);
+        self.read_xattrs(path, &mut node);
+        match node.kind {
+            NodeKind::Dir => {
+                let handle = match dirfd::open_dir(path) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.fail(path, "cannot read directory", e);
+                        return Ok(None);
+                    }
+                };
+                self.archive_tree(path, handle, node, parent)
+            }
+            NodeKind::File => {
+                let inode = node.inode;
+                self.archive_file(path, node, parent, || open_regular(path, inode))
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(target) => {
+                    node.symlink_target = target.as_os_str().as_bytes().to_vec();
+                    self.summary.other_nodes += 1;
+                    Ok(Some(node))
+                }
+                Err(e) => {
+                    self.fail(path, "cannot read symlink", e);
+                    Ok(None)
+                }
+            },
+            _ => {
+                self.summary.other_nodes += 1;
+                Ok(Some(node))
+            }
+        }
+    }
+
+    fn read_xattrs(&self, path: &Path, node: &mut Node) {
         match fsmeta::read_xattrs(path) {
             Ok(x) => node.xattrs = x,
             Err(e) => tracing::debug!(path = %path.display(), error = %e, "extended attributes not read"),
         }
-        match node.kind {
-            NodeKind::Dir => return self.archive_dir(path, node, parent),
-            NodeKind::File => return self.archive_file(path, node, parent),
-            NodeKind::Symlink => match fs::read_link(path) {
-                Ok(target) => node.symlink_target = target.as_os_str().as_bytes().to_vec(),
-                Err(e) => {
-                    self.fail(path, "cannot read symlink", e);
-                    return Ok(None);
-                }
-            },
-            _ => {}
-        }
-        self.summary.other_nodes += 1;
-        Ok(Some(node))
     }
 
-    fn archive_dir(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
-        let entries = match fs::read_dir(path) {
-            Ok(rd) => rd,
+    /// The tree of `parent` (a directory's node in the parent snapshot), if
+    /// it can be read.
+    fn parent_tree(&self, parent: Option<&Node>, path: &Path) -> Option<Tree> {
+        let id = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree)?;
+        match self.handle.block_on(self.repo.load_tree(self.index, &id)) {
+            Ok(t) => Some(t),
             Err(e) => {
-                self.fail(path, "cannot read directory", e);
-                return Ok(None);
-            }
-        };
-        let mut children: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e.path())),
-                Err(e) => self.fail(path, "cannot list directory", e),
+                tracing::warn!(path = %path.display(), error = %e, "parent tree unreadable; reading the directory in full");
+                None
             }
         }
-        children.sort();
-        match self.exclusions.enter_dir(&mut self.ignores, path, |n| sorted_has(&children, n)) {
+    }
+
+    /// Lists the directory `handle` (at `path`) and enters it; `None` when
+    /// it cannot be listed or is excluded.
+    fn enter(
+        &mut self,
+        path: &Path,
+        handle: File,
+        node: Node,
+        parent_tree: Option<Tree>,
+        path_len: usize,
+        snap_len: usize,
+    ) -> Option<DirFrame> {
+        let mut names = match dirfd::list_dir(&handle) {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(path, "cannot read directory", e);
+                return None;
+            }
+        };
+        let identity = match handle.metadata() {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(e) => {
+                self.fail(path, "cannot read directory", e);
+                return None;
+            }
+        };
+        names.sort();
+        let has = |n: &OsStr| names.binary_search_by(|x| x.as_slice().cmp(n.as_bytes())).is_ok();
+        match self.exclusions.enter_dir(&mut self.ignores, path, has) {
             Enter::Excluded(reason) => {
                 tracing::debug!(path = %path.display(), %reason, "excluded");
-                return Ok(None);
+                return None;
             }
             Enter::Entered(Some(problem)) => self.fail(path, "ignore file not fully applied", problem),
             Enter::Entered(None) => {}
         }
-        let tree = self.archive_children(path, children, parent);
-        self.ignores.leave();
-        let tree = tree?;
+        Some(DirFrame {
+            handle: Some(handle),
+            identity,
+            node,
+            names: names.into_iter(),
+            parent_tree,
+            tree: Tree::default(),
+            path_len,
+            snap_len,
+        })
+    }
+
+    /// Archives the directory `root` (open as `handle`) and everything below
+    /// it, depth first with an explicit stack: one frame per directory on
+    /// the current path, each holding its handle, the names still to look
+    /// at and the nodes made so far. Entries are reached relative to their
+    /// directory's handle, so their absolute paths (kept in one buffer, for
+    /// messages and exclusions) may be longer than the system resolves.
+    fn archive_tree(
+        &mut self,
+        root: &Path,
+        handle: File,
+        node: Node,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>, Stop> {
+        let mut path: Vec<u8> = root.as_os_str().as_bytes().to_vec();
+        let snap_len = node.name.len();
+        let parent_tree = self.parent_tree(parent, root);
+        let Some(first) = self.enter(root, handle, node, parent_tree, path.len(), snap_len) else { return Ok(None) };
+        let mut stack = vec![first];
+        // Frames below this index have closed their handles.
+        let mut closed_below = 0;
+        loop {
+            if self.pipeline.has_failed() {
+                return Err(Stop::Pipeline);
+            }
+            let depth = stack.len() + 1;
+            let top = stack.last_mut().expect("the root frame is popped last");
+            let Some(name) = top.names.next() else {
+                let mut done = stack.pop().expect("non-empty");
+                self.ignores.leave();
+                if let Some(parent) = stack.last_mut() {
+                    if parent.handle.is_none() {
+                        path.truncate(parent.path_len);
+                        let parent_path = Path::new(OsStr::from_bytes(&path));
+                        self.reopen(parent_path, parent, done.handle.as_ref());
+                        closed_below = stack.len() - 1;
+                    }
+                }
+                done.handle = None;
+                path.truncate(done.path_len);
+                let dir_node = self.finish_dir(Path::new(OsStr::from_bytes(&path)), done)?;
+                match stack.last_mut() {
+                    Some(parent) => {
+                        parent.tree.nodes.extend(dir_node);
+                        path.truncate(parent.path_len);
+                    }
+                    None => return Ok(dir_node),
+                }
+                continue;
+            };
+            let DirFrame { handle, names, tree, parent_tree, path_len, snap_len: dir_snap_len, .. } = top;
+            let Some(dir) = handle.as_ref() else {
+                // Opening it again failed: the rest of this directory is lost.
+                *names = Vec::new().into_iter();
+                continue;
+            };
+            path.truncate(*path_len);
+            path.push(b'/');
+            path.extend_from_slice(&name);
+            let child = Path::new(OsStr::from_bytes(&path));
+            let meta = match dirfd::metadata_at(dir, &name) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(child, "cannot stat", e);
+                    continue;
+                }
+            };
+            if let Some(reason) = self.exclusions.entry(&self.ignores, child, &meta, self.root_device) {
+                tracing::debug!(path = %child.display(), %reason, "excluded");
+                continue;
+            }
+            let snap_len = *dir_snap_len + 1 + name.len();
+            if let Err(e) = crate::format::check_entry_limits(depth, snap_len) {
+                self.fail(child, "not stored", e);
+                continue;
+            }
+            let prev: Option<Node> = parent_tree.as_ref().and_then(|t| t.find(&name)).cloned();
+            let mut node = fsmeta::node_from_metadata(name, &meta);
+            self.read_xattrs(&dirfd::path_for_call(child, dir, &node.name), &mut node);
+            match node.kind {
+                NodeKind::Dir => {
+                    let handle = match dirfd::open_dir_at(dir, &node.name) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            self.fail(child, "cannot read directory", e);
+                            continue;
+                        }
+                    };
+                    let parent_tree = self.parent_tree(prev.as_ref(), child);
+                    if let Some(frame) = self.enter(child, handle, node, parent_tree, path.len(), snap_len) {
+                        stack.push(frame);
+                        if stack.len() - closed_below > MAX_OPEN_DIRS {
+                            stack[closed_below].handle = None;
+                            closed_below += 1;
+                        }
+                    }
+                }
+                NodeKind::File => {
+                    let (name, inode) = (node.name.clone(), node.inode);
+                    let stored =
+                        self.archive_file(child, node, prev.as_ref(), || open_regular_at(dir, &name, inode))?;
+                    tree.nodes.extend(stored);
+                }
+                NodeKind::Symlink => match dirfd::read_link_at(dir, &node.name) {
+                    Ok(target) => {
+                        node.symlink_target = target;
+                        self.summary.other_nodes += 1;
+                        tree.nodes.push(node);
+                    }
+                    Err(e) => self.fail(child, "cannot read symlink", e),
+                },
+                _ => {
+                    self.summary.other_nodes += 1;
+                    tree.nodes.push(node);
+                }
+            }
+        }
+    }
+
+    /// Opens the handle of `frame` (at `path`) again, as the `..` of its
+    /// child `child`; a directory that is not the one left (moved while it
+    /// was read) loses its remaining entries, with an error.
+    fn reopen(&mut self, path: &Path, frame: &mut DirFrame, child: Option<&File>) {
+        let Some(child) = child else {
+            self.fail(path, "cannot read directory again", "a directory inside it could not be opened again");
+            return;
+        };
+        let opened = dirfd::open_dir_at(child, b"..").and_then(|h| {
+            let m = h.metadata()?;
+            if (m.dev(), m.ino()) == frame.identity {
+                Ok(h)
+            } else {
+                Err(io::Error::other("moved while being backed up"))
+            }
+        });
+        match opened {
+            Ok(h) => frame.handle = Some(h),
+            Err(e) => self.fail(path, "cannot read directory again", e),
+        }
+    }
+
+    /// Stores the tree of a directory whose entries are all archived and
+    /// returns its node; `None` when the tree is too large to store.
+    fn finish_dir(&mut self, path: &Path, frame: DirFrame) -> Result<Option<Node>, Stop> {
+        let DirFrame { mut node, tree, .. } = frame;
         let raw = tree.encode();
         if raw.len() > MAX_BLOB_LEN as usize {
             self.fail(path, "directory too large", format!("{} entries", tree.nodes.len()));
@@ -195,44 +413,6 @@ impl<'a> Walker<'a> {
         Ok(Some(node))
     }
 
-    /// The nodes of a directory's entries, minus the excluded ones.
-    fn archive_children(
-        &mut self,
-        path: &Path,
-        children: Vec<(Vec<u8>, PathBuf)>,
-        parent: Option<&Node>,
-    ) -> Result<Tree, Stop> {
-        let parent_tree = match parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree) {
-            Some(id) => match self.handle.block_on(self.repo.load_tree(self.index, &id)) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "parent tree unreadable; reading the directory in full");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut tree = Tree::default();
-        for (name, child) in children {
-            let meta = match fs::symlink_metadata(&child) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.fail(&child, "cannot stat", e);
-                    continue;
-                }
-            };
-            if let Some(reason) = self.exclusions.entry(&self.ignores, &child, &meta, self.root_device) {
-                tracing::debug!(path = %child.display(), %reason, "excluded");
-                continue;
-            }
-            let prev = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(n) = self.archive_node(&child, name, meta, prev)? {
-                tree.nodes.push(n);
-            }
-        }
-        Ok(tree)
-    }
-
     fn unchanged(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {
         let p = parent?;
         let same = p.kind == NodeKind::File
@@ -243,7 +423,14 @@ impl<'a> Walker<'a> {
         (same && p.content.iter().all(|id| self.known(id))).then(|| p.content.clone())
     }
 
-    fn archive_file(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<Option<Node>, Stop> {
+    /// Archives a regular file; `open` opens it (see [`open_regular`]).
+    fn archive_file(
+        &mut self,
+        path: &Path,
+        mut node: Node,
+        parent: Option<&Node>,
+        open: impl FnOnce() -> io::Result<(File, fs::Metadata)>,
+    ) -> Result<Option<Node>, Stop> {
         self.progress.file(path);
         if let Some(content) = self.unchanged(&node, parent) {
             node.content = content;
@@ -262,7 +449,7 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        let (file, mut before) = match open_regular(path, node.inode) {
+        let (file, mut before) = match open() {
             Ok(f) => f,
             Err(e) => {
                 self.fail(path, "cannot open", e);
@@ -383,6 +570,16 @@ impl FileState {
 /// was listed. Returns the file and its metadata as opened.
 fn open_regular(path: &Path, inode: u64) -> io::Result<(File, fs::Metadata)> {
     let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.ino() != inode {
+        return Err(io::Error::other("replaced while being backed up"));
+    }
+    Ok((f, meta))
+}
+
+/// [`open_regular`] for the entry `name` of the directory `dir`.
+fn open_regular_at(dir: &File, name: &[u8], inode: u64) -> io::Result<(File, fs::Metadata)> {
+    let f = dirfd::open_file_at(dir, name)?;
     let meta = f.metadata()?;
     if !meta.is_file() || meta.ino() != inode {
         return Err(io::Error::other("replaced while being backed up"));

@@ -20,13 +20,14 @@
 #![allow(clippy::result_large_err)]
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use crate::format::Id;
 
@@ -178,6 +179,17 @@ fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
+/// Trees are written in batches of this many, or of this many bytes.
+const TREE_BATCH: usize = 1024;
+const TREE_BATCH_BYTES: usize = 16 << 20;
+
+/// Trees handed to the cache and not yet written.
+#[derive(Default)]
+struct PendingTrees {
+    trees: HashMap<Id, Vec<u8>>,
+    bytes: usize,
+}
+
 pub struct Cache {
     /// Never dropped once the cache failed: redb's own drop could panic on
     /// the same damage, outside any guard.
@@ -185,6 +197,14 @@ pub struct Cache {
     path: PathBuf,
     /// Set after the first failure; every call then answers "not cached".
     failed: AtomicBool,
+    /// Trees waiting for the next batch. A walk that fills the cache hands
+    /// over one tree at a time; writing each in a transaction of its own
+    /// (with its fsync) made filling the cache slower than reading without
+    /// it.
+    pending: Mutex<PendingTrees>,
+    /// Whether a batch was written without waiting for the disk since the
+    /// last durable write.
+    undurable: AtomicBool,
 }
 
 impl Cache {
@@ -233,7 +253,13 @@ impl Cache {
             }
         };
         make_private_file(&path);
-        Ok(Cache { db: ManuallyDrop::new(db), path, failed: AtomicBool::new(false) })
+        Ok(Cache {
+            db: ManuallyDrop::new(db),
+            path,
+            failed: AtomicBool::new(false),
+            pending: Mutex::default(),
+            undurable: AtomicBool::new(false),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -288,9 +314,11 @@ impl Cache {
         &self,
         table: TableDefinition<&[u8], &[u8]>,
         items: impl IntoIterator<Item = (&'a Id, &'a [u8])>,
+        durability: Durability,
     ) -> Result<(), CacheError> {
         self.with_db(|db| {
-            let tx = db.begin_write()?;
+            let mut tx = db.begin_write()?;
+            tx.set_durability(durability);
             {
                 let mut t = tx.open_table(table)?;
                 for (id, v) in items {
@@ -327,7 +355,7 @@ impl Cache {
     }
 
     pub fn put_indexes<'a>(&self, items: impl IntoIterator<Item = (&'a Id, &'a [u8])>) -> Result<(), CacheError> {
-        self.put_many(INDEX, items)
+        self.put_many(INDEX, items, Durability::Immediate)
     }
 
     /// Drops index objects the repository no longer has.
@@ -346,11 +374,45 @@ impl Cache {
     }
 
     pub fn tree(&self, id: &Id) -> Result<Option<Vec<u8>>, CacheError> {
+        if let Some(sealed) = self.pending_trees().trees.get(id) {
+            return Ok(Some(sealed.clone()));
+        }
         self.get(TREES, id)
     }
 
+    fn pending_trees(&self) -> std::sync::MutexGuard<'_, PendingTrees> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues trees for the cache. They are written in batches, many trees
+    /// to a transaction and without waiting for the disk (a cache may lose
+    /// its last writes in a crash); [`flush`](Self::flush) and dropping the
+    /// cache write the rest durably.
     pub fn put_trees<'a>(&self, items: impl IntoIterator<Item = (&'a Id, &'a [u8])>) -> Result<(), CacheError> {
-        self.put_many(TREES, items)
+        let batch = {
+            let mut pending = self.pending_trees();
+            for (id, sealed) in items {
+                pending.bytes += sealed.len();
+                if let Some(old) = pending.trees.insert(*id, sealed.to_vec()) {
+                    pending.bytes -= old.len();
+                }
+            }
+            if pending.trees.len() < TREE_BATCH && pending.bytes < TREE_BATCH_BYTES {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending)
+        };
+        self.undurable.store(true, Ordering::SeqCst);
+        self.put_many(TREES, batch.trees.iter().map(|(id, t)| (id, &t[..])), Durability::None)
+    }
+
+    /// Writes the queued trees and makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), CacheError> {
+        let batch = std::mem::take(&mut *self.pending_trees());
+        if batch.trees.is_empty() && !self.undurable.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.put_many(TREES, batch.trees.iter().map(|(id, t)| (id, &t[..])), Durability::Immediate)
     }
 
     /// The highest head generation this cache has seen, if any.
@@ -386,6 +448,9 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
+        if !self.is_off() {
+            let _ = self.flush();
+        }
         if self.is_off() {
             // Leaked on purpose: see `db`.
             return;
@@ -439,6 +504,27 @@ mod tests {
         std::fs::write(&path, b"garbage that is not a redb file at all").unwrap();
         let c = Cache::open(dir.path(), &repo).unwrap();
         assert!(c.index_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn trees_put_one_at_a_time_are_kept_across_batches_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let ids: Vec<Id> = (0..2500u32).map(|i| Id(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        {
+            let c = Cache::open(dir.path(), &repo).unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                c.put_trees([(id, &i.to_le_bytes()[..])]).unwrap();
+            }
+            assert!(c.pending_trees().trees.len() < TREE_BATCH, "full batches were written");
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(c.tree(id).unwrap().as_deref(), Some(&i.to_le_bytes()[..]), "before the last batch");
+            }
+        }
+        let c = Cache::open(dir.path(), &repo).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(c.tree(id).unwrap().as_deref(), Some(&i.to_le_bytes()[..]), "after reopening");
+        }
     }
 
     /// A cache with enough entries that cutting or tearing it hits live pages.

@@ -5,7 +5,6 @@
 //! and by every `snapshot:path` it affects.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
@@ -170,6 +169,207 @@ fn choose_packs(index: &MasterIndex, scope: VerifyScope) -> Vec<(Id, u64)> {
     }
 }
 
+/// The shape of a subtree found clean: how many levels of entries it holds
+/// and its longest path (from inside it), which decide whether it is within
+/// the limits of §22 where else it is reached.
+#[derive(Clone, Copy, Default)]
+struct Extent {
+    levels: usize,
+    longest: usize,
+}
+
+impl Extent {
+    /// Takes in an entry named with `name_len` bytes holding `below`.
+    fn include(&mut self, name_len: usize, below: Extent) {
+        self.levels = self.levels.max(1 + below.levels);
+        let longest = if below.levels == 0 { name_len } else { name_len + 1 + below.longest };
+        self.longest = self.longest.max(longest);
+    }
+}
+
+/// One directory being checked: its entries still to look at.
+struct Frame {
+    tree: Id,
+    nodes: std::vec::IntoIter<crate::format::tree::Node>,
+    /// Length of the walk's path buffer at this directory.
+    path_len: usize,
+    /// Bytes of this directory's own name (0 for a root).
+    name_len: usize,
+    clean: bool,
+    extent: Extent,
+}
+
+/// The tree walk of `check`, one snapshot after another. The walk keeps an
+/// explicit stack whose frames hold only their directory's unvisited
+/// entries, and one path buffer; a tree found clean (it and everything below
+/// readable, indexed and undamaged) is remembered by id with its extent and
+/// not read again where it fits the limits, so a snapshot costs its distinct
+/// trees, however often they are referenced.
+struct TreeWalk<'a> {
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    damaged: &'a HashSet<Id>,
+    clean: HashMap<Id, Extent>,
+    /// Trees read and found not clean: read again where they are reached again.
+    unclean: HashSet<Id>,
+    /// Trees that could not be read, and why.
+    failed: HashMap<Id, String>,
+    damaged_paths: Vec<String>,
+}
+
+impl<'a> TreeWalk<'a> {
+    /// Reads a tree, or says why it cannot be read.
+    async fn load(&mut self, id: &Id, report: &mut CheckReport) -> Result<crate::format::tree::Tree, String> {
+        if let Some(e) = self.failed.get(id) {
+            return Err(e.clone());
+        }
+        if !self.unclean.contains(id) {
+            report.trees_checked += 1;
+        }
+        let result = if self.damaged.contains(id) {
+            Err("tree blob is damaged".to_string())
+        } else {
+            self.repo.load_tree_from_storage(self.index, id).await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = &result {
+            self.failed.insert(*id, e.clone());
+        }
+        result
+    }
+
+    async fn snapshot(&mut self, snap_id: &Id, root: &Id, report: &mut CheckReport) {
+        let (index, damaged) = (self.index, self.damaged);
+        let snap = snap_id.short();
+        let lossy = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        let cut = |p: &[u8]| lossy(&p[..p.len().min(200)]);
+        let mut path: Vec<u8> = Vec::new();
+        let mut stack: Vec<Frame> = Vec::new();
+        // The tree to enter next: (id, its name length).
+        let mut enter: Option<(Id, usize)> = (!self.clean.contains_key(root)).then_some((*root, 0));
+        loop {
+            if let Some((tree_id, name_len)) = enter.take() {
+                match self.load(&tree_id, report).await {
+                    Ok(tree) => stack.push(Frame {
+                        tree: tree_id,
+                        nodes: tree.nodes.into_iter(),
+                        path_len: path.len(),
+                        name_len,
+                        clean: true,
+                        extent: Extent::default(),
+                    }),
+                    Err(e) => {
+                        let shown = if path.is_empty() { "/".to_string() } else { lossy(&path) };
+                        report.problem(None, Some(&tree_id), format!("snapshot {snap} directory {shown}: {e}"));
+                        self.damaged_paths.push(format!("{snap}:{shown}"));
+                        if let Some(parent) = stack.last_mut() {
+                            parent.clean = false;
+                            path.truncate(parent.path_len);
+                        }
+                    }
+                }
+            }
+            let Some(top) = stack.last_mut() else { break };
+            let Some(node) = top.nodes.next() else {
+                let done = stack.pop().expect("non-empty");
+                if done.clean {
+                    self.clean.insert(done.tree, done.extent);
+                    self.unclean.remove(&done.tree);
+                } else {
+                    self.unclean.insert(done.tree);
+                }
+                if let Some(parent) = stack.last_mut() {
+                    parent.clean &= done.clean;
+                    parent.extent.include(done.name_len, done.extent);
+                    path.truncate(parent.path_len);
+                }
+                continue;
+            };
+            let depth = stack.len();
+            let top = stack.last_mut().expect("non-empty");
+            path.truncate(top.path_len);
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&node.name);
+            if let Err(e) = crate::format::check_entry_limits(depth, path.len()) {
+                report.problem(None, Some(&top.tree), format!("snapshot {snap} {}: {e}", cut(&path)));
+                top.clean = false;
+                continue;
+            }
+            if let Err(e) = validate_name(&node.name) {
+                report.problem(None, Some(&top.tree), format!("snapshot {snap} {}: unsafe name: {e}", lossy(&path)));
+                top.clean = false;
+                continue;
+            }
+            match node.kind {
+                NodeKind::Dir => match node.subtree {
+                    Some(sub) if index.contains(&sub) || damaged.contains(&sub) => {
+                        // A clean tree is entered again only where it would
+                        // pass a limit.
+                        match self.clean.get(&sub) {
+                            Some(below)
+                                if crate::format::check_entry_limits(
+                                    depth + below.levels,
+                                    path.len() + usize::from(below.levels > 0) + below.longest,
+                                )
+                                .is_ok() =>
+                            {
+                                top.extent.include(node.name.len(), *below);
+                            }
+                            _ => enter = Some((sub, node.name.len())),
+                        }
+                    }
+                    Some(sub) => {
+                        report.problem(
+                            None,
+                            Some(&sub),
+                            format!("snapshot {snap} {}: tree not in the index", lossy(&path)),
+                        );
+                        self.damaged_paths.push(format!("{snap}:{}", lossy(&path)));
+                        top.clean = false;
+                    }
+                    None => top.extent.include(node.name.len(), Extent::default()),
+                },
+                NodeKind::File => {
+                    top.extent.include(node.name.len(), Extent::default());
+                    let mut lost = false;
+                    let content_len: u64 =
+                        node.content.iter().filter_map(|b| index.lookup(b)).map(|l| u64::from(l.raw_len)).sum();
+                    let all_indexed = node.content.iter().all(|b| index.contains(b));
+                    if all_indexed && content_len != node.size {
+                        report.problem(
+                            None,
+                            Some(&top.tree),
+                            format!(
+                                "snapshot {snap} {}: size {} differs from its content's {content_len} bytes",
+                                lossy(&path),
+                                node.size
+                            ),
+                        );
+                    }
+                    for blob in &node.content {
+                        if damaged.contains(blob) {
+                            lost = true;
+                        } else if !index.contains(blob) {
+                            report.problem(
+                                None,
+                                Some(blob),
+                                format!("snapshot {snap} {}: data blob not in the index", lossy(&path)),
+                            );
+                            lost = true;
+                        }
+                    }
+                    if lost {
+                        self.damaged_paths.push(format!("{snap}:{}", lossy(&path)));
+                        top.clean = false;
+                    }
+                }
+                _ => top.extent.include(node.name.len(), Extent::default()),
+            }
+        }
+    }
+}
+
 pub async fn check(
     repo: &Repository,
     scope: VerifyScope,
@@ -188,17 +388,21 @@ pub async fn check(
     let stored: HashMap<Id, u64> =
         repo.backend().list(ObjectKind::Pack).await?.into_iter().map(|o| (o.id, o.size)).collect();
     let mut damaged: HashSet<Id> = HashSet::new();
+    let mut missing: Vec<Id> = Vec::new();
     for (id, size) in index.packs() {
         match stored.get(id) {
             None => {
                 report.problem(Some(id), None, "pack is missing from storage");
-                damaged.extend(index.blobs_in_pack(id).iter().map(|b| b.id));
+                missing.push(*id);
             }
             Some(s) if s != size => {
                 report.problem(Some(id), None, format!("pack is {s} bytes, the index says {size}"));
             }
             Some(_) => {}
         }
+    }
+    for blobs in index.blobs_by_pack(&missing).into_values() {
+        damaged.extend(blobs.iter().map(|b| b.id));
     }
     // Unindexed packs: the next snapshot indexes those whose header opens;
     // the others are named as `snapshot` and `prune` name them.
@@ -221,28 +425,25 @@ pub async fn check(
     let chosen: Vec<(Id, u64)> =
         choose_packs(&index, scope).into_iter().filter(|(id, _)| stored.contains_key(id)).collect();
     progress.verify_total(chosen.len(), chosen.iter().map(|(_, s)| s).sum());
-    let index = Arc::new(index);
+    // Each chosen pack's blobs, from one pass over the index; a pack's list
+    // goes to its verification task and is dropped with it.
+    let mut pack_blobs = index.blobs_by_pack(&chosen.iter().map(|(id, _)| *id).collect::<Vec<_>>());
     let mut tasks = tokio::task::JoinSet::new();
     let mut chosen = chosen.into_iter();
     let parallel = 2;
     loop {
         while tasks.len() < parallel {
             let Some((id, _)) = chosen.next() else { break };
-            let (repo, index) = (repo.clone(), index.clone());
+            let repo = repo.clone();
+            let indexed = pack_blobs.remove(&id).unwrap_or_default();
             tasks.spawn(async move {
                 let data = repo.backend().get(ObjectKind::Pack, &id).await;
                 let len = data.as_ref().map(|d| d.len() as u64).unwrap_or(0);
                 let verdict = match data {
-                    Ok(data) => {
-                        let indexed = index.blobs_in_pack(&id);
-                        tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &data, &indexed))
-                            .await
-                            .unwrap_or_else(|e| (vec![(None, format!("verification task failed: {e}"))], Vec::new()))
-                    }
-                    Err(e) => (
-                        vec![(None, format!("cannot download: {e}"))],
-                        index.blobs_in_pack(&id).iter().map(|b| b.id).collect(),
-                    ),
+                    Ok(data) => tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &data, &indexed))
+                        .await
+                        .unwrap_or_else(|e| (vec![(None, format!("verification task failed: {e}"))], Vec::new())),
+                    Err(e) => (vec![(None, format!("cannot download: {e}"))], indexed.iter().map(|b| b.id).collect()),
                 };
                 (id, len, verdict)
             });
@@ -265,134 +466,19 @@ pub async fn check(
         report.problem(None, None, format!("snapshot {}: {e}", id.short()));
     }
     report.snapshots = snapshots.len();
-    let mut clean_trees: HashSet<Id> = HashSet::new();
-    let mut tree_cache: HashMap<Id, Result<Arc<crate::format::tree::Tree>, String>> = HashMap::new();
-    let mut damaged_paths: Vec<String> = Vec::new();
+    let mut walk = TreeWalk {
+        repo,
+        index: &index,
+        damaged: &damaged,
+        clean: HashMap::new(),
+        unclean: HashSet::new(),
+        failed: HashMap::new(),
+        damaged_paths: Vec::new(),
+    };
     for (snap_id, snap) in &snapshots {
-        // (tree id, path) pairs still to visit; returns whether a subtree is clean.
-        let mut stack: Vec<(Id, PathBuf, bool)> = vec![(snap.tree, PathBuf::new(), false)];
-        // Post-order bookkeeping: a tree is clean if it and all below are.
-        let mut visiting: Vec<(Id, bool)> = Vec::new();
-        while let Some((tree_id, path, done)) = stack.pop() {
-            if done {
-                let (id, clean) = visiting.pop().expect("balanced");
-                debug_assert_eq!(id, tree_id);
-                if clean {
-                    clean_trees.insert(id);
-                } else if let Some(parent) = visiting.last_mut() {
-                    parent.1 = false;
-                }
-                continue;
-            }
-            if clean_trees.contains(&tree_id) {
-                continue;
-            }
-            let tree = match tree_cache.get(&tree_id) {
-                Some(t) => t.clone(),
-                None => {
-                    report.trees_checked += 1;
-                    let t = if damaged.contains(&tree_id) {
-                        Err("tree blob is damaged".to_string())
-                    } else {
-                        repo.load_tree_from_storage(&index, &tree_id).await.map(Arc::new).map_err(|e| e.to_string())
-                    };
-                    tree_cache.insert(tree_id, t.clone());
-                    t
-                }
-            };
-            let shown = if path.as_os_str().is_empty() { "/".to_string() } else { path.display().to_string() };
-            let tree = match tree {
-                Ok(t) => t,
-                Err(e) => {
-                    report.problem(
-                        None,
-                        Some(&tree_id),
-                        format!("snapshot {} directory {shown}: {e}", snap_id.short()),
-                    );
-                    damaged_paths.push(format!("{}:{shown}", snap_id.short()));
-                    if let Some(parent) = visiting.last_mut() {
-                        parent.1 = false;
-                    }
-                    continue;
-                }
-            };
-            visiting.push((tree_id, true));
-            stack.push((tree_id, path.clone(), true));
-            for node in &tree.nodes {
-                let child = path.join(String::from_utf8_lossy(&node.name).as_ref());
-                let depth = child.components().count();
-                if let Err(e) = crate::format::check_entry_limits(depth, child.as_os_str().len()) {
-                    let shown: String = child.display().to_string().chars().take(200).collect();
-                    report.problem(None, Some(&tree_id), format!("snapshot {} {shown}: {e}", snap_id.short()));
-                    visiting.last_mut().expect("pushed").1 = false;
-                    continue;
-                }
-                if let Err(e) = validate_name(&node.name) {
-                    report.problem(
-                        None,
-                        Some(&tree_id),
-                        format!("snapshot {} {}: unsafe name: {e}", snap_id.short(), child.display()),
-                    );
-                    visiting.last_mut().expect("pushed").1 = false;
-                    continue;
-                }
-                match node.kind {
-                    NodeKind::Dir => match node.subtree {
-                        Some(sub) if index.contains(&sub) || damaged.contains(&sub) => stack.push((sub, child, false)),
-                        Some(sub) => {
-                            report.problem(
-                                None,
-                                Some(&sub),
-                                format!("snapshot {} {}: tree not in the index", snap_id.short(), child.display()),
-                            );
-                            damaged_paths.push(format!("{}:{}", snap_id.short(), child.display()));
-                            visiting.last_mut().expect("pushed").1 = false;
-                        }
-                        None => {}
-                    },
-                    NodeKind::File => {
-                        let mut lost = false;
-                        let content_len: u64 =
-                            node.content.iter().filter_map(|b| index.lookup(b)).map(|l| u64::from(l.raw_len)).sum();
-                        let all_indexed = node.content.iter().all(|b| index.contains(b));
-                        if all_indexed && content_len != node.size {
-                            report.problem(
-                                None,
-                                Some(&tree_id),
-                                format!(
-                                    "snapshot {} {}: size {} differs from its content's {content_len} bytes",
-                                    snap_id.short(),
-                                    child.display(),
-                                    node.size
-                                ),
-                            );
-                        }
-                        for blob in &node.content {
-                            if damaged.contains(blob) {
-                                lost = true;
-                            } else if !index.contains(blob) {
-                                report.problem(
-                                    None,
-                                    Some(blob),
-                                    format!(
-                                        "snapshot {} {}: data blob not in the index",
-                                        snap_id.short(),
-                                        child.display()
-                                    ),
-                                );
-                                lost = true;
-                            }
-                        }
-                        if lost {
-                            damaged_paths.push(format!("{}:{}", snap_id.short(), child.display()));
-                            visiting.last_mut().expect("pushed").1 = false;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        walk.snapshot(snap_id, &snap.tree, &mut report).await;
     }
+    let mut damaged_paths = walk.damaged_paths;
     damaged_paths.sort();
     damaged_paths.dedup();
     report.damaged_paths = damaged_paths;

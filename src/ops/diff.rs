@@ -12,7 +12,7 @@ use crate::repo::index::MasterIndex;
 use crate::repo::lock;
 use crate::repo::{RepoError, Repository};
 
-use super::inspect::{join_path, resolve_path, Target};
+use super::inspect::{limit_error, push_name, resolve_path, Target};
 
 /// How an entry differs between the two sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,14 +217,20 @@ where
         return Ok(totals);
     }
     let root = merge(entries(repo, index, Some(*a)).await?, entries(repo, index, Some(*b)).await?);
-    let mut stack: Vec<(Vec<u8>, VecDeque<Pair>)> = vec![(Vec::new(), root)];
-    while let Some((dir, pairs)) = stack.last_mut() {
+    // One path; per directory on it, its length and the pairs left.
+    let mut path: Vec<u8> = Vec::new();
+    let mut stack: Vec<(usize, VecDeque<Pair>)> = vec![(0, root)];
+    while let Some((dir_len, pairs)) = stack.last_mut() {
         let Some((old, new)) = pairs.pop_front() else {
             stack.pop();
             continue;
         };
+        path.truncate(*dir_len);
         let name = &new.as_ref().or(old.as_ref()).expect("merge yields at least one side").name;
-        let path = join_path(dir, name);
+        push_name(&mut path, name);
+        if let Err(e) = crate::format::check_entry_limits(stack.len(), path.len()) {
+            return Err(limit_error(&path, e).into());
+        }
         if let Some(change) = compare(&path, old.as_ref(), new.as_ref()) {
             totals.count(&change);
             f(&change)?;
@@ -238,7 +244,7 @@ where
             continue;
         }
         let pairs = merge(entries(repo, index, sub_a).await?, entries(repo, index, sub_b).await?);
-        stack.push((path, pairs));
+        stack.push((path.len(), pairs));
     }
     Ok(totals)
 }

@@ -100,10 +100,35 @@ pub fn join_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Appends `/name` (or `name` when `path` is empty) to `path`.
+pub fn push_name(path: &mut Vec<u8>, name: &[u8]) {
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+}
+
+/// How many names `path` (names joined by `/`) holds.
+fn depth_of(path: &[u8]) -> usize {
+    if path.is_empty() {
+        0
+    } else {
+        path.iter().filter(|&&b| b == b'/').count() + 1
+    }
+}
+
+/// The error for an entry at `path` beyond the limits of §22.
+pub fn limit_error(path: &[u8], e: crate::format::LimitError) -> RepoError {
+    let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
+    RepoError::Invalid(format!("{shown}: {e}"))
+}
+
 /// Walks the tree `root` depth first, each directory's entries in name order
 /// and each directory before its contents, calling `f` with the entry's path
 /// (`prefix` joined with the names below it) and node. Without `recursive`
-/// only the entries of `root` itself are visited.
+/// only the entries of `root` itself are visited. The walk keeps one path
+/// and, per directory on it, only the entries still to visit: its memory
+/// follows the depth and the widest directory, never their product.
 pub async fn walk<E, F>(
     repo: &Repository,
     index: &MasterIndex,
@@ -118,23 +143,25 @@ where
 {
     let mut first = repo.load_tree(index, root).await?;
     first.sort();
-    let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Node>)> = vec![(prefix.to_vec(), first.nodes.into_iter())];
-    while let Some((dir, entries)) = stack.last_mut() {
+    let base_depth = depth_of(prefix);
+    let mut path = prefix.to_vec();
+    let mut stack: Vec<(usize, std::vec::IntoIter<Node>)> = vec![(path.len(), first.nodes.into_iter())];
+    while let Some((dir_len, entries)) = stack.last_mut() {
         let Some(node) = entries.next() else {
             stack.pop();
             continue;
         };
-        let path = join_path(dir, &node.name);
-        if let Err(e) = crate::format::check_entry_limits(stack.len(), path.len()) {
-            let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
-            return Err(RepoError::Invalid(format!("{shown}: {e}")).into());
+        path.truncate(*dir_len);
+        push_name(&mut path, &node.name);
+        if let Err(e) = crate::format::check_entry_limits(base_depth + stack.len(), path.len()) {
+            return Err(limit_error(&path, e).into());
         }
         f(&path, &node)?;
         if recursive && node.kind == NodeKind::Dir {
             if let Some(sub) = node.subtree {
                 let mut tree = repo.load_tree(index, &sub).await?;
                 tree.sort();
-                stack.push((path, tree.nodes.into_iter()));
+                stack.push((path.len(), tree.nodes.into_iter()));
             }
         }
     }
@@ -245,22 +272,30 @@ where
             if barren.contains(&key(snap.tree, b"")) {
                 continue;
             }
-            // (tree, its path, its entries left, whether anything below matched)
+            // One path; per directory on it: (tree, its path's length, its
+            // entries left, whether anything below matched).
             let root = repo.load_tree(&index, &snap.tree).await?;
-            let mut stack = vec![(snap.tree, Vec::new(), root.nodes.into_iter(), false)];
-            while let Some((_, dir, entries, _)) = stack.last_mut() {
+            let mut path: Vec<u8> = Vec::new();
+            let mut stack = vec![(snap.tree, 0, root.nodes.into_iter(), false)];
+            while let Some((_, dir_len, entries, _)) = stack.last_mut() {
+                let dir_len = *dir_len;
                 let Some(node) = entries.next() else {
-                    let (tree, dir, _, matched) = stack.pop().expect("non-empty");
+                    let (tree, dir_len, _, matched) = stack.pop().expect("non-empty");
+                    path.truncate(dir_len);
                     match stack.last_mut() {
                         Some(parent) if matched => parent.3 = true,
                         _ if !matched => {
-                            barren.insert(key(tree, &dir));
+                            barren.insert(key(tree, &path));
                         }
                         _ => {}
                     }
                     continue;
                 };
-                let path = join_path(dir, &node.name);
+                path.truncate(dir_len);
+                push_name(&mut path, &node.name);
+                if let Err(e) = crate::format::check_entry_limits(stack.len(), path.len()) {
+                    return Err(limit_error(&path, e).into());
+                }
                 if matcher.matches(&path, &node) {
                     f(id, snap, &path, &node)?;
                     stack.last_mut().expect("non-empty").3 = true;
@@ -268,7 +303,7 @@ where
                 if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
                     if !barren.contains(&key(sub, &path)) {
                         let tree = repo.load_tree(&index, &sub).await?;
-                        stack.push((sub, path, tree.nodes.into_iter(), false));
+                        stack.push((sub, path.len(), tree.nodes.into_iter(), false));
                     }
                 }
             }

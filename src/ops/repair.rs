@@ -21,8 +21,6 @@
 //! need one. The head is written when the exclusive lock is released.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -594,44 +592,69 @@ async fn affected_paths(repo: &Repository, index: &MasterIndex, gone: &HashSet<I
     out
 }
 
-type Affected<'a> = Pin<Box<dyn Future<Output = Arc<Vec<String>>> + Send + 'a>>;
-
-/// The paths below tree `tree` (relative; empty for the tree itself) that are affected.
-fn affected_in<'a>(
-    repo: &'a Repository,
-    index: &'a MasterIndex,
-    gone: &'a HashSet<Id>,
-    memo: &'a mut HashMap<Id, Arc<Vec<String>>>,
-    tree: Id,
-) -> Affected<'a> {
-    Box::pin(async move {
-        if let Some(v) = memo.get(&tree) {
-            return Arc::clone(v);
+/// The paths below tree `root` (relative; empty for the tree itself) that
+/// are affected, each tree's list remembered in `memo`. Walked with an
+/// explicit stack: one frame per directory on the current path.
+async fn affected_in(
+    repo: &Repository,
+    index: &MasterIndex,
+    gone: &HashSet<Id>,
+    memo: &mut HashMap<Id, Arc<Vec<String>>>,
+    root: Id,
+) -> Arc<Vec<String>> {
+    /// A tree being looked through: its entries left, what was found so
+    /// far, and the name of the directory entered below it.
+    struct Frame {
+        tree: Id,
+        nodes: std::vec::IntoIter<crate::format::tree::Node>,
+        found: Vec<String>,
+        entered: String,
+    }
+    fn prefixed<'s>(name: &'s str, paths: &'s [String]) -> impl Iterator<Item = String> + 's {
+        paths.iter().map(move |p| if p.is_empty() { name.to_string() } else { format!("{name}/{p}") })
+    }
+    if let Some(v) = memo.get(&root) {
+        return Arc::clone(v);
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut enter = Some(root);
+    loop {
+        if let Some(tree) = enter.take() {
+            let (nodes, found) = match repo.load_tree(index, &tree).await {
+                Err(_) => (Vec::new(), vec![String::new()]),
+                Ok(t) => (t.nodes, Vec::new()),
+            };
+            stack.push(Frame { tree, nodes: nodes.into_iter(), found, entered: String::new() });
         }
-        let mut found = Vec::new();
-        match repo.load_tree(index, &tree).await {
-            Err(_) => found.push(String::new()),
-            Ok(t) => {
-                for node in &t.nodes {
-                    let name = String::from_utf8_lossy(&node.name).into_owned();
-                    match (node.kind, node.subtree) {
-                        (NodeKind::Dir, Some(sub)) => {
-                            for p in affected_in(repo, index, gone, memo, sub).await.iter() {
-                                found.push(if p.is_empty() { name.clone() } else { format!("{name}/{p}") });
-                            }
-                        }
-                        (NodeKind::File, _) if node.content.iter().any(|b| gone.contains(b) || !index.contains(b)) => {
-                            found.push(name);
-                        }
-                        _ => {}
-                    }
+        let top = stack.last_mut().expect("the root frame is popped last");
+        let Some(node) = top.nodes.next() else {
+            let done = stack.pop().expect("non-empty");
+            let found = Arc::new(done.found);
+            memo.insert(done.tree, Arc::clone(&found));
+            match stack.last_mut() {
+                None => return found,
+                Some(parent) => {
+                    let name = std::mem::take(&mut parent.entered);
+                    parent.found.extend(prefixed(&name, &found));
                 }
             }
+            continue;
+        };
+        let name = String::from_utf8_lossy(&node.name).into_owned();
+        match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(sub)) => match memo.get(&sub) {
+                Some(v) => top.found.extend(prefixed(&name, v)),
+                None => {
+                    top.entered = name;
+                    enter = Some(sub);
+                }
+            },
+            (NodeKind::File, _) if node.content.iter().any(|b| gone.contains(b) || !index.contains(b)) => {
+                top.found.push(name);
+            }
+            _ => {}
         }
-        let found = Arc::new(found);
-        memo.insert(tree, Arc::clone(&found));
-        found
-    })
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::repo::index::MasterIndex;
 use crate::repo::lock;
 use crate::repo::{RepoError, Repository};
 
-use super::inspect::select_snapshots;
+use super::inspect::{limit_error, push_name, select_snapshots};
 
 /// Which total `stats` leads with (restic's modes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -92,9 +92,12 @@ impl Sub {
     }
 }
 
+/// A directory being counted: its entries still to visit.
 struct Frame {
     tree: Id,
     nodes: std::vec::IntoIter<Node>,
+    /// Length of the walk's path at this directory.
+    path_len: usize,
     acc: Sub,
 }
 
@@ -106,14 +109,20 @@ struct Walker {
 }
 
 impl Walker {
-    async fn open(&mut self, repo: &Repository, index: &MasterIndex, tree: Id) -> Result<Frame, RepoError> {
+    async fn open(
+        &mut self,
+        repo: &Repository,
+        index: &MasterIndex,
+        tree: Id,
+        path_len: usize,
+    ) -> Result<Frame, RepoError> {
         let t = repo.load_tree(index, &tree).await?;
         if self.trees.insert(tree) {
             for n in t.nodes.iter().filter(|n| n.kind == NodeKind::File) {
                 self.data.extend(n.content.iter().copied());
             }
         }
-        Ok(Frame { tree, nodes: t.nodes.into_iter(), acc: Sub::default() })
+        Ok(Frame { tree, nodes: t.nodes.into_iter(), path_len, acc: Sub::default() })
     }
 
     /// Totals of the snapshot whose root tree is `root`.
@@ -122,8 +131,10 @@ impl Walker {
             return Ok(*s);
         }
         let mut inodes: HashSet<(u64, u64)> = HashSet::new();
-        let mut stack = vec![self.open(repo, index, root).await?];
+        let mut path: Vec<u8> = Vec::new();
+        let mut stack = vec![self.open(repo, index, root, 0).await?];
         loop {
+            let depth = stack.len();
             let top = stack.last_mut().expect("the root frame is popped last");
             let Some(node) = top.nodes.next() else {
                 let done = stack.pop().expect("non-empty");
@@ -136,6 +147,11 @@ impl Walker {
                 }
                 continue;
             };
+            path.truncate(top.path_len);
+            push_name(&mut path, &node.name);
+            if let Err(e) = crate::format::check_entry_limits(depth, path.len()) {
+                return Err(limit_error(&path, e));
+            }
             match node.kind {
                 NodeKind::File => {
                     top.acc.files += 1;
@@ -154,7 +170,7 @@ impl Walker {
                         match self.memo.get(&sub) {
                             Some(s) => top.acc.add(&s.clone()),
                             None => {
-                                let frame = self.open(repo, index, sub).await?;
+                                let frame = self.open(repo, index, sub, path.len()).await?;
                                 stack.push(frame);
                             }
                         }

@@ -106,11 +106,54 @@ impl MasterIndex {
         self.blobs.keys().map(|id| (*id, self.lookup(id).expect("present")))
     }
 
-    /// The blobs the index places in `pack`, in pack order.
+    /// The blobs the index places in `pack`, in pack order. One scan over
+    /// every blob: for more than one pack, use
+    /// [`blobs_by_pack`](Self::blobs_by_pack).
     pub fn blobs_in_pack(&self, pack: &Id) -> Vec<BlobEntry> {
-        let Some(&pos) = self.pack_pos.get(pack) else { return Vec::new() };
+        self.blobs_by_pack(std::slice::from_ref(pack)).remove(pack).unwrap_or_default()
+    }
+
+    /// The blobs the index places in each of `packs`, in pack order, from
+    /// one pass over the index: the cost is that of the blobs, whatever the
+    /// number of packs. Packs the index does not know map to no entry.
+    pub fn blobs_by_pack(&self, packs: &[Id]) -> HashMap<Id, Vec<BlobEntry>> {
+        let mut lists: HashMap<u32, Vec<BlobEntry>> =
+            packs.iter().filter_map(|id| self.pack_pos.get(id)).map(|&pos| (pos, Vec::new())).collect();
+        if lists.is_empty() {
+            return HashMap::new();
+        }
         let others = self.others.iter().flat_map(|(id, slots)| slots.iter().map(move |s| (id, s)));
-        let mut v: Vec<BlobEntry> = self
+        for (id, s) in self.blobs.iter().chain(others) {
+            if let Some(list) = lists.get_mut(&s.pack) {
+                list.push(BlobEntry {
+                    blob_type: s.blob_type,
+                    id: *id,
+                    offset: s.offset,
+                    length: s.length,
+                    raw_len: s.raw_len,
+                });
+            }
+        }
+        lists
+            .into_iter()
+            .map(|(pos, mut list)| {
+                list.sort_by_key(|b| b.offset);
+                (self.packs[pos as usize].0, list)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `blobs_in_pack` was: a scan of every blob for one pack.
+    fn scan_pack(idx: &MasterIndex, pack: &Id) -> Vec<BlobEntry> {
+        let Some(&pos) = idx.pack_pos.get(pack) else { return Vec::new() };
+        let others = idx.others.iter().flat_map(|(id, slots)| slots.iter().map(move |s| (id, s)));
+        let mut v: Vec<BlobEntry> = idx
             .blobs
             .iter()
             .chain(others)
@@ -126,11 +169,51 @@ impl MasterIndex {
         v.sort_by_key(|b| b.offset);
         v
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Packs of up to 8 blobs drawn from 12 ids (so blobs repeat across
+    /// packs and within one), some packs listed twice.
+    fn packs_strategy() -> impl Strategy<Value = Vec<IndexedPack>> {
+        let blob = (0u8..12, any::<bool>(), 1u32..1000).prop_map(|(id, tree, len)| BlobEntry {
+            blob_type: if tree { BlobType::Tree } else { BlobType::Data },
+            id: Id([id; 32]),
+            offset: 0,
+            length: len,
+            raw_len: len * 2,
+        });
+        let pack = (0u8..10, prop::collection::vec(blob, 0..8)).prop_map(|(id, mut blobs)| {
+            let mut offset = 0;
+            for b in &mut blobs {
+                b.offset = offset;
+                offset += b.length;
+            }
+            IndexedPack { id: Id([id; 32]), size: u64::from(offset), blobs }
+        });
+        prop::collection::vec(pack, 0..12)
+    }
+
+    proptest! {
+        #[test]
+        fn blobs_by_pack_gives_what_a_scan_per_pack_gives(packs in packs_strategy(), unknown in 10u8..20) {
+            let mut idx = MasterIndex::default();
+            for p in &packs {
+                idx.add_pack(p);
+            }
+            let mut asked: Vec<Id> = idx.packs().iter().map(|(id, _)| *id).collect();
+            asked.push(Id([unknown; 32]));
+            let by_pack = idx.blobs_by_pack(&asked);
+            prop_assert!(!by_pack.contains_key(&Id([unknown; 32])));
+            for (id, _) in idx.packs() {
+                let scanned = scan_pack(&idx, id);
+                prop_assert_eq!(by_pack.get(id).cloned().unwrap_or_default(), scanned.clone());
+                prop_assert_eq!(idx.blobs_in_pack(id), scanned);
+            }
+            // A subset of the packs gets the same lists.
+            let half: Vec<Id> = asked.iter().step_by(2).copied().collect();
+            for (id, list) in idx.blobs_by_pack(&half) {
+                prop_assert_eq!(list, scan_pack(&idx, &id));
+            }
+        }
+    }
 
     #[test]
     fn first_location_wins_and_lookups_work() {
