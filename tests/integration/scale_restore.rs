@@ -145,6 +145,7 @@ fn run_measured(env: &Env, args: &[&std::ffi::OsStr]) -> Finished {
     cmd.args(args);
     let err_path = env.path("child.err");
     cmd.stdout(std::process::Stdio::null()).stderr(fs::File::create(&err_path).unwrap());
+    let started = std::time::Instant::now();
     let mut child = cmd.spawn().unwrap();
     let pid = child.id();
     let mut peak = 0;
@@ -157,6 +158,7 @@ fn run_measured(env: &Env, args: &[&std::ffi::OsStr]) -> Finished {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
+    eprintln!("tstor {:?} ran for {:.1} s", args.first(), started.elapsed().as_secs_f64());
     Finished { code: status.code(), stderr: fs::read_to_string(&err_path).unwrap(), peak_rss_kib: peak }
 }
 
@@ -404,4 +406,27 @@ async fn a_restore_of_many_small_directories_reads_trees_in_few_ranges() {
     // Trees are read in ranges of many, not one at a time.
     assert!(tree_reads.len() * 10 < trees, "{} reads for {trees} trees", tree_reads.len());
     assert!(((tree_calls + data_calls) as f64) < 1500.0 * gib, "{} calls for {gib:.3} GiB", tree_calls + data_calls);
+}
+
+#[test]
+fn a_billion_entries_from_five_trees_are_refused_at_once_in_bounded_memory() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let blob = c.data(b"x").await;
+        let files = names('f', 64).into_iter().map(|n| file(&n, vec![blob], 1)).collect();
+        let mut tree = c.tree(files).await;
+        for _ in 0..4 {
+            let dirs = names('d', 64).into_iter().map(|n| dir(&n, tree)).collect();
+            tree = c.tree(dirs).await;
+        }
+        c.finish(tree).await;
+    });
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    eprintln!("peak memory refusing 64^5 entries: {} MiB", done.peak_rss_kib >> 10);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    assert!(done.stderr.contains("more than 100000000 entries"), "{}", done.stderr);
+    assert!(!target.exists(), "nothing was written");
+    assert!(done.peak_rss_kib < PEAK_RSS_LIMIT_KIB, "refusing 64^5 entries took {} MiB", done.peak_rss_kib >> 10);
 }
