@@ -694,7 +694,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     for e in &outcome.errors {
         errln!("error: {}:{}", id.short(), escape(e));
     }
-    errln!("tstor: {} entries were not restored", outcome.errors.len());
+    errln!("tstor: {} entries were not restored", outcome.not_restored());
     Ok(1)
 }
 

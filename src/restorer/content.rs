@@ -1,5 +1,6 @@
-//! Restoring the content of regular files pack by pack. The plan looks up
-//! every blob the files need, reads each needed blob once however many files
+//! Restoring the content of regular files pack by pack, one bounded batch of
+//! files at a time (the walk hands batches over as it goes). The plan of a
+//! batch looks up every blob its files need, reads each needed blob once however many files
 //! (or places in one file) use it, groups the blobs by pack and merges
 //! neighbours into ranged reads (see `ranges`). Workers then fetch ranges in
 //! parallel, open each blob off the async threads and write it to every
@@ -21,7 +22,7 @@ use super::RestoreProgress;
 use crate::backend::{BackendError, ErrorClass};
 use crate::format::{BlobType, Id, ObjectKind};
 use crate::repo::index::{BlobLocation, MasterIndex};
-use crate::repo::{RepoError, Repository};
+use crate::repo::Repository;
 
 /// One place a blob's plaintext goes: a file and the offset in it.
 #[derive(Clone, Copy)]
@@ -50,26 +51,77 @@ struct RangeRead {
     blobs: Vec<NeededBlob>,
 }
 
-/// What the workers share.
-struct Context {
-    repo: Repository,
-    index: Arc<MasterIndex>,
-    table: FileTable,
-    progress: Arc<dyn RestoreProgress>,
+/// What every batch of a restore shares: the repository, the budget of
+/// reads in flight, and whether storage refused our credentials.
+pub(super) struct Shared {
+    pub repo: Repository,
+    pub index: Arc<MasterIndex>,
+    pub progress: Arc<dyn RestoreProgress>,
+    /// Ranged reads in flight, over every batch.
+    pub slots: Arc<Semaphore>,
+    /// Restore owners (only as root).
+    pub owners: bool,
+    pub verify: bool,
     /// Set once storage refused our credentials: no new reads start.
     aborted: AtomicBool,
     fatal: Mutex<Option<BackendError>>,
 }
 
-impl Context {
-    fn abort(&self, error: BackendError) {
+impl Shared {
+    pub fn new(
+        repo: &Repository,
+        index: Arc<MasterIndex>,
+        progress: Arc<dyn RestoreProgress>,
+        reads_in_flight: usize,
+        owners: bool,
+        verify: bool,
+    ) -> Shared {
+        Shared {
+            repo: repo.clone(),
+            index,
+            progress,
+            slots: Arc::new(Semaphore::new(reads_in_flight.max(1))),
+            owners,
+            verify,
+            aborted: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    /// Stops the restore: storage wants new credentials.
+    pub fn abort(&self, error: BackendError) {
         self.aborted.store(true, Ordering::SeqCst);
         let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
         fatal.get_or_insert(error);
     }
 
-    fn is_aborted(&self) -> bool {
+    pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// The error that stopped the restore, if one did.
+    pub fn take_fatal(&self) -> Option<BackendError> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// One batch of files and what its workers share.
+struct Context {
+    shared: Arc<Shared>,
+    table: FileTable,
+}
+
+impl Context {
+    fn abort(&self, error: BackendError) {
+        self.shared.abort(error);
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.shared.is_aborted()
+    }
+
+    fn repo(&self) -> &Repository {
+        &self.shared.repo
     }
 
     fn needs_any(&self, blobs: &[NeededBlob]) -> bool {
@@ -90,42 +142,38 @@ impl Context {
     }
 }
 
-/// Creates `files`, writes their content and finishes them (length,
-/// metadata, verification with `verify`), reading at most `workers` ranges at
-/// once. Files that could not be restored are removed (unless their bytes
-/// are right) and named in the outcome. Fails only when storage wants new
-/// credentials; the files not yet complete are then removed.
-pub(super) async fn restore_contents(
-    repo: &Repository,
-    index: Arc<MasterIndex>,
-    files: Vec<FileTarget>,
-    workers: usize,
-    owners: bool,
-    verify: bool,
-    progress: Arc<dyn RestoreProgress>,
-) -> Result<FilesOutcome, RepoError> {
-    let context = Arc::new(Context {
-        repo: repo.clone(),
-        index,
-        table: FileTable::new(files, owners, verify),
-        progress,
-        aborted: AtomicBool::new(false),
-        fatal: Mutex::new(None),
-    });
+/// Creates one batch of `files`, writes their content and finishes them
+/// (length, metadata, verification), reading within the shared budget of
+/// reads in flight. Files that could not be restored are removed (unless
+/// their bytes are right) and named in the outcome. Gives `None` when the
+/// restore was stopped (storage wants new credentials, see
+/// [`Shared::take_fatal`]); the files of the batch not yet complete are then
+/// removed.
+pub(super) async fn restore_contents(shared: Arc<Shared>, files: Vec<FileTarget>) -> Option<FilesOutcome> {
+    let table = FileTable::new(files, shared.owners, shared.verify);
+    let context = Arc::new(Context { shared, table });
+    if context.is_aborted() {
+        return None;
+    }
     let planner = context.clone();
     let reads = tokio::task::spawn_blocking(move || {
         planner.table.create_all();
-        let reads = plan_reads(&planner.table, &planner.index);
-        planner.table.finish_empty(&planner.repo, &planner.index);
+        let reads = plan_reads(&planner.table, &planner.shared.index);
+        planner.table.finish_empty(&planner.shared.repo, &planner.shared.index);
         reads
     })
-    .await
-    .map_err(|e| RepoError::Invalid(format!("restore planning failed: {e}")))?;
+    .await;
+    let reads = match reads {
+        Ok(reads) => reads,
+        Err(e) => {
+            tracing::error!(error = %e, "restore planning failed");
+            Vec::new()
+        }
+    };
 
-    let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for read in reads {
-        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+        let permit = context.shared.slots.clone().acquire_owned().await.expect("semaphore is never closed");
         while let Some(done) = tasks.try_join_next() {
             log_worker_failure(done);
         }
@@ -141,15 +189,17 @@ pub(super) async fn restore_contents(
     while let Some(done) = tasks.join_next().await {
         log_worker_failure(done);
     }
-    let context =
-        Arc::into_inner(context).ok_or_else(|| RepoError::Invalid("restore workers outlived the restore".into()))?;
-    if let Some(error) = context.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let Some(context) = Arc::into_inner(context) else {
+        tracing::error!("restore workers outlived their batch");
+        return None;
+    };
+    if context.is_aborted() {
         context.table.remove_incomplete();
-        return Err(RepoError::Backend(error));
+        return None;
     }
     // Every read is done: a file still waiting lost its writer to a panic.
     context.table.fail_unfinished("cannot write: a restore worker failed");
-    Ok(context.table.into_outcome())
+    Some(context.table.into_outcome())
 }
 
 fn log_worker_failure(done: Result<(), tokio::task::JoinError>) {
@@ -333,7 +383,7 @@ async fn fetch(context: &Context, pack: &Id, span: Span) -> Result<Bytes, Backen
     let len = u32::try_from(span.len).map_err(|_| BackendError::Permanent {
         message: format!("a read of {} bytes from pack {pack} is too long", span.len),
     })?;
-    context.repo.backend().get_range(ObjectKind::Pack, pack, span.offset, len).await
+    context.repo().backend().get_range(ObjectKind::Pack, pack, span.offset, len).await
 }
 
 /// Opens and writes the blobs of a fetched range; decryption, decompression
@@ -372,7 +422,7 @@ fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8
             failed.push((blob.clone(), "data lost: storage returned a short range".to_string()));
             continue;
         };
-        let data = match context.repo.open_blob(blob.blob_type, &blob.id, bytes, blob.raw_len) {
+        let data = match context.repo().open_blob(blob.blob_type, &blob.id, bytes, blob.raw_len) {
             Ok(data) => data,
             Err(e) => {
                 failed.push((blob.clone(), format!("data lost: {e}")));
@@ -397,8 +447,8 @@ fn write_range(context: &Context, span: Span, blobs: &[NeededBlob], sealed: &[u8
                 table.fail(place.file, format!("cannot write: {e}"));
                 continue;
             }
-            context.progress.bytes(data.len() as u64);
-            if table.placement_written(place.file, &context.repo, &context.index) {
+            context.shared.progress.bytes(data.len() as u64);
+            if table.placement_written(place.file, &context.shared.repo, &context.shared.index) {
                 handles.remove(&place.file);
             }
         }

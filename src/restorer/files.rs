@@ -45,8 +45,9 @@ struct FileState {
 
 /// What became of the files once no more content arrives.
 pub(super) struct FilesOutcome {
-    /// Relative path and length (the sum of its blobs) of every complete file.
-    pub restored: Vec<(PathBuf, u64)>,
+    /// Relative path, length (the sum of its blobs) and recorded size of
+    /// every complete file.
+    pub restored: Vec<(PathBuf, u64, u64)>,
     /// Relative path and reason for every file not restored.
     pub failures: Vec<(PathBuf, String)>,
 }
@@ -213,7 +214,7 @@ impl FileTable {
                     }
                     outcome.failures.push((target.rel, failure.message));
                 }
-                None if state.complete => outcome.restored.push((target.rel, state.size)),
+                None if state.complete => outcome.restored.push((target.rel, state.size, target.node.size)),
                 None => {}
             }
         }

@@ -20,5 +20,6 @@ mod repair;
 mod restore_reads;
 mod roundtrip;
 mod scale_walks;
+mod scale_restore;
 mod spec_rules;
 mod telegram;

@@ -1,0 +1,432 @@
+//! Restores of snapshots too large or too deep to plan whole: a long chain of
+//! directories, a million entries built from shared subtrees, a tree deeper
+//! than the file system's path limit, and how many reads a restore of many
+//! small directories costs. The snapshots are crafted through the library
+//! (tree blobs written directly), so that no test makes a million files to
+//! back them up; the restores run the `tstor` binary, whose peak resident
+//! memory is sampled. `TSTOR_SCALE_FULL=1` restores the million entries in
+//! full instead of a sub-tree of them.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tstor::archiver::pipeline::PipelineOptions;
+use tstor::archiver::{NoProgress, SnapshotOptions};
+use tstor::backend::local::LocalBackend;
+use tstor::backend::memory::MemoryBackend;
+use tstor::backend::{Backend, ObjectInfo};
+use tstor::crypto::kdf::KdfParams;
+use tstor::format::index::IndexedPack;
+use tstor::format::snapshot::Snapshot;
+use tstor::format::tree::{Node, NodeKind, Tree};
+use tstor::format::{BlobType, Id, ObjectKind};
+use tstor::ops;
+use tstor::repo::packer::Packer;
+use tstor::repo::{InitOptions, Repository};
+use tstor::restorer::{NoRestoreProgress, RestoreOptions};
+
+use crate::common::*;
+
+/// The memory a restore may use, whatever the size of the snapshot.
+const PEAK_RSS_LIMIT_KIB: i64 = 256 << 10;
+
+/// Writes data blobs, tree blobs and one snapshot straight into a new
+/// repository, packing them as a writer would.
+struct Crafter {
+    repo: Repository,
+    packer: Packer,
+    packs: Vec<IndexedPack>,
+}
+
+impl Crafter {
+    async fn init(path: &Path) -> Crafter {
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+        let repo = Repository::init(backend, PASSWORD.as_bytes(), opts).await.unwrap();
+        Crafter { repo, packer: Packer::new(4 << 20), packs: Vec::new() }
+    }
+
+    async fn blob(&mut self, blob_type: BlobType, raw: &[u8]) -> Id {
+        let sealed = self.repo.seal_blob(blob_type, raw);
+        self.packer.add(blob_type, sealed.id, &sealed.sealed, sealed.raw_len);
+        if self.packer.is_full() {
+            self.flush_pack().await;
+        }
+        sealed.id
+    }
+
+    async fn data(&mut self, raw: &[u8]) -> Id {
+        self.blob(BlobType::Data, raw).await
+    }
+
+    async fn tree(&mut self, nodes: Vec<Node>) -> Id {
+        let mut tree = Tree { nodes };
+        tree.sort();
+        self.blob(BlobType::Tree, &tree.encode()).await
+    }
+
+    async fn flush_pack(&mut self) {
+        let mut packer = std::mem::replace(&mut self.packer, Packer::new(4 << 20));
+        if packer.is_empty() {
+            return;
+        }
+        let pack = packer.finish(self.repo.keys(), self.repo.repo_id());
+        self.repo.backend().put(ObjectKind::Pack, &pack.id, pack.data.clone()).await.unwrap();
+        self.packs.push(IndexedPack { id: pack.id, size: pack.data.len() as u64, blobs: pack.blobs });
+    }
+
+    /// Stores what was added, its index and a snapshot of tree `root`.
+    async fn finish(mut self, root: Id) {
+        self.flush_pack().await;
+        let packs = std::mem::take(&mut self.packs);
+        self.repo.write_index(packs, vec![]).await.unwrap();
+        let snap = Snapshot {
+            time_ns: 1,
+            tree: root,
+            paths: vec![b"/crafted".to_vec()],
+            hostname: "crafter".into(),
+            username: "x".into(),
+            uid: 0,
+            gid: 0,
+            tags: vec![],
+            parent: None,
+            program_version: "0".into(),
+            summary: Default::default(),
+        };
+        self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
+    }
+}
+
+fn file(name: &[u8], content: Vec<Id>, size: u64) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::File);
+    n.mode = 0o644;
+    n.mtime_ns = 1_600_000_000_000_000_000;
+    n.content = content;
+    n.size = size;
+    n
+}
+
+fn dir(name: &[u8], subtree: Id) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.mode = 0o755;
+    n.mtime_ns = 1_600_000_000_000_000_000;
+    n.subtree = Some(subtree);
+    n
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}
+
+// ---- measuring a child ----
+
+/// What a finished child left: exit code, stderr and its peak resident
+/// memory (VmHWM from /proc/<pid>/status).
+struct Finished {
+    code: Option<i32>,
+    stderr: String,
+    peak_rss_kib: i64,
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<i64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `tstor args`, sampling its VmHWM (a high-water mark, so sampling
+/// loses at most a peak reached in the last interval) until it exits.
+fn run_measured(env: &Env, args: &[&std::ffi::OsStr]) -> Finished {
+    let mut cmd = env.std_cmd();
+    cmd.args(args);
+    let err_path = env.path("child.err");
+    cmd.stdout(std::process::Stdio::null()).stderr(fs::File::create(&err_path).unwrap());
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    eprintln!("tstor {:?} ran for {:.1} s", args.first(), started.elapsed().as_secs_f64());
+    Finished { code: status.code(), stderr: fs::read_to_string(&err_path).unwrap(), peak_rss_kib: peak }
+}
+
+fn restore_measured(env: &Env, target: &Path, extra: &[&str]) -> Finished {
+    let mut args = vec![os("restore"), os("latest"), os("--target"), target.as_os_str().to_os_string()];
+    args.extend(extra.iter().map(os));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    run_measured(env, &args)
+}
+
+/// The depth (components below `target`) of the first directory of a chain
+/// of `name` directories that cannot be made below `target`: where its path
+/// reaches the system's `PATH_MAX`.
+fn first_uncreatable_level(target: &Path, name: &str) -> usize {
+    let path_max = 4096;
+    let base = target.as_os_str().len();
+    // Level k's path is `target` + k × "/name"; it fits while shorter than PATH_MAX.
+    (1..).find(|k| base + k * (name.len() + 1) >= path_max).unwrap()
+}
+
+/// A chain of `levels` directories named `name`, each also holding a file
+/// `f` whose content is its level when `files`, the deepest holding `f`.
+async fn chain(env: &Env, levels: usize, name: &[u8], files: bool) {
+    let mut c = Crafter::init(&env.repo()).await;
+    let bottom = c.data(b"bottom").await;
+    let mut nodes = vec![file(b"f", vec![bottom], 6)];
+    for level in (1..=levels).rev() {
+        let sub = c.tree(nodes).await;
+        nodes = vec![dir(name, sub)];
+        if files && level > 1 {
+            let content = format!("level {}", level - 1);
+            let blob = c.data(content.as_bytes()).await;
+            nodes.push(file(b"f", vec![blob], content.len() as u64));
+        }
+    }
+    let root = c.tree(nodes).await;
+    c.finish(root).await;
+}
+
+#[test]
+fn a_twenty_thousand_level_chain_restores_in_bounded_memory_and_counts_what_it_skipped() {
+    let env = Env::new();
+    let levels = std::env::var("TSTOR_SCALE_CHAIN").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    // Names of 15 bytes: at the depth limit, paths are as long as allowed,
+    // so that holding every path would cost the most.
+    let name = "chain-directory";
+    block_on(chain(&env, levels, name.as_bytes(), false));
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    eprintln!("peak memory restoring a {levels}-level chain: {} MiB", done.peak_rss_kib >> 10);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    assert!(
+        done.peak_rss_kib < PEAK_RSS_LIMIT_KIB,
+        "restoring a {levels}-level chain took {} MiB",
+        done.peak_rss_kib >> 10
+    );
+    // Directories are made down to the system's path limit; the first one
+    // that cannot be is named with the number of entries below it (one
+    // directory per level, down to the depth limit of format.md §22).
+    let failed = first_uncreatable_level(&target, name);
+    let below = tstor::format::MAX_TREE_DEPTH - failed;
+    let err = &done.stderr;
+    assert!(err.contains("cannot create directory") && err.contains("too long"), "{err}");
+    assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below} skipped:\n{err}");
+    assert!(err.contains("refused: more than 4096 directory levels deep"), "{err}");
+    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 2)), "{err}");
+    assert!(target.join(format!("{name}/").repeat(failed - 1)).is_dir());
+}
+
+#[test]
+fn a_three_thousand_level_tree_round_trips_as_deep_as_paths_allow() {
+    let env = Env::new();
+    let levels = 3000;
+    block_on(chain(&env, levels, b"d", true));
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    let failed = first_uncreatable_level(&target, "d");
+    if failed > levels {
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+    } else {
+        assert_eq!(done.code, Some(1), "{}", done.stderr);
+        // Below the directory that cannot be made: a `d` and an `f` on each
+        // level down to the last, which holds the bottom file. Its sibling
+        // `f`, whose path is as long, cannot be made either.
+        let below = 2 * (levels - failed) + 1;
+        let err = &done.stderr;
+        assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below}:\n{err}");
+        assert!(err.contains(&format!("tstor: {} entries were not restored", below + 2)), "{err}");
+    }
+    // Every level that fits is there, byte for byte, with its metadata.
+    let mut level_dir = target.clone();
+    for level in 1..failed.min(levels + 1) {
+        level_dir.push("d");
+        let expected: &[u8] = if level == levels { b"bottom" } else { &[] };
+        let f = level_dir.join("f");
+        if f.as_os_str().len() >= 4096 {
+            break;
+        }
+        let got = fs::read(&f).unwrap_or_else(|e| panic!("level {level}: {e}"));
+        if level == levels {
+            assert_eq!(got, expected);
+        } else {
+            assert_eq!(got, format!("level {level}").as_bytes(), "level {level}");
+        }
+        let meta = fs::metadata(&level_dir).unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
+        assert_eq!(meta.mtime(), 1_600_000_000, "level {level}: directory times are applied");
+    }
+}
+
+/// Names `d00`…`d99`, or `f00`…
+fn names(prefix: char, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{prefix}{i:02}").into_bytes()).collect()
+}
+
+#[test]
+fn a_million_entries_from_shared_subtrees_restore_in_bounded_memory() {
+    let env = Env::new();
+    let width = 100;
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let blob = c.data(b"shared content").await;
+        let files = names('f', width).into_iter().map(|n| file(&n, vec![blob], 14)).collect();
+        let mut tree = c.tree(files).await;
+        for _ in 0..2 {
+            let dirs = names('d', width).into_iter().map(|n| dir(&n, tree)).collect();
+            tree = c.tree(dirs).await;
+        }
+        c.finish(tree).await;
+    });
+    let target = env.path("out");
+    let full = std::env::var_os("TSTOR_SCALE_FULL").is_some();
+    // All million entries are walked either way; writing a million files
+    // takes minutes, so by default one directory of them is restored.
+    let extra: &[&str] = if full { &[] } else { &["--include", "d07/d42/*"] };
+    let done = restore_measured(&env, &target, extra);
+    eprintln!("peak memory restoring 10^6 entries (full: {full}): {} MiB", done.peak_rss_kib >> 10);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.peak_rss_kib < PEAK_RSS_LIMIT_KIB, "restoring 10^6 entries took {} MiB", done.peak_rss_kib >> 10);
+    let leaf = target.join("d07/d42");
+    let restored: Vec<_> = fs::read_dir(&leaf).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(restored.len(), width);
+    assert_eq!(fs::read(leaf.join("f99")).unwrap(), b"shared content");
+    if !full {
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 1, "only what the pattern asks for");
+    }
+}
+
+// ---- reads per GiB ----
+
+/// Counts the ranged reads of packs, and the `upload.getFile` requests
+/// that Telegram would need for them.
+struct CountingBackend {
+    inner: MemoryBackend,
+    reads: Mutex<Vec<(Id, u64, u32)>>,
+}
+
+#[async_trait]
+impl Backend for CountingBackend {
+    fn location(&self) -> String {
+        format!("counting({})", self.inner.location())
+    }
+    async fn create(&self) -> tstor::backend::Result<()> {
+        self.inner.create().await
+    }
+    async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> tstor::backend::Result<()> {
+        self.inner.put(kind, id, data).await
+    }
+    async fn get(&self, kind: ObjectKind, id: &Id) -> tstor::backend::Result<Bytes> {
+        self.inner.get(kind, id).await
+    }
+    async fn get_range(&self, kind: ObjectKind, id: &Id, offset: u64, len: u32) -> tstor::backend::Result<Bytes> {
+        if kind == ObjectKind::Pack {
+            self.reads.lock().unwrap().push((*id, offset, len));
+        }
+        self.inner.get_range(kind, id, offset, len).await
+    }
+    async fn list(&self, kind: ObjectKind) -> tstor::backend::Result<Vec<ObjectInfo>> {
+        self.inner.list(kind).await
+    }
+    async fn delete(&self, kind: ObjectKind, id: &Id) -> tstor::backend::Result<()> {
+        self.inner.delete(kind, id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_of_many_small_directories_reads_trees_in_few_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (dirs, per_dir) = (400u64, 8u64);
+    let mut source_bytes = 0;
+    for d in 0..dirs {
+        let dir = src.join(format!("g{}", d % 20)).join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_dir {
+            // Like source files: text that compresses, with some noise.
+            let len = 2000 + ((d * per_dir + i) as usize * 7919) % 20_000;
+            let mut data = random_bytes(len / 4, d * 1000 + i);
+            while data.len() < len {
+                data.extend_from_slice(format!("line {} of {d}/{i}: words that repeat\n", data.len()).as_bytes());
+            }
+            source_bytes += data.len() as u64;
+            fs::write(dir.join(format!("f{i}")), data).unwrap();
+        }
+    }
+    let backend = Arc::new(CountingBackend { inner: MemoryBackend::new(), reads: Mutex::default() });
+    let init = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(backend.clone(), b"pw", init).await.unwrap();
+    let mut opts = SnapshotOptions::new(vec![src.clone()]);
+    opts.pipeline = PipelineOptions { data_pack_size: 16 << 20, tree_pack_size: 1 << 20, ..Default::default() };
+    ops::snapshot(&repo, opts, Arc::new(NoProgress)).await.unwrap();
+
+    // A machine that never saw the repository: an empty cache.
+    let cache = tmp.path().join("cache");
+    let repo = Repository::open(backend.clone(), b"pw", Some(&cache)).await.unwrap();
+    let index = repo.load_index().await.unwrap();
+    let tree_packs: HashSet<Id> =
+        index.blobs().filter(|(_, l)| l.blob_type == BlobType::Tree).map(|(_, l)| l.pack).collect();
+    let trees = index.blobs().filter(|(_, l)| l.blob_type == BlobType::Tree).count();
+    backend.reads.lock().unwrap().clear();
+    let out: PathBuf = tmp.path().join("out");
+    let restore = RestoreOptions::new(out.clone());
+    let (_, _, outcome) = ops::restore(&repo, "latest", &restore, Arc::new(NoRestoreProgress)).await.unwrap();
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.files, dirs * per_dir);
+    assert_same_tree(&src, &out.join("src"));
+
+    let reads = backend.reads.lock().unwrap().clone();
+    let calls = |reads: &[&(Id, u64, u32)]| -> usize {
+        reads.iter().map(|(_, off, len)| tstor::backend::telegram::chunk_plan(*off, off + *len as u64).len()).sum()
+    };
+    let tree_reads: Vec<_> = reads.iter().filter(|r| tree_packs.contains(&r.0)).collect();
+    let data_reads: Vec<_> = reads.iter().filter(|r| !tree_packs.contains(&r.0)).collect();
+    let (tree_calls, data_calls) = (calls(&tree_reads), calls(&data_reads));
+    let gib = source_bytes as f64 / f64::from(1u32 << 30);
+    eprintln!(
+        "{trees} trees in {} packs: {} tree reads ({tree_calls} getFile), {} data reads ({data_calls} getFile); \
+         {:.0} getFile per GiB of {source_bytes} source bytes",
+        tree_packs.len(),
+        tree_reads.len(),
+        data_reads.len(),
+        (tree_calls + data_calls) as f64 / gib
+    );
+    // Trees are read in ranges of many, not one at a time.
+    assert!(tree_reads.len() * 10 < trees, "{} reads for {trees} trees", tree_reads.len());
+    assert!(((tree_calls + data_calls) as f64) < 1500.0 * gib, "{} calls for {gib:.3} GiB", tree_calls + data_calls);
+}
+
+#[test]
+fn a_billion_entries_from_five_trees_are_refused_at_once_in_bounded_memory() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let blob = c.data(b"x").await;
+        let files = names('f', 64).into_iter().map(|n| file(&n, vec![blob], 1)).collect();
+        let mut tree = c.tree(files).await;
+        for _ in 0..4 {
+            let dirs = names('d', 64).into_iter().map(|n| dir(&n, tree)).collect();
+            tree = c.tree(dirs).await;
+        }
+        c.finish(tree).await;
+    });
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    eprintln!("peak memory refusing 64^5 entries: {} MiB", done.peak_rss_kib >> 10);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    assert!(done.stderr.contains("more than 100000000 entries"), "{}", done.stderr);
+    assert!(!target.exists(), "nothing was written");
+    assert!(done.peak_rss_kib < PEAK_RSS_LIMIT_KIB, "refusing 64^5 entries took {} MiB", done.peak_rss_kib >> 10);
+}
