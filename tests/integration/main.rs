@@ -19,5 +19,6 @@ mod model;
 mod repair;
 mod restore_reads;
 mod roundtrip;
+mod scale;
 mod spec_rules;
 mod telegram;
