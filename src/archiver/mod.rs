@@ -63,6 +63,10 @@ pub struct SnapshotOptions {
     pub exclusions: Exclusions,
     pub pipeline: PipelineOptions,
     pub read_hook: Option<ReadHook>,
+    /// Largest tree blob the archiver writes before it splits a directory
+    /// into parts (format.md §15.1): `MAX_BLOB_LEN`; tests lower it to split
+    /// small directories.
+    pub tree_part_len: usize,
 }
 
 impl SnapshotOptions {
@@ -75,6 +79,7 @@ impl SnapshotOptions {
             exclusions: Exclusions::default(),
             pipeline: PipelineOptions::default(),
             read_hook: None,
+            tree_part_len: crate::format::MAX_BLOB_LEN as usize,
         }
     }
 }
@@ -193,6 +198,7 @@ pub async fn snapshot(
         let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
         walker.read_hook = opts.read_hook.clone();
+        walker.tree_part_len = opts.tree_part_len;
         let mut root = Tree::default();
         let mut stop = None;
         for (name, path) in &roots {

@@ -71,9 +71,11 @@ impl Pipeline {
                 let tx = sealed_tx.clone();
                 let repo = repo.clone();
                 let queued = queued_bytes.clone();
+                let failure = failure.clone();
+                let failed = failed.clone();
                 std::thread::Builder::new()
                     .name(format!("tstor-seal-{i}"))
-                    .spawn(move || seal_worker(&repo, &rx, &tx, &queued))
+                    .spawn(move || seal_worker(&repo, &rx, &tx, &queued, (&failure, &failed)))
                     .expect("spawning a thread")
             })
             .collect();
@@ -124,7 +126,13 @@ impl Pipeline {
     }
 }
 
-fn seal_worker(repo: &Repository, rx: &Mutex<Receiver<Job>>, tx: &SyncSender<SealedBlob>, queued: &AtomicU64) {
+fn seal_worker(
+    repo: &Repository,
+    rx: &Mutex<Receiver<Job>>,
+    tx: &SyncSender<SealedBlob>,
+    queued: &AtomicU64,
+    (failure, failed): (&Mutex<Option<RepoError>>, &AtomicBool),
+) {
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,6 +144,13 @@ fn seal_worker(repo: &Repository, rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Sea
         let len = job.data.len() as u64;
         let sealed = repo.seal_blob_with_id(job.blob_type, job.id, &job.data);
         queued.fetch_sub(len, Ordering::Relaxed);
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                record_failure(failure, failed, e);
+                continue;
+            }
+        };
         if tx.send(sealed).is_err() {
             return;
         }

@@ -24,7 +24,7 @@ use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
 use super::{Progress, ReadHook};
 use crate::format::snapshot::Summary;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{encode_part_list, Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
 use crate::fsmeta;
 use crate::repo::index::MasterIndex;
@@ -76,6 +76,8 @@ pub struct Walker<'a> {
     /// Files that changed during both reads; stored as last read.
     pub changed: Vec<PathBuf>,
     pub read_hook: Option<ReadHook>,
+    /// Largest tree blob before a directory is split into parts.
+    pub tree_part_len: usize,
     pending: HashSet<Id>,
     /// Content of files with several links, by (device, inode), read once.
     hardlinks: HashMap<(u64, u64), (Vec<Id>, u64)>,
@@ -105,6 +107,7 @@ impl<'a> Walker<'a> {
             errors: Vec::new(),
             changed: Vec::new(),
             read_hook: None,
+            tree_part_len: MAX_BLOB_LEN as usize,
             pending: HashSet::new(),
             hardlinks: HashMap::new(),
             buf: Vec::new(),
@@ -401,16 +404,37 @@ impl<'a> Walker<'a> {
     /// returns its node; `None` when the tree is too large to store.
     fn finish_dir(&mut self, path: &Path, frame: DirFrame) -> Result<Option<Node>, Stop> {
         let DirFrame { mut node, tree, .. } = frame;
-        let raw = tree.encode();
-        if raw.len() > MAX_BLOB_LEN as usize {
-            self.fail(path, "directory too large", format!("{} entries", tree.nodes.len()));
+        let Some(id) = self.store_tree(path, &tree)? else {
             return Ok(None);
-        }
-        let id = self.repo.keys().tree_id(&raw);
-        self.add_blob(BlobType::Tree, id, raw)?;
+        };
         node.subtree = Some(id);
         self.summary.dirs += 1;
         Ok(Some(node))
+    }
+
+    /// Stores a directory's tree: one tree blob when its encoding fits in
+    /// `tree_part_len` bytes, otherwise its parts and a part list naming
+    /// them (format.md §15.1). Returns the id the directory's node refers
+    /// to, or `None` (reported) if a blob would exceed `MAX_BLOB_LEN`.
+    fn store_tree(&mut self, path: &Path, tree: &Tree) -> Result<Option<Id>, Stop> {
+        let mut blobs = tree.encode_split(self.tree_part_len);
+        let mut ids: Vec<Id> = blobs.iter().map(|raw| self.repo.keys().tree_id(raw)).collect();
+        if blobs.len() > 1 {
+            let list = encode_part_list(&ids);
+            ids.push(self.repo.keys().tree_id(&list));
+            blobs.push(list);
+        }
+        // Only an entry over 64 MiB on its own (or a list of two million
+        // parts) can make a blob too large.
+        if let Some(big) = blobs.iter().find(|raw| raw.len() > MAX_BLOB_LEN as usize) {
+            let reason = format!("{} entries; one tree blob would take {} bytes", tree.nodes.len(), big.len());
+            self.fail(path, "directory too large", reason);
+            return Ok(None);
+        }
+        for (raw, id) in blobs.into_iter().zip(&ids) {
+            self.add_blob(BlobType::Tree, *id, raw)?;
+        }
+        Ok(ids.last().copied())
     }
 
     fn unchanged(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {

@@ -67,6 +67,15 @@ impl Encoder {
         self.u32(u32::try_from(n).expect("list longer than 2^32 entries"))
     }
 
+    /// Bytes written so far, version byte included.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }

@@ -15,11 +15,12 @@ const MIN_COMPRESS_LEN: usize = 256;
 const SAMPLE_LEN: usize = 32 << 10;
 
 /// Wraps `raw` into an envelope, compressing it with zstd at `level` when that
-/// saves at least 2%.
-pub fn seal_payload(raw: &[u8], level: i32) -> Vec<u8> {
+/// saves at least 2%. An input whose length does not fit the envelope's
+/// `u32` is refused.
+pub fn seal_payload(raw: &[u8], level: i32) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
-    append_payload(&mut out, raw, level);
-    out
+    append_payload(&mut out, raw, level)?;
+    Ok(out)
 }
 
 thread_local! {
@@ -57,17 +58,23 @@ fn append_compressed(out: &mut Vec<u8>, raw: &[u8], level: i32) -> bool {
     }
 }
 
-/// Appends the envelope of `raw` to `out` (see [`seal_payload`]).
-pub fn append_payload(out: &mut Vec<u8>, raw: &[u8], level: i32) {
-    let raw_len = u32::try_from(raw.len()).expect("payload under 4 GiB");
+/// Appends the envelope of `raw` to `out` (see [`seal_payload`]); appends
+/// nothing and refuses an input of 4 GiB or more.
+pub fn append_payload(out: &mut Vec<u8>, raw: &[u8], level: i32) -> Result<(), FormatError> {
+    let raw_len = u32::try_from(raw.len()).map_err(|_| FormatError::OverLimit {
+        what: "envelope",
+        declared: raw.len() as u64,
+        limit: u32::MAX as u64,
+    })?;
     let header_at = out.len();
     out.push(ENVELOPE_ZSTD);
     out.extend_from_slice(&raw_len.to_le_bytes());
     if raw.len() >= MIN_COMPRESS_LEN && looks_compressible(raw) && append_compressed(out, raw, level) {
-        return;
+        return Ok(());
     }
     out[header_at] = ENVELOPE_STORED;
     out.extend_from_slice(raw);
+    Ok(())
 }
 
 fn looks_compressible(raw: &[u8]) -> bool {
@@ -136,7 +143,7 @@ mod tests {
     #[test]
     fn compressible_data_is_compressed() {
         let raw = vec![7u8; 1 << 20];
-        let env = seal_payload(&raw, 3);
+        let env = seal_payload(&raw, 3).unwrap();
         assert_eq!(env[0], ENVELOPE_ZSTD);
         assert!(env.len() < 10_000);
         assert_eq!(open_payload(&env, 1 << 20).unwrap(), raw);
@@ -147,13 +154,13 @@ mod tests {
         let raw: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let mut rnd = vec![0u8; 300_000];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut rnd);
-        assert_eq!(seal_payload(&rnd, 3)[0], ENVELOPE_STORED);
-        assert_eq!(open_payload(&seal_payload(&raw, 3), u32::MAX).unwrap(), raw);
+        assert_eq!(seal_payload(&rnd, 3).unwrap()[0], ENVELOPE_STORED);
+        assert_eq!(open_payload(&seal_payload(&raw, 3).unwrap(), u32::MAX).unwrap(), raw);
     }
 
     #[test]
     fn declared_length_is_capped_before_decompression() {
-        let env = seal_payload(&vec![0u8; 100_000], 3);
+        let env = seal_payload(&vec![0u8; 100_000], 3).unwrap();
         assert!(open_payload(&env, 99_999).is_err());
     }
 
@@ -278,7 +285,7 @@ mod tests {
             })
             .collect();
         let raw = IndexFile { supersedes: vec![Id::random()], packs }.encode();
-        let env = seal_payload(&raw, 19);
+        let env = seal_payload(&raw, 19).unwrap();
         assert!(raw.len() > 1 << 20, "larger than the floor of the cap");
         assert_eq!(open_payload(&env, ObjectKind::Index.plain_cap(env.len())).unwrap(), raw);
         // 32 KiB that would expand to 1 GiB may expand to 1 MiB at most.
@@ -319,10 +326,27 @@ mod tests {
         assert!(open_payload(&zstd_envelope(raw.len(), &frame), 1 << 20).is_err());
     }
 
+    #[test]
+    fn an_input_over_4_gib_is_refused_not_a_panic() {
+        // No 4 GiB buffer: a slice of that length over a mapping that is
+        // never touched (reserved address space, zero pages on demand).
+        let len = u32::MAX as usize + 1;
+        let layout = std::alloc::Layout::from_size_align(len, 1).unwrap();
+        // SAFETY: alloc_zeroed returns `len` initialised (zero) bytes or null.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "the test needs 4 GiB of address space");
+        let raw = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let mut out = vec![9u8];
+        let result = append_payload(&mut out, raw, 3);
+        unsafe { std::alloc::dealloc(ptr, layout) };
+        assert!(matches!(result, Err(FormatError::OverLimit { declared, .. }) if declared == len as u64), "{result:?}");
+        assert_eq!(out, vec![9u8], "nothing appended");
+    }
+
     proptest! {
         #[test]
         fn round_trip(raw in proptest::collection::vec(any::<u8>(), 0..5000), level in 1i32..5) {
-            let env = seal_payload(&raw, level);
+            let env = seal_payload(&raw, level).unwrap();
             prop_assert_eq!(open_payload(&env, raw.len() as u32).unwrap(), raw);
         }
 

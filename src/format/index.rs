@@ -8,6 +8,12 @@ use super::{FormatError, Id};
 
 const INDEX_VERSION: u8 = 1;
 
+/// Most blob entries a writer puts in one index object (format.md §14):
+/// about 45 MB encoded, far inside the 1 GiB an object may have, so that
+/// any number of packs can be indexed. A single pack with more entries than
+/// this gets an index object of its own.
+pub const MAX_INDEX_ENTRIES: usize = 1_000_000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexedPack {
     pub id: Id,
@@ -57,11 +63,66 @@ impl IndexFile {
     }
 }
 
+/// Splits `packs` into index objects of at most `max_entries` blob entries
+/// each (a pack is never split; one with more entries is alone in its
+/// object), keeping their order. Only the last object carries `supersedes`:
+/// it is stored last, so the objects it replaces stay in force until every
+/// one of the new objects is stored. There is always at least one object.
+pub fn split_index(packs: Vec<IndexedPack>, supersedes: Vec<Id>, max_entries: usize) -> Vec<IndexFile> {
+    let mut files = vec![IndexFile::default()];
+    let mut entries = 0usize;
+    for pack in packs {
+        let n = pack.blobs.len();
+        let current = files.last_mut().expect("never empty");
+        if !current.packs.is_empty() && entries + n > max_entries {
+            files.push(IndexFile::default());
+            entries = 0;
+        }
+        entries += n;
+        files.last_mut().expect("never empty").packs.push(pack);
+    }
+    files.last_mut().expect("never empty").supersedes = supersedes;
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::BlobType;
     use proptest::prelude::*;
+
+    fn pack(seed: u8, count: u32) -> IndexedPack {
+        let blobs = (0..count)
+            .map(|i| BlobEntry {
+                blob_type: BlobType::Data,
+                id: Id(*blake3::hash(&[&[seed][..], &i.to_le_bytes()].concat()).as_bytes()),
+                offset: i * 100,
+                length: 100,
+                raw_len: 50,
+            })
+            .collect();
+        IndexedPack { id: Id([seed; 32]), size: u64::from(count) * 100, blobs }
+    }
+
+    #[test]
+    fn index_objects_are_split_by_entry_count_and_only_the_last_supersedes() {
+        let packs: Vec<IndexedPack> = (0..10).map(|i| pack(i, 30)).collect();
+        let old = vec![Id([0xee; 32])];
+        let files = split_index(packs.clone(), old.clone(), 100);
+        assert_eq!(files.len(), 4, "3 packs of 30 entries fit under 100");
+        assert!(files.iter().all(|f| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>() <= 100));
+        assert!(files[..3].iter().all(|f| f.supersedes.is_empty()));
+        assert_eq!(files[3].supersedes, old);
+        assert_eq!(files.into_iter().flat_map(|f| f.packs).collect::<Vec<_>>(), packs);
+    }
+
+    #[test]
+    fn a_pack_over_the_bound_is_alone_and_no_packs_is_one_object() {
+        let files = split_index(vec![pack(1, 5), pack(2, 50), pack(3, 5)], Vec::new(), 10);
+        assert_eq!(files.iter().map(|f| f.packs.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+        let files = split_index(Vec::new(), vec![Id([1; 32])], 10);
+        assert_eq!(files, vec![IndexFile { supersedes: vec![Id([1; 32])], packs: Vec::new() }]);
+    }
 
     proptest! {
         #[test]

@@ -1,11 +1,16 @@
-//! Tree blobs: one directory each, as a list of nodes sorted by raw name bytes.
-//! Names are raw bytes (not necessarily UTF-8); which names are safe to create
-//! on disk is decided by [`validate_name`].
+//! Tree blobs: one directory each, as a list of nodes sorted by raw name bytes,
+//! or, for a directory too large for one blob, a part list naming the tree
+//! blobs its entries are split across (format.md §15.1). Names are raw bytes
+//! (not necessarily UTF-8); which names are safe to create on disk is decided
+//! by [`validate_name`].
 
 use super::codec::{Decoder, Encoder};
 use super::{FormatError, Id};
 
 const TREE_VERSION: u8 = 1;
+/// Version byte of a part list: a tree blob that names the parts of a split
+/// directory instead of holding its entries.
+const PART_LIST_VERSION: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeKind {
@@ -115,29 +120,51 @@ impl Tree {
         let mut e = Encoder::new(TREE_VERSION);
         e.count(self.nodes.len());
         for n in &self.nodes {
-            e.bytes(&n.name)
-                .u8(n.kind as u8)
-                .u32(n.mode)
-                .u32(n.uid)
-                .u32(n.gid)
-                .i64(n.mtime_ns)
-                .i64(n.ctime_ns)
-                .u64(n.size)
-                .u64(n.inode)
-                .u64(n.device)
-                .u64(n.links)
-                .u64(n.rdev)
-                .bytes(&n.symlink_target)
-                .count(n.content.len());
-            for id in &n.content {
-                e.id(id);
-            }
-            e.opt_id(n.subtree.as_ref()).count(n.xattrs.len());
-            for (k, v) in &n.xattrs {
-                e.bytes(k).bytes(v);
-            }
+            encode_node(&mut e, n);
         }
         e.finish()
+    }
+
+    /// Encodes the directory as tree blobs of at most `max_len` bytes each
+    /// when it can: one blob if its whole encoding fits, otherwise the
+    /// encodings of consecutive runs of its entries, in order, each filled
+    /// up to `max_len` (format.md §15.1; the caller stores them and a part
+    /// list naming them). A part holds at least one entry, so an entry whose
+    /// own encoding is longer than `max_len` gives a part longer than it.
+    pub fn encode_split(&self, max_len: usize) -> Vec<Vec<u8>> {
+        const HEADER: usize = 1 + 4;
+        let mut e = Encoder::new(TREE_VERSION);
+        e.count(self.nodes.len());
+        let mut ends = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            encode_node(&mut e, n);
+            ends.push(e.len());
+        }
+        let whole = e.finish();
+        if whole.len() <= max_len || self.nodes.len() < 2 {
+            return vec![whole];
+        }
+        let mut parts = Vec::new();
+        let (mut start, mut count) = (HEADER, 0usize);
+        let mut flush = |start: usize, end: usize, count: usize| {
+            let mut part = Vec::with_capacity(HEADER + end - start);
+            part.push(TREE_VERSION);
+            part.extend_from_slice(&(count as u32).to_le_bytes());
+            part.extend_from_slice(&whole[start..end]);
+            parts.push(part);
+        };
+        let mut prev_end = HEADER;
+        for &end in &ends {
+            if count > 0 && HEADER + end - start > max_len {
+                flush(start, prev_end, count);
+                start = prev_end;
+                count = 0;
+            }
+            count += 1;
+            prev_end = end;
+        }
+        flush(start, prev_end, count);
+        parts
     }
 
     /// Decodes a tree: structure, and names strictly increasing (sorted, no
@@ -199,6 +226,90 @@ impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
     }
+
+    /// Appends the next part of a split directory (format.md §15.1): a part
+    /// holds at least one entry, and its first name follows the last name of
+    /// the parts before it.
+    pub fn append_part(&mut self, part: Tree) -> Result<(), &'static str> {
+        let Some(first) = part.nodes.first() else {
+            return Err("a part of a split directory is empty");
+        };
+        if self.nodes.last().is_some_and(|last| last.name >= first.name) {
+            return Err("the parts of a split directory are not sorted by name, or a name repeats");
+        }
+        self.nodes.extend(part.nodes);
+        Ok(())
+    }
+}
+
+fn encode_node(e: &mut Encoder, n: &Node) {
+    e.bytes(&n.name)
+        .u8(n.kind as u8)
+        .u32(n.mode)
+        .u32(n.uid)
+        .u32(n.gid)
+        .i64(n.mtime_ns)
+        .i64(n.ctime_ns)
+        .u64(n.size)
+        .u64(n.inode)
+        .u64(n.device)
+        .u64(n.links)
+        .u64(n.rdev)
+        .bytes(&n.symlink_target)
+        .count(n.content.len());
+    for id in &n.content {
+        e.id(id);
+    }
+    e.opt_id(n.subtree.as_ref()).count(n.xattrs.len());
+    for (k, v) in &n.xattrs {
+        e.bytes(k).bytes(v);
+    }
+}
+
+/// What one tree blob holds (format.md §15, §15.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeBlob {
+    /// A directory's entries (version 1).
+    Entries(Tree),
+    /// The tree blobs a split directory's entries are stored in, in order
+    /// (version 2); each is a version-1 tree.
+    Parts(Vec<Id>),
+}
+
+/// Fewest parts a part list names: a directory that fits one blob is stored
+/// as one.
+pub const MIN_PARTS: usize = 2;
+
+impl TreeBlob {
+    /// Decodes a tree blob of either version.
+    pub fn decode(buf: &[u8]) -> Result<TreeBlob, FormatError> {
+        if buf.first() == Some(&PART_LIST_VERSION) {
+            decode_part_list(buf).map(TreeBlob::Parts)
+        } else {
+            Tree::decode(buf).map(TreeBlob::Entries)
+        }
+    }
+}
+
+/// The part list of a directory split across the tree blobs `parts`.
+pub fn encode_part_list(parts: &[Id]) -> Vec<u8> {
+    let mut e = Encoder::new(PART_LIST_VERSION);
+    e.count(parts.len());
+    for id in parts {
+        e.id(id);
+    }
+    e.finish()
+}
+
+fn decode_part_list(buf: &[u8]) -> Result<Vec<Id>, FormatError> {
+    let mut d = Decoder::new(buf, "tree part list", PART_LIST_VERSION)?;
+    let n = d.count(32)?;
+    if n < MIN_PARTS {
+        return Err(d.invalid("a part list names fewer than two parts"));
+    }
+    let parts = (0..n).map(|_| d.id()).collect::<Result<Vec<_>, _>>()?;
+    d.finish()?;
+    Ok(parts)
 }
 
 /// Permission bits a node's mode may have: rwx for owner, group and others,
@@ -446,6 +557,72 @@ mod tests {
         }
         assert_eq!(device_number(8, 1), 0x801);
         assert_eq!(device_number(259, 65_536), 0x1001_0300);
+    }
+
+    fn files(n: usize) -> Tree {
+        Tree { nodes: (0..n).map(|i| Node::new(format!("file-{i:06}").into_bytes(), NodeKind::File)).collect() }
+    }
+
+    #[test]
+    fn a_directory_that_fits_one_blob_is_encoded_as_one() {
+        let t = files(100);
+        assert_eq!(t.encode_split(1 << 20), vec![t.encode()]);
+        assert_eq!(TreeBlob::decode(&t.encode()).unwrap(), TreeBlob::Entries(t));
+    }
+
+    #[test]
+    fn a_directory_over_the_limit_splits_into_sorted_parts_within_it() {
+        let t = files(1000);
+        let limit = 4096;
+        let parts = t.encode_split(limit);
+        assert!(parts.len() > 2, "{} parts", parts.len());
+        let mut joined = Tree::default();
+        for p in &parts {
+            assert!(p.len() <= limit, "part of {} bytes", p.len());
+            let TreeBlob::Entries(part) = TreeBlob::decode(p).unwrap() else { panic!("a part is a version-1 tree") };
+            joined.append_part(part).unwrap();
+        }
+        assert_eq!(joined, t);
+    }
+
+    #[test]
+    fn an_entry_longer_than_the_limit_gets_a_part_of_its_own() {
+        let mut t = files(3);
+        t.nodes[1].xattrs = vec![(b"user.big".to_vec(), vec![7; 10_000])];
+        let parts = t.encode_split(1000);
+        assert_eq!(parts.len(), 3);
+        assert!(parts[1].len() > 10_000);
+    }
+
+    #[test]
+    fn part_lists_round_trip_and_name_at_least_two_parts() {
+        let ids = vec![Id([1; 32]), Id([2; 32]), Id([3; 32])];
+        assert_eq!(TreeBlob::decode(&encode_part_list(&ids)).unwrap(), TreeBlob::Parts(ids));
+        for n in 0..MIN_PARTS {
+            let err = TreeBlob::decode(&encode_part_list(&vec![Id([1; 32]); n])).unwrap_err();
+            assert!(matches!(err, FormatError::Invalid { .. }), "{err:?}");
+        }
+        let mut trailing = encode_part_list(&[Id([1; 32]), Id([2; 32])]);
+        trailing.push(0);
+        assert!(TreeBlob::decode(&trailing).is_err());
+        // A reader of version-1 trees refuses a part list by its version.
+        assert!(matches!(
+            Tree::decode(&encode_part_list(&[Id([1; 32]), Id([2; 32])])),
+            Err(FormatError::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn parts_out_of_order_or_empty_are_refused() {
+        let t = files(4);
+        let (a, b) = (Tree { nodes: t.nodes[..2].to_vec() }, Tree { nodes: t.nodes[2..].to_vec() });
+        let mut joined = b.clone();
+        assert!(joined.append_part(a.clone()).is_err(), "later names first");
+        let mut joined = a.clone();
+        assert!(joined.append_part(a.clone()).is_err(), "a name repeats");
+        assert!(joined.append_part(Tree::default()).is_err(), "an empty part");
+        assert!(joined.append_part(b).is_ok());
+        assert_eq!(joined, t);
     }
 
     #[test]

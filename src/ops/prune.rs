@@ -285,8 +285,12 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
         }
     }
     while let Some(tree_id) = stack.pop() {
-        let tree =
-            repo.load_tree(&lookup, &tree_id).await.map_err(|e| refuse(format!("tree {}", tree_id.short()), e))?;
+        let (tree, parts) = repo
+            .load_tree_parts(&lookup, &tree_id)
+            .await
+            .map_err(|e| refuse(format!("tree {}", tree_id.short()), e))?;
+        // The blobs a split directory is stored in are used like the tree itself.
+        used.extend(parts);
         for node in &tree.nodes {
             if let Some(sub) = node.subtree {
                 if used.insert(sub) {
@@ -504,16 +508,18 @@ async fn run(
     report.packs_written = new_packs.len();
     report.bytes_written = new_packs.iter().map(|p| p.size).sum();
 
-    // 2. One index that lists everything kept and supersedes every index object.
+    // 2. The index of everything kept, superseding every index object.
     let mut listed: Vec<IndexedPack> = plan.keep.iter().map(|&i| p(i).pack.clone()).collect();
     listed.extend(new_packs);
     lock.ensure_held().await?;
-    let index_id = repo.write_index(listed, state.index_ids.clone()).await?;
-    tracing::info!(index = %index_id.short(), replaced = state.index_ids.len(), "new index written");
-    report.index_objects_replaced = state.index_ids.len();
+    let index_ids = repo.write_index(listed, state.index_ids.clone()).await?;
+    let replaced: Vec<&Id> = state.index_ids.iter().filter(|id| !index_ids.contains(id)).collect();
+    tracing::info!(objects = index_ids.len(), replaced = replaced.len(), "new index written");
+    report.index_objects_replaced = replaced.len();
 
-    // 3. The old index objects (harmless to delete: the new index supersedes them).
-    for id in &state.index_ids {
+    // 3. The old index objects, once every new one is stored (harmless to
+    // delete: the last new one supersedes them).
+    for id in replaced {
         lock.ensure_fresh()?;
         repo.backend().delete(ObjectKind::Index, id).await?;
     }

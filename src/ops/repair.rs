@@ -68,7 +68,8 @@ pub struct RepairReport {
     pub lost: Vec<LostBlob>,
     /// Every `snapshot:path` that needs a blob the new index lacks.
     pub damaged_paths: Vec<String>,
-    /// The new index object, if one was written.
+    /// The new index object that supersedes the old ones (the last of them
+    /// when the index takes several), if one was written.
     pub index: Option<String>,
     /// Index objects replaced by it.
     pub replaced: usize,
@@ -362,9 +363,9 @@ async fn rebuild(repo: &Repository, guard: &lock::LockGuard) -> Result<RepairRep
         new_index.add_pack(p);
     }
     guard.ensure_held().await?;
-    let id = repo.write_index(indexed, listed.clone()).await?;
-    report.index = Some(id.to_hex());
-    for o in listed.iter().filter(|o| **o != id) {
+    let ids = repo.write_index(indexed, listed.clone()).await?;
+    report.index = ids.last().map(Id::to_hex);
+    for o in listed.iter().filter(|o| !ids.contains(o)) {
         guard.ensure_fresh()?;
         repo.backend().delete(ObjectKind::Index, o).await?;
         report.replaced += 1;
@@ -544,9 +545,9 @@ async fn heal_packs(
         new_index.add_pack(p);
     }
     guard.ensure_held().await?;
-    let index_id = repo.write_index(packs, listed.clone()).await?;
-    report.index = Some(index_id.to_hex());
-    for o in listed.iter().filter(|o| **o != index_id) {
+    let index_ids = repo.write_index(packs, listed.clone()).await?;
+    report.index = index_ids.last().map(Id::to_hex);
+    for o in listed.iter().filter(|o| !index_ids.contains(o)) {
         guard.ensure_fresh()?;
         repo.backend().delete(ObjectKind::Index, o).await?;
         report.index_objects_replaced += 1;

@@ -116,8 +116,9 @@ impl Walker {
         tree: Id,
         path_len: usize,
     ) -> Result<Frame, RepoError> {
-        let t = repo.load_tree(index, &tree).await?;
+        let (t, parts) = repo.load_tree_parts(index, &tree).await?;
         if self.trees.insert(tree) {
+            self.trees.extend(parts);
             for n in t.nodes.iter().filter(|n| n.kind == NodeKind::File) {
                 self.data.extend(n.content.iter().copied());
             }

@@ -33,9 +33,10 @@ impl HeadState {
 }
 
 impl Repository {
-    fn seal_head(&self, head: &Head) -> Vec<u8> {
-        let env = seal_payload(&head.encode(), self.config().compression_level);
-        self.keys().seal.seal(&associated_data(self.repo_id(), HEAD_DOMAIN, &Id::ZERO), &env)
+    fn seal_head(&self, head: &Head) -> Result<Vec<u8>> {
+        let env = seal_payload(&head.encode(), self.config().compression_level)
+            .map_err(|e| RepoError::Invalid(format!("the head cannot be sealed: {e}")))?;
+        Ok(self.keys().seal.seal(&associated_data(self.repo_id(), HEAD_DOMAIN, &Id::ZERO), &env))
     }
 
     /// Authenticates and decodes one candidate head.
@@ -128,10 +129,13 @@ impl Repository {
         let snapshots = self.backend().list(ObjectKind::Snapshot).await?.into_iter().map(|o| o.id).collect();
         let generation = self.inner.head.generation.load(Ordering::SeqCst) + 1;
         let head = Head { generation, time_ns: host::now_ns(), indexes, snapshots };
-        let result = self.backend().put_head(Bytes::from(self.seal_head(&head))).await;
+        let result = match self.seal_head(&head) {
+            Ok(sealed) => self.backend().put_head(Bytes::from(sealed)).await.map_err(RepoError::from),
+            Err(e) => Err(e),
+        };
         if let Err(e) = result {
             self.inner.head.dirty.store(true, Ordering::SeqCst);
-            return Err(e.into());
+            return Err(e);
         }
         self.inner.head.generation.fetch_max(generation, Ordering::SeqCst);
         if let Some(cache) = self.cache() {

@@ -24,13 +24,14 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::{random_secret, RepoKeys};
 use crate::format::config::Config;
 use crate::format::envelope::{append_payload, open_payload_owned, seal_payload};
-use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::index::{split_index, IndexFile, IndexedPack, MAX_INDEX_ENTRIES};
 use crate::format::key::{KeyOwner, KeyPayload, KeySlot};
 use crate::format::pack::{decode_header, header_offset, BlobEntry, TRAILER_LEN};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Tree;
+use crate::format::tree::{Tree, TreeBlob};
 use crate::format::{
-    associated_data, blob_domain, BlobType, FormatError, Id, ObjectKind, MAX_OBJECT_LEN, PACK_HEADER_DOMAIN,
+    associated_data, blob_domain, BlobType, FormatError, Id, ObjectKind, MAX_BLOB_LEN, MAX_OBJECT_LEN,
+    PACK_HEADER_DOMAIN,
 };
 use crate::host;
 use index::MasterIndex;
@@ -135,7 +136,8 @@ impl Repository {
         let slot = keys::make_slot(password, &payload, &owner, &keys, opts.kdf, &key_id)?;
         // The key goes first: a config without a key would be unopenable.
         backend.put(ObjectKind::Key, &key_id, Bytes::from(slot.encode())).await?;
-        let sealed = seal_object(&keys, &repo_id, ObjectKind::Config, &Id::ZERO, &config.encode(), 3);
+        let sealed = seal_object(&keys, &repo_id, ObjectKind::Config, &Id::ZERO, &config.encode(), 3)
+            .map_err(|e| RepoError::Invalid(format!("the config cannot be sealed: {e}")))?;
         backend.put(ObjectKind::Config, &Id::ZERO, Bytes::from(sealed)).await?;
         let repo = Repository::assemble(backend, keys, config, key_id, &payload, None);
         // A backend that keeps a head gets its first one now.
@@ -284,17 +286,28 @@ impl Repository {
     // ---- blobs ----
 
     /// Hashes, compresses and seals a blob (CPU only).
-    pub fn seal_blob(&self, blob_type: BlobType, raw: &[u8]) -> SealedBlob {
+    pub fn seal_blob(&self, blob_type: BlobType, raw: &[u8]) -> Result<SealedBlob> {
         let id = self.inner.keys.blob_id(blob_type, raw);
         self.seal_blob_with_id(blob_type, id, raw)
     }
 
-    /// Seals a blob whose id the caller already computed.
-    pub fn seal_blob_with_id(&self, blob_type: BlobType, id: Id, raw: &[u8]) -> SealedBlob {
+    /// Seals a blob whose id the caller already computed. A plaintext over
+    /// `MAX_BLOB_LEN`, which no reader would open, is refused.
+    pub fn seal_blob_with_id(&self, blob_type: BlobType, id: Id, raw: &[u8]) -> Result<SealedBlob> {
+        if raw.len() > MAX_BLOB_LEN as usize {
+            return Err(RepoError::Invalid(format!(
+                "a {} blob of {} bytes is over the limit of {MAX_BLOB_LEN} bytes",
+                blob_type.name(),
+                raw.len()
+            )));
+        }
         let ad = associated_data(self.repo_id(), blob_domain(blob_type), &id);
         let level = self.inner.config.compression_level;
-        let sealed = self.inner.keys.seal.seal_with(&ad, raw.len() + 5, |out| append_payload(out, raw, level));
-        SealedBlob { blob_type, id, sealed, raw_len: raw.len() as u32 }
+        let mut appended = Ok(());
+        let sealed =
+            self.inner.keys.seal.seal_with(&ad, raw.len() + 5, |out| appended = append_payload(out, raw, level));
+        appended.map_err(|e| RepoError::Invalid(e.to_string()))?;
+        Ok(SealedBlob { blob_type, id, sealed, raw_len: raw.len() as u32 })
     }
 
     /// Authenticates, decrypts and decompresses a sealed blob and checks that
@@ -356,29 +369,67 @@ impl Repository {
         }
     }
 
-    /// Reads and decodes a tree from storage, bypassing the cache.
+    /// Reads and decodes a directory's tree from storage, bypassing the cache.
     pub async fn load_tree_from_storage(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
-        let raw = self.read_blob(index, id).await?;
-        Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+        self.load_directory(index, id, false).await.map(|(tree, _)| tree)
     }
 
-    /// Reads and decodes a tree, through the cache when possible.
+    /// Reads and decodes a directory's tree, through the cache when possible.
     pub async fn load_tree(&self, index: &MasterIndex, id: &Id) -> Result<Tree> {
+        self.load_directory(index, id, true).await.map(|(tree, _)| tree)
+    }
+
+    /// Like [`load_tree`](Self::load_tree), also returning the ids of the
+    /// tree blobs a split directory is stored in (format.md §15.1; empty
+    /// for a directory stored as one blob). Everything that decides which
+    /// blobs are in use (prune) must count them beside `id`.
+    pub async fn load_tree_parts(&self, index: &MasterIndex, id: &Id) -> Result<(Tree, Vec<Id>)> {
+        self.load_directory(index, id, true).await
+    }
+
+    /// Every reader's way to a directory: the tree blob `id`, and when it is
+    /// a part list, each of its parts in order, joined into one tree. The
+    /// whole directory is held in memory.
+    async fn load_directory(&self, index: &MasterIndex, id: &Id, use_cache: bool) -> Result<(Tree, Vec<Id>)> {
+        let what = || format!("tree {id}");
+        let raw = self.read_tree_blob(index, id, use_cache).await?;
+        let parts = match TreeBlob::decode(&raw).map_err(|e| RepoError::damaged(what(), e))? {
+            TreeBlob::Entries(tree) => return Ok((tree, Vec::new())),
+            TreeBlob::Parts(parts) => parts,
+        };
+        drop(raw);
+        let mut tree = Tree::default();
+        for (i, part) in parts.iter().enumerate() {
+            let whose = || format!("{} (part {} of {}, tree blob {part})", what(), i + 1, parts.len());
+            let raw = self.read_tree_blob(index, part, use_cache).await.map_err(|e| match e {
+                RepoError::Damaged { reason, .. } => RepoError::damaged(whose(), reason),
+                other => other,
+            })?;
+            let part_tree = Tree::decode(&raw).map_err(|e| RepoError::damaged(whose(), e))?;
+            tree.append_part(part_tree).map_err(|reason| RepoError::damaged(whose(), reason))?;
+        }
+        Ok((tree, parts))
+    }
+
+    /// The plaintext of tree blob `id`, from the cache when `use_cache` and
+    /// it holds an authentic copy, otherwise from storage (then cached).
+    async fn read_tree_blob(&self, index: &MasterIndex, id: &Id, use_cache: bool) -> Result<Vec<u8>> {
         let loc = index.lookup(id).ok_or_else(|| RepoError::damaged(format!("tree {id}"), "it is not in the index"))?;
-        if let Some(cache) = self.cache() {
+        let cache = self.cache().filter(|_| use_cache);
+        if let Some(cache) = cache {
             if let Ok(Some(sealed)) = cache.tree(id) {
                 if let Ok(raw) = self.open_blob(BlobType::Tree, id, &sealed, loc.raw_len) {
-                    return Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e));
+                    return Ok(raw);
                 }
             }
         }
         let (raw, sealed) = self.read_blob_sealed(index, id, Some(BlobType::Tree)).await?;
-        if let Some(cache) = self.cache() {
+        if let Some(cache) = cache {
             if let Err(e) = cache.put_trees([(id, &sealed[..])]) {
                 tracing::debug!(error = %e, "could not cache a tree");
             }
         }
-        Tree::decode(&raw).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+        Ok(raw)
     }
 
     /// The sealed bytes of tree `id` as the local cache holds them, if they
@@ -405,7 +456,8 @@ impl Repository {
         }
         let id = self.inner.keys.object_id(kind, plaintext);
         let sealed =
-            seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level);
+            seal_object(&self.inner.keys, self.repo_id(), kind, &id, plaintext, self.inner.config.compression_level)
+                .map_err(|e| RepoError::Invalid(format!("a {} object cannot be sealed: {e}", kind.name())))?;
         self.inner.backend.put(kind, &id, Bytes::from(sealed)).await?;
         if matches!(kind, ObjectKind::Index | ObjectKind::Snapshot) {
             self.inner.head.mark_dirty();
@@ -573,10 +625,34 @@ impl Repository {
         Ok((files, bad))
     }
 
-    /// Stores an index object listing `packs`.
-    pub async fn write_index(&self, packs: Vec<IndexedPack>, supersedes: Vec<Id>) -> Result<Id> {
-        let file = IndexFile { supersedes, packs };
-        self.save_object(ObjectKind::Index, &file.encode()).await
+    /// Stores index objects listing `packs`, as many as it takes to keep
+    /// each within `MAX_INDEX_ENTRIES` blob entries (format.md §14); the
+    /// last one stored carries `supersedes`, so the objects it replaces stay
+    /// in force until all of the new ones are stored. Returns their ids, in
+    /// the order stored; a caller deletes the replaced objects only after.
+    pub async fn write_index(&self, packs: Vec<IndexedPack>, supersedes: Vec<Id>) -> Result<Vec<Id>> {
+        self.write_index_bounded(packs, supersedes, MAX_INDEX_ENTRIES).await
+    }
+
+    /// [`write_index`](Self::write_index) with another bound on the entries
+    /// of one index object (tests use it to split small indexes).
+    pub async fn write_index_bounded(
+        &self,
+        packs: Vec<IndexedPack>,
+        supersedes: Vec<Id>,
+        max_entries: usize,
+    ) -> Result<Vec<Id>> {
+        let mut ids: Vec<Id> = Vec::new();
+        for mut file in split_index(packs, supersedes, max_entries.max(1)) {
+            // An object equal to one stored before (by an interrupted run
+            // that wrote the same packs) has the same id: the last object
+            // must not supersede what it is written beside.
+            file.supersedes.retain(|id| !ids.contains(id));
+            let plain = file.encode();
+            drop(file);
+            ids.push(self.save_object(ObjectKind::Index, &plain).await?);
+        }
+        Ok(ids)
     }
 
     /// Reads and authenticates a pack's header from storage.
@@ -632,8 +708,8 @@ impl Repository {
             index.add_pack(p);
         }
         tracing::info!(packs = n, "indexing packs left by an interrupted run");
-        let id = self.write_index(recovered, Vec::new()).await?;
-        index.index_ids.push(id);
+        let ids = self.write_index(recovered, Vec::new()).await?;
+        index.index_ids.extend(ids);
         Ok((n, unreadable))
     }
 }
@@ -652,9 +728,16 @@ fn sealed_len_is_small(len: u32) -> bool {
     len < 64 << 10
 }
 
-fn seal_object(keys: &RepoKeys, repo_id: &Id, kind: ObjectKind, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
-    let env = seal_payload(plain, level);
-    keys.seal.seal(&associated_data(repo_id, kind.tag(), id), &env)
+fn seal_object(
+    keys: &RepoKeys,
+    repo_id: &Id,
+    kind: ObjectKind,
+    id: &Id,
+    plain: &[u8],
+    level: i32,
+) -> std::result::Result<Vec<u8>, FormatError> {
+    let env = seal_payload(plain, level)?;
+    Ok(keys.seal.seal(&associated_data(repo_id, kind.tag(), id), &env))
 }
 
 #[derive(Debug, thiserror::Error)]

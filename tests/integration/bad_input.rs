@@ -203,7 +203,7 @@ async fn write_hostile_snapshot(repo_path: &std::path::Path) {
     let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
     let repo = Repository::init(backend, PASSWORD.as_bytes(), opts).await.unwrap();
     let mut packer = Packer::new(1 << 20);
-    let data = repo.seal_blob(BlobType::Data, b"payload");
+    let data = repo.seal_blob(BlobType::Data, b"payload").unwrap();
     packer.add(BlobType::Data, data.id, &data.sealed, data.raw_len);
     let file = |name: &[u8]| {
         let mut n = Node::new(name.to_vec(), NodeKind::File);
@@ -215,7 +215,7 @@ async fn write_hostile_snapshot(repo_path: &std::path::Path) {
     let mut inner = Tree { nodes: vec![file(b"inner-ok")] };
     inner.sort();
     let inner_raw = inner.encode();
-    let inner_blob = repo.seal_blob(BlobType::Tree, &inner_raw);
+    let inner_blob = repo.seal_blob(BlobType::Tree, &inner_raw).unwrap();
     packer.add(BlobType::Tree, inner_blob.id, &inner_blob.sealed, inner_blob.raw_len);
     let mut dir = Node::new(b"..".to_vec(), NodeKind::Dir);
     dir.mode = 0o755;
@@ -223,7 +223,7 @@ async fn write_hostile_snapshot(repo_path: &std::path::Path) {
     let mut root = Tree { nodes: vec![file(b"../x"), file(b"good"), file(b"a\0b"), dir, file(b"")] };
     root.sort();
     let raw = root.encode();
-    let root_blob = repo.seal_blob(BlobType::Tree, &raw);
+    let root_blob = repo.seal_blob(BlobType::Tree, &raw).unwrap();
     packer.add(BlobType::Tree, root_blob.id, &root_blob.sealed, root_blob.raw_len);
     let pack = packer.finish(repo.keys(), repo.repo_id());
     repo.backend().put(ObjectKind::Pack, &pack.id, pack.data.clone()).await.unwrap();

@@ -21,5 +21,6 @@ mod restore_reads;
 mod roundtrip;
 mod scale_walks;
 mod scale_restore;
+mod scale;
 mod spec_rules;
 mod telegram;
