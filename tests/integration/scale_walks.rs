@@ -56,7 +56,7 @@ impl Crafter {
     }
 
     async fn blob(&mut self, blob_type: BlobType, raw: &[u8]) -> Id {
-        let sealed = self.repo.seal_blob(blob_type, raw);
+        let sealed = self.repo.seal_blob(blob_type, raw).unwrap();
         self.packer.add(blob_type, sealed.id, &sealed.sealed, sealed.raw_len);
         if self.packer.is_full() {
             self.flush().await;
