@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use grammers_client::sender::ConnectionParams;
+use grammers_client::sender::{ConnectionParams, SenderPoolHandle};
 use grammers_client::session::types::{PeerKind, PeerRef};
 use grammers_client::{tl, Client, SenderPool};
 use tokio::sync::Mutex;
@@ -107,6 +107,10 @@ impl Default for Options {
 
 pub struct TelegramBackend {
     client: Client,
+    /// The client's handle below grammers' retry policy, for a call that
+    /// must not be resent blindly after a dropped connection
+    /// (`channels.createChannel`: see `peers`).
+    raw: SenderPoolHandle,
     runner: tokio::task::JoinHandle<()>,
     gate: Arc<FloodGate>,
     target: Target,
@@ -150,10 +154,12 @@ impl TelegramBackend {
         let policy = TstorRetry { gate: Arc::clone(&gate), io_tries: options.attempts, io_delay: options.retry_delay };
         let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
         let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
+        let raw = pool.handle.thin.clone();
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
         TelegramBackend {
             client,
+            raw,
             runner,
             gate,
             target,

@@ -248,7 +248,7 @@ pub struct Budget {
 
 /// Flood waits one request sits out in a row before it gives up: they are
 /// waited as asked, but a request that is never let through must end.
-const MAX_FLOODS_PER_REQUEST: u32 = 64;
+pub(crate) const MAX_FLOODS_PER_REQUEST: u32 = 64;
 
 /// Sends the request `make` builds (built again for every attempt, so that
 /// it can take the newest state, such as a file reference) through the
