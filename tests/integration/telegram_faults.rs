@@ -136,3 +136,42 @@ fn init_over_a_link_losing_two_answers_in_five_leaves_one_channel() {
     fs::write(src.join("a.txt"), random_bytes(5000, 1)).unwrap();
     assert_works(&s, &src);
 }
+
+#[test]
+fn stats_shows_the_message_count_of_the_chat() {
+    let mut s = Seeded::start("telegram:new:counted", "", 5);
+    s.repo = init_new_channel(&s);
+    let src = s.env.path("src");
+    small_tree(&src);
+    s.ok(&["snapshot", src.to_str().unwrap()]);
+    let channel = Where::Channel(s.channels()[0]);
+    let in_chat = || {
+        use tstor_tgloop::world::Paging;
+        match s.server.with_world(|w| w.history(channel, Paging { limit: 1, ..Paging::default() })) {
+            grammers_client::tl::enums::messages::Messages::ChannelMessages(m) => m.count as u64,
+            other => panic!("a channel's history: {other:?}"),
+        }
+    };
+    let stats: serde_json::Value = serde_json::from_str(&s.ok(&["--json", "stats"])).unwrap();
+    assert_eq!(stats["stored_items"]["unit"], "messages");
+    let count = stats["stored_items"]["count"].as_u64().unwrap();
+    // Counted while `stats` held its lock, a message of its own.
+    assert!(count == in_chat() || count == in_chat() + 1, "stats says {count}, the chat holds {}", in_chat());
+    // Config, key, pack(s), index, snapshot and head documents, the head's pin and the creation message.
+    let documents = s.server.with_world(|w| w.documents(channel)).len() as u64;
+    assert!(documents >= 6 && count > documents, "{count} messages, {documents} documents");
+    let text = s.ok(&["stats"]);
+    assert!(text.contains(&format!("storage holds:      {count} messages")), "{text}");
+
+    // A local repository counts its object files.
+    let env = Env::new();
+    env.init();
+    let out = env.cmd().args(["--json", "stats"]).output().unwrap();
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["stored_items"]["unit"], "files");
+    let mut files = 0;
+    walk(&env.repo(), &mut |_, m| files += m.is_file() as u64);
+    let count = stats["stored_items"]["count"].as_u64().unwrap();
+    assert!(count == files || count == files + 1, "stats says {count}, the directory holds {files} files");
+}

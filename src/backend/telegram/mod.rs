@@ -365,6 +365,36 @@ impl Backend for TelegramBackend {
     async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
         self.catalog.lock().await.use_names(names);
     }
+
+    /// The messages in the chat as Telegram counts them (one
+    /// `messages.getHistory` of one message): objects, heads, pins and
+    /// service messages, and in Saved Messages whatever else is there.
+    async fn stored_items(&self) -> Result<Option<super::StoredItems>> {
+        let peer = self.peer().await?;
+        let page = self
+            .invoke(
+                &tl::functions::messages::GetHistory {
+                    peer: peer.into(),
+                    offset_id: 0,
+                    offset_date: 0,
+                    add_offset: 0,
+                    limit: 1,
+                    max_id: 0,
+                    min_id: 0,
+                    hash: 0,
+                },
+                "count messages",
+            )
+            .await?;
+        use tl::enums::messages::Messages as M;
+        let count = match page {
+            M::Messages(m) => m.messages.len() as i32,
+            M::Slice(m) => m.count,
+            M::ChannelMessages(m) => m.count,
+            M::NotModified(m) => m.count,
+        };
+        Ok(Some(super::StoredItems { count: count.max(0) as u64, unit: "messages" }))
+    }
 }
 
 #[cfg(test)]
