@@ -74,9 +74,10 @@ pub struct Options {
     pub calls_per_minute: u32,
     /// Longest flood wait to sit out; a longer one fails the operation.
     pub max_flood_wait: Duration,
-    /// Attempts per part and per request for dropped connections and server
-    /// failures, each after grammers' own resends (as many); flood waits
-    /// are not counted.
+    /// Rounds of attempts per part and per request for dropped connections
+    /// and server failures, each of as many resends: `attempts` times
+    /// `attempts + 1` sends in all, every one through the flood gate;
+    /// flood waits are not counted.
     pub attempts: u32,
     /// First back-off after a dropped connection.
     pub retry_delay: Duration,
@@ -85,9 +86,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The retries one request gets in tstor's own loop.
+    /// The retries one request gets in tstor's own loop: as many sends in
+    /// all as `attempts` rounds of `attempts` resends each, all of them
+    /// through the gate.
     fn budget(&self) -> Budget {
-        Budget { attempts: self.attempts, delay: self.retry_delay, max_flood_wait: self.max_flood_wait }
+        Budget {
+            attempts: self.attempts * (self.attempts + 1),
+            delay: self.retry_delay,
+            max_flood_wait: self.max_flood_wait,
+        }
     }
 }
 
@@ -151,8 +158,7 @@ impl TelegramBackend {
         public_names: Arc<dyn ObjectNames>,
     ) -> TelegramBackend {
         let gate = Arc::new(FloodGate::new(options.calls_per_minute, options.parts_in_flight));
-        let policy = TstorRetry { gate: Arc::clone(&gate), io_tries: options.attempts, io_delay: options.retry_delay };
-        let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
+        let params = ConnectionParams { retry_policy: Box::new(TstorRetry), ..Default::default() };
         let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
         let raw = pool.handle.thin.clone();
         let client = Client::new(pool.handle);
