@@ -249,6 +249,15 @@ impl Backend for LocalBackend {
         .await
     }
 
+    /// The object files: every kind listed, the config included.
+    async fn stored_items(&self) -> Result<Option<super::StoredItems>> {
+        let mut count = 0;
+        for kind in ObjectKind::ALL {
+            count += self.list(kind).await?.len() as u64;
+        }
+        Ok(Some(super::StoredItems { count, unit: "files" }))
+    }
+
     async fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         let root = self.root.clone();
         blocking(move || {

@@ -175,6 +175,21 @@ pub trait Backend: Send + Sync {
     async fn rescan(&self) -> Result<()> {
         Ok(())
     }
+
+    /// How many items the storage holds, counted as it counts them
+    /// (Telegram: the messages in the chat, every kind; a directory: its
+    /// object files), for `stats`. `None` where there is no such count.
+    async fn stored_items(&self) -> Result<Option<StoredItems>> {
+        Ok(None)
+    }
+}
+
+/// A count of what a backend holds, in its own unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoredItems {
+    pub count: u64,
+    /// What is counted: "messages" or "files".
+    pub unit: &'static str,
 }
 
 #[async_trait]
@@ -220,6 +235,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn rescan(&self) -> Result<()> {
         (**self).rescan().await
+    }
+    async fn stored_items(&self) -> Result<Option<StoredItems>> {
+        (**self).stored_items().await
     }
     fn readable_by_others(&self) -> Option<String> {
         (**self).readable_by_others()

@@ -99,4 +99,7 @@ impl<B: Backend> Backend for RetryBackend<B> {
     async fn rescan(&self) -> Result<()> {
         self.retry("rescan", || self.inner.rescan()).await
     }
+    async fn stored_items(&self) -> Result<Option<super::StoredItems>> {
+        self.retry("stored_items", || self.inner.stored_items()).await
+    }
 }

@@ -489,6 +489,9 @@ pub(super) async fn cmd_stats(g: &Global, a: StatsArgs) -> Result<u8> {
         writeln!(out, "  compression ratio:  {}", show_ratio(r.compression_ratio))?;
         writeln!(out, "  dedup ratio:        {}", show_ratio(r.dedup_ratio))?;
         writeln!(out, "  repository stored:  {} in {} packs", human(r.stored_size), r.packs)?;
+        if let Some(items) = r.stored_items {
+            writeln!(out, "  storage holds:      {} {}", items.count, items.unit)?;
+        }
         if r.missing_blobs > 0 {
             writeln!(out, "  missing blobs:      {} (run `tstor check`)", r.missing_blobs)?;
         }

@@ -65,6 +65,9 @@ pub struct StatsReport {
     /// Packs on storage and their total size: the repository as stored.
     pub packs: u64,
     pub stored_size: u64,
+    /// What the storage holds in its own unit (a Telegram chat: its
+    /// messages; a directory: its object files), where it can say.
+    pub stored_items: Option<crate::backend::StoredItems>,
     /// Plaintext of the referenced blobs over their stored size.
     pub compression_ratio: Option<f64>,
     /// Restore size over deduplicated size.
@@ -232,6 +235,7 @@ pub async fn stats(
             r.packs += 1;
             r.stored_size += p.size;
         }
+        r.stored_items = repo.backend().stored_items().await?;
         r.compression_ratio = ratio(raw_total, r.referenced_stored_size);
         r.dedup_ratio = ratio(r.restore_size, r.dedup_size);
         (r.total_size, r.total_count) = match mode {

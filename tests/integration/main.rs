@@ -24,3 +24,4 @@ mod scale_restore;
 mod scale;
 mod spec_rules;
 mod telegram;
+mod telegram_faults;

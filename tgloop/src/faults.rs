@@ -1,9 +1,15 @@
 //! Failure injection: rules that make the next calls of a named method fail
 //! the way Telegram or the network can (flood waits, RPC errors, dropped
 //! connections, answers lost after the work was done, slow answers), and
-//! random rates of such failures for a server left running.
+//! random rates of such failures for a server left running. The rates are
+//! rolled from a seeded generator: the seed is printed by a failing sweep,
+//! and the same seed replays the same sequence of dice (the faults then hit
+//! the same calls as far as the client makes its calls in the same order).
 
 use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// One way a call can go wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,10 +77,8 @@ impl Rates {
         Ok(r)
     }
 
-    /// The fault a call of `method` meets, if the dice say so.
-    fn roll(&self, method: &str) -> Option<Fault> {
-        use rand::Rng;
-        let mut rng = rand::thread_rng();
+    /// The fault a call of `method` meets, if the dice (`rng`) say so.
+    fn roll(&self, method: &str, rng: &mut impl Rng) -> Option<Fault> {
         let mut hit = |p: f64| p > 0.0 && rng.gen_bool(p);
         if method == "messages.sendMedia" && hit(self.part_missing) {
             return Some(Fault::PartMissing);
@@ -103,14 +107,34 @@ struct Rule {
     fault: Fault,
 }
 
-/// The pending rules, consulted once per call in the order they were added.
-#[derive(Debug, Default)]
+/// The pending rules, consulted once per call in the order they were added,
+/// and the random rates with the seeded generator they are rolled from.
+#[derive(Debug)]
 pub struct Faults {
     rules: Vec<Rule>,
     rates: Rates,
+    seed: u64,
+    rng: StdRng,
+}
+
+impl Default for Faults {
+    /// No rules, no rates, a random seed.
+    fn default() -> Faults {
+        Faults::seeded(rand::random())
+    }
 }
 
 impl Faults {
+    /// No rules, no rates, random faults rolled from `seed`.
+    pub fn seeded(seed: u64) -> Faults {
+        Faults { rules: Vec::new(), rates: Rates::default(), seed, rng: StdRng::seed_from_u64(seed) }
+    }
+
+    /// The seed the random faults are rolled from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Lets `skip` calls of `method` through, then applies `fault` to the next `times` calls.
     pub fn add(&mut self, method: &str, skip: usize, times: usize, fault: Fault) {
         if times > 0 {
@@ -125,7 +149,7 @@ impl Faults {
 
     /// The fault for a call of `method`: a rule that fires now, else a random one.
     pub fn take(&mut self, method: &str) -> Option<Fault> {
-        self.take_rule(method).or_else(|| self.rates.roll(method))
+        self.take_rule(method).or_else(|| self.roll(method))
     }
 
     /// The injected rule that fires for this call of `method`, if any.
@@ -145,8 +169,8 @@ impl Faults {
     }
 
     /// A random fault for a call of `method`, at the rates set.
-    pub fn roll(&self, method: &str) -> Option<Fault> {
-        self.rates.roll(method)
+    pub fn roll(&mut self, method: &str) -> Option<Fault> {
+        self.rates.roll(method, &mut self.rng)
     }
 
     pub fn clear(&mut self) {
@@ -190,5 +214,20 @@ mod tests {
         assert_eq!(f.take("upload.getFile"), Some(Fault::LoseAnswer));
         f.set_rates(Rates::default());
         assert_eq!(f.take("upload.getFile"), None);
+    }
+
+    #[test]
+    fn one_seed_rolls_the_same_faults() {
+        let rates = Rates::parse("flood:0.1,drop:0.05,lose:0.05,part-missing:0.05,file-reference:0.2").unwrap();
+        let run = |seed: u64| {
+            let mut f = Faults::seeded(seed);
+            f.set_rates(rates);
+            let methods = ["upload.saveBigFilePart", "messages.sendMedia", "upload.getFile"];
+            (0..300).map(|i| f.take(methods[i % 3])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+        assert!(run(7).iter().any(Option::is_some));
+        assert_eq!(Faults::seeded(7).seed(), 7);
     }
 }

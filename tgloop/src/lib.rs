@@ -61,6 +61,23 @@ pub struct Config {
     /// Upload bandwidth: file parts are accepted at most this fast, across
     /// all connections (`None`: as fast as they come).
     pub upload_bytes_per_sec: Option<u64>,
+    /// The seed the random failures are rolled from (`None`: a random one,
+    /// which [`Server::seed`] tells).
+    pub seed: Option<u64>,
+}
+
+impl Config {
+    /// Rolls the random failures from `seed`, so that a failing run can be replayed.
+    pub fn with_seed(mut self, seed: u64) -> Config {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets the random failure rates.
+    pub fn with_rates(mut self, rates: Rates) -> Config {
+        self.rates = rates;
+        self
+    }
 }
 
 impl Default for Config {
@@ -73,6 +90,7 @@ impl Default for Config {
             rates: Rates::default(),
             latency: std::time::Duration::ZERO,
             upload_bytes_per_sec: None,
+            seed: None,
         }
     }
 }
@@ -315,7 +333,7 @@ impl Server {
             salts: Salts::new(),
             world: Mutex::new(world),
             faults: Mutex::new({
-                let mut f = faults::Faults::default();
+                let mut f = config.seed.map_or_else(faults::Faults::default, faults::Faults::seeded);
                 f.set_rates(config.rates);
                 f
             }),
@@ -407,6 +425,12 @@ impl Server {
     /// Changes the random failure rates of the running server.
     pub fn set_rates(&self, rates: Rates) {
         self.shared.faults.lock().expect("faults lock").set_rates(rates);
+    }
+
+    /// The seed the random failures are rolled from: a failing run is
+    /// replayed with `Config::with_seed` (or `--seed`) and this value.
+    pub fn seed(&self) -> u64 {
+        self.shared.faults.lock().expect("faults lock").seed()
     }
 
     /// Faults injected but not fired yet.

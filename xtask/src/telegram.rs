@@ -14,11 +14,12 @@ use tstor::backend::telegram::TelegramSession;
 use tstor_tgloop::{Config, Rates, Server};
 
 const USAGE: &str = "usage: cargo xtask telegram-server --listen ADDR --session-file PATH \
-[--faults SPEC] [--upload-mib-per-s N] [--latency-ms N]
+[--faults SPEC] [--seed N] [--upload-mib-per-s N] [--latency-ms N]
 
   --listen ADDR          where to listen, e.g. 127.0.0.1:8443 (port 0: any free port)
   --session-file PATH    where to write a session for tstor (use it with TSTOR_TG_SESSION=PATH)
   --faults SPEC          random failures per call, e.g. flood:0.05,drop:0.02,lose:0.01,part-missing:0.02,file-reference:0.1
+  --seed N               the seed the random failures are rolled from (default: random, printed)
   --upload-mib-per-s N   upload bandwidth in MiB/s (default: unlimited)
   --latency-ms N         added to every answer (default: 0)";
 
@@ -28,6 +29,7 @@ pub(crate) struct Args {
     pub(crate) rates: Rates,
     pub(crate) upload_mib_per_s: Option<f64>,
     pub(crate) latency: Duration,
+    pub(crate) seed: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>> {
@@ -36,6 +38,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut rates = Rates::default();
     let mut upload_mib_per_s = None;
     let mut latency = Duration::ZERO;
+    let mut seed = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if matches!(flag.as_str(), "-h" | "--help") {
@@ -46,6 +49,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
             "--listen" => listen = Some(value.parse().with_context(|| format!("--listen {value}"))?),
             "--session-file" => session_file = Some(PathBuf::from(value)),
             "--faults" => rates = Rates::parse(value).map_err(|e| anyhow!("--faults: {e}"))?,
+            "--seed" => seed = Some(value.parse().with_context(|| format!("--seed {value}"))?),
             "--upload-mib-per-s" => {
                 let v: f64 = value.parse().with_context(|| format!("--upload-mib-per-s {value}"))?;
                 if !v.is_finite() || v <= 0.0 {
@@ -61,7 +65,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     }
     let listen = listen.ok_or_else(|| anyhow!("--listen is required\n{USAGE}"))?;
     let session_file = session_file.ok_or_else(|| anyhow!("--session-file is required\n{USAGE}"))?;
-    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, latency }))
+    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, latency, seed }))
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -77,8 +81,9 @@ async fn serve(args: Args) -> Result<()> {
     let server = start(&args).await?;
     println!("listening on {}", server.addr());
     eprintln!(
-        "session written to {path}; try:\n  TSTOR_TG_SESSION={path} TSTOR_REPOSITORY=telegram:me tstor init",
-        path = args.session_file.display()
+        "faults rolled from seed {seed}\nsession written to {path}; try:\n  TSTOR_TG_SESSION={path} TSTOR_REPOSITORY=telegram:me tstor init",
+        path = args.session_file.display(),
+        seed = server.seed()
     );
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -94,6 +99,7 @@ pub(crate) async fn start(args: &Args) -> Result<Server> {
         rates: args.rates,
         latency: args.latency,
         upload_bytes_per_sec: args.upload_mib_per_s.map(|m| (m * 1024.0 * 1024.0) as u64),
+        seed: args.seed,
         ..Config::default()
     };
     let server = Server::start_with(config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -134,11 +140,14 @@ mod tests {
             "flood:0.5",
             "--latency-ms",
             "7",
+            "--seed",
+            "42",
         ])
         .unwrap()
         .unwrap();
         assert_eq!(a.rates.flood, 0.5);
         assert_eq!(a.latency, Duration::from_millis(7));
+        assert_eq!(a.seed, Some(42));
         assert!(args(&["--help"]).unwrap().is_none());
         assert!(args(&["--listen", "127.0.0.1:0"]).is_err(), "the session file is required");
         assert!(args(&["--listen", "x", "--session-file", "/tmp/s"]).is_err());

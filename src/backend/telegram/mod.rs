@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use grammers_client::sender::ConnectionParams;
+use grammers_client::sender::{ConnectionParams, SenderPoolHandle};
 use grammers_client::session::types::{PeerKind, PeerRef};
 use grammers_client::{tl, Client, SenderPool};
 use tokio::sync::Mutex;
@@ -74,9 +74,10 @@ pub struct Options {
     pub calls_per_minute: u32,
     /// Longest flood wait to sit out; a longer one fails the operation.
     pub max_flood_wait: Duration,
-    /// Attempts per part and per request for dropped connections and server
-    /// failures, each after grammers' own resends (as many); flood waits
-    /// are not counted.
+    /// Rounds of attempts per part and per request for dropped connections
+    /// and server failures, each of as many resends: `attempts` times
+    /// `attempts + 1` sends in all, every one through the flood gate;
+    /// flood waits are not counted.
     pub attempts: u32,
     /// First back-off after a dropped connection.
     pub retry_delay: Duration,
@@ -85,9 +86,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The retries one request gets in tstor's own loop.
+    /// The retries one request gets in tstor's own loop: as many sends in
+    /// all as `attempts` rounds of `attempts` resends each, all of them
+    /// through the gate.
     fn budget(&self) -> Budget {
-        Budget { attempts: self.attempts, delay: self.retry_delay, max_flood_wait: self.max_flood_wait }
+        Budget {
+            attempts: self.attempts * (self.attempts + 1),
+            delay: self.retry_delay,
+            max_flood_wait: self.max_flood_wait,
+        }
     }
 }
 
@@ -107,6 +114,10 @@ impl Default for Options {
 
 pub struct TelegramBackend {
     client: Client,
+    /// The client's handle below grammers' retry policy, for a call that
+    /// must not be resent blindly after a dropped connection
+    /// (`channels.createChannel`: see `peers`).
+    raw: SenderPoolHandle,
     runner: tokio::task::JoinHandle<()>,
     gate: Arc<FloodGate>,
     target: Target,
@@ -147,13 +158,14 @@ impl TelegramBackend {
         public_names: Arc<dyn ObjectNames>,
     ) -> TelegramBackend {
         let gate = Arc::new(FloodGate::new(options.calls_per_minute, options.parts_in_flight));
-        let policy = TstorRetry { gate: Arc::clone(&gate), io_tries: options.attempts, io_delay: options.retry_delay };
-        let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
+        let params = ConnectionParams { retry_policy: Box::new(TstorRetry), ..Default::default() };
         let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
+        let raw = pool.handle.thin.clone();
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
         TelegramBackend {
             client,
+            raw,
             runner,
             gate,
             target,
@@ -358,6 +370,36 @@ impl Backend for TelegramBackend {
 
     async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
         self.catalog.lock().await.use_names(names);
+    }
+
+    /// The messages in the chat as Telegram counts them (one
+    /// `messages.getHistory` of one message): objects, heads, pins and
+    /// service messages, and in Saved Messages whatever else is there.
+    async fn stored_items(&self) -> Result<Option<super::StoredItems>> {
+        let peer = self.peer().await?;
+        let page = self
+            .invoke(
+                &tl::functions::messages::GetHistory {
+                    peer: peer.into(),
+                    offset_id: 0,
+                    offset_date: 0,
+                    add_offset: 0,
+                    limit: 1,
+                    max_id: 0,
+                    min_id: 0,
+                    hash: 0,
+                },
+                "count messages",
+            )
+            .await?;
+        use tl::enums::messages::Messages as M;
+        let count = match page {
+            M::Messages(m) => m.messages.len() as i32,
+            M::Slice(m) => m.count,
+            M::ChannelMessages(m) => m.count,
+            M::NotModified(m) => m.count,
+        };
+        Ok(Some(super::StoredItems { count: count.max(0) as u64, unit: "messages" }))
     }
 }
 

@@ -1,12 +1,17 @@
 //! The chat a repository lives in: Saved Messages, a channel by id (its
 //! access hash from the session or the account's dialogs), a public name,
-//! or a channel created for a new repository.
+//! or a channel created for a new repository (exactly once, however many
+//! answers are lost).
+
+use std::collections::HashSet;
 
 use grammers_client::session::types::{PeerAuth, PeerId, PeerRef};
-use grammers_client::tl;
+use grammers_client::session::Session;
+use grammers_client::tl::{self, Deserializable};
+use grammers_client::InvocationError;
 
-use super::errors::permanent;
-use super::{Target, TelegramBackend, PAGE};
+use super::errors::{classify, permanent};
+use super::{retry, Target, TelegramBackend, PAGE};
 use crate::backend::Result;
 
 pub(super) fn channel_ref(c: &tl::enums::Chat) -> Option<(i64, i64)> {
@@ -80,6 +85,18 @@ impl TelegramBackend {
 
     /// The access hash of channel `id`, from the account's dialogs.
     pub(super) async fn find_channel_in_dialogs(&self, id: i64) -> Result<i64> {
+        if let Some(c) = self.dialog_channels().await?.into_iter().find(|c| c.id == id) {
+            self.remember_channel(id, c.access_hash);
+            return Ok(c.access_hash);
+        }
+        Err(permanent(format!(
+            "channel -100{id} is not among this account's chats: check the id, and that this account is a member"
+        )))
+    }
+
+    /// Every channel among the account's dialogs (`messages.getDialogs`, page by page).
+    pub(super) async fn dialog_channels(&self) -> Result<Vec<DialogChannel>> {
+        let mut found: Vec<DialogChannel> = Vec::new();
         let mut offset_date = 0;
         let mut offset_id = 0;
         let mut offset_peer = tl::enums::InputPeer::Empty;
@@ -104,9 +121,17 @@ impl TelegramBackend {
                 D::Slice(d) => (d.dialogs, d.messages, d.chats, d.users, false),
                 D::NotModified(_) => break,
             };
-            if let Some((_, hash)) = chats.iter().filter_map(channel_ref).find(|(c, _)| *c == id) {
-                self.remember_channel(id, hash);
-                return Ok(hash);
+            for chat in &chats {
+                if let tl::enums::Chat::Channel(c) = chat {
+                    if !found.iter().any(|f| f.id == c.id) {
+                        found.push(DialogChannel {
+                            id: c.id,
+                            access_hash: c.access_hash.unwrap_or(0),
+                            title: c.title.clone(),
+                            creator: c.creator,
+                        });
+                    }
+                }
             }
             // The next page starts after the last dialog's top message.
             let Some(tl::enums::Dialog::Dialog(last)) = dialogs.last() else { break };
@@ -139,39 +164,104 @@ impl TelegramBackend {
             offset_date = date;
             offset_id = last.top_message;
         }
-        Err(permanent(format!(
-            "channel -100{id} is not among this account's chats: check the id, and that this account is a member"
-        )))
+        Ok(found)
     }
 
+    /// Sends `request` once, below grammers' retry policy: a dropped
+    /// connection comes back as an error instead of a blind resend.
+    async fn invoke_once<R: tl::RemoteCall>(&self, request: &R) -> std::result::Result<R::Return, InvocationError> {
+        let dc = self.session.home_dc_id().map_err(|e| InvocationError::Dropped(leak_session_error(&e)))?;
+        let body = self.raw.raw_invoke_in_dc(dc, request.to_bytes()).await?;
+        Ok(R::Return::from_bytes(&body)?)
+    }
+
+    /// Creates the repository's channel, exactly once even when answers
+    /// are lost: `channels.createChannel` is not idempotent (a resend makes
+    /// a second channel), so it is sent without grammers' blind resends,
+    /// and after any failure that may have come after Telegram carried it
+    /// out (a dropped connection, a lost answer, a server error) the
+    /// account's channels are read again: a channel this account created
+    /// with the repository's title that was not among them before the first
+    /// attempt is the one the lost call made, and it is adopted. Only when
+    /// there is none is the call sent again. Flood waits are sat out (the
+    /// call was not carried out).
     pub(super) async fn create_channel(&self, title: &str) -> Result<PeerRef> {
-        let updates = self
-            .invoke(
-                &tl::functions::channels::CreateChannel {
-                    broadcast: true,
-                    megagroup: false,
-                    for_import: false,
-                    forum: false,
-                    title: title.to_string(),
-                    about: String::new(),
-                    geo_point: None,
-                    address: None,
-                    ttl_period: None,
-                },
-                "create channel",
-            )
-            .await?;
-        let chats = match &updates {
-            tl::enums::Updates::Updates(u) => &u.chats,
-            tl::enums::Updates::Combined(u) => &u.chats,
-            _ => return Err(permanent("Telegram did not return the new channel")),
+        let known_before: HashSet<i64> =
+            self.dialog_channels().await?.into_iter().filter(|c| c.title == title).map(|c| c.id).collect();
+        let request = tl::functions::channels::CreateChannel {
+            broadcast: true,
+            megagroup: false,
+            for_import: false,
+            forum: false,
+            title: title.to_string(),
+            about: String::new(),
+            geo_point: None,
+            address: None,
+            ttl_period: None,
         };
-        let (id, hash) =
-            chats.iter().find_map(channel_ref).ok_or_else(|| permanent("Telegram did not return the new channel"))?;
+        let budget = self.budget();
+        let (mut failures, mut floods) = (0, 0);
+        let (id, hash) = loop {
+            self.gate.wait().await;
+            let error = match self.invoke_once(&request).await {
+                Ok(updates) => break created_channel(&updates)?,
+                Err(e) => e,
+            };
+            if let Some(wait) = retry::flood_wait(&error) {
+                floods += 1;
+                if wait > budget.max_flood_wait || floods > retry::MAX_FLOODS_PER_REQUEST {
+                    return Err(classify(error, "create channel"));
+                }
+                self.gate.flooded(wait);
+                continue;
+            }
+            if !retry::is_transient(&error) {
+                return Err(classify(error, "create channel"));
+            }
+            let made = self
+                .dialog_channels()
+                .await?
+                .into_iter()
+                .find(|c| c.creator && c.title == title && !known_before.contains(&c.id));
+            if let Some(c) = made {
+                tracing::info!(channel = c.id, error = %error, "the channel was created though its answer was lost");
+                break (c.id, c.access_hash);
+            }
+            failures += 1;
+            if failures >= budget.attempts {
+                return Err(classify(error, "create channel"));
+            }
+            tracing::debug!(error = %error, attempt = failures, "creating the channel again");
+            self.gate.hold(retry::back_off(budget.delay, failures));
+        };
         self.remember_channel(id, hash);
         *self.created.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         let peer = PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
         *self.peer.lock().await = Some(peer);
         Ok(peer)
     }
+}
+
+/// A channel among the account's dialogs.
+pub(super) struct DialogChannel {
+    pub(super) id: i64,
+    pub(super) access_hash: i64,
+    pub(super) title: String,
+    /// Whether this account created it.
+    pub(super) creator: bool,
+}
+
+/// The channel a `channels.createChannel` answer names.
+fn created_channel(updates: &tl::enums::Updates) -> Result<(i64, i64)> {
+    let chats = match updates {
+        tl::enums::Updates::Updates(u) => &u.chats,
+        tl::enums::Updates::Combined(u) => &u.chats,
+        _ => return Err(permanent("Telegram did not return the new channel")),
+    };
+    chats.iter().find_map(channel_ref).ok_or_else(|| permanent("Telegram did not return the new channel"))
+}
+
+/// A session that cannot name its home DC, as the static message grammers' error carries.
+fn leak_session_error(_: &impl std::fmt::Display) -> &'static str {
+    "the session names no home DC"
 }

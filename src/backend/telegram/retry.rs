@@ -8,9 +8,10 @@
 //! Two budgets, never one: flood waits are sat out as asked (up to
 //! `max_flood_wait` each) and do not count against the attempts meant for
 //! real errors; dropped connections and server failures get a generous
-//! number of attempts with exponential back-off. Every resend, grammers'
-//! own after a dropped connection included, waits for the shared gate, so
-//! that nothing goes out while a flood wait tstor was told about runs.
+//! number of attempts with exponential back-off. Every resend goes through
+//! tstor's loop and waits for the shared gate just before it is sent (grammers
+//! never resends on its own), so that nothing goes out while a flood wait
+//! tstor was told about runs.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,26 +212,19 @@ pub fn back_off(first: Duration, n: u32) -> Duration {
     first * (1u32 << n.saturating_sub(1).min(5))
 }
 
-/// grammers' retry policy: a dropped connection fails every request in
-/// flight on it, and grammers resends each, after a back-off and never
-/// before the shared gate opens again (a flood wait tstor knows about holds
-/// the resends too). Flood waits are not retried here: they come back to
-/// tstor's own loop ([`invoke_retrying`]), which sits them out without
-/// spending the attempts meant for real errors.
-pub struct TstorRetry {
-    pub gate: Arc<FloodGate>,
-    pub io_tries: u32,
-    pub io_delay: Duration,
-}
+/// grammers' retry policy: never resend. A dropped connection fails every
+/// request in flight on it, and each comes back to tstor's own loop
+/// ([`invoke_retrying`]), which resends it after a back-off and only once
+/// the shared gate is open at the moment of sending. A resend made by
+/// grammers after its own sleep would go out even if a flood wait had
+/// arrived during that sleep, which Telegram punishes. Flood waits come
+/// back to the same loop and are sat out without spending the attempts
+/// meant for real errors.
+pub struct TstorRetry;
 
 impl RetryPolicy for TstorRetry {
-    fn should_retry(&self, ctx: &RetryContext) -> ControlFlow<(), Duration> {
-        let n = ctx.fail_count.get();
-        if is_transient(&ctx.error) && n <= self.io_tries {
-            ControlFlow::Continue(back_off(self.io_delay, n).max(self.gate.held_for()))
-        } else {
-            ControlFlow::Break(())
-        }
+    fn should_retry(&self, _: &RetryContext) -> ControlFlow<(), Duration> {
+        ControlFlow::Break(())
     }
 }
 
@@ -248,7 +242,7 @@ pub struct Budget {
 
 /// Flood waits one request sits out in a row before it gives up: they are
 /// waited as asked, but a request that is never let through must end.
-const MAX_FLOODS_PER_REQUEST: u32 = 64;
+pub(crate) const MAX_FLOODS_PER_REQUEST: u32 = 64;
 
 /// Sends the request `make` builds (built again for every attempt, so that
 /// it can take the newest state, such as a file reference) through the

@@ -6,7 +6,7 @@
 //! `cargo xtask bench telegram` (in `telegram.rs`) measures a snapshot and
 //! a restore through the loopback Telegram server on a throttled link.
 
-mod data;
+pub(crate) mod data;
 mod json;
 mod measure;
 mod mutate;
@@ -14,7 +14,7 @@ mod report;
 mod rng;
 mod telegram;
 mod text;
-mod verify;
+pub(crate) mod verify;
 
 use std::ffi::OsString;
 use std::fs;
@@ -292,7 +292,7 @@ pub struct Run {
     pub loadavg: String,
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
@@ -313,7 +313,7 @@ fn first_line_of(bin: &Path, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn build_tstor(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_tstor(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     println!("building tstor (release)...");
     let status = Command::new(cargo)

@@ -283,6 +283,7 @@ pub fn main(args: &[String]) -> Result<()> {
         rates: o.rates,
         upload_mib_per_s: Some(o.upload_mib_per_s),
         latency: Duration::from_millis(o.latency_ms),
+        seed: None,
     }))?;
     println!("server: listening on {}", server.addr());
 
