@@ -25,3 +25,4 @@ mod scale;
 mod spec_rules;
 mod telegram;
 mod telegram_faults;
+mod telegram_bot;

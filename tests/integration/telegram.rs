@@ -805,7 +805,10 @@ fn login_with_code_password_or_bot_token_and_logout() {
     assert_eq!(tg.login(&["--bot-token", "1:nope"], "").status.code(), Some(1));
     let out = tg.login(&["--bot-token", &token], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    tg.ok(&["snapshots"]);
+    // A bot has no Saved Messages: it is told what to do instead (tests/integration/telegram_bot.rs).
+    let out = tg.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a bot has no Saved Messages"));
 }
 
 #[test]

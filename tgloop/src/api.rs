@@ -5,7 +5,7 @@
 
 use grammers_tl_types::{self as tl, Cursor, Deserializable, Identifiable, Serializable};
 
-use crate::world::{Paging, RpcErr, RpcResult, SearchFilter, World};
+use crate::world::{Paging, Right, RpcErr, RpcResult, SearchFilter, Where, World};
 
 const INVOKE_WITH_LAYER: u32 = 0xda9b0d0d;
 const INIT_CONNECTION: u32 = 0xc1cd5ea9;
@@ -120,6 +120,12 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
     if !world.login.authorized && !crate::auth::allowed_unauthorized(call.name()) {
         return Err(crate::auth::unauthorized());
     }
+    if world.is_bot() && crate::auth::refused_to_bots(call.name()) {
+        return Err(crate::auth::bot_method_invalid());
+    }
+    // In the loopback account, the chat these name no chat for is Saved
+    // Messages, which a bot does not have.
+    let saved = |world: &World| if world.is_bot() { Err(crate::auth::bot_method_invalid()) } else { Ok(Where::Saved) };
     match call.constructor {
         f::auth::SendCode::CONSTRUCTOR_ID => {
             let r: f::auth::SendCode = read(call)?;
@@ -176,6 +182,20 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
             let (_, updates) = world.create_channel(&r.title, None)?;
             ok(updates)
         }
+        f::channels::EditAdmin::CONSTRUCTOR_ID => {
+            let r: f::channels::EditAdmin = read(call)?;
+            let w = world.resolve_channel(&r.channel)?;
+            ok(world.edit_admin(w, &r.user_id, &r.admin_rights)?)
+        }
+        f::channels::GetChannels::CONSTRUCTOR_ID => {
+            let r: f::channels::GetChannels = read(call)?;
+            ok(world.get_channels(&r.id)?)
+        }
+        f::channels::GetFullChannel::CONSTRUCTOR_ID => {
+            let r: f::channels::GetFullChannel = read(call)?;
+            let w = world.resolve_channel(&r.channel)?;
+            ok(world.full_channel(w)?)
+        }
         f::upload::SaveFilePart::CONSTRUCTOR_ID => {
             let r: f::upload::SaveFilePart = read(call)?;
             world.save_part(r.file_id, r.file_part, None, r.bytes)?;
@@ -189,40 +209,48 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
         f::messages::SendMedia::CONSTRUCTOR_ID => {
             let r: f::messages::SendMedia = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
+            world.require(w, Right::Post)?;
             ok(world.send_media(w, &r.media, &r.message, r.random_id)?)
         }
         f::messages::SendMessage::CONSTRUCTOR_ID => {
             let r: f::messages::SendMessage = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
+            world.require(w, Right::Post)?;
             ok(world.send_message(w, &r.message, r.random_id)?)
         }
         f::messages::EditMessage::CONSTRUCTOR_ID => {
             let r: f::messages::EditMessage = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
+            world.require(w, Right::Edit)?;
             ok(world.edit_message(w, r.id, r.message.as_deref(), r.media.as_ref())?)
         }
         f::messages::UpdatePinnedMessage::CONSTRUCTOR_ID => {
             let r: f::messages::UpdatePinnedMessage = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
+            // Pinning in a channel takes the right to edit messages.
+            world.require(w, Right::Edit)?;
             ok(world.update_pinned(w, r.id, r.unpin)?)
         }
         f::channels::DeleteMessages::CONSTRUCTOR_ID => {
             let r: f::channels::DeleteMessages = read(call)?;
             let w = world.resolve_channel(&r.channel)?;
+            world.require(w, Right::Delete)?;
             ok(world.delete_messages(w, &r.id))
         }
         f::messages::DeleteMessages::CONSTRUCTOR_ID => {
             let r: f::messages::DeleteMessages = read(call)?;
-            ok(world.delete_messages(crate::world::Where::Saved, &r.id))
+            let w = saved(world)?;
+            ok(world.delete_messages(w, &r.id))
         }
         f::channels::GetMessages::CONSTRUCTOR_ID => {
             let r: f::channels::GetMessages = read(call)?;
             let w = world.resolve_channel(&r.channel)?;
-            ok(world.get_messages(w, &r.id))
+            ok(world.get_messages(w, &r.id)?)
         }
         f::messages::GetMessages::CONSTRUCTOR_ID => {
             let r: f::messages::GetMessages = read(call)?;
-            ok(world.get_messages(crate::world::Where::Saved, &r.id))
+            let w = saved(world)?;
+            ok(world.get_messages(w, &r.id)?)
         }
         f::messages::GetHistory::CONSTRUCTOR_ID => {
             let r: f::messages::GetHistory = read(call)?;

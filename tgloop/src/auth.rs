@@ -28,6 +28,10 @@ pub struct Login {
     /// Whether the auth key is logged in. Servers start logged in, so that
     /// a seeded session works at once.
     pub authorized: bool,
+    /// Whether the key is logged in as the account's bot (after
+    /// `auth.importBotAuthorization`) rather than as the user: a bot is
+    /// refused the methods Telegram refuses bots ([`refused_to_bots`]).
+    pub as_bot: bool,
     /// The code `auth.sendCode` "sends".
     pub code: String,
     /// The two-step verification password, if the account has one.
@@ -43,6 +47,7 @@ impl Default for Login {
     fn default() -> Login {
         Login {
             authorized: true,
+            as_bot: false,
             code: "12345".into(),
             password: None,
             password_hint: None,
@@ -112,6 +117,29 @@ pub fn allowed_unauthorized(name: &str) -> bool {
     )
 }
 
+/// Methods Telegram answers `400 BOT_METHOD_INVALID` when a bot calls
+/// them: reading a chat's history or searching it, listing dialogs,
+/// creating channels (and, in [`crate::world::World`], anything about the
+/// bot's own chat, which does not exist).
+pub fn refused_to_bots(name: &str) -> bool {
+    matches!(
+        name,
+        "messages.getHistory"
+            | "messages.search"
+            | "messages.getDialogs"
+            | "channels.createChannel"
+            | "messages.getSearchCounters"
+            | "messages.searchGlobal"
+            | "channels.getAdminedPublicChannels"
+            | "contacts.getContacts"
+    )
+}
+
+/// The answer to a method Telegram refuses bots.
+pub fn bot_method_invalid() -> RpcErr {
+    RpcErr::bad("BOT_METHOD_INVALID")
+}
+
 pub fn unauthorized() -> RpcErr {
     RpcErr { code: 401, message: "AUTH_KEY_UNREGISTERED".into() }
 }
@@ -150,6 +178,7 @@ impl Login {
         }
         self.code_hash = None;
         self.authorized = true;
+        self.as_bot = false;
         Ok(())
     }
 
@@ -217,20 +246,23 @@ impl Login {
         }
         self.code_hash = None;
         self.authorized = true;
+        self.as_bot = false;
         Ok(())
     }
 
-    /// auth.importBotAuthorization.
+    /// auth.importBotAuthorization: the key is the bot's from now on.
     pub fn import_bot(&mut self, token: &str) -> RpcResult<()> {
         if token != self.bot_token {
             return Err(RpcErr::bad("ACCESS_TOKEN_INVALID"));
         }
         self.authorized = true;
+        self.as_bot = true;
         Ok(())
     }
 
     pub fn log_out(&mut self) {
         self.authorized = false;
+        self.as_bot = false;
         self.code_hash = None;
         self.srp = None;
     }

@@ -3,7 +3,7 @@
 //! that tstor uses (uploads, documents in Saved Messages and channels,
 //! history, search, pins, edits, deletes, dialogs, logging in with a code,
 //! a two-step verification password or a bot token), enforcing Telegram's
-//! rules.
+//! rules, those for bots included (`BOT_METHOD_INVALID`).
 //!
 //! ```no_run
 //! # async fn f() -> std::io::Result<()> {
@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use faults::{Fault, Rates};
-pub use world::{Limits, RpcErr, Where, World};
+pub use world::{BotRights, Limits, RpcErr, Where, World};
 
 /// The datacenter id the server claims to be, and the home DC of seeded sessions.
 pub const DC_ID: i32 = 2;
@@ -202,6 +202,8 @@ pub(crate) struct Shared {
     /// Calls that came in while their method's flood wait was running,
     /// after the client had been told of it.
     early_calls: Mutex<Vec<&'static str>>,
+    /// Calls answered `BOT_METHOD_INVALID`.
+    bot_refusals: Mutex<Vec<&'static str>>,
 }
 
 /// A flood wait running for one method.
@@ -298,10 +300,16 @@ impl Shared {
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
         let answer = api::answer(&mut self.world.lock().expect("world lock"), call, info);
-        if answer.is_ok() {
-            if let Some(n) = api::part_bytes(call) {
-                self.count_part(n);
+        match &answer {
+            Ok(_) => {
+                if let Some(n) = api::part_bytes(call) {
+                    self.count_part(n);
+                }
             }
+            Err(e) if e == &auth::bot_method_invalid() => {
+                self.bot_refusals.lock().expect("refusals lock").push(call.name());
+            }
+            Err(_) => {}
         }
         answer
     }
@@ -344,6 +352,7 @@ impl Server {
             upload_free_at: Mutex::new(tokio::time::Instant::now()),
             flood_windows: Mutex::new(HashMap::new()),
             early_calls: Mutex::new(Vec::new()),
+            bot_refusals: Mutex::new(Vec::new()),
             stats: Mutex::new(ProtocolStats::default()),
         });
         let accept_shared = Arc::clone(&shared);
@@ -448,6 +457,12 @@ impl Server {
     /// client that honours flood waits makes none.
     pub fn early_calls(&self) -> Vec<&'static str> {
         self.shared.early_calls.lock().expect("early lock").clone()
+    }
+
+    /// The calls answered `BOT_METHOD_INVALID` (a method Telegram refuses
+    /// bots), in order: a client that knows it is a bot makes none.
+    pub fn bot_refusals(&self) -> Vec<&'static str> {
+        self.shared.bot_refusals.lock().expect("refusals lock").clone()
     }
 
     /// Ends every flood wait running now, as if its time had passed: a test

@@ -1,6 +1,7 @@
 //! The simulated Telegram account behind the loopback server: one user, their
-//! Saved Messages, the channels they create, pending file uploads and stored
-//! documents, all in memory. Every method enforces the rule Telegram applies
+//! Saved Messages, the channels they create, their bot (which the key can
+//! log in as, and which reaches only the channels where the user made it an
+//! administrator), pending file uploads and stored documents, all in memory. Every method enforces the rule Telegram applies
 //! to the same request and fails with the same error name.
 
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +115,10 @@ struct Chat {
 struct ChannelInfo {
     id: i64,
     access_hash: i64,
+    /// Access hashes are per account: the bot sees the channel under another one.
+    bot_access_hash: i64,
+    /// What the bot may do here, once the user made it an administrator.
+    bot_rights: Option<BotRights>,
     title: String,
     username: Option<String>,
     date: i32,
@@ -124,6 +129,28 @@ struct ChannelInfo {
 struct Upload {
     big: Option<i32>,
     parts: BTreeMap<i32, Vec<u8>>,
+}
+
+/// The administrator rights of the bot in a channel that tstor needs:
+/// posting, editing (which in a channel includes pinning) and deleting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BotRights {
+    pub post: bool,
+    pub edit: bool,
+    pub delete: bool,
+}
+
+impl BotRights {
+    /// Every right tstor needs.
+    pub const ALL: BotRights = BotRights { post: true, edit: true, delete: true };
+}
+
+/// A right a call needs in a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Right {
+    Post,
+    Edit,
+    Delete,
 }
 
 /// Which chat a request is about.
@@ -157,6 +184,10 @@ pub struct SearchFilter {
 /// The whole simulated account.
 pub struct World {
     pub me: Me,
+    /// The account's bot, which logs in with `login.bot_token`. It has no
+    /// Saved Messages, cannot create channels, and reaches a channel only
+    /// once the user made it an administrator there.
+    pub bot: Me,
     pub limits: Limits,
     /// Whether the auth key is logged in, and how it logs in.
     pub login: crate::auth::Login,
@@ -207,6 +238,13 @@ impl World {
                 username: "tgloop_user".into(),
                 phone: "42777".into(),
             },
+            bot: Me {
+                id: 8_000_000_000 + (random_i64() % 1_000_000),
+                access_hash: random_i64(),
+                first_name: "Loopback Bot".into(),
+                username: "tgloop_bot".into(),
+                phone: String::new(),
+            },
             limits,
             login: crate::auth::Login::default(),
             saved: Chat::default(),
@@ -230,6 +268,9 @@ impl World {
     pub fn resolve_peer(&self, peer: &tl::enums::InputPeer) -> RpcResult<Where> {
         use tl::enums::InputPeer as P;
         match peer {
+            // A bot has no chat with itself.
+            P::PeerSelf if self.is_bot() => Err(crate::auth::bot_method_invalid()),
+            P::User(u) if self.is_bot() && u.user_id == self.bot.id => Err(crate::auth::bot_method_invalid()),
             P::PeerSelf => Ok(Where::Saved),
             P::User(u) if u.user_id == self.me.id && u.access_hash == self.me.access_hash => Ok(Where::Saved),
             P::Channel(c) => self.check_channel(c.channel_id, c.access_hash),
@@ -247,19 +288,54 @@ impl World {
 
     fn check_channel(&self, id: i64, access_hash: i64) -> RpcResult<Where> {
         match self.channels.get(&id) {
-            Some(c) if c.access_hash == access_hash => Ok(Where::Channel(id)),
+            // A bot that is no administrator there cannot read the private channel.
+            Some(c) if self.is_bot() && c.bot_access_hash == access_hash && c.bot_rights.is_none() => {
+                Err(RpcErr::bad("CHANNEL_PRIVATE"))
+            }
+            Some(c) if self.is_bot() && c.bot_access_hash == access_hash => Ok(Where::Channel(id)),
+            Some(c) if !self.is_bot() && c.access_hash == access_hash => Ok(Where::Channel(id)),
             Some(_) => Err(RpcErr::bad("CHANNEL_INVALID")),
             None => Err(RpcErr::bad("CHANNEL_INVALID")),
         }
     }
 
+    /// Whether the key is logged in as the bot.
+    pub fn is_bot(&self) -> bool {
+        self.login.as_bot
+    }
+
+    /// Refuses a call that needs `right` in `w` when the bot lacks it (the
+    /// user created every channel and may do anything there).
+    pub fn require(&self, w: Where, right: Right) -> RpcResult<()> {
+        let Where::Channel(id) = w else { return Ok(()) };
+        if !self.is_bot() {
+            return Ok(());
+        }
+        let rights = self.channels.get(&id).and_then(|c| c.bot_rights).ok_or_else(|| RpcErr::bad("CHANNEL_PRIVATE"))?;
+        match right {
+            Right::Post if !rights.post => Err(RpcErr { code: 403, message: "CHAT_WRITE_FORBIDDEN".into() }),
+            Right::Edit if !rights.edit => Err(RpcErr::bad("CHAT_ADMIN_REQUIRED")),
+            Right::Delete if !rights.delete => Err(RpcErr { code: 403, message: "MESSAGE_DELETE_FORBIDDEN".into() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The logged-in account: the user, or the bot.
     pub fn user(&self) -> tl::enums::User {
+        if self.is_bot() {
+            Self::user_tl(&self.bot, true, true)
+        } else {
+            Self::user_tl(&self.me, true, false)
+        }
+    }
+
+    fn user_tl(who: &Me, is_self: bool, bot: bool) -> tl::enums::User {
         tl::enums::User::User(tl::types::User {
-            is_self: true,
+            is_self,
             contact: false,
             mutual_contact: false,
             deleted: false,
-            bot: false,
+            bot,
             bot_chat_history: false,
             bot_nochats: false,
             verified: false,
@@ -285,15 +361,16 @@ impl World {
             bot_can_manage_bots: false,
             bot_guestchat: false,
             bot_guard: false,
-            id: self.me.id,
-            access_hash: Some(self.me.access_hash),
-            first_name: Some(self.me.first_name.clone()),
+            id: who.id,
+            access_hash: Some(who.access_hash),
+            first_name: Some(who.first_name.clone()),
             last_name: None,
-            username: Some(self.me.username.clone()),
-            phone: Some(self.me.phone.clone()),
+            username: Some(who.username.clone()),
+            phone: (!who.phone.is_empty()).then(|| who.phone.clone()),
             photo: None,
             status: None,
-            bot_info_version: None,
+            // `bot` and `bot_info_version` share one flag bit: both or neither.
+            bot_info_version: bot.then_some(1),
             restriction_reason: None,
             bot_inline_placeholder: None,
             lang_code: None,
@@ -309,9 +386,10 @@ impl World {
         })
     }
 
-    fn channel_tl(c: &ChannelInfo) -> tl::enums::Chat {
+    fn channel_tl(&self, c: &ChannelInfo) -> tl::enums::Chat {
+        let (access_hash, creator) = if self.is_bot() { (c.bot_access_hash, false) } else { (c.access_hash, true) };
         tl::enums::Chat::Channel(tl::types::Channel {
-            creator: true,
+            creator,
             left: false,
             broadcast: true,
             verified: false,
@@ -340,7 +418,7 @@ impl World {
             monoforum: false,
             forum_tabs: false,
             id: c.id,
-            access_hash: Some(c.access_hash),
+            access_hash: Some(access_hash),
             title: c.title.clone(),
             username: c.username.clone(),
             photo: tl::enums::ChatPhoto::Empty,
@@ -368,7 +446,7 @@ impl World {
     pub fn chats_for(&self, w: Where) -> Vec<tl::enums::Chat> {
         match w {
             Where::Saved => vec![],
-            Where::Channel(id) => self.channels.get(&id).map(Self::channel_tl).into_iter().collect(),
+            Where::Channel(id) => self.channels.get(&id).map(|c| self.channel_tl(c)).into_iter().collect(),
         }
     }
 
@@ -478,6 +556,8 @@ impl World {
             ChannelInfo {
                 id,
                 access_hash: random_i64(),
+                bot_access_hash: random_i64(),
+                bot_rights: None,
                 title: title.to_string(),
                 username: username.map(str::to_string),
                 date,
@@ -529,12 +609,14 @@ impl World {
         if u.is_empty() || !u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(RpcErr::bad("USERNAME_INVALID"));
         }
-        if u.eq_ignore_ascii_case(&self.me.username) {
-            return Ok(tl::enums::contacts::ResolvedPeer::Peer(tl::types::contacts::ResolvedPeer {
-                peer: self.peer_tl(Where::Saved),
-                chats: vec![],
-                users: vec![self.user()],
-            }));
+        for (who, bot) in [(&self.me, false), (&self.bot, true)] {
+            if u.eq_ignore_ascii_case(&who.username) {
+                return Ok(tl::enums::contacts::ResolvedPeer::Peer(tl::types::contacts::ResolvedPeer {
+                    peer: tl::enums::Peer::User(tl::types::PeerUser { user_id: who.id }),
+                    chats: vec![],
+                    users: vec![Self::user_tl(who, bot == self.is_bot(), bot)],
+                }));
+            }
         }
         let c = self
             .channels
@@ -543,20 +625,162 @@ impl World {
             .ok_or_else(|| RpcErr::bad("USERNAME_NOT_OCCUPIED"))?;
         Ok(tl::enums::contacts::ResolvedPeer::Peer(tl::types::contacts::ResolvedPeer {
             peer: self.peer_tl(Where::Channel(c.id)),
-            chats: vec![Self::channel_tl(c)],
+            chats: vec![self.channel_tl(c)],
             users: vec![],
         }))
     }
 
     pub fn get_users(&self, ids: &[tl::enums::InputUser]) -> Vec<tl::enums::User> {
         ids.iter()
-            .filter(|u| match u {
-                tl::enums::InputUser::UserSelf => true,
-                tl::enums::InputUser::User(u) => u.user_id == self.me.id && u.access_hash == self.me.access_hash,
-                _ => false,
+            .filter_map(|u| match u {
+                tl::enums::InputUser::UserSelf => Some(self.user()),
+                tl::enums::InputUser::User(u) => [(&self.me, false), (&self.bot, true)]
+                    .into_iter()
+                    .find(|(who, _)| u.user_id == who.id && u.access_hash == who.access_hash)
+                    .map(|(who, bot)| Self::user_tl(who, bot == self.is_bot(), bot)),
+                _ => None,
             })
-            .map(|_| self.user())
             .collect()
+    }
+
+    /// channels.editAdmin by the user, the channel's creator: makes the bot
+    /// an administrator with `rights` (or, with none of them, no longer one).
+    pub fn edit_admin(
+        &mut self,
+        w: Where,
+        user: &tl::enums::InputUser,
+        rights: &tl::enums::ChatAdminRights,
+    ) -> RpcResult<tl::enums::Updates> {
+        let Where::Channel(id) = w else { return Err(RpcErr::bad("CHANNEL_INVALID")) };
+        if self.is_bot() {
+            // Only the creator adds administrators here.
+            return Err(RpcErr::bad("CHAT_ADMIN_REQUIRED"));
+        }
+        match user {
+            tl::enums::InputUser::User(u) if u.user_id == self.bot.id && u.access_hash == self.bot.access_hash => {}
+            tl::enums::InputUser::User(u) if u.user_id == self.me.id => return Err(RpcErr::bad("USER_CREATOR")),
+            _ => return Err(RpcErr::bad("USER_ID_INVALID")),
+        }
+        let tl::enums::ChatAdminRights::Rights(r) = rights;
+        let rights = BotRights { post: r.post_messages, edit: r.edit_messages, delete: r.delete_messages };
+        self.channels.get_mut(&id).expect("resolved channel").bot_rights =
+            (rights != BotRights { post: false, edit: false, delete: false }).then_some(rights);
+        Ok(self.updates(w, vec![tl::enums::Update::Channel(tl::types::UpdateChannel { channel_id: id })]))
+    }
+
+    /// Makes the bot an administrator of channel `id` with `rights`, as the
+    /// user would in an app; false if there is no such channel.
+    pub fn make_bot_admin(&mut self, id: i64, rights: BotRights) -> bool {
+        match self.channels.get_mut(&id) {
+            Some(c) => {
+                c.bot_rights = Some(rights);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// channels.getChannels. A bot may name a channel it administers with
+    /// access hash 0 and learns the hash from the answer.
+    pub fn get_channels(&self, ids: &[tl::enums::InputChannel]) -> RpcResult<tl::enums::messages::Chats> {
+        let mut chats = Vec::new();
+        for input in ids {
+            let tl::enums::InputChannel::Channel(c) = input else { return Err(RpcErr::bad("CHANNEL_INVALID")) };
+            let id = match self.channels.get(&c.channel_id) {
+                Some(info) if self.is_bot() && c.access_hash == 0 && info.bot_rights.is_some() => c.channel_id,
+                _ => match self.check_channel(c.channel_id, c.access_hash)? {
+                    Where::Channel(id) => id,
+                    Where::Saved => return Err(RpcErr::bad("CHANNEL_INVALID")),
+                },
+            };
+            chats.extend(self.chats_for(Where::Channel(id)));
+        }
+        Ok(tl::enums::messages::Chats::Chats(tl::types::messages::Chats { chats }))
+    }
+
+    /// channels.getFullChannel: what tstor reads of it is `pinned_msg_id`
+    /// (the newest pinned message) and the read marks, which the loopback
+    /// server keeps at the channel's newest message.
+    pub fn full_channel(&self, w: Where) -> RpcResult<tl::enums::messages::ChatFull> {
+        let Where::Channel(id) = w else { return Err(RpcErr::bad("CHANNEL_INVALID")) };
+        let chat = self.chat(w);
+        let top = chat.messages.keys().next_back().copied().unwrap_or(0);
+        let pinned = chat.messages.values().rev().find(|m| m.pinned).map(|m| m.id);
+        let full = tl::types::ChannelFull {
+            can_view_participants: false,
+            can_set_username: !self.is_bot(),
+            can_set_stickers: false,
+            hidden_prehistory: false,
+            can_set_location: false,
+            has_scheduled: false,
+            can_view_stats: false,
+            blocked: false,
+            can_delete_channel: !self.is_bot(),
+            antispam: false,
+            participants_hidden: false,
+            translations_disabled: false,
+            stories_pinned_available: false,
+            view_forum_as_messages: false,
+            restricted_sponsored: false,
+            can_view_revenue: false,
+            paid_media_allowed: false,
+            can_view_stars_revenue: false,
+            paid_reactions_available: false,
+            stargifts_available: false,
+            paid_messages_available: false,
+            has_welcome_messages: false,
+            id,
+            about: String::new(),
+            participants_count: Some(1),
+            admins_count: Some(1 + i32::from(self.channels[&id].bot_rights.is_some())),
+            kicked_count: None,
+            banned_count: None,
+            online_count: None,
+            read_inbox_max_id: top,
+            read_outbox_max_id: top,
+            unread_count: 0,
+            chat_photo: tl::enums::Photo::Empty(tl::types::PhotoEmpty { id: 0 }),
+            notify_settings: notify_settings(),
+            exported_invite: None,
+            bot_info: vec![],
+            migrated_from_chat_id: None,
+            migrated_from_max_id: None,
+            pinned_msg_id: pinned,
+            stickerset: None,
+            available_min_id: None,
+            folder_id: None,
+            linked_chat_id: None,
+            location: None,
+            slowmode_seconds: None,
+            slowmode_next_send_date: None,
+            stats_dc: None,
+            pts: chat.pts,
+            call: None,
+            ttl_period: None,
+            pending_suggestions: None,
+            groupcall_default_join_as: None,
+            theme_emoticon: None,
+            requests_pending: None,
+            recent_requesters: None,
+            default_send_as: None,
+            available_reactions: None,
+            reactions_limit: None,
+            stories: None,
+            wallpaper: None,
+            boosts_applied: None,
+            boosts_unrestrict: None,
+            emojiset: None,
+            bot_verification: None,
+            stargifts_count: None,
+            send_paid_messages_stars: None,
+            main_tab: None,
+            guard_bot_id: None,
+        };
+        Ok(tl::enums::messages::ChatFull::Full(tl::types::messages::ChatFull {
+            full_chat: tl::enums::ChatFull::ChannelFull(full),
+            chats: self.chats_for(w),
+            users: vec![self.user()],
+        }))
     }
 
     pub fn state(&self) -> tl::enums::updates::State {
@@ -892,7 +1116,12 @@ impl World {
 
     // ---- reading ----
 
-    pub fn get_messages(&self, w: Where, ids: &[tl::enums::InputMessage]) -> tl::enums::messages::Messages {
+    /// channels.getMessages and messages.getMessages: at most 100 ids, each
+    /// answered in order, `messageEmpty` for one that does not exist.
+    pub fn get_messages(&self, w: Where, ids: &[tl::enums::InputMessage]) -> RpcResult<tl::enums::messages::Messages> {
+        if ids.len() > self.limits.max_page as usize {
+            return Err(RpcErr::bad("LIMIT_INVALID"));
+        }
         let chat = self.chat(w);
         let messages: Vec<tl::enums::Message> = ids
             .iter()
@@ -917,7 +1146,7 @@ impl World {
                 }
             })
             .collect();
-        self.wrap_messages(w, messages, None, None)
+        Ok(self.wrap_messages(w, messages, None, None))
     }
 
     fn wrap_messages(
@@ -1101,20 +1330,7 @@ impl World {
                 unread_mentions_count: 0,
                 unread_reactions_count: 0,
                 unread_poll_votes_count: 0,
-                notify_settings: tl::types::PeerNotifySettings {
-                    show_previews: None,
-                    silent: None,
-                    mute_until: None,
-                    ios_sound: None,
-                    android_sound: None,
-                    other_sound: None,
-                    stories_muted: None,
-                    stories_hide_sender: None,
-                    stories_ios_sound: None,
-                    stories_android_sound: None,
-                    stories_other_sound: None,
-                }
-                .into(),
+                notify_settings: notify_settings(),
                 pts: Some(chat.pts),
                 draft: None,
                 folder_id: None,
@@ -1219,6 +1435,23 @@ impl World {
     pub fn document_count(&self) -> usize {
         self.docs.len()
     }
+}
+
+fn notify_settings() -> tl::enums::PeerNotifySettings {
+    tl::types::PeerNotifySettings {
+        show_previews: None,
+        silent: None,
+        mute_until: None,
+        ios_sound: None,
+        android_sound: None,
+        other_sound: None,
+        stories_muted: None,
+        stories_hide_sender: None,
+        stories_ios_sound: None,
+        stories_android_sound: None,
+        stories_other_sound: None,
+    }
+    .into()
 }
 
 fn part_size_ok(size: usize) -> bool {

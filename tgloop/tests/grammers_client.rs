@@ -1,7 +1,8 @@
 //! Drives the real grammers 0.11 client against the loopback server: a
 //! seeded session (no key exchange), get_me, channel creation, a multi-part
 //! upload over 10 MiB, documents in Saved Messages and a channel, history,
-//! whole and ranged downloads, pins, edits and deletes.
+//! whole and ranged downloads, pins, edits and deletes; a bot refused what
+//! Telegram refuses bots, reading its channel by id.
 
 use std::sync::Arc;
 
@@ -453,4 +454,187 @@ async fn calls_in_flight_overlap_the_latency_on_one_connection() {
     assert!(took < LATENCY * CALLS, "{CALLS} calls took {took:?}: answered one after another");
     assert!(took >= LATENCY, "answered in {took:?}, before the latency");
     assert_eq!(server.protocol_stats().connections, 1);
+}
+
+fn rpc_name(e: &InvocationError) -> String {
+    match e {
+        InvocationError::Rpc(r) => r.name.clone(),
+        other => panic!("not an RPC error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bot_is_refused_what_telegram_refuses_bots_and_reads_its_channel_by_id() {
+    let server = Server::start().await.unwrap();
+    let user = connect(&server);
+    let channel = create_channel(&user.client, "Backups").await;
+    let tl::enums::contacts::ResolvedPeer::Peer(found) = user
+        .client
+        .invoke(&tl::functions::contacts::ResolveUsername { username: "tgloop_bot".into(), referer: None })
+        .await
+        .unwrap();
+    let Some(tl::enums::User::User(bot)) = found.users.first() else { panic!("no bot") };
+    assert!(bot.bot && !bot.is_self);
+    let bot_ref = tl::types::InputUser { user_id: bot.id, access_hash: bot.access_hash.unwrap() };
+    let rights = |on: bool| tl::types::ChatAdminRights {
+        change_info: false,
+        post_messages: on,
+        edit_messages: on,
+        delete_messages: on,
+        ban_users: false,
+        invite_users: false,
+        pin_messages: on,
+        add_admins: false,
+        anonymous: false,
+        manage_call: false,
+        other: false,
+        manage_topics: false,
+        post_stories: false,
+        edit_stories: false,
+        delete_stories: false,
+        manage_direct_messages: false,
+        manage_ranks: false,
+        manage_linked_peers: false,
+        manage_welcome_messages: false,
+    };
+    let ids: Vec<i32> = (0..3)
+        .map(|i| {
+            server.with_world(|w| {
+                w.post_text(tstor_tgloop::Where::Channel(channel.id.bare_id_unchecked()), &format!("m{i}"))
+            })
+        })
+        .collect();
+    drop(user);
+
+    // The bot logs in on the same key: from now on the key is the bot's.
+    let token = server.with_world(|w| w.login.bot_token.clone());
+    let c = connect(&server);
+    let me = c.client.bot_sign_in(&token, "hash").await.unwrap();
+    assert!(me.is_bot());
+    let channel_id = channel.id.bare_id_unchecked();
+    let input =
+        |hash: i64| -> tl::enums::InputChannel { tl::types::InputChannel { channel_id, access_hash: hash }.into() };
+    // Not an administrator yet: the channel is private to it.
+    let err = c.client.invoke(&tl::functions::channels::GetChannels { id: vec![input(0)] }).await.unwrap_err();
+    assert_eq!(rpc_name(&err), "CHANNEL_INVALID");
+
+    // Refused methods.
+    let peer = tl::enums::InputPeer::PeerSelf;
+    let history = tl::functions::messages::GetHistory {
+        peer: peer.clone(),
+        offset_id: 0,
+        offset_date: 0,
+        add_offset: 0,
+        limit: 10,
+        max_id: 0,
+        min_id: 0,
+        hash: 0,
+    };
+    assert_eq!(rpc_name(&c.client.invoke(&history).await.unwrap_err()), "BOT_METHOD_INVALID");
+    let dialogs = tl::functions::messages::GetDialogs {
+        exclude_pinned: false,
+        folder_id: None,
+        offset_date: 0,
+        offset_id: 0,
+        offset_peer: tl::enums::InputPeer::Empty,
+        limit: 10,
+        hash: 0,
+    };
+    assert_eq!(rpc_name(&c.client.invoke(&dialogs).await.unwrap_err()), "BOT_METHOD_INVALID");
+    let create = tl::functions::channels::CreateChannel {
+        broadcast: true,
+        megagroup: false,
+        for_import: false,
+        forum: false,
+        title: "mine".into(),
+        about: String::new(),
+        geo_point: None,
+        address: None,
+        ttl_period: None,
+    };
+    assert_eq!(rpc_name(&c.client.invoke(&create).await.unwrap_err()), "BOT_METHOD_INVALID");
+    let saved = tl::functions::messages::SendMessage {
+        no_webpage: false,
+        silent: false,
+        background: false,
+        clear_draft: false,
+        noforwards: false,
+        update_stickersets_order: false,
+        invert_media: false,
+        allow_paid_floodskip: false,
+        peer,
+        reply_to: None,
+        message: "to myself".into(),
+        random_id: 7,
+        reply_markup: None,
+        entities: None,
+        schedule_date: None,
+        schedule_repeat_period: None,
+        send_as: None,
+        quick_reply_shortcut: None,
+        effect: None,
+        allow_paid_stars: None,
+        suggested_post: None,
+        rich_message: None,
+    };
+    assert_eq!(rpc_name(&c.client.invoke(&saved).await.unwrap_err()), "BOT_METHOD_INVALID");
+    assert_eq!(server.bot_refusals().len(), 4);
+
+    // Made an administrator by the user (the key is the user's for a moment).
+    server.with_world(|w| w.login.as_bot = false);
+    let user = connect(&server);
+    let make_admin = |on: bool| tl::functions::channels::EditAdmin {
+        channel: tl::types::InputChannel { channel_id, access_hash: channel.auth.hash() }.into(),
+        user_id: bot_ref.clone().into(),
+        admin_rights: rights(on).into(),
+        rank: None,
+    };
+    user.client.invoke(&make_admin(true)).await.unwrap();
+    drop(user);
+    server.with_world(|w| w.login.as_bot = true);
+
+    // The bot learns its own access hash of the channel with hash 0.
+    let tl::enums::messages::Chats::Chats(chats) =
+        c.client.invoke(&tl::functions::channels::GetChannels { id: vec![input(0)] }).await.unwrap()
+    else {
+        panic!("a slice")
+    };
+    let Some(tl::enums::Chat::Channel(seen)) = chats.chats.first() else { panic!("no channel") };
+    let bot_hash = seen.access_hash.unwrap();
+    assert_ne!(bot_hash, channel.auth.hash(), "access hashes are per account");
+    let peer: tl::enums::InputPeer = tl::types::InputPeerChannel { channel_id, access_hash: bot_hash }.into();
+    let pin = tl::functions::messages::UpdatePinnedMessage {
+        silent: true,
+        unpin: false,
+        pm_oneside: false,
+        peer: peer.clone(),
+        id: ids[1],
+    };
+    c.client.invoke(&pin).await.unwrap();
+    let tl::enums::messages::ChatFull::Full(full) =
+        c.client.invoke(&tl::functions::channels::GetFullChannel { channel: input(bot_hash) }).await.unwrap();
+    let tl::enums::ChatFull::ChannelFull(full) = full.full_chat else { panic!("not a channel") };
+    assert_eq!(full.pinned_msg_id, Some(ids[1]));
+    assert_eq!(full.read_inbox_max_id, ids[2] + 1, "the newest message is the pin's service message");
+
+    // Messages by id: at most 100, a missing one is messageEmpty.
+    let by_id = |ids: Vec<i32>| tl::functions::channels::GetMessages {
+        channel: input(bot_hash),
+        id: ids.into_iter().map(|id| tl::types::InputMessageId { id }.into()).collect(),
+    };
+    let got = c.client.invoke(&by_id(vec![ids[0], 999, ids[2]])).await.unwrap();
+    let tl::enums::messages::Messages::ChannelMessages(got) = got else { panic!("not channel messages") };
+    let kinds: Vec<(i32, bool)> =
+        got.messages.iter().map(|m| (m.id(), matches!(m, tl::enums::Message::Empty(_)))).collect();
+    assert_eq!(kinds, vec![(ids[0], false), (999, true), (ids[2], false)]);
+    let err = c.client.invoke(&by_id((1..=101).collect())).await.unwrap_err();
+    assert_eq!(rpc_name(&err), "LIMIT_INVALID");
+
+    // Without the right to delete, deleting is refused.
+    server.with_world(|w| {
+        w.make_bot_admin(channel_id, tstor_tgloop::BotRights { post: true, edit: true, delete: false })
+    });
+    let delete = tl::functions::channels::DeleteMessages { channel: input(bot_hash), id: vec![ids[0]] };
+    assert_eq!(rpc_name(&c.client.invoke(&delete).await.unwrap_err()), "MESSAGE_DELETE_FORBIDDEN");
+    assert_eq!(server.bot_refusals().len(), 4, "no more refusals: these are rights, not methods");
 }

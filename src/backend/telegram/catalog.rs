@@ -245,6 +245,9 @@ impl TelegramBackend {
     /// Reads the history newer than `min_id` (all of it for 0); returns what
     /// it found and the newest message id seen.
     pub(super) async fn read_history(&self, min_id: i32) -> Result<(Vec<Found>, i32)> {
+        if self.is_bot().await? {
+            return self.read_by_ids(min_id).await;
+        }
         let peer = self.peer().await?;
         let mut found = Vec::new();
         let mut newest = min_id;
@@ -298,6 +301,9 @@ impl TelegramBackend {
         if self.catalog.lock().await.loaded {
             return Ok(());
         }
+        // A chat that cannot be used (Saved Messages of a bot, an unknown
+        // channel) is said so at once, not after trying the head.
+        self.peer().await?;
         match self.seed_from_pinned_head().await {
             Ok(true) => self.scan_new().await,
             Ok(false) => self.full_scan().await,
@@ -313,6 +319,9 @@ impl TelegramBackend {
     /// among them, but before the repository keys exist its name cannot
     /// tell it from the others; its contents do.
     pub(super) async fn pinned_documents(&self) -> Result<Vec<Found>> {
+        if self.is_bot().await? {
+            return self.bot_pinned_documents().await;
+        }
         let peer = self.peer().await?;
         let res = self
             .invoke(

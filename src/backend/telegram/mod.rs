@@ -7,10 +7,13 @@
 //! the names stand for under the names in use: names seen before the
 //! repository keys arrive are classified again when they do. It is seeded
 //! from the pinned head document (see `head`) and the messages after it, or
-//! else built by a full history scan. Talks to Telegram through grammers
+//! else built by a full history scan (for a bot session, which Telegram
+//! refuses history reads, from messages read by id: see `bot`). Talks to
+//! Telegram through grammers
 //! with tstor's own retry policy, a calls-per-minute budget and a shared
 //! limit on upload parts in flight.
 
+mod bot;
 mod catalog;
 mod delete;
 mod download;
@@ -138,6 +141,8 @@ pub struct TelegramBackend {
     /// Held while a read fetches a fresh file reference, so that reads
     /// refused together refresh once.
     refreshing: Mutex<()>,
+    /// Whether the session is a bot's, once found out.
+    bot: tokio::sync::OnceCell<bool>,
 }
 
 impl Drop for TelegramBackend {
@@ -178,6 +183,7 @@ impl TelegramBackend {
             created: std::sync::Mutex::new(None),
             references: Arc::default(),
             refreshing: Mutex::new(()),
+            bot: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -225,6 +231,12 @@ impl Backend for TelegramBackend {
     async fn create(&self) -> Result<()> {
         if let Target::NewChannel(title) = &self.target {
             if self.peer.lock().await.is_none() {
+                if self.is_bot().await? {
+                    return Err(permanent(format!(
+                        "a bot cannot create channels (telegram:new:…): {}",
+                        bot::BOT_SETUP
+                    )));
+                }
                 self.create_channel(title).await?;
             }
         }

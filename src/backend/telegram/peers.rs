@@ -1,7 +1,8 @@
 //! The chat a repository lives in: Saved Messages, a channel by id (its
-//! access hash from the session or the account's dialogs), a public name,
-//! or a channel created for a new repository (exactly once, however many
-//! answers are lost).
+//! access hash from the session, the account's dialogs, or for a bot
+//! `channels.getChannels`), a public name, or a channel created for a new
+//! repository (exactly once, however many answers are lost). A bot has no
+//! Saved Messages and creates no channels.
 
 use std::collections::HashSet;
 
@@ -10,6 +11,7 @@ use grammers_client::session::Session;
 use grammers_client::tl::{self, Deserializable};
 use grammers_client::InvocationError;
 
+use super::bot::BOT_SETUP;
 use super::errors::{classify, permanent};
 use super::{retry, Target, TelegramBackend, PAGE};
 use crate::backend::Result;
@@ -30,6 +32,9 @@ impl TelegramBackend {
         let channel =
             |id: i64, hash: i64| PeerRef { id: PeerId::channel_unchecked(id), auth: PeerAuth::from_hash(hash) };
         let peer = match &self.target {
+            Target::SavedMessages if self.is_bot().await? => {
+                return Err(permanent(format!("a bot has no Saved Messages (telegram:me): {BOT_SETUP}")))
+            }
             Target::SavedMessages => {
                 // The explicit user reference: grammers never matches the self sentinel.
                 let users = self
@@ -47,6 +52,7 @@ impl TelegramBackend {
             Target::ChannelId(id) => {
                 let hash = match self.session.channel_hash(*id) {
                     Some(h) => h,
+                    None if self.is_bot().await? => self.bot_channel_hash(*id).await?,
                     None => self.find_channel_in_dialogs(*id).await?,
                 };
                 channel(*id, hash)

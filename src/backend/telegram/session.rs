@@ -59,8 +59,18 @@ struct Dc {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Peer {
-    User { id: i64, hash: Option<i64>, is_self: bool },
-    Channel { id: i64, hash: Option<i64> },
+    User {
+        id: i64,
+        hash: Option<i64>,
+        is_self: bool,
+        /// Whether the user is a bot, once known (grammers says so at login).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bot: Option<bool>,
+    },
+    Channel {
+        id: i64,
+        hash: Option<i64>,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -282,16 +292,44 @@ impl TelegramSession {
     /// The logged-in user's id and access hash, once grammers has seen it.
     pub fn self_user(&self) -> Option<(i64, i64)> {
         self.lock().ok()?.peers.values().find_map(|p| match p {
-            Peer::User { id, hash: Some(h), is_self: true } => Some((*id, *h)),
+            Peer::User { id, hash: Some(h), is_self: true, .. } => Some((*id, *h)),
             _ => None,
         })
+    }
+
+    /// Whether the logged-in account is a bot, if the session knows.
+    pub fn self_is_bot(&self) -> Option<bool> {
+        self.lock().ok()?.peers.values().find_map(|p| match p {
+            Peer::User { is_self: true, bot, .. } => *bot,
+            _ => None,
+        })
+    }
+
+    /// Remembers the logged-in account (saved at once): its id, access
+    /// hash, and whether it is a bot.
+    pub fn remember_self(&self, id: i64, access_hash: Option<i64>, bot: bool) -> Result<(), SessionError> {
+        let changed = {
+            let mut data = self.lock()?;
+            let hash = access_hash.or(match data.peers.get(&id) {
+                Some(Peer::User { hash, .. }) => *hash,
+                _ => None,
+            });
+            let new = Peer::User { id, hash, is_self: true, bot: Some(bot) };
+            let changed = data.peers.get(&id) != Some(&new);
+            data.peers.insert(id, new);
+            changed
+        };
+        if changed {
+            self.save()?;
+        }
+        Ok(())
     }
 }
 
 fn to_info(p: &Peer) -> PeerInfo {
     match *p {
-        Peer::User { id, hash, is_self } => {
-            PeerInfo::User { id, auth: hash.map(PeerAuth::from_hash), bot: None, is_self: Some(is_self) }
+        Peer::User { id, hash, is_self, bot } => {
+            PeerInfo::User { id, auth: hash.map(PeerAuth::from_hash), bot, is_self: Some(is_self) }
         }
         Peer::Channel { id, hash } => PeerInfo::Channel { id, auth: hash.map(PeerAuth::from_hash), kind: None },
     }
@@ -355,8 +393,8 @@ impl Session for TelegramSession {
     fn cache_peer(&self, peer: PeerInfo) -> BoxFuture<'_, Result<(), SessionError>> {
         Box::pin(async move {
             let new = match peer {
-                PeerInfo::User { id, auth, is_self, .. } => {
-                    Peer::User { id, hash: auth.map(|a| a.hash()), is_self: is_self.unwrap_or(false) }
+                PeerInfo::User { id, auth, is_self, bot } => {
+                    Peer::User { id, hash: auth.map(|a| a.hash()), is_self: is_self.unwrap_or(false), bot }
                 }
                 PeerInfo::Channel { id, auth, .. } => Peer::Channel { id, hash: auth.map(|a| a.hash()) },
                 PeerInfo::Chat { .. } => return Ok(()),
@@ -364,9 +402,15 @@ impl Session for TelegramSession {
             let changed = {
                 let mut data = self.lock()?;
                 let merged = match (data.peers.get(&peer_key(&new)), &new) {
-                    (Some(Peer::User { hash: old_hash, is_self: old_self, .. }), Peer::User { id, hash, is_self }) => {
-                        Peer::User { id: *id, hash: hash.or(*old_hash), is_self: *is_self || *old_self }
-                    }
+                    (
+                        Some(Peer::User { hash: old_hash, is_self: old_self, bot: old_bot, .. }),
+                        Peer::User { id, hash, is_self, bot },
+                    ) => Peer::User {
+                        id: *id,
+                        hash: hash.or(*old_hash),
+                        is_self: *is_self || *old_self,
+                        bot: bot.or(*old_bot),
+                    },
                     (Some(Peer::Channel { hash: old_hash, .. }), Peer::Channel { id, hash }) => {
                         Peer::Channel { id: *id, hash: hash.or(*old_hash) }
                     }
@@ -422,7 +466,44 @@ mod tests {
         assert_eq!(loaded.dc_option(2).unwrap().unwrap().auth_key, Some([7; 256]));
         assert!(loaded.dc_option(1).unwrap().is_none());
         assert_eq!(loaded.self_user(), Some((5, 9)));
+        assert_eq!(loaded.self_is_bot(), None, "not known until someone says");
         let me = loaded.peer(PeerId::self_user()).await.unwrap().unwrap();
         assert_eq!(me.auth(), Some(PeerAuth::from_hash(9)));
+    }
+
+    #[tokio::test]
+    async fn remembers_whether_the_account_is_a_bot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.json");
+        let v4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4242);
+        let v6 = SocketAddrV6::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 4242, 0, 0);
+        let mut s = TelegramSession::with_dc(2, v4, v6, [7; 256]);
+        s.save_to(&path).unwrap();
+        // As grammers caches the account at a bot login.
+        s.cache_peer(PeerInfo::User {
+            id: 8,
+            auth: Some(PeerAuth::from_hash(3)),
+            bot: Some(true),
+            is_self: Some(true),
+        })
+        .await
+        .unwrap();
+        // A later sighting that does not say keeps what is known.
+        s.cache_peer(PeerInfo::User { id: 8, auth: None, bot: None, is_self: None }).await.unwrap();
+        assert_eq!(TelegramSession::load(&path).unwrap().self_is_bot(), Some(true));
+
+        let other = dir.path().join("other.json");
+        let mut s = TelegramSession::with_dc(2, v4, v6, [7; 256]);
+        s.save_to(&other).unwrap();
+        s.remember_self(5, Some(9), false).unwrap();
+        let loaded = TelegramSession::load(&other).unwrap();
+        assert_eq!((loaded.self_is_bot(), loaded.self_user()), (Some(false), Some((5, 9))));
+        // Session files written before the flag existed still load.
+        let old = dir.path().join("old.json");
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+        let user = json["peers"]["5"].as_object_mut().unwrap();
+        assert_eq!(user.remove("bot"), Some(serde_json::Value::Bool(false)));
+        std::fs::write(&old, json.to_string()).unwrap();
+        assert_eq!(TelegramSession::load(&old).unwrap().self_is_bot(), None);
     }
 }
