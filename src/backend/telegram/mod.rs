@@ -12,6 +12,7 @@
 //! limit on upload parts in flight.
 
 mod catalog;
+mod dcs;
 mod delete;
 mod download;
 mod errors;
@@ -127,6 +128,8 @@ pub struct TelegramBackend {
     /// Held while a read fetches a fresh file reference, so that reads
     /// refused together refresh once.
     refreshing: Mutex<()>,
+    /// The authorizations copied into other DCs for their documents.
+    foreign_dcs: Arc<dcs::ForeignDcs>,
 }
 
 impl Drop for TelegramBackend {
@@ -166,6 +169,7 @@ impl TelegramBackend {
             created: std::sync::Mutex::new(None),
             references: Arc::default(),
             refreshing: Mutex::new(()),
+            foreign_dcs: Arc::default(),
         }
     }
 
