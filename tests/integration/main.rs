@@ -26,3 +26,4 @@ mod spec_rules;
 mod telegram;
 mod telegram_faults;
 mod telegram_bot;
+mod telegram_dc;

@@ -1,10 +1,11 @@
 //! Decoding and answering API calls: unwraps `invokeWithLayer`,
 //! `initConnection` and the other `!X` wrappers, reads each function with
 //! grammers' own TL types (by constructor id), and runs it against the
-//! [`World`].
+//! [`World`] (and, for exported and imported authorizations, the DCs).
 
 use grammers_tl_types::{self as tl, Cursor, Deserializable, Identifiable, Serializable};
 
+use crate::dcs::Dcs;
 use crate::world::{Paging, Right, RpcErr, RpcResult, SearchFilter, Where, World};
 
 const INVOKE_WITH_LAYER: u32 = 0xda9b0d0d;
@@ -18,6 +19,10 @@ pub struct ConnInfo {
     pub layer: Option<i32>,
     pub api_id: Option<i32>,
     pub initialized: bool,
+    /// The DC this connection is to.
+    pub dc: i32,
+    /// The id of the auth key the connection uses.
+    pub key_id: [u8; 8],
 }
 
 /// A call with its wrappers removed.
@@ -112,12 +117,13 @@ fn paging(offset_id: i32, offset_date: i32, add_offset: i32, limit: i32, max_id:
 }
 
 /// Runs one unwrapped call; the answer is the serialized return value.
-pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<u8>> {
+pub fn answer(world: &mut World, dcs: &mut Dcs, call: &Call, info: &ConnInfo) -> RpcResult<Vec<u8>> {
     use tl::functions as f;
     if !info.initialized {
         return Err(RpcErr::bad("CONNECTION_NOT_INITED"));
     }
-    if !world.login.authorized && !crate::auth::allowed_unauthorized(call.name()) {
+    let authorized = dcs.authorized(info.key_id, world.login.authorized);
+    if !authorized && !crate::auth::allowed_unauthorized(call.name()) {
         return Err(crate::auth::unauthorized());
     }
     if world.is_bot() && crate::auth::refused_to_bots(call.name()) {
@@ -127,6 +133,15 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
     // Messages, which a bot does not have.
     let saved = |world: &World| if world.is_bot() { Err(crate::auth::bot_method_invalid()) } else { Ok(Where::Saved) };
     match call.constructor {
+        f::auth::ExportAuthorization::CONSTRUCTOR_ID => {
+            let r: f::auth::ExportAuthorization = read(call)?;
+            ok(dcs.export(info.dc, r.dc_id, world.me.id)?)
+        }
+        f::auth::ImportAuthorization::CONSTRUCTOR_ID => {
+            let r: f::auth::ImportAuthorization = read(call)?;
+            dcs.import(info.key_id, info.dc, r.id, world.me.id, &r.bytes)?;
+            ok(crate::auth::authorization(world.user()))
+        }
         f::auth::SendCode::CONSTRUCTOR_ID => {
             let r: f::auth::SendCode = read(call)?;
             let phone = world.me.phone.clone();
@@ -163,7 +178,7 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
             world.login.log_out();
             ok(tl::enums::auth::LoggedOut::Out(tl::types::auth::LoggedOut { future_auth_token: None }))
         }
-        f::help::GetConfig::CONSTRUCTOR_ID => ok(config()),
+        f::help::GetConfig::CONSTRUCTOR_ID => ok(config(info.dc, dcs)),
         f::updates::GetState::CONSTRUCTOR_ID => ok(world.state()),
         f::users::GetUsers::CONSTRUCTOR_ID => {
             let r: f::users::GetUsers = read(call)?;
@@ -198,19 +213,19 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
         }
         f::upload::SaveFilePart::CONSTRUCTOR_ID => {
             let r: f::upload::SaveFilePart = read(call)?;
-            world.save_part(r.file_id, r.file_part, None, r.bytes)?;
+            world.save_part(info.dc, r.file_id, r.file_part, None, r.bytes)?;
             bool_true()
         }
         f::upload::SaveBigFilePart::CONSTRUCTOR_ID => {
             let r: f::upload::SaveBigFilePart = read(call)?;
-            world.save_part(r.file_id, r.file_part, Some(r.file_total_parts), r.bytes)?;
+            world.save_part(info.dc, r.file_id, r.file_part, Some(r.file_total_parts), r.bytes)?;
             bool_true()
         }
         f::messages::SendMedia::CONSTRUCTOR_ID => {
             let r: f::messages::SendMedia = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
             world.require(w, Right::Post)?;
-            ok(world.send_media(w, &r.media, &r.message, r.random_id)?)
+            ok(world.send_media(info.dc, w, &r.media, &r.message, r.random_id)?)
         }
         f::messages::SendMessage::CONSTRUCTOR_ID => {
             let r: f::messages::SendMessage = read(call)?;
@@ -222,7 +237,7 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
             let r: f::messages::EditMessage = read(call)?;
             let w = world.resolve_peer(&r.peer)?;
             world.require(w, Right::Edit)?;
-            ok(world.edit_message(w, r.id, r.message.as_deref(), r.media.as_ref())?)
+            ok(world.edit_message(info.dc, w, r.id, r.message.as_deref(), r.media.as_ref())?)
         }
         f::messages::UpdatePinnedMessage::CONSTRUCTOR_ID => {
             let r: f::messages::UpdatePinnedMessage = read(call)?;
@@ -277,19 +292,38 @@ pub fn answer(world: &mut World, call: &Call, info: &ConnInfo) -> RpcResult<Vec<
         }
         f::upload::GetFile::CONSTRUCTOR_ID => {
             let r: f::upload::GetFile = read(call)?;
-            ok(world.get_file(&r.location, r.offset, r.limit, r.precise)?)
+            ok(world.get_file(info.dc, &r.location, r.offset, r.limit, r.precise)?)
         }
         f::upload::GetFileHashes::CONSTRUCTOR_ID => {
             let r: f::upload::GetFileHashes = read(call)?;
-            ok(world.file_hashes(&r.location, r.offset)?)
+            ok(world.file_hashes(info.dc, &r.location, r.offset)?)
         }
         _ => Err(RpcErr::bad("INPUT_METHOD_INVALID")),
     }
 }
 
-/// help.getConfig with an empty DC list, so a client never learns of (or
-/// falls back to) any other address.
-fn config() -> tl::enums::Config {
+/// help.getConfig, answered on `this_dc`: the DC list holds only the
+/// server's own loopback addresses (static, so grammers keeps them), so a
+/// client never learns of (or falls back to) any other address.
+fn config(this_dc: i32, dcs: &Dcs) -> tl::enums::Config {
+    let dc_options = dcs
+        .addrs
+        .iter()
+        .map(|(&id, addr)| {
+            tl::enums::DcOption::Option(tl::types::DcOption {
+                ipv6: addr.is_ipv6(),
+                media_only: false,
+                tcpo_only: false,
+                cdn: false,
+                r#static: true,
+                this_port_only: false,
+                id,
+                ip_address: addr.ip().to_string(),
+                port: addr.port() as i32,
+                secret: None,
+            })
+        })
+        .collect();
     tl::enums::Config::Config(tl::types::Config {
         default_p2p_contacts: false,
         preload_featured_stickers: false,
@@ -299,8 +333,8 @@ fn config() -> tl::enums::Config {
         date: crate::mtproto::now_secs() as i32,
         expires: crate::mtproto::now_secs() as i32 + 3600,
         test_mode: false,
-        this_dc: crate::DC_ID,
-        dc_options: vec![],
+        this_dc,
+        dc_options,
         dc_txt_domain_name: String::new(),
         chat_size_max: 200,
         megagroup_size_max: 200_000,
@@ -369,8 +403,9 @@ mod tests {
         assert_eq!(call.name(), "help.getConfig");
         assert_eq!(info.layer, Some(tl::LAYER));
         assert!(info.initialized);
-        let mut world = World::default();
-        assert!(answer(&mut world, &call, &info).is_ok());
-        assert_eq!(answer(&mut world, &call, &ConnInfo::default()).unwrap_err().message, "CONNECTION_NOT_INITED");
+        let (mut world, mut dcs) = (World::default(), Dcs::default());
+        assert!(answer(&mut world, &mut dcs, &call, &info).is_ok());
+        let not_inited = answer(&mut world, &mut dcs, &call, &ConnInfo::default()).unwrap_err();
+        assert_eq!(not_inited.message, "CONNECTION_NOT_INITED");
     }
 }

@@ -112,6 +112,7 @@ pub fn allowed_unauthorized(name: &str) -> bool {
             | "auth.signIn"
             | "auth.checkPassword"
             | "auth.importBotAuthorization"
+            | "auth.importAuthorization"
             | "auth.logOut"
             | "account.getPassword"
     )

@@ -1,5 +1,5 @@
-//! One client connection: reads `Full` transport packets, opens them with the
-//! pre-shared auth key, tracks the MTProto session (salts, message ids,
+//! One client connection to one DC: reads `Full` transport packets, opens
+//! them with the pre-shared auth key they name (one of that DC's), tracks the MTProto session (salts, message ids,
 //! sequence numbers, `ping_delay_disconnect`), answers service messages and
 //! runs API calls, sending each reply in its own packet.
 //!
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::api::{self, ConnInfo};
-use crate::crypto::OpenError;
+use crate::crypto::{AuthKey, OpenError};
 use crate::faults::Fault;
 use crate::mtproto::{self, Message, Outgoing};
 use crate::transport::{Reader, Writer};
@@ -72,16 +72,18 @@ enum Outbound {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The key of the packets read so far.
+    key: Option<AuthKey>,
     outbound: mpsc::UnboundedSender<Outbound>,
     session: Option<Session>,
     info: ConnInfo,
     disconnect_at: Option<Instant>,
 }
 
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+pub async fn serve(stream: TcpStream, dc: i32, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    run(r, w, shared).await;
+    run(r, w, dc, shared).await;
 }
 
 /// Writes queued packets in order, each no earlier than its due time, until
@@ -103,12 +105,13 @@ async fn write_out<W: AsyncWrite + Unpin>(w: W, mut queue: mpsc::UnboundedReceiv
     let _ = writer.shutdown().await;
 }
 
-async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(r: R, w: W, shared: Arc<Shared>) {
+async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(r: R, w: W, dc: i32, shared: Arc<Shared>) {
     shared.stat(|s| s.connections += 1);
     let mut reader = Reader::new(r);
     let (outbound, queue) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_out(w, queue));
-    let mut conn = Conn { shared, outbound, session: None, info: ConnInfo::default(), disconnect_at: None };
+    let info = ConnInfo { dc, ..ConnInfo::default() };
+    let mut conn = Conn { shared, key: None, outbound, session: None, info, disconnect_at: None };
     loop {
         let packet = match conn.disconnect_at {
             Some(at) => tokio::select! {
@@ -144,7 +147,16 @@ impl Conn {
             self.queue(Outbound::Error(404))?;
             return Ok(Next::Close);
         }
-        let plain = match self.shared.auth_key.open_from_client(packet) {
+        // A key is known only to the DC it was made with.
+        if self.key.as_ref().is_none_or(|k| packet.get(..8) != Some(&k.id()[..])) {
+            self.key = self.shared.dcs.lock().expect("dcs lock").key_on(self.info.dc, packet);
+        }
+        let Some(key) = &self.key else {
+            self.queue(Outbound::Error(404))?;
+            return Ok(Next::Close);
+        };
+        self.info.key_id = key.id();
+        let plain = match key.open_from_client(packet) {
             Ok(p) => p,
             Err(OpenError::UnknownKey) => {
                 self.queue(Outbound::Error(404))?;
@@ -191,7 +203,7 @@ impl Conn {
         let salt = self.shared.salts.current();
         let session = self.session.as_mut().expect("a session exists once a packet was read");
         let plain = session.out.plaintext(salt, session.id, body, response);
-        let sealed = self.shared.auth_key.seal_for_client(plain);
+        let sealed = self.key.as_ref().expect("a key is known once a packet was read").seal_for_client(plain);
         self.queue(Outbound::Packet { due, sealed })
     }
 
@@ -285,7 +297,7 @@ impl Conn {
         };
         self.info = info;
         let name = call.name();
-        self.shared.count_call(name);
+        self.shared.count_call(self.info.dc, name);
         // An injected fault first; then flood waits, which are account-wide:
         // while one runs for this method, every call of it is told to wait
         // what is left; then the random rates.
@@ -355,6 +367,7 @@ impl Conn {
             }
             Err(e) => {
                 tracing::debug!("{name} failed: {} {}", e.code, e.message);
+                self.shared.count_error(&e.message);
                 mtproto::rpc_error(e.code, &e.message)
             }
         };

@@ -1,5 +1,7 @@
 //! A loopback Telegram server for tests: speaks MTProto 2.0 over the `Full`
-//! TCP transport with a pre-shared auth key, and serves the part of the API
+//! TCP transport with pre-shared auth keys, runs two DCs (each on its own
+//! address, documents served by the DC they were uploaded to, authorizations
+//! exported and imported between them), and serves the part of the API
 //! that tstor uses (uploads, documents in Saved Messages and channels,
 //! history, search, pins, edits, deletes, dialogs, logging in with a code,
 //! a two-step verification password or a bot token), enforcing Telegram's
@@ -18,6 +20,7 @@ mod api;
 pub mod auth;
 mod conn;
 pub mod crypto;
+mod dcs;
 pub mod faults;
 pub mod mtproto;
 pub mod transport;
@@ -30,10 +33,12 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use dcs::DC_IDS;
 pub use faults::{Fault, Rates};
 pub use world::{BotRights, Limits, RpcErr, Where, World};
 
-/// The datacenter id the server claims to be, and the home DC of seeded sessions.
+/// The home DC of the account and of seeded sessions; the server also runs
+/// DC 1 (see [`DC_IDS`] and [`Server::session_data_on`]).
 pub const DC_ID: i32 = 2;
 
 /// A fresh random 2048-bit authorization key.
@@ -186,11 +191,18 @@ struct TrafficLog {
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub(crate) stats: Mutex<ProtocolStats>,
-    pub(crate) auth_key: crypto::AuthKey,
+    /// The key of [`Server::session_data`], on [`DC_ID`], logged in.
+    auth_key: crypto::AuthKey,
+    /// Both DCs' keys and exported authorizations.
+    pub(crate) dcs: Mutex<dcs::Dcs>,
     pub(crate) salts: Salts,
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<faults::Faults>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    /// Calls by DC and method.
+    dc_calls: Mutex<HashMap<(i32, &'static str), usize>>,
+    /// RPC errors answered, by name as sent (`FILE_MIGRATE_1`).
+    errors: Mutex<HashMap<String, usize>>,
     traffic: Mutex<TrafficLog>,
     latency: std::time::Duration,
     upload_bytes_per_sec: Option<u64>,
@@ -220,8 +232,13 @@ struct FloodWindow {
 pub const FLOOD_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Shared {
-    pub(crate) fn count_call(&self, name: &'static str) {
+    pub(crate) fn count_call(&self, dc: i32, name: &'static str) {
         *self.calls.lock().expect("calls lock").entry(name).or_default() += 1;
+        *self.dc_calls.lock().expect("calls lock").entry((dc, name)).or_default() += 1;
+    }
+
+    pub(crate) fn count_error(&self, message: &str) {
+        *self.errors.lock().expect("errors lock").entry(message.to_string()).or_default() += 1;
     }
 
     /// A part of `bytes` bytes was stored.
@@ -299,7 +316,7 @@ impl Shared {
     }
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
-        let answer = api::answer(&mut self.world.lock().expect("world lock"), call, info);
+        let answer = api::answer(&mut self.world.lock().expect("world lock"), &mut self.dcs.lock().expect("dcs lock"), call, info);
         match &answer {
             Ok(_) => {
                 if let Some(n) = api::part_bytes(call) {
@@ -319,7 +336,38 @@ impl Shared {
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Accepts connections to DC `dc` until the server is dropped.
+fn accept_loop(listener: TcpListener, dc: i32, shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        conns.spawn(conn::serve(stream, dc, Arc::clone(&shared)));
+                    }
+                    Err(e) => tracing::warn!("accept failed: {e}"),
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    })
+}
+
+/// The IPv4 and IPv6 forms of a loopback address, as a session holds them.
+fn session_addrs(addr: SocketAddr) -> (SocketAddrV4, SocketAddrV6) {
+    let ipv4 = match addr {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, addr.port()),
+    };
+    let ipv6 = match addr {
+        SocketAddr::V6(a) => a,
+        SocketAddr::V4(a) => SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0),
+    };
+    (ipv4, ipv6)
 }
 
 impl Server {
@@ -331,13 +379,22 @@ impl Server {
     pub async fn start_with(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        // The other DC listens on the same interface, on a free port.
+        let mut other_addr = addr;
+        other_addr.set_port(0);
+        let other = TcpListener::bind(other_addr).await?;
+        let mut dcs = dcs::Dcs::default();
+        dcs.addrs.insert(DC_ID, addr);
+        dcs.addrs.insert(1, other.local_addr()?);
         let key = config.auth_key.unwrap_or_else(random_auth_key);
+        let auth_key = dcs.add_key(DC_ID, key, true);
         let mut world = World::new(config.limits);
         if !config.private_id_gaps {
             world.contiguous_private_ids();
         }
         let shared = Arc::new(Shared {
-            auth_key: crypto::AuthKey::new(key),
+            auth_key,
+            dcs: Mutex::new(dcs),
             salts: Salts::new(),
             world: Mutex::new(world),
             faults: Mutex::new({
@@ -346,6 +403,8 @@ impl Server {
                 f
             }),
             calls: Mutex::new(HashMap::new()),
+            dc_calls: Mutex::new(HashMap::new()),
+            errors: Mutex::new(HashMap::new()),
             traffic: Mutex::new(TrafficLog::default()),
             latency: config.latency,
             upload_bytes_per_sec: config.upload_bytes_per_sec,
@@ -355,22 +414,8 @@ impl Server {
             bot_refusals: Mutex::new(Vec::new()),
             stats: Mutex::new(ProtocolStats::default()),
         });
-        let accept_shared = Arc::clone(&shared);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            conns.spawn(conn::serve(stream, Arc::clone(&accept_shared)));
-                        }
-                        Err(e) => tracing::warn!("accept failed: {e}"),
-                    },
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        Ok(Server { addr, shared, task })
+        let tasks = vec![accept_loop(listener, DC_ID, Arc::clone(&shared)), accept_loop(other, 1, Arc::clone(&shared))];
+        Ok(Server { addr, shared, tasks })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -385,6 +430,38 @@ impl Server {
         DC_ID
     }
 
+    /// Where DC `dc` listens ([`Server::addr`] for [`DC_ID`]).
+    pub fn addr_of(&self, dc: i32) -> Option<SocketAddr> {
+        self.shared.dcs.lock().expect("dcs lock").addrs.get(&dc).copied()
+    }
+
+    /// Session contents for a grammers client of the account homed on DC
+    /// `home_dc` (a second login, e.g. another host or a bot whose data
+    /// lives there): a new key on `home_dc`, authorized while the account
+    /// is logged in, and a new key on every other DC, as a client's key
+    /// exchange leaves it: unauthorized until `auth.importAuthorization`.
+    /// Documents this client uploads are stored on `home_dc`.
+    pub fn session_data_on(&self, home_dc: i32) -> grammers_session::SessionData {
+        let mut dcs = self.shared.dcs.lock().expect("dcs lock");
+        let addrs = dcs.addrs.clone();
+        let dc_options = addrs
+            .iter()
+            .map(|(&id, &addr)| {
+                let key = dcs.add_key(id, random_auth_key(), id == home_dc);
+                let (ipv4, ipv6) = session_addrs(addr);
+                (id, grammers_session::types::DcOption { id, ipv4, ipv6, auth_key: Some(key.bytes()) })
+            })
+            .collect();
+        grammers_session::SessionData { home_dc, dc_options, ..Default::default() }
+    }
+
+    /// A new key on DC `dc` for the session of [`Server::session_data`], as
+    /// its key exchange with that DC would make: unauthorized until an
+    /// authorization is imported with it.
+    pub fn new_key_on(&self, dc: i32) -> [u8; 256] {
+        self.shared.dcs.lock().expect("dcs lock").add_key(dc, random_auth_key(), false).bytes()
+    }
+
     /// The account's user id and access hash (what `users.getUsers` returns).
     pub fn me(&self) -> (i64, i64) {
         let w = self.shared.world.lock().expect("world lock");
@@ -394,14 +471,7 @@ impl Server {
     /// Session contents for a grammers client: home DC [`DC_ID`] at this
     /// server's address with the auth key, and no other DC options.
     pub fn session_data(&self) -> grammers_session::SessionData {
-        let ipv4 = match self.addr {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.addr.port()),
-        };
-        let ipv6 = match self.addr {
-            SocketAddr::V6(a) => a,
-            SocketAddr::V4(a) => SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0),
-        };
+        let (ipv4, ipv6) = session_addrs(self.addr);
         let option = grammers_session::types::DcOption { id: DC_ID, ipv4, ipv6, auth_key: Some(self.auth_key()) };
         grammers_session::SessionData {
             home_dc: DC_ID,
@@ -450,6 +520,19 @@ impl Server {
     /// How many times `method` was called (wrappers removed), faults included.
     pub fn calls(&self, method: &str) -> usize {
         self.shared.calls.lock().expect("calls lock").get(method).copied().unwrap_or(0)
+    }
+
+    /// How many times `method` was called on DC `dc`.
+    pub fn calls_on(&self, dc: i32, method: &str) -> usize {
+        let calls = self.shared.dc_calls.lock().expect("calls lock");
+        calls.iter().filter(|((d, m), _)| *d == dc && *m == method).map(|(_, n)| n).sum()
+    }
+
+    /// How many RPC errors whose name starts with `prefix` (e.g.
+    /// `FILE_MIGRATE_`) were answered, injected ones included.
+    pub fn errors_answered(&self, prefix: &str) -> usize {
+        let errors = self.shared.errors.lock().expect("errors lock");
+        errors.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(_, n)| n).sum()
     }
 
     /// Calls that came in while a flood wait of their method was running,
@@ -504,7 +587,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -530,7 +615,7 @@ mod tests {
     async fn call_counts_list_the_most_called_first() {
         let server = Server::start().await.unwrap();
         for name in ["b", "a", "b"] {
-            server.shared.count_call(name);
+            server.shared.count_call(DC_ID, name);
         }
         assert_eq!(server.call_counts(), vec![("b", 2), ("a", 1)]);
     }

@@ -79,6 +79,8 @@ pub struct Doc {
     pub mime_type: String,
     pub attributes: Vec<tl::enums::DocumentAttribute>,
     pub data: Arc<Vec<u8>>,
+    /// The DC its parts were uploaded to, which alone serves it.
+    pub dc_id: i32,
 }
 
 #[derive(Clone)]
@@ -127,6 +129,8 @@ struct ChannelInfo {
 }
 
 struct Upload {
+    /// The DC the parts went to: only a file sent from there can use them.
+    dc: i32,
     big: Option<i32>,
     parts: BTreeMap<i32, Vec<u8>>,
 }
@@ -815,7 +819,8 @@ impl World {
 
     // ---- uploads ----
 
-    pub fn save_part(&mut self, file_id: i64, part: i32, total: Option<i32>, bytes: Vec<u8>) -> RpcResult<()> {
+    /// upload.saveFilePart / saveBigFilePart on DC `dc`.
+    pub fn save_part(&mut self, dc: i32, file_id: i64, part: i32, total: Option<i32>, bytes: Vec<u8>) -> RpcResult<()> {
         if let Some(total) = total {
             if total < 1 || total > self.limits.max_parts {
                 return Err(RpcErr::bad("FILE_PARTS_INVALID"));
@@ -836,8 +841,8 @@ impl World {
         if !is_last && total.is_some() && !part_size_ok(bytes.len()) {
             return Err(RpcErr::bad("FILE_PART_SIZE_INVALID"));
         }
-        let up = self.uploads.entry(file_id).or_insert_with(|| Upload { big: total, parts: BTreeMap::new() });
-        if up.big != total {
+        let up = self.uploads.entry(file_id).or_insert_with(|| Upload { dc, big: total, parts: BTreeMap::new() });
+        if up.big != total || up.dc != dc {
             return Err(RpcErr::bad("FILE_PARTS_INVALID"));
         }
         up.parts.insert(part, bytes);
@@ -854,8 +859,8 @@ impl World {
         }
     }
 
-    /// Assembles an uploaded file; the parts stay until the file is used.
-    fn take_upload(&mut self, file: &tl::enums::InputFile) -> RpcResult<(Vec<u8>, String)> {
+    /// Assembles a file uploaded to DC `dc`; the parts stay until the file is used.
+    fn take_upload(&mut self, dc: i32, file: &tl::enums::InputFile) -> RpcResult<(Vec<u8>, String)> {
         let (id, parts, name, md5, big) = match file {
             tl::enums::InputFile::File(f) => (f.id, f.parts, f.name.clone(), Some(f.md5_checksum.clone()), false),
             tl::enums::InputFile::Big(f) => (f.id, f.parts, f.name.clone(), None, true),
@@ -864,7 +869,7 @@ impl World {
         if parts < 1 || parts > self.limits.max_parts {
             return Err(RpcErr::bad("FILE_PARTS_INVALID"));
         }
-        let up = self.uploads.get(&id).ok_or_else(|| RpcErr::bad("FILE_PART_0_MISSING"))?;
+        let up = self.uploads.get(&id).filter(|up| up.dc == dc).ok_or_else(|| RpcErr::bad("FILE_PART_0_MISSING"))?;
         if up.big.is_some() != big || up.big.is_some_and(|t| t != parts) {
             return Err(RpcErr::bad("FILE_PARTS_INVALID"));
         }
@@ -899,10 +904,10 @@ impl World {
         Ok((data, name))
     }
 
-    fn media_to_doc(&mut self, media: &tl::enums::InputMedia) -> RpcResult<i64> {
+    fn media_to_doc(&mut self, dc: i32, media: &tl::enums::InputMedia) -> RpcResult<i64> {
         match media {
             tl::enums::InputMedia::UploadedDocument(d) => {
-                let (data, name) = self.take_upload(&d.file)?;
+                let (data, name) = self.take_upload(dc, &d.file)?;
                 let mut attributes = d.attributes.clone();
                 if !attributes.iter().any(|a| matches!(a, tl::enums::DocumentAttribute::Filename(_))) {
                     attributes.push(tl::enums::DocumentAttribute::Filename(tl::types::DocumentAttributeFilename {
@@ -919,6 +924,7 @@ impl World {
                     mime_type,
                     attributes,
                     data: Arc::new(data),
+                    dc_id: dc,
                 };
                 let id = doc.id;
                 self.docs.insert(id, Arc::new(doc));
@@ -969,8 +975,10 @@ impl World {
         self.updates(w, updates)
     }
 
+    /// messages.sendMedia on DC `dc` (where an uploaded file's parts must be).
     pub fn send_media(
         &mut self,
+        dc: i32,
         w: Where,
         media: &tl::enums::InputMedia,
         caption: &str,
@@ -980,7 +988,7 @@ impl World {
             return Err(RpcErr::bad("MEDIA_CAPTION_TOO_LONG"));
         }
         self.check_random_id(w, random_id)?;
-        let doc = self.media_to_doc(media)?;
+        let doc = self.media_to_doc(dc, media)?;
         Ok(self.append(w, random_id, caption.to_string(), Body::Document(doc)))
     }
 
@@ -995,8 +1003,10 @@ impl World {
         Ok(self.append(w, random_id, text.to_string(), Body::Text))
     }
 
+    /// messages.editMessage on DC `dc` (where a new file's parts must be).
     pub fn edit_message(
         &mut self,
+        dc: i32,
         w: Where,
         id: i32,
         text: Option<&str>,
@@ -1025,7 +1035,7 @@ impl World {
             return Err(RpcErr::bad("MEDIA_PREV_INVALID"));
         }
         let new_body = match media {
-            Some(m) => Body::Document(self.media_to_doc(m)?),
+            Some(m) => Body::Document(self.media_to_doc(dc, m)?),
             None => current.body.clone(),
         };
         let mut edited = current;
@@ -1223,7 +1233,9 @@ impl World {
 
     // ---- downloads ----
 
-    fn doc_for_location(&self, location: &tl::enums::InputFileLocation) -> RpcResult<Arc<Doc>> {
+    /// The document at `location`, asked for on DC `dc`: a document stored
+    /// on another DC is answered `303 FILE_MIGRATE_<its DC>`.
+    fn doc_for_location(&self, dc: i32, location: &tl::enums::InputFileLocation) -> RpcResult<Arc<Doc>> {
         let loc = match location {
             tl::enums::InputFileLocation::InputDocumentFileLocation(l) => l,
             _ => return Err(RpcErr::bad("LOCATION_INVALID")),
@@ -1235,6 +1247,9 @@ impl World {
         if doc.access_hash != loc.access_hash {
             return Err(RpcErr::bad("FILE_ID_INVALID"));
         }
+        if doc.dc_id != dc {
+            return Err(RpcErr { code: 303, message: format!("FILE_MIGRATE_{}", doc.dc_id) });
+        }
         if doc.file_reference != loc.file_reference {
             return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
         }
@@ -1243,13 +1258,14 @@ impl World {
 
     pub fn get_file(
         &self,
+        dc: i32,
         location: &tl::enums::InputFileLocation,
         offset: i64,
         limit: i32,
         precise: bool,
     ) -> RpcResult<tl::enums::upload::File> {
         const MIB: i64 = 1024 * 1024;
-        let doc = self.doc_for_location(location)?;
+        let doc = self.doc_for_location(dc, location)?;
         let align = if precise { 1024 } else { 4096 };
         if limit <= 0 || limit % align != 0 || limit > self.limits.max_chunk || (!precise && MIB % limit as i64 != 0) {
             return Err(RpcErr::bad("LIMIT_INVALID"));
@@ -1270,11 +1286,12 @@ impl World {
     /// SHA-256 of 128 KiB blocks, from the block holding `offset`, at most 1 MiB's worth.
     pub fn file_hashes(
         &self,
+        dc: i32,
         location: &tl::enums::InputFileLocation,
         offset: i64,
     ) -> RpcResult<Vec<tl::enums::FileHash>> {
         const BLOCK: i64 = 128 * 1024;
-        let doc = self.doc_for_location(location)?;
+        let doc = self.doc_for_location(dc, location)?;
         if offset < 0 {
             return Err(RpcErr::bad("OFFSET_INVALID"));
         }
@@ -1301,6 +1318,7 @@ impl World {
                 mime_type: doc.mime_type.clone(),
                 attributes: doc.attributes.clone(),
                 data: Arc::clone(&doc.data),
+                dc_id: doc.dc_id,
             };
             *doc = Arc::new(d);
         }
@@ -1370,6 +1388,18 @@ impl World {
             .collect()
     }
 
+    /// The DC that stores the document of each document message of a chat.
+    pub fn document_dcs(&self, w: Where) -> Vec<(i32, i32)> {
+        self.chat(w)
+            .messages
+            .values()
+            .filter_map(|m| match m.body {
+                Body::Document(doc) => self.docs.get(&doc).map(|d| (m.id, d.dc_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The bytes of the document a message holds.
     pub fn document_bytes(&self, w: Where, id: i32) -> Option<Vec<u8>> {
         match self.chat(w).messages.get(&id)?.body {
@@ -1390,6 +1420,7 @@ impl World {
                 file_name: name.to_string(),
             })],
             data: Arc::new(data),
+            dc_id: crate::DC_ID,
         };
         let doc_id = doc.id;
         self.docs.insert(doc_id, Arc::new(doc));
@@ -1422,6 +1453,11 @@ impl World {
     /// Ids of the messages of a chat that are not service messages.
     pub fn message_ids(&self, w: Where) -> Vec<i32> {
         self.chat(w).messages.values().filter(|m| !m.is_service()).map(|m| m.id).collect()
+    }
+
+    /// A channel's access hash.
+    pub fn channel_access_hash(&self, id: i64) -> Option<i64> {
+        self.channels.get(&id).map(|c| c.access_hash)
     }
 
     pub fn channel_ids(&self) -> Vec<i64> {
@@ -1550,7 +1586,7 @@ fn document_media(d: &Doc) -> tl::enums::MessageMedia {
             size: d.data.len() as i64,
             thumbs: None,
             video_thumbs: None,
-            dc_id: crate::DC_ID,
+            dc_id: d.dc_id,
             attributes: d.attributes.clone(),
         })),
         alt_documents: None,

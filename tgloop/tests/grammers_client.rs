@@ -110,17 +110,19 @@ async fn get_file(
 }
 
 #[tokio::test]
-async fn seeded_session_needs_no_key_exchange_and_knows_no_other_dc() {
+async fn seeded_session_needs_no_key_exchange_and_knows_only_the_servers_dcs() {
     let server = Server::start().await.unwrap();
     let c = connect(&server);
     let me = c.client.get_me().await.unwrap();
     assert_eq!(me.id().bare_id(), Some(server.me().0));
     assert!(c.client.is_authorized().await.unwrap());
-    // help.getConfig came back with no DC options: only the loopback DC is known.
-    for dc in [1, 3, 4, 5] {
+    // help.getConfig lists only the server's two DCs, at loopback addresses.
+    for dc in [3, 4, 5] {
         assert!(c.session.dc_option(dc).unwrap().is_none(), "dc {dc} must stay unknown");
     }
     assert_eq!(c.session.dc_option(2).unwrap().unwrap().ipv4.port(), server.addr().port());
+    let dc1 = c.session.dc_option(1).unwrap().expect("DC 1 listed");
+    assert_eq!((dc1.ipv4.port(), dc1.auth_key), (server.addr_of(1).unwrap().port(), None));
     assert_eq!(server.calls("help.getConfig"), 1);
     assert_eq!(server.calls("users.getUsers"), 1);
     // The client started with salt 0, was corrected, then fetched future salts.

@@ -21,6 +21,8 @@ pub(super) struct DocRef {
     pub(super) id: i64,
     pub(super) access_hash: i64,
     pub(super) file_reference: Vec<u8>,
+    /// The DC that stores the document (`document.dc_id`).
+    pub(super) dc_id: i32,
 }
 
 #[derive(Clone, Debug)]
@@ -177,7 +179,12 @@ pub(super) fn parse_message(message: &tl::enums::Message) -> Option<Found> {
         Some(tl::enums::MessageMedia::Document(md)) => {
             let Some(tl::enums::Document::Document(d)) = &md.document else { return None };
             let name = file_name(d).filter(|n| names::is_name_shaped(n))?;
-            let doc = DocRef { id: d.id, access_hash: d.access_hash, file_reference: d.file_reference.clone() };
+            let doc = DocRef {
+                id: d.id,
+                access_hash: d.access_hash,
+                file_reference: d.file_reference.clone(),
+                dc_id: d.dc_id,
+            };
             Some((
                 name.to_string(),
                 Entry { msg_id: m.id, size: d.size as u64, doc: Some(doc), sent_ns: Some(sent_ns(m.date)) },

@@ -1,7 +1,8 @@
 //! Reading documents: aligned `upload.getFile` requests with a few in
 //! flight, bytes appended in order so that a read cut short resumes where it
 //! stopped, and file references refreshed (once for all reads in flight)
-//! when Telegram says they expired.
+//! when Telegram says they expired. A document stored on another DC is
+//! read there (see `dcs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,10 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use grammers_client::tl;
 
+use grammers_client::session::Session;
+
 use super::catalog::{DocRef, Entry};
+use super::dcs;
 use super::errors::{classify, is_rpc, permanent, transient};
 use super::head;
-use super::retry;
 use super::{TelegramBackend, MAX_CHUNK};
 use crate::backend::{BackendError, Result};
 use crate::format::{Id, ObjectKind};
@@ -94,22 +97,24 @@ impl TelegramBackend {
         // appended strictly in order, so after an error `out` holds exactly
         // the bytes before the failed chunk and a read can resume there.
         let mut plan = chunk_plan(offset, end).into_iter();
+        let dc = dcs::foreign_dc(doc.dc_id, self.session.home_dc_id().ok());
         let mut in_flight = std::collections::VecDeque::new();
         loop {
             while in_flight.len() < CHUNKS_IN_FLIGHT {
                 let Some((pos, limit)) = plan.next() else { break };
-                let (client, gate, references, doc, budget) = (
+                let (client, gate, references, doc, budget, foreign) = (
                     self.client.clone(),
                     Arc::clone(&self.gate),
                     Arc::clone(&self.references),
                     doc.clone(),
                     self.options.budget(),
+                    Arc::clone(&self.foreign_dcs),
                 );
                 let fetch = tokio::spawn(async move {
                     let mut used = Vec::new();
                     // Flood waits are sat out and dropped connections retried
                     // here: a chunk fails only for good reasons.
-                    let answer = retry::invoke_retrying(&client, &gate, budget, || {
+                    let answer = dcs::invoke_in(&client, &gate, budget, &foreign, dc, || {
                         // The reference is taken only now: a refresh made while
                         // this request waited for its turn is used.
                         used = newest_reference(&references, &doc);

@@ -15,6 +15,7 @@
 
 mod bot;
 mod catalog;
+mod dcs;
 mod delete;
 mod download;
 mod errors;
@@ -143,6 +144,8 @@ pub struct TelegramBackend {
     refreshing: Mutex<()>,
     /// Whether the session is a bot's, once found out.
     bot: tokio::sync::OnceCell<bool>,
+    /// The authorizations copied into other DCs for their documents.
+    foreign_dcs: Arc<dcs::ForeignDcs>,
 }
 
 impl Drop for TelegramBackend {
@@ -184,6 +187,7 @@ impl TelegramBackend {
             references: Arc::default(),
             refreshing: Mutex::new(()),
             bot: tokio::sync::OnceCell::new(),
+            foreign_dcs: Arc::default(),
         }
     }
 

@@ -254,6 +254,21 @@ pub async fn invoke_retrying<R, F>(
     client: &Client,
     gate: &FloodGate,
     budget: Budget,
+    make: F,
+) -> Result<R::Return, InvocationError>
+where
+    R: RemoteCall,
+    F: FnMut() -> R,
+{
+    invoke_retrying_in(client, gate, budget, None, make).await
+}
+
+/// [`invoke_retrying`] in DC `dc` (`None`: the home DC), through the same gate.
+pub async fn invoke_retrying_in<R, F>(
+    client: &Client,
+    gate: &FloodGate,
+    budget: Budget,
+    dc: Option<i32>,
     mut make: F,
 ) -> Result<R::Return, InvocationError>
 where
@@ -265,7 +280,11 @@ where
     loop {
         gate.wait().await;
         let request = make();
-        let error = match client.invoke(&request).await {
+        let answer = match dc {
+            Some(dc) => client.invoke_in_dc(dc, &request).await,
+            None => client.invoke(&request).await,
+        };
+        let error = match answer {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
