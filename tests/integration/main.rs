@@ -21,3 +21,4 @@ mod restore_reads;
 mod roundtrip;
 mod spec_rules;
 mod telegram;
+mod telegram_transfers;

@@ -1,7 +1,8 @@
 //! Reading documents: aligned `upload.getFile` requests with a few in
 //! flight, bytes appended in order so that a read cut short resumes where it
 //! stopped, and file references refreshed (once for all reads in flight)
-//! when Telegram says they expired.
+//! when Telegram says they expired. Chunks go through the transfer
+//! connections (see `transfer_pool`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,8 +99,9 @@ impl TelegramBackend {
         loop {
             while in_flight.len() < CHUNKS_IN_FLIGHT {
                 let Some((pos, limit)) = plan.next() else { break };
+                // Each chunk goes through the least busy transfer connection.
                 let (client, gate, references, doc, budget) = (
-                    self.client.clone(),
+                    self.transfers.lease(),
                     Arc::clone(&self.gate),
                     Arc::clone(&self.references),
                     doc.clone(),
