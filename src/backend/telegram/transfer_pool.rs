@@ -127,11 +127,13 @@ impl TransferPool {
         (0..self.options.transfer_connections)
             .map(|_| {
                 let copy = Arc::new(TelegramSession::with_dc(home, dc.ipv4, dc.ipv6, key));
-                let policy = TstorRetry {
-                    gate: Arc::clone(&self.gate),
-                    io_tries: self.options.attempts,
-                    io_delay: self.options.retry_delay,
-                };
+                // No resends inside grammers: a dropped transfer connection
+                // comes back to tstor's own loop, which resends only once the
+                // gate is open. grammers' resend sleeps a delay fixed when the
+                // drop is seen, and with several connections a flood wait
+                // answered on another one may start after that.
+                let policy =
+                    TstorRetry { gate: Arc::clone(&self.gate), io_tries: 0, io_delay: self.options.retry_delay };
                 let params = ConnectionParams { retry_policy: Box::new(policy), ..Default::default() };
                 let pool = SenderPool::with_configuration(copy, self.options.api_id, params);
                 let client = Client::new(pool.handle);
