@@ -2,8 +2,12 @@
 //! parallel, one packer thread gathers them into data and tree packs, and
 //! uploads run on the async runtime with a bounded number in flight. Every
 //! queue between the stages is bounded, so memory stays flat whatever the
-//! size of the input.
+//! size of the input. Where the backend streams objects from spill files
+//! (Telegram), a finished pack goes to an unnamed temporary file in the
+//! cache directory at once, so that the packs waiting for and in upload
+//! hold disk, not memory.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -12,6 +16,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use crate::backend::SpilledObject;
 use crate::format::index::IndexedPack;
 use crate::format::{BlobType, Id, ObjectKind};
 use crate::repo::packer::{FinishedPack, Packer};
@@ -181,6 +186,7 @@ fn pack_and_upload(
     let mut data = Packer::ramping(opts.data_pack_size / 4, opts.data_pack_size);
     let mut trees = Packer::new(opts.tree_pack_size);
     let slots = Arc::new(Semaphore::new(opts.uploads_in_flight.max(1)));
+    let spill_dir = spill_dir(repo);
     let mut uploads: Vec<tokio::task::JoinHandle<UploadResult>> = Vec::new();
     let mut stored = Stored::default();
     let collect = |stored: &mut Stored, done: Result<UploadResult, tokio::task::JoinError>| match done {
@@ -201,7 +207,13 @@ fn pack_and_upload(
         };
         packer.add(blob.blob_type, blob.id, &blob.sealed, blob.raw_len);
         if packer.is_full() {
-            uploads.push(spawn_upload(repo, handle, &slots, packer.finish(repo.keys(), repo.repo_id())));
+            uploads.push(spawn_upload(
+                repo,
+                handle,
+                &slots,
+                packer.finish(repo.keys(), repo.repo_id()),
+                spill_dir.as_deref(),
+            ));
         }
         // Surface upload failures early so the walker can stop.
         let mut i = 0;
@@ -217,7 +229,13 @@ fn pack_and_upload(
     if !failed.load(Ordering::Relaxed) {
         for packer in [&mut data, &mut trees] {
             if !packer.is_empty() {
-                uploads.push(spawn_upload(repo, handle, &slots, packer.finish(repo.keys(), repo.repo_id())));
+                uploads.push(spawn_upload(
+                    repo,
+                    handle,
+                    &slots,
+                    packer.finish(repo.keys(), repo.repo_id()),
+                    spill_dir.as_deref(),
+                ));
             }
         }
     }
@@ -227,21 +245,55 @@ fn pack_and_upload(
     stored
 }
 
-/// Starts one pack upload once a slot is free.
+/// Where finished packs wait for their upload: the repository's cache
+/// directory (the system's temporary directory without a cache), if the
+/// backend streams objects from spill files.
+fn spill_dir(repo: &Repository) -> Option<PathBuf> {
+    if !repo.backend().streams_spilled() {
+        return None;
+    }
+    let cache_dir = repo.cache().and_then(|c| c.path().parent().map(Path::to_path_buf));
+    Some(cache_dir.unwrap_or_else(std::env::temp_dir))
+}
+
+/// A finished pack's bytes, on the way to the backend.
+enum Payload {
+    Memory(bytes::Bytes),
+    Spilled(Arc<SpilledObject>),
+}
+
+/// Starts one pack upload once a slot is free. With a spill directory the
+/// pack's bytes go to a spill file first and leave memory before the wait.
 fn spawn_upload(
     repo: &Repository,
     handle: &Handle,
     slots: &Arc<Semaphore>,
     pack: FinishedPack,
+    spill_dir: Option<&Path>,
 ) -> tokio::task::JoinHandle<UploadResult> {
+    let FinishedPack { id, data, blobs } = pack;
+    let size = data.len() as u64;
+    let payload = match spill_dir.map(|dir| SpilledObject::write(dir, &data)) {
+        Some(Ok(spilled)) => {
+            drop(data);
+            Payload::Spilled(Arc::new(spilled))
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot write a pack to a spill file; keeping it in memory");
+            Payload::Memory(data)
+        }
+        None => Payload::Memory(data),
+    };
     let permit = handle.block_on(slots.clone().acquire_owned()).expect("semaphore is never closed");
     let backend = repo.backend().clone();
     handle.spawn(async move {
-        let size = pack.data.len() as u64;
-        let result = backend.put(ObjectKind::Pack, &pack.id, pack.data).await;
+        let result = match payload {
+            Payload::Memory(data) => backend.put(ObjectKind::Pack, &id, data).await,
+            Payload::Spilled(spilled) => backend.put_spilled(ObjectKind::Pack, &id, spilled).await,
+        };
         drop(permit);
         result?;
-        tracing::debug!(pack = %pack.id.short(), size, blobs = pack.blobs.len(), "pack uploaded");
-        Ok(IndexedPack { id: pack.id, size, blobs: pack.blobs })
+        tracing::debug!(pack = %id.short(), size, blobs = blobs.len(), "pack uploaded");
+        Ok(IndexedPack { id, size, blobs })
     })
 }

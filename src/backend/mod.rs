@@ -10,6 +10,7 @@ pub mod local;
 pub mod memory;
 pub mod names;
 pub mod retry;
+pub mod spill;
 pub mod telegram;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use self::names::{Named, ObjectNames};
+pub use self::spill::SpilledObject;
 use crate::format::{Id, ObjectKind};
 
 /// What a listing says about one stored object.
@@ -112,6 +114,21 @@ pub trait Backend: Send + Sync {
 
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()>;
 
+    /// Whether [`Backend::put_spilled`] streams the object from its file,
+    /// so that writers gain by keeping large objects on disk, not in
+    /// memory, while they wait to be stored (Telegram: packs upload for
+    /// seconds each).
+    fn streams_spilled(&self) -> bool {
+        false
+    }
+
+    /// Stores an object kept in a spill file, as [`Backend::put`] does; by
+    /// default it is read back into memory first.
+    async fn put_spilled(&self, kind: ObjectKind, id: &Id, object: Arc<SpilledObject>) -> Result<()> {
+        let data = object.read_all().map_err(|e| BackendError::from_io(e, "a spilled object"))?;
+        self.put(kind, id, Bytes::from(data)).await
+    }
+
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes>;
 
     /// `len` bytes from `offset`; reading past the end is an error.
@@ -202,6 +219,12 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
         (**self).put(kind, id, data).await
+    }
+    fn streams_spilled(&self) -> bool {
+        (**self).streams_spilled()
+    }
+    async fn put_spilled(&self, kind: ObjectKind, id: &Id, object: Arc<SpilledObject>) -> Result<()> {
+        (**self).put_spilled(kind, id, object).await
     }
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
         (**self).get(kind, id).await

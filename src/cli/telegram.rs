@@ -89,6 +89,9 @@ fn options(g: &Global, session: &TelegramSession) -> Result<Options> {
     if let Some(n) = env_number::<u32>("TSTOR_TG_CALLS_PER_MINUTE")? {
         o.calls_per_minute = n;
     }
+    if let Some(n) = env_number::<usize>("TSTOR_TG_TRANSFER_CONNECTIONS")? {
+        o.transfer_connections = n.min(16);
+    }
     if let Some(s) = env_number::<u64>("TSTOR_TG_MAX_FLOOD_WAIT")? {
         o.max_flood_wait = Duration::from_secs(s);
     }

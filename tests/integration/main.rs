@@ -27,3 +27,4 @@ mod telegram;
 mod telegram_faults;
 mod telegram_bot;
 mod telegram_dc;
+mod telegram_transfers;

@@ -7,7 +7,9 @@
 //! through a separate writer task, each at the time the simulated link says
 //! it arrives (see `Shared::answer_due`). So the configured latency is a
 //! round trip that calls in flight overlap, as on a real network, and not a
-//! service time that serializes them.
+//! service time that serializes them. File bytes (upload parts, downloaded
+//! chunks) cross both the shared link and the connection's own lane, each
+//! limited to its rate, and are counted per connection.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use crate::crypto::{AuthKey, OpenError};
 use crate::faults::Fault;
 use crate::mtproto::{self, Message, Outgoing};
 use crate::transport::{Reader, Writer};
-use crate::Shared;
+use crate::{Direction, Lane, Shared};
 
 /// Replies above this size are sent `gzip_packed` when that makes them smaller.
 const GZIP_THRESHOLD: usize = 8 * 1024;
@@ -74,6 +76,11 @@ struct Conn {
     shared: Arc<Shared>,
     /// The key of the packets read so far.
     key: Option<AuthKey>,
+    /// This connection's number among all the server opened.
+    number: usize,
+    /// This connection's own bandwidth, each way.
+    up: Lane,
+    down: Lane,
     outbound: mpsc::UnboundedSender<Outbound>,
     session: Option<Session>,
     info: ConnInfo,
@@ -110,8 +117,10 @@ async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Send + Unpin + 'static>(r: R,
     let mut reader = Reader::new(r);
     let (outbound, queue) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_out(w, queue));
+    let number = shared.new_connection();
+    let (up, down) = (Lane::new(shared.connection_bytes_per_sec), Lane::new(shared.connection_bytes_per_sec));
     let info = ConnInfo { dc, ..ConnInfo::default() };
-    let mut conn = Conn { shared, key: None, outbound, session: None, info, disconnect_at: None };
+    let mut conn = Conn { shared, key: None, number, up, down, outbound, session: None, info, disconnect_at: None };
     loop {
         let packet = match conn.disconnect_at {
             Some(at) => tokio::select! {
@@ -344,7 +353,22 @@ impl Conn {
             }
             None => self.shared.run_call(&call, &self.info),
         };
-        let due = self.shared.answer_due(name, call.body.len());
+        // A part crosses the link whatever the answer; a chunk only when
+        // it is sent.
+        let is_part = name == "upload.saveFilePart" || name == "upload.saveBigFilePart";
+        let due = match &result {
+            _ if is_part => {
+                if let (Ok(_), Some(n)) = (&result, api::part_bytes(&call)) {
+                    self.shared.count_connection_bytes(self.number, true, n);
+                }
+                self.shared.answer_due(Some((Direction::Up, call.body.len())), &mut self.up)
+            }
+            Ok(bytes) if mtproto::constructor(bytes) == Some(tl::types::upload::File::CONSTRUCTOR_ID) => {
+                self.shared.count_connection_bytes(self.number, false, bytes.len());
+                self.shared.answer_due(Some((Direction::Down, bytes.len())), &mut self.down)
+            }
+            _ => self.shared.answer_due(None, &mut self.down),
+        };
         if let Some(secs) = flood_secs {
             self.shared.start_flood(name, secs, due);
         }

@@ -66,6 +66,13 @@ pub struct Config {
     /// Upload bandwidth: file parts are accepted at most this fast, across
     /// all connections (`None`: as fast as they come).
     pub upload_bytes_per_sec: Option<u64>,
+    /// Download bandwidth: `upload.getFile` answers leave at most this fast,
+    /// across all connections (`None`: as fast as they are asked for).
+    pub download_bytes_per_sec: Option<u64>,
+    /// Bandwidth of each connection, each way, on top of the link's
+    /// (`None`: none). Telegram serves one connection of an account only so
+    /// fast, whatever the link: a client fills the link only with several.
+    pub connection_bytes_per_sec: Option<u64>,
     /// The seed the random failures are rolled from (`None`: a random one,
     /// which [`Server::seed`] tells).
     pub seed: Option<u64>,
@@ -96,6 +103,8 @@ impl Default for Config {
             latency: std::time::Duration::ZERO,
             upload_bytes_per_sec: None,
             seed: None,
+            download_bytes_per_sec: None,
+            connection_bytes_per_sec: None,
         }
     }
 }
@@ -171,6 +180,9 @@ pub struct Traffic {
     /// When the first and the latest of those parts were stored.
     pub first_part_at: Option<std::time::Instant>,
     pub last_part_at: Option<std::time::Instant>,
+    /// `upload.getFile` answers sent, and their bytes.
+    pub chunks: usize,
+    pub chunk_bytes: u64,
     /// `FLOOD_WAIT_X` and `FLOOD_PREMIUM_WAIT_X` answers.
     pub flood_waits: usize,
     /// The seconds they asked for, summed.
@@ -181,11 +193,55 @@ pub struct Traffic {
     pub flood_hold_secs: f64,
 }
 
+/// File bytes one connection carried, for checking that a client spreads
+/// its transfers over several connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionTraffic {
+    /// Upload parts stored through this connection, and their bytes.
+    pub parts: usize,
+    pub part_bytes: u64,
+    /// `upload.getFile` answers sent on it, and their bytes.
+    pub chunks: usize,
+    pub chunk_bytes: u64,
+}
+
+/// When a simulated link (or one direction of a connection) is free again.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    bytes_per_sec: Option<u64>,
+    free_at: tokio::time::Instant,
+}
+
+impl Lane {
+    pub(crate) fn new(bytes_per_sec: Option<u64>) -> Lane {
+        Lane { bytes_per_sec: bytes_per_sec.filter(|r| *r > 0), free_at: tokio::time::Instant::now() }
+    }
+
+    /// Carries `bytes` after what it carries already (one transfer after
+    /// another at its rate), starting no earlier than `now`; returns when
+    /// they are through, or `now` for an unlimited lane.
+    pub(crate) fn carry(&mut self, now: tokio::time::Instant, bytes: usize) -> tokio::time::Instant {
+        let Some(rate) = self.bytes_per_sec else { return now };
+        let took = std::time::Duration::from_secs_f64(bytes as f64 / rate as f64);
+        self.free_at = self.free_at.max(now) + took;
+        self.free_at
+    }
+}
+
 #[derive(Default)]
 struct TrafficLog {
     t: Traffic,
     /// End of the flood windows counted so far.
     hold_until: Option<std::time::Instant>,
+}
+
+/// Which way a file transfer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// An upload part, client to server.
+    Up,
+    /// A downloaded chunk, server to client.
+    Down,
 }
 
 /// State shared by all connections.
@@ -205,9 +261,13 @@ pub(crate) struct Shared {
     errors: Mutex<HashMap<String, usize>>,
     traffic: Mutex<TrafficLog>,
     latency: std::time::Duration,
-    upload_bytes_per_sec: Option<u64>,
-    /// When the simulated upload link is free again.
-    upload_free_at: Mutex<tokio::time::Instant>,
+    /// The simulated link, each way, shared by every connection.
+    upload_link: Mutex<Lane>,
+    download_link: Mutex<Lane>,
+    /// The rate of each connection, each way (see `conn::Conn`'s lanes).
+    pub(crate) connection_bytes_per_sec: Option<u64>,
+    /// File bytes carried by each connection, by connection number.
+    per_connection: Mutex<Vec<ConnectionTraffic>>,
     /// The flood wait running for each method: Telegram's limits are
     /// account-wide, so every call of the method waits it out.
     flood_windows: Mutex<HashMap<&'static str, FloodWindow>>,
@@ -297,20 +357,53 @@ impl Shared {
         f(&mut self.stats.lock().expect("stats lock"));
     }
 
+    /// A new connection: its number, for [`Shared::count_connection_bytes`].
+    pub(crate) fn new_connection(&self) -> usize {
+        let mut all = self.per_connection.lock().expect("connections lock");
+        all.push(ConnectionTraffic::default());
+        all.len() - 1
+    }
+
+    /// Connection `conn` carried an upload part (`up`) or a downloaded chunk of `bytes`.
+    pub(crate) fn count_connection_bytes(&self, conn: usize, up: bool, bytes: usize) {
+        let mut all = self.per_connection.lock().expect("connections lock");
+        if let Some(c) = all.get_mut(conn) {
+            if up {
+                c.parts += 1;
+                c.part_bytes += bytes as u64;
+            } else {
+                c.chunks += 1;
+                c.chunk_bytes += bytes as u64;
+            }
+        }
+        drop(all);
+        if !up {
+            let mut t = self.traffic.lock().expect("traffic lock");
+            t.t.chunks += 1;
+            t.t.chunk_bytes += bytes as u64;
+        }
+    }
+
     /// When the answer to a call received now reaches the client: after the
-    /// configured latency (a round trip), and for an upload part of
-    /// `body_len` bytes, not before the part has crossed the simulated
-    /// upload link, which carries one part after another at its rate.
-    pub(crate) fn answer_due(&self, method: &str, body_len: usize) -> tokio::time::Instant {
+    /// configured latency (a round trip), and for a file transfer of `bytes`
+    /// (an upload part in the request, or a downloaded chunk in the answer)
+    /// not before it has crossed both the simulated link, which carries one
+    /// transfer after another at its rate, and the connection's own lane
+    /// (`connection`), which does the same at the connection's rate.
+    pub(crate) fn answer_due(
+        &self,
+        transfer: Option<(Direction, usize)>,
+        connection: &mut Lane,
+    ) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let mut due = now + self.latency;
-        if let Some(rate) = self.upload_bytes_per_sec.filter(|r| *r > 0) {
-            if method == "upload.saveFilePart" || method == "upload.saveBigFilePart" {
-                let took = std::time::Duration::from_secs_f64(body_len as f64 / rate as f64);
-                let mut free = self.upload_free_at.lock().expect("upload link lock");
-                *free = (*free).max(now) + took;
-                due = due.max(*free);
-            }
+        if let Some((direction, bytes)) = transfer {
+            let link = match direction {
+                Direction::Up => &self.upload_link,
+                Direction::Down => &self.download_link,
+            };
+            due = due.max(link.lock().expect("link lock").carry(now, bytes));
+            due = due.max(connection.carry(now, bytes));
         }
         due
     }
@@ -407,8 +500,10 @@ impl Server {
             errors: Mutex::new(HashMap::new()),
             traffic: Mutex::new(TrafficLog::default()),
             latency: config.latency,
-            upload_bytes_per_sec: config.upload_bytes_per_sec,
-            upload_free_at: Mutex::new(tokio::time::Instant::now()),
+            upload_link: Mutex::new(Lane::new(config.upload_bytes_per_sec)),
+            download_link: Mutex::new(Lane::new(config.download_bytes_per_sec)),
+            connection_bytes_per_sec: config.connection_bytes_per_sec,
+            per_connection: Mutex::new(Vec::new()),
             flood_windows: Mutex::new(HashMap::new()),
             early_calls: Mutex::new(Vec::new()),
             bot_refusals: Mutex::new(Vec::new()),
@@ -571,6 +666,12 @@ impl Server {
     /// starts counting afresh.
     pub fn take_traffic(&self) -> Traffic {
         std::mem::take(&mut self.shared.traffic.lock().expect("traffic lock").t)
+    }
+
+    /// File bytes carried by each connection opened so far, in the order
+    /// they were opened (connections that carried none included).
+    pub fn connection_traffic(&self) -> Vec<ConnectionTraffic> {
+        self.shared.per_connection.lock().expect("connections lock").clone()
     }
 
     /// What the protocol layer has seen so far.

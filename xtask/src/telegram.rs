@@ -14,13 +14,15 @@ use tstor::backend::telegram::TelegramSession;
 use tstor_tgloop::{Config, Rates, Server};
 
 const USAGE: &str = "usage: cargo xtask telegram-server --listen ADDR --session-file PATH \
-[--faults SPEC] [--seed N] [--upload-mib-per-s N] [--latency-ms N]
+[--faults SPEC] [--seed N] [--upload-mib-per-s N] [--download-mib-per-s N] [--connection-mib-per-s N] [--latency-ms N]
 
   --listen ADDR          where to listen, e.g. 127.0.0.1:8443 (port 0: any free port)
   --session-file PATH    where to write a session for tstor (use it with TSTOR_TG_SESSION=PATH)
   --faults SPEC          random failures per call, e.g. flood:0.05,drop:0.02,lose:0.01,part-missing:0.02,file-reference:0.1
   --seed N               the seed the random failures are rolled from (default: random, printed)
-  --upload-mib-per-s N   upload bandwidth in MiB/s (default: unlimited)
+  --upload-mib-per-s N   upload bandwidth in MiB/s, across connections (default: unlimited)
+  --download-mib-per-s N download bandwidth in MiB/s, across connections (default: unlimited)
+  --connection-mib-per-s N  bandwidth of each connection, each way, in MiB/s (default: unlimited)
   --latency-ms N         added to every answer (default: 0)";
 
 pub(crate) struct Args {
@@ -28,8 +30,23 @@ pub(crate) struct Args {
     pub(crate) session_file: PathBuf,
     pub(crate) rates: Rates,
     pub(crate) upload_mib_per_s: Option<f64>,
+    pub(crate) download_mib_per_s: Option<f64>,
+    pub(crate) connection_mib_per_s: Option<f64>,
     pub(crate) latency: Duration,
     pub(crate) seed: Option<u64>,
+}
+
+/// A bandwidth flag's value: a positive number of MiB/s.
+pub(crate) fn parse_rate(flag: &str, value: &str) -> Result<f64> {
+    let v: f64 = value.parse().with_context(|| format!("{flag} {value}"))?;
+    if !v.is_finite() || v <= 0.0 {
+        bail!("{flag} must be positive");
+    }
+    Ok(v)
+}
+
+fn bytes_per_sec(mib_per_s: Option<f64>) -> Option<u64> {
+    mib_per_s.map(|m| (m * 1024.0 * 1024.0) as u64)
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>> {
@@ -37,6 +54,8 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut session_file = None;
     let mut rates = Rates::default();
     let mut upload_mib_per_s = None;
+    let mut download_mib_per_s = None;
+    let mut connection_mib_per_s = None;
     let mut latency = Duration::ZERO;
     let mut seed = None;
     let mut it = args.iter();
@@ -50,13 +69,9 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
             "--session-file" => session_file = Some(PathBuf::from(value)),
             "--faults" => rates = Rates::parse(value).map_err(|e| anyhow!("--faults: {e}"))?,
             "--seed" => seed = Some(value.parse().with_context(|| format!("--seed {value}"))?),
-            "--upload-mib-per-s" => {
-                let v: f64 = value.parse().with_context(|| format!("--upload-mib-per-s {value}"))?;
-                if !v.is_finite() || v <= 0.0 {
-                    bail!("--upload-mib-per-s must be positive");
-                }
-                upload_mib_per_s = Some(v);
-            }
+            "--upload-mib-per-s" => upload_mib_per_s = Some(parse_rate(flag, value)?),
+            "--download-mib-per-s" => download_mib_per_s = Some(parse_rate(flag, value)?),
+            "--connection-mib-per-s" => connection_mib_per_s = Some(parse_rate(flag, value)?),
             "--latency-ms" => {
                 latency = Duration::from_millis(value.parse().with_context(|| format!("--latency-ms {value}"))?)
             }
@@ -65,7 +80,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     }
     let listen = listen.ok_or_else(|| anyhow!("--listen is required\n{USAGE}"))?;
     let session_file = session_file.ok_or_else(|| anyhow!("--session-file is required\n{USAGE}"))?;
-    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, latency, seed }))
+    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, download_mib_per_s, connection_mib_per_s, latency, seed }))
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -98,7 +113,9 @@ pub(crate) async fn start(args: &Args) -> Result<Server> {
         listen: args.listen,
         rates: args.rates,
         latency: args.latency,
-        upload_bytes_per_sec: args.upload_mib_per_s.map(|m| (m * 1024.0 * 1024.0) as u64),
+        upload_bytes_per_sec: bytes_per_sec(args.upload_mib_per_s),
+        download_bytes_per_sec: bytes_per_sec(args.download_mib_per_s),
+        connection_bytes_per_sec: bytes_per_sec(args.connection_mib_per_s),
         seed: args.seed,
         ..Config::default()
     };
@@ -153,6 +170,9 @@ mod tests {
         assert!(args(&["--listen", "x", "--session-file", "/tmp/s"]).is_err());
         assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--faults", "bogus:1"]).is_err());
         assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--upload-mib-per-s", "0"]).is_err());
+        let a = args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--connection-mib-per-s", "8"]);
+        assert_eq!(a.unwrap().unwrap().connection_mib_per_s, Some(8.0));
+        assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--download-mib-per-s", "-1"]).is_err());
     }
 
     #[tokio::test]

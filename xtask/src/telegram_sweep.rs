@@ -115,6 +115,8 @@ pub fn main(args: &[String]) -> Result<()> {
             session_file: work.join("tg.session"),
             rates,
             upload_mib_per_s: None,
+            download_mib_per_s: None,
+            connection_mib_per_s: None,
             latency: Duration::ZERO,
             seed: Some(seed),
         }))?;

@@ -2,7 +2,8 @@
 //! flight, bytes appended in order so that a read cut short resumes where it
 //! stopped, and file references refreshed (once for all reads in flight)
 //! when Telegram says they expired. A document stored on another DC is
-//! read there (see `dcs`).
+//! read there (see `dcs`); home-DC chunks go through the transfer
+//! connections (see `transfer_pool`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,8 +103,9 @@ impl TelegramBackend {
         loop {
             while in_flight.len() < CHUNKS_IN_FLIGHT {
                 let Some((pos, limit)) = plan.next() else { break };
+                // Each home-DC chunk goes through the least busy transfer connection.
                 let (client, gate, references, doc, budget, foreign) = (
-                    self.client.clone(),
+                    self.transfers.lease_for(dc),
                     Arc::clone(&self.gate),
                     Arc::clone(&self.references),
                     doc.clone(),

@@ -24,6 +24,7 @@ mod peers;
 pub mod retry;
 pub mod session;
 mod target;
+mod transfer_pool;
 mod upload;
 
 use std::sync::Arc;
@@ -44,8 +45,11 @@ use self::head::{Placed, Placement};
 use self::retry::{Budget, FloodGate, TstorRetry};
 pub use self::session::TelegramSession;
 pub use self::target::Target;
+use self::transfer_pool::TransferPool;
+pub use self::transfer_pool::TRANSFER_CONNECTIONS;
+use self::upload::Source;
 use super::names::{self, Named, ObjectNames};
-use super::{Backend, BackendError, ObjectInfo, Result};
+use super::{Backend, BackendError, ObjectInfo, Result, SpilledObject};
 use crate::format::{Id, ObjectKind};
 
 /// Upload part size: Telegram's largest, which also reaches its 2000 MiB cap.
@@ -87,6 +91,9 @@ pub struct Options {
     pub retry_delay: Duration,
     /// Data pack size suggested to the repository, at most [`MAX_PACK_SIZE`].
     pub pack_size: usize,
+    /// Connections for upload parts and downloaded chunks, besides the one
+    /// for every other call (0: transfers use that one too).
+    pub transfer_connections: usize,
 }
 
 impl Options {
@@ -112,6 +119,7 @@ impl Default for Options {
             attempts: 5,
             retry_delay: Duration::from_millis(500),
             pack_size: DEFAULT_PACK_SIZE,
+            transfer_connections: TRANSFER_CONNECTIONS,
         }
     }
 }
@@ -123,6 +131,8 @@ pub struct TelegramBackend {
     /// (`channels.createChannel`: see `peers`).
     raw: SenderPoolHandle,
     runner: tokio::task::JoinHandle<()>,
+    /// The connections upload parts and downloaded chunks go through.
+    transfers: Arc<TransferPool>,
     gate: Arc<FloodGate>,
     target: Target,
     options: Options,
@@ -171,10 +181,13 @@ impl TelegramBackend {
         let raw = pool.handle.thin.clone();
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
+        let transfers =
+            Arc::new(TransferPool::new(Arc::clone(&session), options.clone(), client.clone()));
         TelegramBackend {
             client,
             raw,
             runner,
+            transfers,
             gate,
             target,
             options,
@@ -253,17 +266,16 @@ impl Backend for TelegramBackend {
     }
 
     async fn put(&self, kind: ObjectKind, id: &Id, data: Bytes) -> Result<()> {
-        self.ensure_loaded().await?;
-        let named = Named::Object(kind, *id);
-        let name = {
-            let catalog = self.catalog.lock().await;
-            if catalog.entries(named).is_some() {
-                return Ok(());
-            }
-            catalog.names.name(named)
-        };
-        let peer = self.peer().await?;
-        self.send(peer, &name, &data).await.map(drop)
+        self.put_from(kind, id, Source::Memory(data)).await
+    }
+
+    /// Packs upload part by part straight from their spill files.
+    fn streams_spilled(&self) -> bool {
+        true
+    }
+
+    async fn put_spilled(&self, kind: ObjectKind, id: &Id, object: Arc<SpilledObject>) -> Result<()> {
+        self.put_from(kind, id, Source::Spilled(object)).await
     }
 
     async fn get(&self, kind: ObjectKind, id: &Id) -> Result<Bytes> {
@@ -338,7 +350,7 @@ impl Backend for TelegramBackend {
         let name = object_names.name(Named::Head(Id(*blake3::hash(&document).as_bytes())));
         let peer = self.peer().await?;
         let msg_id = self
-            .send(peer, &name, &Bytes::from(document))
+            .send(peer, &name, &Source::Memory(Bytes::from(document)))
             .await?
             .ok_or_else(|| permanent("Telegram did not say where the head was stored"))?;
         self.invoke(

@@ -1,7 +1,10 @@
 //! Storing one object: its parts uploaded with a bounded number in flight
 //! across all uploads, each part retried on its own, then one
 //! `messages.sendMedia` (or `messages.sendMessage` for an empty object)
-//! with a `random_id` drawn once, so that a resend is idempotent.
+//! with a `random_id` drawn once, so that a resend is idempotent. Parts
+//! go through the transfer connections (see `transfer_pool`), and are read
+//! from memory or, for a pack waiting in a spill file, from that file one
+//! part at a time.
 
 use std::sync::Arc;
 
@@ -13,7 +16,41 @@ use super::catalog::{new_messages, parse_message};
 use super::errors::{classify, is_rpc, permanent, rpc_value, transient};
 use super::retry::{self, FloodGate};
 use super::{Options, TelegramBackend, BIG_FILE, MAX_PARTS, MIME, PART_SIZE};
-use crate::backend::Result;
+use crate::backend::names::Named;
+use crate::backend::{BackendError, Result, SpilledObject};
+use crate::format::{Id, ObjectKind};
+
+/// The bytes of an object to store.
+#[derive(Clone)]
+pub(super) enum Source {
+    Memory(Bytes),
+    /// Sealed bytes in a spill file, read one part at a time.
+    Spilled(Arc<SpilledObject>),
+}
+
+impl Source {
+    fn len(&self) -> usize {
+        match self {
+            Source::Memory(b) => b.len(),
+            Source::Spilled(f) => f.len() as usize,
+        }
+    }
+
+    /// Upload part `part`: [`PART_SIZE`] bytes, fewer for the last.
+    async fn part(&self, part: usize) -> Result<Bytes> {
+        let range = part * PART_SIZE..((part + 1) * PART_SIZE).min(self.len());
+        match self {
+            Source::Memory(b) => Ok(b.slice(range)),
+            Source::Spilled(f) => {
+                let f = Arc::clone(f);
+                let read = tokio::task::spawn_blocking(move || f.read_at(range.start as u64, range.len()))
+                    .await
+                    .map_err(|e| permanent(format!("reading a spilled part failed: {e}")))?;
+                read.map(Bytes::from).map_err(|e| BackendError::from_io(e, "reading a spilled pack"))
+            }
+        }
+    }
+}
 
 pub(super) fn random_id() -> i64 {
     loop {
@@ -25,7 +62,22 @@ pub(super) fn random_id() -> i64 {
 }
 
 impl TelegramBackend {
-    pub(super) async fn upload(&self, data: &Bytes, name: &str) -> Result<tl::enums::InputFile> {
+    /// Stores an object unless the catalog holds it already.
+    pub(super) async fn put_from(&self, kind: ObjectKind, id: &Id, data: Source) -> Result<()> {
+        self.ensure_loaded().await?;
+        let named = Named::Object(kind, *id);
+        let name = {
+            let catalog = self.catalog.lock().await;
+            if catalog.entries(named).is_some() {
+                return Ok(());
+            }
+            catalog.names.name(named)
+        };
+        let peer = self.peer().await?;
+        self.send(peer, &name, &data).await.map(drop)
+    }
+
+    pub(super) async fn upload(&self, data: &Source, name: &str) -> Result<tl::enums::InputFile> {
         let file_id = random_id();
         let total = data.len().div_ceil(PART_SIZE);
         if total > MAX_PARTS {
@@ -35,17 +87,23 @@ impl TelegramBackend {
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.options.parts_in_flight.clamp(1, total) {
-            let (client, gate, data, next, options) =
-                (self.client.clone(), Arc::clone(&self.gate), data.clone(), Arc::clone(&next), self.options.clone());
+            let (transfers, gate, data, next, options) = (
+                Arc::clone(&self.transfers),
+                Arc::clone(&self.gate),
+                data.clone(),
+                Arc::clone(&next),
+                self.options.clone(),
+            );
             workers.spawn(async move {
                 loop {
                     let part = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if part >= total {
                         return Ok(());
                     }
-                    let bytes = data.slice(part * PART_SIZE..((part + 1) * PART_SIZE).min(data.len()));
                     // One place among the parts in flight of every upload.
                     let _permit = gate.part().await;
+                    let bytes = data.part(part).await?;
+                    let client = transfers.lease();
                     save_part(&client, &gate, &options, file_id, part, total, big, bytes).await?;
                     gate.part_done();
                 }
@@ -72,7 +130,7 @@ impl TelegramBackend {
     }
 
     /// Uploads part `part` of an already uploaded file again, under its id.
-    pub(super) async fn resave_part(&self, input: &tl::enums::InputFile, data: &Bytes, part: usize) -> Result<()> {
+    pub(super) async fn resave_part(&self, input: &tl::enums::InputFile, data: &Source, part: usize) -> Result<()> {
         let (file_id, total, big) = match input {
             tl::enums::InputFile::File(f) => (f.id, f.parts as usize, false),
             tl::enums::InputFile::Big(f) => (f.id, f.parts as usize, true),
@@ -81,10 +139,11 @@ impl TelegramBackend {
         if part >= total {
             return Err(permanent(format!("Telegram names part {part} of a {total}-part file")));
         }
-        let bytes = data.slice(part * PART_SIZE..((part + 1) * PART_SIZE).min(data.len()));
+        let bytes = data.part(part).await?;
         tracing::info!(part, total, "re-sending a part Telegram no longer has");
         let _permit = self.gate.part().await;
-        let result = save_part(&self.client, &self.gate, &self.options, file_id, part, total, big, bytes).await;
+        let client = self.transfers.lease();
+        let result = save_part(&client, &self.gate, &self.options, file_id, part, total, big, bytes).await;
         self.gate.part_done();
         result
     }
@@ -98,13 +157,13 @@ impl TelegramBackend {
 
     /// Sends one document (or, for empty data, a text message) named `name`;
     /// returns its message id when Telegram said it.
-    pub(super) async fn send(&self, peer: PeerRef, name: &str, data: &Bytes) -> Result<Option<i32>> {
+    pub(super) async fn send(&self, peer: PeerRef, name: &str, data: &Source) -> Result<Option<i32>> {
         let random_id = random_id();
         let mut file = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = if data.is_empty() {
+            let result = if data.len() == 0 {
                 retry::invoke_retrying(&self.client, &self.gate, self.budget(), || {
                     tl::functions::messages::SendMessage {
                         no_webpage: true,

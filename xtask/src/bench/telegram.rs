@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tstor_tgloop::{Rates, Server, Traffic};
+use tstor_tgloop::{ConnectionTraffic, Rates, Server, Traffic};
 
 use super::json::Json;
 use super::measure::{self, CmdSpec, Measurement, Method};
@@ -25,31 +25,42 @@ use super::{
 };
 
 const USAGE: &str = "\
-usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--latency-ms N] [--faults SPEC]
+usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--download-mib-per-s N]
+                                  [--connection-mib-per-s N] [--latency-ms N] [--faults SPEC]
                                   [--dir DIR] [--seed N] [--keep]
 
   --size SIZE            size of the generated tree (default 1GiB, the tree of `cargo xtask bench`)
-  --upload-mib-per-s N   upload bandwidth of the loopback server, MiB/s (default 20)
+  --upload-mib-per-s N   upload bandwidth of the loopback server's link, MiB/s (default 20)
+  --download-mib-per-s N download bandwidth of the link, MiB/s (default: as the upload)
+  --connection-mib-per-s N  bandwidth of each connection, each way, MiB/s (default 8)
   --latency-ms N         added to every answer of the server (default 50)
   --faults SPEC          random faults, e.g. flood:0.05,drop:0.02,part-missing:0.02,file-reference:0.1
   --dir DIR              working directory (default target/bench/telegram)
   --seed N               seed of the generated data (default 42)
   --keep                 keep the cache and the restored tree afterwards
 
-TSTOR_TG_PARTS_IN_FLIGHT, TSTOR_TG_CALLS_PER_MINUTE and TSTOR_TG_PACK_MIB are passed on to tstor.";
+TSTOR_TG_PARTS_IN_FLIGHT, TSTOR_TG_CALLS_PER_MINUTE, TSTOR_TG_PACK_MIB, TSTOR_TG_MAX_FLOOD_WAIT and
+TSTOR_TG_TRANSFER_CONNECTIONS are passed on to tstor.";
 
 /// Methods shown in the table of API calls.
 const TOP_METHODS: usize = 8;
 
 /// Tuning variables passed on to tstor (and printed) when set.
-const TUNING: [&str; 4] =
-    ["TSTOR_TG_PARTS_IN_FLIGHT", "TSTOR_TG_CALLS_PER_MINUTE", "TSTOR_TG_PACK_MIB", "TSTOR_TG_MAX_FLOOD_WAIT"];
+const TUNING: [&str; 5] = [
+    "TSTOR_TG_PARTS_IN_FLIGHT",
+    "TSTOR_TG_CALLS_PER_MINUTE",
+    "TSTOR_TG_PACK_MIB",
+    "TSTOR_TG_MAX_FLOOD_WAIT",
+    "TSTOR_TG_TRANSFER_CONNECTIONS",
+];
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 struct Options {
     size: u64,
     upload_mib_per_s: f64,
+    download_mib_per_s: Option<f64>,
+    connection_mib_per_s: f64,
     latency_ms: u64,
     faults: Option<String>,
     rates: Rates,
@@ -62,6 +73,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
         size: 1 << 30,
         upload_mib_per_s: 20.0,
+        download_mib_per_s: None,
+        connection_mib_per_s: 8.0,
         latency_ms: 50,
         faults: None,
         rates: Rates::default(),
@@ -75,13 +88,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         let mut value = || flag_value(flag, &inline, &mut it);
         match flag {
             "--size" => o.size = parse_size(&value()?)?,
-            "--upload-mib-per-s" => {
-                let v: f64 = value()?.parse().context("bad --upload-mib-per-s")?;
-                if !v.is_finite() || v <= 0.0 {
-                    bail!("--upload-mib-per-s must be positive");
-                }
-                o.upload_mib_per_s = v;
-            }
+            "--upload-mib-per-s" => o.upload_mib_per_s = crate::telegram::parse_rate(flag, &value()?)?,
+            "--download-mib-per-s" => o.download_mib_per_s = Some(crate::telegram::parse_rate(flag, &value()?)?),
+            "--connection-mib-per-s" => o.connection_mib_per_s = crate::telegram::parse_rate(flag, &value()?)?,
             "--latency-ms" => o.latency_ms = value()?.parse().context("bad --latency-ms")?,
             "--faults" => {
                 let spec = value()?;
@@ -101,6 +110,12 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     Ok(Some(o))
 }
 
+impl Options {
+    fn download_mib_per_s(&self) -> f64 {
+        self.download_mib_per_s.unwrap_or(self.upload_mib_per_s)
+    }
+}
+
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -116,6 +131,13 @@ fn calls_between(before: &[(&'static str, usize)], after: &[(&'static str, usize
         .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     v
+}
+
+/// Connections that carried file bytes between two readings of the
+/// server's per-connection counters.
+fn transfer_connections(before: &[ConnectionTraffic], after: &[ConnectionTraffic]) -> usize {
+    let moved = |c: &ConnectionTraffic| c.part_bytes + c.chunk_bytes;
+    after.iter().enumerate().filter(|(i, c)| moved(c) > before.get(*i).map_or(0, moved)).count()
 }
 
 /// `text` without ANSI escape sequences (colours in tstor's log).
@@ -162,6 +184,8 @@ struct Phase {
     logged_floods: (u64, u64),
     /// The last line of the error, when the command failed.
     failed: Option<String>,
+    /// Connections that carried file bytes (upload parts or downloaded chunks).
+    transfer_connections: usize,
 }
 
 impl Phase {
@@ -182,6 +206,7 @@ impl Bench<'_> {
     /// calls, flood waits), with its error, and the error returned.
     fn run(&mut self, name: &'static str, spec: &CmdSpec) -> Result<()> {
         let calls = self.server.call_counts();
+        let conns_before = self.server.connection_traffic();
         self.server.take_traffic();
         let _ = std::process::Command::new("sync").status();
         let start = Instant::now();
@@ -195,6 +220,7 @@ impl Bench<'_> {
             name,
             calls: calls_between(&calls, &self.server.call_counts()),
             traffic: self.server.take_traffic(),
+            transfer_connections: transfer_connections(&conns_before, &self.server.connection_traffic()),
             logged_floods: logged_flood_waits(&stderr),
             failed: error.as_ref().map(|e| {
                 let text = strip_ansi(&format!("{e:#}"));
@@ -259,11 +285,15 @@ pub fn main(args: &[String]) -> Result<()> {
     }
 
     let rate = o.upload_mib_per_s * 1024.0 * 1024.0;
+    let down_rate = o.download_mib_per_s() * 1024.0 * 1024.0;
     let faults = o.faults.clone().unwrap_or_else(|| "none".to_string());
     let tuning: Vec<(&str, String)> = TUNING.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))).collect();
     println!(
-        "link: {} MiB/s upload, {} ms per call; faults: {faults}; tstor tuning: {}",
+        "link: {} MiB/s upload, {} MiB/s download, {} MiB/s per connection, {} ms per call; faults: {faults}; \
+         tstor tuning: {}",
         o.upload_mib_per_s,
+        o.download_mib_per_s(),
+        o.connection_mib_per_s,
         o.latency_ms,
         if tuning.is_empty() {
             "defaults".to_string()
@@ -282,6 +312,8 @@ pub fn main(args: &[String]) -> Result<()> {
         session_file: session_file.clone(),
         rates: o.rates,
         upload_mib_per_s: Some(o.upload_mib_per_s),
+        download_mib_per_s: Some(o.download_mib_per_s()),
+        connection_mib_per_s: Some(o.connection_mib_per_s),
         latency: Duration::from_millis(o.latency_ms),
         seed: None,
     }))?;
@@ -331,8 +363,9 @@ pub fn main(args: &[String]) -> Result<()> {
     drop(rt);
 
     let v = verification.as_ref();
-    print_report(&o, &phases, data_bytes, rate, v, &load_before, &load_after);
-    let json = to_json(&o, &version, &phases, data_bytes, rate, v, &load_before, &load_after, &outcome);
+    let rates = LinkRates { up: rate, down: down_rate };
+    print_report(&o, &phases, data_bytes, rates, v, &load_before, &load_after);
+    let json = to_json(&o, &version, &phases, data_bytes, rates, v, &load_before, &load_after, &outcome);
     let name = if o.faults.is_some() { "bench-telegram-faults.json" } else { "bench-telegram.json" };
     let results = dir.join(name);
     fs::write(&results, json.pretty()).with_context(|| format!("cannot write {}", results.display()))?;
@@ -351,6 +384,18 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("the restored tree differs from the source ({} mismatches)", v.mismatches());
     }
     Ok(())
+}
+
+/// The link's rate each way, bytes per second.
+#[derive(Clone, Copy)]
+struct LinkRates {
+    up: f64,
+    down: f64,
+}
+
+/// A restore's share of the download link over its wall time.
+fn download_share(p: &Phase, rate: f64) -> f64 {
+    p.traffic.chunk_bytes as f64 / (rate * p.m.wall_s)
 }
 
 /// The snapshot's upload figures: (share of the link over the wall time,
@@ -382,16 +427,20 @@ fn print_report(
     o: &Options,
     phases: &[Phase],
     data_bytes: u64,
-    rate: f64,
+    rates: LinkRates,
     v: Option<&Verification>,
     load_before: &str,
     load_after: &str,
 ) {
+    let rate = rates.up;
     let find = |n: &str| phases.iter().find(|p| p.name == n);
     println!(
-        "\n== tstor on the loopback Telegram server: {:.1} MiB source, {} MiB/s link, {} ms per call, faults: {}",
+        "\n== tstor on the loopback Telegram server: {:.1} MiB source, {} MiB/s link up, {} MiB/s down, \
+         {} MiB/s per connection, {} ms per call, faults: {}",
         mib(data_bytes),
         o.upload_mib_per_s,
+        o.download_mib_per_s(),
+        o.connection_mib_per_s,
         o.latency_ms,
         o.faults.as_deref().unwrap_or("none")
     );
@@ -407,10 +456,11 @@ fn print_report(
             mib(s.traffic.part_bytes) / s.m.wall_s
         );
         println!(
-            "link share:     {:.1}% of {} MiB/s over the snapshot's wall time{}",
+            "link share:     {:.1}% of {} MiB/s over the snapshot's wall time{}, {} connections carried parts",
             100.0 * wall,
             o.upload_mib_per_s,
-            window.map_or(String::new(), |w| format!(" ({:.1}% between the first and the last part)", 100.0 * w))
+            window.map_or(String::new(), |w| format!(" ({:.1}% between the first and the last part)", 100.0 * w)),
+            s.transfer_connections
         );
         println!(
             "API calls:      {} for the snapshot, {:.1} per GiB of source",
@@ -426,6 +476,16 @@ fn print_report(
             r.failed.as_ref().map_or(String::new(), |e| format!(", FAILED: {e}")),
             r.total_calls(),
             r.total_calls() as f64 * GIB / data_bytes as f64
+        );
+        println!(
+            "link share:     {:.1}% of {} MiB/s down over the restore's wall time ({:.1} MiB in {} chunks, \
+             {:.2} MiB/s), {} connections carried chunks",
+            100.0 * download_share(r, rates.down),
+            o.download_mib_per_s(),
+            mib(r.traffic.chunk_bytes),
+            r.traffic.chunks,
+            mib(r.traffic.chunk_bytes) / r.m.wall_s,
+            r.transfer_connections
         );
         print_calls(r, data_bytes);
     }
@@ -477,14 +537,14 @@ fn to_json(
     version: &str,
     phases: &[Phase],
     data_bytes: u64,
-    rate: f64,
+    rates: LinkRates,
     v: Option<&Verification>,
     load_before: &str,
     load_after: &str,
     outcome: &Result<()>,
 ) -> Json {
     let phase_json = |p: &Phase| {
-        let (wall_share, window_share) = shares(p, rate);
+        let (wall_share, window_share) = shares(p, rates.up);
         Json::Obj(vec![
             ("step", Json::str(p.name)),
             ("failed", p.failed.as_deref().map_or(Json::Null, Json::str)),
@@ -495,6 +555,10 @@ fn to_json(
             ("parts", Json::Int(p.traffic.parts as u64)),
             ("link_share", Json::Num(wall_share)),
             ("link_share_part_window", window_share.map_or(Json::Null, Json::Num)),
+            ("chunk_bytes", Json::Int(p.traffic.chunk_bytes)),
+            ("chunks", Json::Int(p.traffic.chunks as u64)),
+            ("download_link_share", Json::Num(download_share(p, rates.down))),
+            ("transfer_connections", Json::Int(p.transfer_connections as u64)),
             ("calls_per_gib", Json::Num(p.total_calls() as f64 * GIB / data_bytes as f64)),
             ("calls", calls_json(p)),
             ("flood_waits", Json::Int(p.traffic.flood_waits as u64)),
@@ -510,6 +574,8 @@ fn to_json(
         ("size_target", Json::Int(o.size)),
         ("seed", Json::Int(o.seed)),
         ("upload_mib_per_s", Json::Num(o.upload_mib_per_s)),
+        ("download_mib_per_s", Json::Num(o.download_mib_per_s())),
+        ("connection_mib_per_s", Json::Num(o.connection_mib_per_s)),
         ("latency_ms", Json::Int(o.latency_ms)),
         ("faults", o.faults.as_deref().map_or(Json::Null, Json::str)),
         ("loadavg_before", Json::str(load_before)),
@@ -533,6 +599,9 @@ mod tests {
         assert_eq!((o.size, o.rates.flood, o.latency_ms), (64 << 20, 0.05, 5));
         assert!(args(&["--faults", "bogus:1"]).is_err());
         assert!(args(&["--upload-mib-per-s", "0"]).is_err());
+        let o = args(&["--upload-mib-per-s", "40", "--connection-mib-per-s", "8"]).unwrap().unwrap();
+        assert_eq!((o.download_mib_per_s(), o.connection_mib_per_s), (40.0, 8.0));
+        assert!(args(&["--connection-mib-per-s", "0"]).is_err());
         assert!(args(&["--help"]).unwrap().is_none());
     }
 
