@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tstor::backend::telegram::TelegramSession;
-use tstor_tgloop::{Config, Rates, Server};
+use tstor_tgloop::{Config, PremiumWait, Rates, Server};
 
 const USAGE: &str = "usage: cargo xtask telegram-server --listen ADDR --session-file PATH \
-[--faults SPEC] [--upload-mib-per-s N] [--latency-ms N]
+[--faults SPEC] [--premium-wait SPEC] [--upload-mib-per-s N] [--latency-ms N]
 
   --listen ADDR          where to listen, e.g. 127.0.0.1:8443 (port 0: any free port)
   --session-file PATH    where to write a session for tstor (use it with TSTOR_TG_SESSION=PATH)
   --faults SPEC          random failures per call, e.g. flood:0.05,drop:0.02,lose:0.01,part-missing:0.02,file-reference:0.1
+  --premium-wait SPEC    a free account's transfer budget, answered with FLOOD_PREMIUM_WAIT_X once spent,
+                         e.g. after=64MiB,rate=4MiB,window=2,jitter=0.2,seed=7
   --upload-mib-per-s N   upload bandwidth in MiB/s (default: unlimited)
   --latency-ms N         added to every answer (default: 0)";
 
@@ -26,6 +28,7 @@ pub(crate) struct Args {
     pub(crate) listen: SocketAddr,
     pub(crate) session_file: PathBuf,
     pub(crate) rates: Rates,
+    pub(crate) premium_wait: Option<PremiumWait>,
     pub(crate) upload_mib_per_s: Option<f64>,
     pub(crate) latency: Duration,
 }
@@ -34,6 +37,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut listen = None;
     let mut session_file = None;
     let mut rates = Rates::default();
+    let mut premium_wait = None;
     let mut upload_mib_per_s = None;
     let mut latency = Duration::ZERO;
     let mut it = args.iter();
@@ -46,6 +50,9 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
             "--listen" => listen = Some(value.parse().with_context(|| format!("--listen {value}"))?),
             "--session-file" => session_file = Some(PathBuf::from(value)),
             "--faults" => rates = Rates::parse(value).map_err(|e| anyhow!("--faults: {e}"))?,
+            "--premium-wait" => {
+                premium_wait = Some(PremiumWait::parse(value).map_err(|e| anyhow!("--premium-wait: {e}"))?)
+            }
             "--upload-mib-per-s" => {
                 let v: f64 = value.parse().with_context(|| format!("--upload-mib-per-s {value}"))?;
                 if !v.is_finite() || v <= 0.0 {
@@ -61,7 +68,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     }
     let listen = listen.ok_or_else(|| anyhow!("--listen is required\n{USAGE}"))?;
     let session_file = session_file.ok_or_else(|| anyhow!("--session-file is required\n{USAGE}"))?;
-    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, latency }))
+    Ok(Some(Args { listen, session_file, rates, premium_wait, upload_mib_per_s, latency }))
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -92,6 +99,7 @@ pub(crate) async fn start(args: &Args) -> Result<Server> {
     let config = Config {
         listen: args.listen,
         rates: args.rates,
+        premium_wait: args.premium_wait,
         latency: args.latency,
         upload_bytes_per_sec: args.upload_mib_per_s.map(|m| (m * 1024.0 * 1024.0) as u64),
         ..Config::default()
@@ -144,6 +152,9 @@ mod tests {
         assert!(args(&["--listen", "x", "--session-file", "/tmp/s"]).is_err());
         assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--faults", "bogus:1"]).is_err());
         assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--upload-mib-per-s", "0"]).is_err());
+        let premium = args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--premium-wait", "rate=1MiB"]);
+        assert_eq!(premium.unwrap().unwrap().premium_wait.map(|p| p.bytes_per_sec), Some(1 << 20));
+        assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--premium-wait", "rate=x"]).is_err());
     }
 
     #[tokio::test]
