@@ -19,6 +19,7 @@ use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
 use exclude::{Enter, IgnoreStack};
 pub use exclude::{ExcludeError, ExcludeOptions, Exclusions};
+pub use pipeline::{BudgetSpent, RunBudget};
 use pipeline::{Pipeline, PipelineOptions};
 use walker::{root_name, Stop, Walker};
 
@@ -32,6 +33,11 @@ pub trait Progress: Send + Sync {
     fn error(&self, _path: &Path, _message: &str) {}
     /// A file kept changing while it was read; what was read last is stored.
     fn changed(&self, _path: &Path) {}
+    /// Bytes of file content read (counted by [`Progress::bytes`]) whose new
+    /// data is not stored yet: queued, being sealed or packed, or in a pack
+    /// being uploaded. Read bytes minus these are the bytes settled, whose
+    /// pace over the run is the observed upload pace, waits included.
+    fn unstored(&self, _bytes: u64) {}
 }
 
 /// A progress sink that ignores everything.
@@ -61,6 +67,8 @@ pub struct SnapshotOptions {
     pub parent: ParentChoice,
     pub exclusions: Exclusions,
     pub pipeline: PipelineOptions,
+    /// Limits after which the run stops cleanly without a snapshot.
+    pub budget: RunBudget,
     pub read_hook: Option<ReadHook>,
 }
 
@@ -73,6 +81,7 @@ impl SnapshotOptions {
             parent: ParentChoice::Latest,
             exclusions: Exclusions::default(),
             pipeline: PipelineOptions::default(),
+            budget: RunBudget::default(),
             read_hook: None,
         }
     }
@@ -190,7 +199,7 @@ pub async fn snapshot(
     const WALKER_STACK: usize = 256 << 20;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let walk = move || {
-        let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
+        let pipeline = Pipeline::start(&repo2, opts.pipeline, opts.budget, progress.clone(), handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
         walker.read_hook = opts.read_hook.clone();
         let mut root = Tree::default();
@@ -235,14 +244,19 @@ pub async fn snapshot(
         done_rx.await.map_err(|_| RepoError::Invalid("snapshot task failed: the walker stopped".into()))?;
     let (root_id, mut summary, errors, changed, stop) = walked;
 
-    // Packs that did upload are indexed even if the run failed, so that the
-    // next run reuses them.
+    // Packs that did upload are indexed even if the run failed or stopped
+    // at its budget, so that the next run reuses them.
+    let (uploaded_packs, uploaded_bytes) = (stored.packs.len(), stored.bytes_stored);
     if !stored.packs.is_empty() {
         lock.ensure_held().await?;
         repo.write_index(stored.packs, Vec::new()).await?;
     }
     if let Some(e) = pipeline_err {
         return Err(e);
+    }
+    if let Some(why) = stored.budget_spent {
+        tracing::info!(reason = %why, packs = uploaded_packs, bytes = uploaded_bytes, "snapshot stopped at its budget");
+        return Err(RepoError::Stopped { reason: why.to_string(), packs: uploaded_packs, bytes: uploaded_bytes });
     }
     match stop {
         Some(Stop::Fatal(e)) => return Err(e),

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod names;
 pub mod retry;
 pub mod telegram;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;

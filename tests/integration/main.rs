@@ -16,6 +16,7 @@ mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
 mod model;
+mod pacing;
 mod repair;
 mod restore_reads;
 mod roundtrip;
