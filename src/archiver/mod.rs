@@ -20,6 +20,7 @@ use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
 use exclude::{Enter, IgnoreStack};
 pub use exclude::{ExcludeError, ExcludeOptions, Exclusions};
+pub use pipeline::{BudgetSpent, RunBudget};
 use pipeline::{Pipeline, PipelineOptions};
 use walker::{root_name, Stop, Walker};
 
@@ -33,6 +34,11 @@ pub trait Progress: Send + Sync {
     fn error(&self, _path: &Path, _message: &str) {}
     /// A file kept changing while it was read; what was read last is stored.
     fn changed(&self, _path: &Path) {}
+    /// Bytes of file content read (counted by [`Progress::bytes`]) whose new
+    /// data is not stored yet: queued, being sealed or packed, or in a pack
+    /// being uploaded. Read bytes minus these are the bytes settled, whose
+    /// pace over the run is the observed upload pace, waits included.
+    fn unstored(&self, _bytes: u64) {}
 }
 
 /// A progress sink that ignores everything.
@@ -62,6 +68,8 @@ pub struct SnapshotOptions {
     pub parent: ParentChoice,
     pub exclusions: Exclusions,
     pub pipeline: PipelineOptions,
+    /// Limits after which the run stops cleanly without a snapshot.
+    pub budget: RunBudget,
     pub read_hook: Option<ReadHook>,
     /// Largest tree blob the archiver writes before it splits a directory
     /// into parts (format.md §15.1): `MAX_BLOB_LEN`; tests lower it to split
@@ -78,6 +86,7 @@ impl SnapshotOptions {
             parent: ParentChoice::Latest,
             exclusions: Exclusions::default(),
             pipeline: PipelineOptions::default(),
+            budget: RunBudget::default(),
             read_hook: None,
             tree_part_len: crate::format::MAX_BLOB_LEN as usize,
         }
@@ -195,7 +204,7 @@ pub async fn snapshot(
     // a thread of its own, with the default stack.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let walk = move || {
-        let pipeline = Pipeline::start(&repo2, opts.pipeline, handle.clone());
+        let pipeline = Pipeline::start(&repo2, opts.pipeline, opts.budget, progress.clone(), handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
         walker.read_hook = opts.read_hook.clone();
         walker.tree_part_len = opts.tree_part_len;
@@ -240,14 +249,19 @@ pub async fn snapshot(
         done_rx.await.map_err(|_| RepoError::Invalid("snapshot task failed: the walker stopped".into()))?;
     let (root_id, mut summary, errors, changed, stop) = walked;
 
-    // Packs that did upload are indexed even if the run failed, so that the
-    // next run reuses them.
+    // Packs that did upload are indexed even if the run failed or stopped
+    // at its budget, so that the next run reuses them.
+    let (uploaded_packs, uploaded_bytes) = (stored.packs.len(), stored.bytes_stored);
     if !stored.packs.is_empty() {
         lock.ensure_held().await?;
         repo.write_index(stored.packs, Vec::new()).await?;
     }
     if let Some(e) = pipeline_err {
         return Err(e);
+    }
+    if let Some(why) = stored.budget_spent {
+        tracing::info!(reason = %why, packs = uploaded_packs, bytes = uploaded_bytes, "snapshot stopped at its budget");
+        return Err(RepoError::Stopped { reason: why.to_string(), packs: uploaded_packs, bytes: uploaded_bytes });
     }
     match stop {
         Some(Stop::Fatal(e)) => return Err(e),

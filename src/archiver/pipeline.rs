@@ -5,7 +5,9 @@
 //! size of the input. Where the backend streams objects from spill files
 //! (Telegram), a finished pack goes to an unnamed temporary file in the
 //! cache directory at once, so that the packs waiting for and in upload
-//! hold disk, not memory.
+//! hold disk, not memory. A run budget (bytes of packs, or a deadline) stops
+//! the pipeline cleanly: no new pack upload starts once it is spent, the
+//! uploads already running finish, and what they stored is returned.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,8 +18,10 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::Progress;
 use crate::backend::SpilledObject;
 use crate::format::index::IndexedPack;
+use crate::format::pack::BlobEntry;
 use crate::format::{BlobType, Id, ObjectKind};
 use crate::repo::packer::{FinishedPack, Packer};
 use crate::repo::{RepoError, Repository, SealedBlob};
@@ -38,6 +42,58 @@ impl Default for PipelineOptions {
     }
 }
 
+/// Limits for one run: after them the snapshot stops cleanly, keeping
+/// (and indexing) the packs already uploaded, and commits no snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunBudget {
+    /// Bytes of packs this run may upload: a pack that would take the
+    /// run over it is not uploaded.
+    pub max_upload: Option<u64>,
+    /// When the run stops starting uploads (and reading files); the
+    /// uploads running then are finished.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Which limit of a [`RunBudget`] stopped a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetSpent {
+    /// `max_upload` would have been passed: the bytes uploaded, the limit.
+    Upload { uploaded: u64, limit: u64 },
+    /// The deadline passed.
+    Duration,
+}
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetSpent::Upload { uploaded, limit } => {
+                write!(f, "the upload limit of {limit} bytes was reached after {uploaded} bytes")
+            }
+            BudgetSpent::Duration => write!(f, "the time limit was reached"),
+        }
+    }
+}
+
+impl RunBudget {
+    fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// Whether a pack of `size` bytes may start uploading after `started`
+    /// bytes of packs did; otherwise the limit that stops the run.
+    fn admit(&self, started: u64, size: u64) -> Result<(), BudgetSpent> {
+        if self.deadline_passed() {
+            return Err(BudgetSpent::Duration);
+        }
+        match self.max_upload {
+            Some(limit) if started.saturating_add(size) > limit => {
+                Err(BudgetSpent::Upload { uploaded: started, limit })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 struct Job {
     blob_type: BlobType,
     id: Id,
@@ -49,6 +105,8 @@ struct Job {
 pub struct Stored {
     pub packs: Vec<IndexedPack>,
     pub bytes_stored: u64,
+    /// The run budget was spent: the run stopped early, on purpose.
+    pub budget_spent: Option<BudgetSpent>,
 }
 
 /// Handle the walker uses to hand blobs over.
@@ -59,10 +117,21 @@ pub struct Pipeline {
     failure: Arc<Mutex<Option<RepoError>>>,
     failed: Arc<AtomicBool>,
     queued_bytes: Arc<AtomicU64>,
+    budget: RunBudget,
+    budget_spent: Arc<Mutex<Option<BudgetSpent>>>,
+    /// Plaintext bytes of data blobs handed over and not yet in a stored pack.
+    unstored: Arc<AtomicU64>,
+    progress: Arc<dyn Progress>,
 }
 
 impl Pipeline {
-    pub fn start(repo: &Repository, opts: PipelineOptions, handle: Handle) -> Pipeline {
+    pub fn start(
+        repo: &Repository,
+        opts: PipelineOptions,
+        budget: RunBudget,
+        progress: Arc<dyn Progress>,
+        handle: Handle,
+    ) -> Pipeline {
         let workers_n = opts.seal_workers.max(1);
         let (job_tx, job_rx) = sync_channel::<Job>(workers_n);
         let (sealed_tx, sealed_rx) = sync_channel::<SealedBlob>(workers_n);
@@ -70,6 +139,8 @@ impl Pipeline {
         let failure = Arc::new(Mutex::new(None));
         let failed = Arc::new(AtomicBool::new(false));
         let queued_bytes = Arc::new(AtomicU64::new(0));
+        let budget_spent = Arc::new(Mutex::new(None));
+        let unstored = Arc::new(AtomicU64::new(0));
         let workers = (0..workers_n)
             .map(|i| {
                 let rx = job_rx.clone();
@@ -87,14 +158,31 @@ impl Pipeline {
         drop(sealed_tx);
         let packer = {
             let repo = repo.clone();
-            let failure = failure.clone();
-            let failed = failed.clone();
+            let stop = Stop {
+                failure: failure.clone(),
+                failed: failed.clone(),
+                budget,
+                budget_spent: budget_spent.clone(),
+                unstored: unstored.clone(),
+                progress: progress.clone(),
+            };
             std::thread::Builder::new()
                 .name("tstor-packer".into())
-                .spawn(move || pack_and_upload(&repo, opts, sealed_rx, &handle, &failure, &failed))
+                .spawn(move || pack_and_upload(&repo, opts, sealed_rx, &handle, &stop))
                 .expect("spawning a thread")
         };
-        Pipeline { jobs: Some(job_tx), workers, packer: Some(packer), failure, failed, queued_bytes }
+        Pipeline {
+            jobs: Some(job_tx),
+            workers,
+            packer: Some(packer),
+            failure,
+            failed,
+            queued_bytes,
+            budget,
+            budget_spent,
+            unstored,
+            progress,
+        }
     }
 
     /// Queues a new blob; blocks while the workers are busy. Returns false
@@ -103,11 +191,21 @@ impl Pipeline {
         if self.has_failed() {
             return false;
         }
+        if self.budget.deadline_passed() {
+            spend_budget(&self.budget_spent, &self.failed, BudgetSpent::Duration);
+            return false;
+        }
         self.queued_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if blob_type == BlobType::Data {
+            let unstored = self.unstored.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            self.progress.unstored(unstored);
+        }
         let jobs = self.jobs.as_ref().expect("pipeline still open");
         jobs.send(Job { blob_type, id, data }).is_ok()
     }
 
+    /// Whether the pipeline failed, or stopped because the run budget was
+    /// spent: either way the walk stops.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
@@ -125,8 +223,9 @@ impl Pipeline {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        let stored = self.packer.take().map(|p| p.join().unwrap_or_default()).unwrap_or_default();
+        let mut stored = self.packer.take().map(|p| p.join().unwrap_or_default()).unwrap_or_default();
         let err = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        stored.budget_spent = *self.budget_spent.lock().unwrap_or_else(|p| p.into_inner());
         (stored, err)
     }
 }
@@ -162,6 +261,26 @@ fn seal_worker(
     }
 }
 
+/// Stops the pipeline because the run budget is spent (the first reason stays).
+fn spend_budget(slot: &Mutex<Option<BudgetSpent>>, failed: &AtomicBool, why: BudgetSpent) {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        tracing::info!(reason = %why, "run budget spent; stopping after the uploads in flight");
+        *slot = Some(why);
+    }
+    failed.store(true, Ordering::SeqCst);
+}
+
+/// What the packer thread shares with the rest of the pipeline.
+struct Stop {
+    failure: Arc<Mutex<Option<RepoError>>>,
+    failed: Arc<AtomicBool>,
+    budget: RunBudget,
+    budget_spent: Arc<Mutex<Option<BudgetSpent>>>,
+    unstored: Arc<AtomicU64>,
+    progress: Arc<dyn Progress>,
+}
+
 fn record_failure(failure: &Mutex<Option<RepoError>>, failed: &AtomicBool, e: RepoError) {
     let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
@@ -178,9 +297,9 @@ fn pack_and_upload(
     opts: PipelineOptions,
     rx: Receiver<SealedBlob>,
     handle: &Handle,
-    failure: &Arc<Mutex<Option<RepoError>>>,
-    failed: &Arc<AtomicBool>,
+    stop: &Stop,
 ) -> Stored {
+    let (failure, failed) = (&stop.failure, &stop.failed);
     // The first data pack of a run is a quarter of the full size, so that
     // uploading starts early; the next ones double up to the full size.
     let mut data = Packer::ramping(opts.data_pack_size / 4, opts.data_pack_size);
@@ -189,9 +308,15 @@ fn pack_and_upload(
     let spill_dir = spill_dir(repo);
     let mut uploads: Vec<tokio::task::JoinHandle<UploadResult>> = Vec::new();
     let mut stored = Stored::default();
+    // Bytes of the packs whose upload started, for the run budget.
+    let mut started = 0u64;
     let collect = |stored: &mut Stored, done: Result<UploadResult, tokio::task::JoinError>| match done {
         Ok(Ok(p)) => {
             stored.bytes_stored += p.size;
+            let raw: u64 = p.blobs.iter().filter(|b| b.blob_type == BlobType::Data).map(|b| u64::from(b.raw_len)).sum();
+            let before =
+                stop.unstored.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(raw)));
+            stop.progress.unstored(before.unwrap_or(0).saturating_sub(raw));
             stored.packs.push(p);
         }
         Ok(Err(e)) => record_failure(failure, failed, e),
@@ -207,13 +332,10 @@ fn pack_and_upload(
         };
         packer.add(blob.blob_type, blob.id, &blob.sealed, blob.raw_len);
         if packer.is_full() {
-            uploads.push(spawn_upload(
-                repo,
-                handle,
-                &slots,
-                packer.finish(repo.keys(), repo.repo_id()),
-                spill_dir.as_deref(),
-            ));
+            let pack = packer.finish(repo.keys(), repo.repo_id());
+            if let Some(u) = start_upload(repo, handle, &slots, pack, spill_dir.as_deref(), &mut started, stop) {
+                uploads.push(u);
+            }
         }
         // Surface upload failures early so the walker can stop.
         let mut i = 0;
@@ -226,16 +348,11 @@ fn pack_and_upload(
             }
         }
     }
-    if !failed.load(Ordering::Relaxed) {
-        for packer in [&mut data, &mut trees] {
-            if !packer.is_empty() {
-                uploads.push(spawn_upload(
-                    repo,
-                    handle,
-                    &slots,
-                    packer.finish(repo.keys(), repo.repo_id()),
-                    spill_dir.as_deref(),
-                ));
+    for packer in [&mut data, &mut trees] {
+        if !failed.load(Ordering::Relaxed) && !packer.is_empty() {
+            let pack = packer.finish(repo.keys(), repo.repo_id());
+            if let Some(u) = start_upload(repo, handle, &slots, pack, spill_dir.as_deref(), &mut started, stop) {
+                uploads.push(u);
             }
         }
     }
@@ -262,15 +379,18 @@ enum Payload {
     Spilled(Arc<SpilledObject>),
 }
 
-/// Starts one pack upload once a slot is free. With a spill directory the
-/// pack's bytes go to a spill file first and leave memory before the wait.
-fn spawn_upload(
+/// Starts one pack upload once a slot is free, if the run budget admits it;
+/// otherwise stops the pipeline and drops the pack. With a spill directory
+/// the pack's bytes go to a spill file first and leave memory before the wait.
+fn start_upload(
     repo: &Repository,
     handle: &Handle,
     slots: &Arc<Semaphore>,
     pack: FinishedPack,
     spill_dir: Option<&Path>,
-) -> tokio::task::JoinHandle<UploadResult> {
+    started: &mut u64,
+    stop: &Stop,
+) -> Option<tokio::task::JoinHandle<UploadResult>> {
     let FinishedPack { id, data, blobs } = pack;
     let size = data.len() as u64;
     let payload = match spill_dir.map(|dir| SpilledObject::write(dir, &data)) {
@@ -285,6 +405,28 @@ fn spawn_upload(
         None => Payload::Memory(data),
     };
     let permit = handle.block_on(slots.clone().acquire_owned()).expect("semaphore is never closed");
+    // Checked once a slot is free: the deadline may have passed meanwhile.
+    if let Err(why) = stop.budget.admit(*started, size) {
+        spend_budget(&stop.budget_spent, &stop.failed, why);
+        return None;
+    }
+    *started += size;
+    Some(spawn_upload(repo, handle, permit, id, payload, blobs))
+}
+
+/// Starts one pack upload in the slot `permit` holds.
+fn spawn_upload(
+    repo: &Repository,
+    handle: &Handle,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    id: Id,
+    payload: Payload,
+    blobs: Vec<BlobEntry>,
+) -> tokio::task::JoinHandle<UploadResult> {
+    let size = match &payload {
+        Payload::Memory(data) => data.len() as u64,
+        Payload::Spilled(spilled) => spilled.len(),
+    };
     let backend = repo.backend().clone();
     handle.spawn(async move {
         let result = match payload {

@@ -12,6 +12,7 @@ pub mod names;
 pub mod retry;
 pub mod spill;
 pub mod telegram;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! The configuration file (TOML): repository, password source, cache,
-//! excludes, retention policy, Telegram settings and the paths to back up,
+//! excludes, retention policy, Telegram settings, the snapshot's pace and
+//! budget (`limit-upload`, `max-upload`, `max-duration`) and the paths to back up,
 //! at the top level and in named profiles (`[profiles.NAME]`, chosen with
 //! `-P NAME`) that override it. Found at `--config` / `TSTOR_CONFIG`, else
 //! at `<config dir>/tstor/config.toml` (which may be missing).
@@ -70,6 +71,11 @@ pub struct Settings {
     pub excludes: ExcludeOptions,
     /// The `forget` policy when the command line gives no `--keep-*` rule.
     pub policy: Policy,
+    /// `snapshot --limit-upload` (bytes per second), `--max-upload`
+    /// (bytes) and `--max-duration` when the command line gives none.
+    pub limit_upload: Option<u64>,
+    pub max_upload: Option<u64>,
+    pub max_duration: Option<std::time::Duration>,
     /// The `[telegram]` table as written (profile keys over top-level
     /// ones): `session` (a path), `api-id`, `api-hash` (strings).
     pub telegram: toml::Table,
@@ -125,6 +131,33 @@ impl TryFrom<String> for DurationValue {
     }
 }
 
+/// A rate such as `"5MiB"` (bytes per second), or bytes per second as an integer.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(try_from = "NumOrStr")]
+struct Rate(u64);
+
+impl TryFrom<NumOrStr> for Rate {
+    type Error = String;
+    fn try_from(v: NumOrStr) -> Result<Rate, String> {
+        match v {
+            NumOrStr::Num(n) => u64::try_from(n).ok().filter(|&n| n > 0).map(Rate).ok_or(format!("{n} is not a rate")),
+            NumOrStr::Str(s) => super::pacing::parse_rate(&s).map(Rate),
+        }
+    }
+}
+
+/// A time limit such as `"8h"` or `"1h30m"`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(try_from = "String")]
+struct TimeLimit(std::time::Duration);
+
+impl TryFrom<String> for TimeLimit {
+    type Error = String;
+    fn try_from(s: String) -> Result<TimeLimit, String> {
+        super::pacing::parse_duration(&s).map(TimeLimit)
+    }
+}
+
 /// The top level of the file, or one profile: every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -157,6 +190,9 @@ struct Section {
     keep_within_monthly: Option<DurationValue>,
     keep_within_yearly: Option<DurationValue>,
     keep_tag: Option<Vec<String>>,
+    limit_upload: Option<Rate>,
+    max_upload: Option<Size>,
+    max_duration: Option<TimeLimit>,
     telegram: Option<toml::Table>,
     profiles: Option<Spanned<BTreeMap<String, Section>>>,
 }
@@ -380,6 +416,9 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Settings,
         paths: paths.expand_all(over(|s| s.paths.is_some()).paths.as_deref().unwrap_or_default()),
         excludes,
         policy: over(Section::has_policy).policy(),
+        limit_upload: chosen.and_then(|s| s.limit_upload).or(top.limit_upload).map(|r| r.0),
+        max_upload: chosen.and_then(|s| s.max_upload).or(top.max_upload).map(|s| s.0),
+        max_duration: chosen.and_then(|s| s.max_duration).or(top.max_duration).map(|d| d.0),
         telegram,
     })
 }
@@ -487,6 +526,21 @@ api-hash = "abc"
         assert_eq!(s.policy.tags, vec![vec!["keep".to_string(), "important".to_string()]]);
         assert_eq!(s.telegram.get("api-hash").and_then(|v| v.as_str()), Some("abc"));
         assert_eq!(s.telegram.get("session").and_then(|v| v.as_str()), Some("/var/lib/tstor/tg.session"));
+    }
+
+    #[test]
+    fn pace_and_budget_keys_are_read_and_checked() {
+        let text = "limit-upload = \"5MiB\"\nmax-upload = \"2GiB\"\n\n[profiles.slow]\nlimit-upload = 1000\nmax-duration = \"1h30m\"\n";
+        let s = parse_ok(text, None);
+        assert_eq!((s.limit_upload, s.max_upload, s.max_duration), (Some(5 << 20), Some(2 << 30), None));
+        let s = parse_ok(text, Some("slow"));
+        assert_eq!(s.limit_upload, Some(1000));
+        assert_eq!(s.max_upload, Some(2 << 30), "kept from the top level");
+        assert_eq!(s.max_duration, Some(std::time::Duration::from_secs(5400)));
+        let e = parse_err("\nmax-duration = \"soon\"\n", None);
+        assert!(e.contains("line 2") && e.contains("soon"), "{e}");
+        let e = parse_err("limit-upload = 0\n", None);
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod output;
 pub mod config;
 mod inspect;
 mod maintenance;
+mod pacing;
 mod progress;
 mod repair;
 mod telegram;
@@ -48,6 +49,9 @@ pub mod exit {
     pub const WRONG_PASSWORD: u8 = 12;
     /// Telegram needs `tstor login`.
     pub const NEEDS_LOGIN: u8 = 13;
+    /// A snapshot stopped at `--max-upload` or `--max-duration`: what it
+    /// uploaded is indexed, no snapshot was saved; the next run goes on.
+    pub const STOPPED: u8 = 4;
 }
 
 #[derive(Parser)]
@@ -198,6 +202,18 @@ struct SnapshotArgs {
     /// Read every file, even those unchanged since the parent
     #[arg(long)]
     force: bool,
+    /// Upload at most this fast, in bytes per second with a size unit:
+    /// `5MiB` (or `5MiB/s`), `500KiB`; units are powers of 1024
+    #[arg(long, value_name = "RATE", value_parser = |s: &str| pacing::parse_rate(s))]
+    limit_upload: Option<u64>,
+    /// Stop after this long (`45s`, `90m`, `8h`, `1h30m`, `2d`): what was
+    /// uploaded is indexed, no snapshot is saved, exit code 4
+    #[arg(long, value_name = "DURATION", value_parser = |s: &str| pacing::parse_duration(s))]
+    max_duration: Option<std::time::Duration>,
+    /// Upload at most this many bytes of packs this run (`50GiB`): what was
+    /// uploaded is indexed, no snapshot is saved, exit code 4
+    #[arg(long, value_name = "SIZE", value_parser = |s: &str| ops::check::parse_size(s))]
+    max_upload: Option<u64>,
 }
 
 #[derive(Args)]
@@ -290,6 +306,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         return exit::NEEDS_LOGIN;
     }
     match e.downcast_ref::<RepoError>() {
+        Some(RepoError::Stopped { .. }) => exit::STOPPED,
         Some(RepoError::NoRepository(_)) => exit::NO_REPOSITORY,
         Some(RepoError::Locked(_)) => exit::LOCKED,
         Some(RepoError::WrongPassword) => exit::WRONG_PASSWORD,
@@ -408,7 +425,10 @@ fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
 }
 
 async fn open_repo(g: &Global) -> Result<Repository> {
-    let backend = open_backend(g)?;
+    open_repo_on(g, open_backend(g)?).await
+}
+
+async fn open_repo_on(g: &Global, backend: Arc<dyn Backend>) -> Result<Repository> {
     let pw = password(g, false)?;
     let cache = if g.no_cache { None } else { g.cache_dir.clone().or_else(default_cache_dir) };
     Ok(Repository::open(backend, &pw, cache.as_deref()).await?)
@@ -490,8 +510,17 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         bail!("nothing to back up: give paths, or `paths` in the configuration file");
     }
     let exclusions = exclusions(g, &a)?;
-    let repo = open_repo(g).await?;
+    // The run's clock starts before the repository is opened.
+    let started = std::time::Instant::now();
+    let mut backend = open_backend(g)?;
+    if let Some(rate) = a.limit_upload.or(g.settings.limit_upload) {
+        let limiter = Arc::new(crate::backend::throttle::UploadLimiter::new(rate));
+        backend = Arc::new(crate::backend::throttle::ThrottledBackend::new(backend, limiter));
+    }
+    let repo = open_repo_on(g, backend).await?;
     let mut opts = SnapshotOptions::new(a.paths.clone());
+    opts.budget.max_upload = a.max_upload.or(g.settings.max_upload);
+    opts.budget.deadline = a.max_duration.or(g.settings.max_duration).map(|d| started + d);
     if let Some(size) = repo.backend().preferred_pack_size() {
         opts.pipeline.data_pack_size = size;
     }
@@ -505,14 +534,26 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, Some(p)) => ParentChoice::Id(p),
         (false, None) => ParentChoice::Latest,
     };
-    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot"));
-    if progress_enabled(g) && std::io::stderr().is_terminal() {
+    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress());
+    if (progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
             crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
         });
     }
-    let outcome = ops::snapshot(&repo, opts, bar.clone()).await?;
+    let outcome = match ops::snapshot(&repo, opts, bar.clone()).await {
+        Ok(o) => o,
+        Err(e @ RepoError::Stopped { .. }) => {
+            bar.finish();
+            if g.json {
+                if let RepoError::Stopped { reason, packs, bytes } = &e {
+                    outln!("{}", json!({ "stopped": reason, "packs_uploaded": packs, "bytes_uploaded": bytes }));
+                }
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     bar.finish();
     let s = &outcome.snapshot.summary;
     if g.json {

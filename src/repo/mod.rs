@@ -50,6 +50,11 @@ pub enum RepoError {
     Damaged { what: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// A run stopped on purpose at a limit it was given (a snapshot's
+    /// `--max-upload` or `--max-duration`): what it uploaded is indexed, and
+    /// it committed nothing else.
+    #[error("stopped early: {reason}; {packs} packs ({bytes} bytes) uploaded and indexed, no snapshot saved; run the same snapshot again to go on")]
+    Stopped { reason: String, packs: usize, bytes: u64 },
 }
 
 impl RepoError {

@@ -57,6 +57,16 @@ pub fn part_bytes(call: &Call) -> Option<usize> {
     }
 }
 
+/// Bytes a call moves, for a free account's transfer budget: an upload
+/// part's bytes, or the bytes an `upload.getFile` asks for.
+pub fn moved_bytes(call: &Call) -> Option<u64> {
+    use tl::functions as f;
+    match call.constructor {
+        f::upload::GetFile::CONSTRUCTOR_ID => read::<f::upload::GetFile>(call).ok().map(|r| r.limit.max(0) as u64),
+        _ => part_bytes(call).map(|n| n as u64),
+    }
+}
+
 /// Strips the invoke wrappers, recording what they say in `info`.
 pub fn unwrap<'a>(mut body: &'a [u8], info: &mut ConnInfo) -> RpcResult<Call<'a>> {
     loop {

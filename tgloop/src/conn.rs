@@ -310,13 +310,19 @@ impl Conn {
         // An injected fault first; then flood waits, which are account-wide:
         // while one runs for this method, every call of it is told to wait
         // what is left; then the random rates.
-        let flood_left = self.shared.flood_running(name);
+        let flood_left = self.shared.flood_running(name, crate::msg_id_time(msg.msg_id));
         let rule = self.shared.faults.lock().expect("faults lock").take_rule(name);
+        // A free account's transfer budget, if spent, comes before the dice.
         let fault = match (rule, flood_left) {
             (Some(f), _) => Some(f),
-            (None, Some(left)) => Some(Fault::FloodWait(left)),
-            (None, None) => self.shared.faults.lock().expect("faults lock").roll(name),
+            (None, Some((left, false))) => Some(Fault::FloodWait(left)),
+            (None, Some((left, true))) => Some(Fault::FloodPremiumWait(left)),
+            (None, None) => match self.shared.premium_wait(name, api::moved_bytes(&call)) {
+                Some(secs) => Some(Fault::FloodPremiumWait(secs)),
+                None => self.shared.faults.lock().expect("faults lock").roll(name),
+            },
         };
+        let premium = matches!(fault, Some(Fault::FloodPremiumWait(_)));
         let flood_secs = match &fault {
             Some(Fault::FloodWait(s) | Fault::FloodPremiumWait(s)) => Some(*s),
             _ => None,
@@ -370,7 +376,7 @@ impl Conn {
             _ => self.shared.answer_due(None, &mut self.down),
         };
         if let Some(secs) = flood_secs {
-            self.shared.start_flood(name, secs, due);
+            self.shared.start_flood(name, secs, due, premium);
         }
         if lose_answer {
             return Ok(Next::Close);

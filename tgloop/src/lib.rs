@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use dcs::DC_IDS;
-pub use faults::{Fault, Rates};
+pub use faults::{Fault, PremiumWait, Rates};
 pub use world::{BotRights, Limits, RpcErr, Where, World};
 
 /// The home DC of the account and of seeded sessions; the server also runs
@@ -76,6 +76,9 @@ pub struct Config {
     /// The seed the random failures are rolled from (`None`: a random one,
     /// which [`Server::seed`] tells).
     pub seed: Option<u64>,
+    /// A free account's transfer budget, answered with
+    /// `FLOOD_PREMIUM_WAIT_X` once spent (`None`: unlimited).
+    pub premium_wait: Option<PremiumWait>,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             seed: None,
             download_bytes_per_sec: None,
             connection_bytes_per_sec: None,
+            premium_wait: None,
         }
     }
 }
@@ -276,6 +280,9 @@ pub(crate) struct Shared {
     early_calls: Mutex<Vec<&'static str>>,
     /// Calls answered `BOT_METHOD_INVALID`.
     bot_refusals: Mutex<Vec<&'static str>>,
+    /// The transfer budget of a free account, if the server models one.
+    premium: Mutex<Option<faults::PremiumBudget>>,
+    started: tokio::time::Instant,
 }
 
 /// A flood wait running for one method.
@@ -285,6 +292,22 @@ struct FloodWindow {
     told_at: tokio::time::Instant,
     /// When it ends.
     until: tokio::time::Instant,
+    /// Whether it is a premium wait (answered `FLOOD_PREMIUM_WAIT_X`).
+    premium: bool,
+    /// `told_at` on the wall clock, to compare with the send time a
+    /// request's msg_id carries.
+    told_at_wall: std::time::SystemTime,
+}
+
+/// When the client made a message, from its msg_id: seconds since the
+/// epoch in the upper 32 bits and nanoseconds shifted left by 2 in the
+/// lower (grammers' layout; the server shares the client's clock here).
+pub(crate) fn msg_id_time(msg_id: i64) -> std::time::SystemTime {
+    let secs = (msg_id as u64) >> 32;
+    let nanos = ((msg_id as u64) & 0xffff_ffff) >> 2;
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(secs)
+        + std::time::Duration::from_nanos(nanos.min(999_999_999))
 }
 
 /// How long after a flood answer reached the client a call of that method
@@ -326,29 +349,44 @@ impl Shared {
     }
 
     /// The seconds left (rounded up) of the flood wait running for
-    /// `method`, if one is; a call that came in more than [`FLOOD_GRACE`]
-    /// after the client was told of it is recorded as early.
-    pub(crate) fn flood_running(&self, method: &'static str) -> Option<u32> {
+    /// `method`, if one is, and whether it is a premium wait; a call that
+    /// came in, and was made by the client (its msg_id's time, `sent`),
+    /// more than [`FLOOD_GRACE`] after the client was told of the wait is
+    /// recorded as early. (Calls the client made before it was told, but
+    /// which the server reads late behind others on a busy machine, are not.)
+    pub(crate) fn flood_running(&self, method: &'static str, sent: std::time::SystemTime) -> Option<(u32, bool)> {
         let now = tokio::time::Instant::now();
         let window = *self.flood_windows.lock().expect("flood lock").get(method)?;
         if now >= window.until {
             return None;
         }
-        if now > window.told_at + FLOOD_GRACE {
+        if now > window.told_at + FLOOD_GRACE && sent > window.told_at_wall + FLOOD_GRACE {
             self.early_calls.lock().expect("early lock").push(method);
         }
-        Some((window.until - now).as_secs_f64().ceil().max(1.0) as u32)
+        Some(((window.until - now).as_secs_f64().ceil().max(1.0) as u32, window.premium))
+    }
+
+    /// A premium wait to answer a call of `method` moving `bytes`, if the
+    /// account's transfer budget is spent; otherwise the bytes are counted.
+    pub(crate) fn premium_wait(&self, method: &str, bytes: Option<u64>) -> Option<u32> {
+        if !faults::PremiumWait::applies_to(method) {
+            return None;
+        }
+        let mut premium = self.premium.lock().expect("premium lock");
+        premium.as_mut()?.admit(self.started.elapsed(), bytes.unwrap_or(0))
     }
 
     /// A flood wait of `secs` for `method` starts now; the client reads it at `told_at`.
-    pub(crate) fn start_flood(&self, method: &'static str, secs: u32, told_at: tokio::time::Instant) {
-        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs.into());
+    pub(crate) fn start_flood(&self, method: &'static str, secs: u32, told_at: tokio::time::Instant, premium: bool) {
+        let now = tokio::time::Instant::now();
+        let until = now + std::time::Duration::from_secs(secs.into());
+        let told_at_wall = std::time::SystemTime::now() + told_at.saturating_duration_since(now);
         let mut windows = self.flood_windows.lock().expect("flood lock");
         match windows.get_mut(method) {
             // A longer wait while one runs: the client knew of the first.
             Some(w) if w.until > tokio::time::Instant::now() => w.until = w.until.max(until),
             _ => {
-                windows.insert(method, FloodWindow { told_at, until });
+                windows.insert(method, FloodWindow { told_at, until, premium, told_at_wall });
             }
         }
     }
@@ -409,7 +447,12 @@ impl Shared {
     }
 
     pub(crate) fn run_call(&self, call: &api::Call, info: &api::ConnInfo) -> Result<Vec<u8>, RpcErr> {
-        let answer = api::answer(&mut self.world.lock().expect("world lock"), &mut self.dcs.lock().expect("dcs lock"), call, info);
+        let answer = api::answer(
+            &mut self.world.lock().expect("world lock"),
+            &mut self.dcs.lock().expect("dcs lock"),
+            call,
+            info,
+        );
         match &answer {
             Ok(_) => {
                 if let Some(n) = api::part_bytes(call) {
@@ -507,6 +550,8 @@ impl Server {
             flood_windows: Mutex::new(HashMap::new()),
             early_calls: Mutex::new(Vec::new()),
             bot_refusals: Mutex::new(Vec::new()),
+            premium: Mutex::new(config.premium_wait.map(faults::PremiumBudget::new)),
+            started: tokio::time::Instant::now(),
             stats: Mutex::new(ProtocolStats::default()),
         });
         let tasks = vec![accept_loop(listener, DC_ID, Arc::clone(&shared)), accept_loop(other, 1, Arc::clone(&shared))];
@@ -643,6 +688,18 @@ impl Server {
         self.shared.bot_refusals.lock().expect("refusals lock").clone()
     }
 
+    /// Sets (or with `None` lifts) a free account's transfer budget, from
+    /// now on: bytes already moved do not count against it.
+    pub fn set_premium_wait(&self, profile: Option<PremiumWait>) {
+        *self.shared.premium.lock().expect("premium lock") = profile.map(faults::PremiumBudget::new);
+    }
+
+    /// Calls answered `FLOOD_PREMIUM_WAIT_X` because the transfer budget
+    /// was spent (not counting those told of a wait already running).
+    pub fn premium_waits(&self) -> usize {
+        self.shared.premium.lock().expect("premium lock").as_ref().map_or(0, |b| b.waits)
+    }
+
     /// Ends every flood wait running now, as if its time had passed: a test
     /// stands in for the hour a client would wait.
     pub fn end_flood_waits(&self) {
@@ -719,5 +776,12 @@ mod tests {
             server.shared.count_call(DC_ID, name);
         }
         assert_eq!(server.call_counts(), vec![("b", 2), ("a", 1)]);
+    }
+
+    #[test]
+    fn msg_ids_carry_the_time_they_were_made() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 250_000_000);
+        let msg_id = ((1_700_000_000u64 << 32) | (250_000_000u64 << 2)) as i64;
+        assert_eq!(msg_id_time(msg_id), at);
     }
 }

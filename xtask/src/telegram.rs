@@ -11,15 +11,18 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tstor::backend::telegram::TelegramSession;
-use tstor_tgloop::{Config, Rates, Server};
+use tstor_tgloop::{Config, PremiumWait, Rates, Server};
 
 const USAGE: &str = "usage: cargo xtask telegram-server --listen ADDR --session-file PATH \
-[--faults SPEC] [--seed N] [--upload-mib-per-s N] [--download-mib-per-s N] [--connection-mib-per-s N] [--latency-ms N]
+[--faults SPEC] [--seed N] [--premium-wait SPEC] [--upload-mib-per-s N] [--download-mib-per-s N]
+[--connection-mib-per-s N] [--latency-ms N]
 
   --listen ADDR          where to listen, e.g. 127.0.0.1:8443 (port 0: any free port)
   --session-file PATH    where to write a session for tstor (use it with TSTOR_TG_SESSION=PATH)
   --faults SPEC          random failures per call, e.g. flood:0.05,drop:0.02,lose:0.01,part-missing:0.02,file-reference:0.1
   --seed N               the seed the random failures are rolled from (default: random, printed)
+  --premium-wait SPEC    a free account's transfer budget, answered with FLOOD_PREMIUM_WAIT_X once spent,
+                         e.g. after=64MiB,rate=4MiB,window=2,jitter=0.2,seed=7
   --upload-mib-per-s N   upload bandwidth in MiB/s, across connections (default: unlimited)
   --download-mib-per-s N download bandwidth in MiB/s, across connections (default: unlimited)
   --connection-mib-per-s N  bandwidth of each connection, each way, in MiB/s (default: unlimited)
@@ -29,6 +32,7 @@ pub(crate) struct Args {
     pub(crate) listen: SocketAddr,
     pub(crate) session_file: PathBuf,
     pub(crate) rates: Rates,
+    pub(crate) premium_wait: Option<PremiumWait>,
     pub(crate) upload_mib_per_s: Option<f64>,
     pub(crate) download_mib_per_s: Option<f64>,
     pub(crate) connection_mib_per_s: Option<f64>,
@@ -53,6 +57,7 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut listen = None;
     let mut session_file = None;
     let mut rates = Rates::default();
+    let mut premium_wait = None;
     let mut upload_mib_per_s = None;
     let mut download_mib_per_s = None;
     let mut connection_mib_per_s = None;
@@ -72,6 +77,9 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
             "--upload-mib-per-s" => upload_mib_per_s = Some(parse_rate(flag, value)?),
             "--download-mib-per-s" => download_mib_per_s = Some(parse_rate(flag, value)?),
             "--connection-mib-per-s" => connection_mib_per_s = Some(parse_rate(flag, value)?),
+            "--premium-wait" => {
+                premium_wait = Some(PremiumWait::parse(value).map_err(|e| anyhow!("--premium-wait: {e}"))?)
+            }
             "--latency-ms" => {
                 latency = Duration::from_millis(value.parse().with_context(|| format!("--latency-ms {value}"))?)
             }
@@ -80,7 +88,17 @@ fn parse(args: &[String]) -> Result<Option<Args>> {
     }
     let listen = listen.ok_or_else(|| anyhow!("--listen is required\n{USAGE}"))?;
     let session_file = session_file.ok_or_else(|| anyhow!("--session-file is required\n{USAGE}"))?;
-    Ok(Some(Args { listen, session_file, rates, upload_mib_per_s, download_mib_per_s, connection_mib_per_s, latency, seed }))
+    Ok(Some(Args {
+        listen,
+        session_file,
+        rates,
+        premium_wait,
+        upload_mib_per_s,
+        download_mib_per_s,
+        connection_mib_per_s,
+        latency,
+        seed,
+    }))
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -112,6 +130,7 @@ pub(crate) async fn start(args: &Args) -> Result<Server> {
     let config = Config {
         listen: args.listen,
         rates: args.rates,
+        premium_wait: args.premium_wait,
         latency: args.latency,
         upload_bytes_per_sec: bytes_per_sec(args.upload_mib_per_s),
         download_bytes_per_sec: bytes_per_sec(args.download_mib_per_s),
@@ -173,6 +192,9 @@ mod tests {
         let a = args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--connection-mib-per-s", "8"]);
         assert_eq!(a.unwrap().unwrap().connection_mib_per_s, Some(8.0));
         assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--download-mib-per-s", "-1"]).is_err());
+        let premium = args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--premium-wait", "rate=1MiB"]);
+        assert_eq!(premium.unwrap().unwrap().premium_wait.map(|p| p.bytes_per_sec), Some(1 << 20));
+        assert!(args(&["--listen", "127.0.0.1:0", "--session-file", "/tmp/s", "--premium-wait", "rate=x"]).is_err());
     }
 
     #[tokio::test]

@@ -114,6 +114,7 @@ pub fn main(args: &[String]) -> Result<()> {
             listen: "127.0.0.1:0".parse()?,
             session_file: work.join("tg.session"),
             rates,
+            premium_wait: None,
             upload_mib_per_s: None,
             download_mib_per_s: None,
             connection_mib_per_s: None,

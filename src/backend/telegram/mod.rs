@@ -181,8 +181,7 @@ impl TelegramBackend {
         let raw = pool.handle.thin.clone();
         let client = Client::new(pool.handle);
         let runner = tokio::spawn(pool.runner.run());
-        let transfers =
-            Arc::new(TransferPool::new(Arc::clone(&session), options.clone(), client.clone()));
+        let transfers = Arc::new(TransferPool::new(Arc::clone(&session), options.clone(), client.clone()));
         TelegramBackend {
             client,
             raw,

@@ -244,6 +244,18 @@ pub struct Budget {
 /// waited as asked, but a request that is never let through must end.
 pub(crate) const MAX_FLOODS_PER_REQUEST: u32 = 64;
 
+/// Premium waits (`FLOOD_PREMIUM_WAIT_X`) one request sits out before it
+/// gives up. They are a free account's pace, not a refusal: a part of a
+/// long upload may be told to wait many times while the account's
+/// transfer budget refills, so they are counted apart from flood waits,
+/// with a bound only a server that never lets the request through reaches.
+const MAX_PREMIUM_WAITS_PER_REQUEST: u32 = 4096;
+
+/// Whether a 420 answer is a premium wait: the pace of a free account.
+pub fn is_premium_wait(e: &InvocationError) -> bool {
+    matches!(e, InvocationError::Rpc(r) if r.code == 420 && r.name == "FLOOD_PREMIUM_WAIT")
+}
+
 /// Sends the request `make` builds (built again for every attempt, so that
 /// it can take the newest state, such as a file reference) through the
 /// gate until it is answered: flood waits are waited out and hold every
@@ -277,6 +289,7 @@ where
 {
     let mut failures = 0;
     let mut floods = 0;
+    let mut premium_waits = 0;
     loop {
         gate.wait().await;
         let request = make();
@@ -289,8 +302,14 @@ where
             Err(e) => e,
         };
         if let Some(wait) = flood_wait(&error) {
-            floods += 1;
-            if wait > budget.max_flood_wait || floods > MAX_FLOODS_PER_REQUEST {
+            let too_many = if is_premium_wait(&error) {
+                premium_waits += 1;
+                premium_waits > MAX_PREMIUM_WAITS_PER_REQUEST
+            } else {
+                floods += 1;
+                floods > MAX_FLOODS_PER_REQUEST
+            };
+            if wait > budget.max_flood_wait || too_many {
                 return Err(error);
             }
             gate.flooded(wait);

@@ -398,3 +398,21 @@ async fn concurrent_reads_refresh_an_expired_reference_once() {
     }
     assert_eq!(server.calls("messages.getMessages") - before, 1, "one refresh for one rotation");
 }
+
+/// A premium wait is a free account's pace, not a refusal: a part told to
+/// wait more times than a request sits out flood waits still goes through.
+#[tokio::test]
+async fn premium_waits_pace_a_part_past_the_flood_wait_limit() {
+    let server = Server::start().await.unwrap();
+    let b = connect(&server, Target::SavedMessages).await;
+    b.create().await.unwrap();
+    server.inject("upload.saveFilePart", Fault::FloodPremiumWait(0), 70);
+    let id = Id([7; 32]);
+    let blob = data(1000, 7);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+    // Flood waits keep their limit: a request never let through ends.
+    server.inject("upload.saveFilePart", Fault::FloodWait(0), 70);
+    assert!(b.put(ObjectKind::Pack, &Id([8; 32]), blob).await.is_err());
+}

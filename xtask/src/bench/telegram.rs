@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tstor_tgloop::{ConnectionTraffic, Rates, Server, Traffic};
+use tstor_tgloop::{ConnectionTraffic, PremiumWait, Rates, Server, Traffic};
 
 use super::json::Json;
 use super::measure::{self, CmdSpec, Measurement, Method};
@@ -27,7 +27,7 @@ use super::{
 const USAGE: &str = "\
 usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--download-mib-per-s N]
                                   [--connection-mib-per-s N] [--latency-ms N] [--faults SPEC]
-                                  [--dir DIR] [--seed N] [--keep]
+                                  [--premium-wait SPEC] [--dir DIR] [--seed N] [--keep]
 
   --size SIZE            size of the generated tree (default 1GiB, the tree of `cargo xtask bench`)
   --upload-mib-per-s N   upload bandwidth of the loopback server's link, MiB/s (default 20)
@@ -35,12 +35,15 @@ usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--downlo
   --connection-mib-per-s N  bandwidth of each connection, each way, MiB/s (default 8)
   --latency-ms N         added to every answer of the server (default 50)
   --faults SPEC          random faults, e.g. flood:0.05,drop:0.02,part-missing:0.02,file-reference:0.1
+  --premium-wait SPEC    a free account's transfer budget (FLOOD_PREMIUM_WAIT_X once spent), e.g.
+                         after=64MiB,rate=8MiB,window=2,jitter=0.2,seed=7
   --dir DIR              working directory (default target/bench/telegram)
   --seed N               seed of the generated data (default 42)
   --keep                 keep the cache and the restored tree afterwards
 
 TSTOR_TG_PARTS_IN_FLIGHT, TSTOR_TG_CALLS_PER_MINUTE, TSTOR_TG_PACK_MIB, TSTOR_TG_MAX_FLOOD_WAIT and
-TSTOR_TG_TRANSFER_CONNECTIONS are passed on to tstor.";
+TSTOR_TG_TRANSFER_CONNECTIONS are passed on to tstor; TSTOR_BENCH_BIN=PATH runs that tstor instead of
+building a release one.";
 
 /// Methods shown in the table of API calls.
 const TOP_METHODS: usize = 8;
@@ -64,6 +67,8 @@ struct Options {
     latency_ms: u64,
     faults: Option<String>,
     rates: Rates,
+    premium: Option<String>,
+    premium_wait: Option<PremiumWait>,
     dir: Option<PathBuf>,
     seed: u64,
     keep: bool,
@@ -78,6 +83,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         latency_ms: 50,
         faults: None,
         rates: Rates::default(),
+        premium: None,
+        premium_wait: None,
         dir: None,
         seed: 42,
         keep: false,
@@ -96,6 +103,11 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
                 let spec = value()?;
                 o.rates = Rates::parse(&spec).map_err(|e| anyhow!("--faults: {e}"))?;
                 o.faults = Some(spec).filter(|s| !s.trim().is_empty());
+            }
+            "--premium-wait" => {
+                let spec = value()?;
+                o.premium_wait = Some(PremiumWait::parse(&spec).map_err(|e| anyhow!("--premium-wait: {e}"))?);
+                o.premium = Some(spec);
             }
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--seed" => o.seed = value()?.parse().context("bad --seed")?,
@@ -174,6 +186,44 @@ fn logged_flood_waits(stderr: &str) -> (u64, u64) {
     })
 }
 
+/// The `key=value` fields of a log line, ANSI colours and quotes removed.
+fn log_fields(line: &str) -> Vec<(&str, &str)> {
+    line.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect()
+}
+
+/// The snapshot's `-v` progress lines: (seconds into the run, ETA in
+/// seconds), and the run's length from the last line (`done=true`).
+fn eta_samples(stderr: &str) -> (Vec<(f64, f64)>, Option<f64>) {
+    let mut samples = Vec::new();
+    let mut total = None;
+    for line in strip_ansi(stderr).lines().filter(|l| l.contains("snapshot progress")) {
+        let fields = log_fields(line);
+        let get = |k: &str| fields.iter().find(|(n, _)| *n == k).and_then(|(_, v)| v.parse::<f64>().ok());
+        let Some(elapsed) = get("elapsed_s") else { continue };
+        if fields.iter().any(|(k, v)| *k == "done" && *v == "true") {
+            total = Some(elapsed);
+        } else if let Some(eta) = get("eta_s") {
+            samples.push((elapsed, eta));
+        }
+    }
+    (samples, total)
+}
+
+/// The ETA's error at each fraction of the run: the first estimate made
+/// once that much of the run had passed, as (fraction, seconds into the
+/// run, predicted total, error of the predicted total against the actual).
+fn eta_errors(samples: &[(f64, f64)], total: Option<f64>) -> Vec<(f64, f64, f64, f64)> {
+    let Some(total) = total.filter(|t| *t > 0.0) else { return Vec::new() };
+    [0.25, 0.5, 0.75]
+        .iter()
+        .filter_map(|&f| {
+            let &(at, eta) = samples.iter().find(|(t, _)| *t >= f * total)?;
+            let predicted = at + eta;
+            Some((f, at, predicted, predicted / total - 1.0))
+        })
+        .collect()
+}
+
 /// One measured tstor command with what the server saw meanwhile.
 struct Phase {
     name: &'static str,
@@ -186,6 +236,8 @@ struct Phase {
     failed: Option<String>,
     /// Connections that carried file bytes (upload parts or downloaded chunks).
     transfer_connections: usize,
+    /// The ETA's error at 25, 50 and 75% of the run (see [`eta_errors`]).
+    eta: Vec<(f64, f64, f64, f64)>,
 }
 
 impl Phase {
@@ -222,6 +274,10 @@ impl Bench<'_> {
             traffic: self.server.take_traffic(),
             transfer_connections: transfer_connections(&conns_before, &self.server.connection_traffic()),
             logged_floods: logged_flood_waits(&stderr),
+            eta: {
+                let (samples, total) = eta_samples(&stderr);
+                eta_errors(&samples, total)
+            },
             failed: error.as_ref().map(|e| {
                 let text = strip_ansi(&format!("{e:#}"));
                 let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -268,7 +324,12 @@ pub fn main(args: &[String]) -> Result<()> {
     fs::create_dir_all(&scratch)?;
     let method = measure::detect(&scratch);
 
-    let bin = build_tstor(&root)?;
+    // TSTOR_BENCH_BIN runs a tstor already built (e.g. a debug build, for
+    // a quick look at pacing) instead of building a release one.
+    let bin = match std::env::var_os("TSTOR_BENCH_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => build_tstor(&root)?,
+    };
     let version = first_line_of(&bin, &["--version"]);
     println!("tstor: {version} ({})", bin.display());
 
@@ -311,6 +372,7 @@ pub fn main(args: &[String]) -> Result<()> {
         listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
         session_file: session_file.clone(),
         rates: o.rates,
+        premium_wait: o.premium_wait,
         upload_mib_per_s: Some(o.upload_mib_per_s),
         download_mib_per_s: Some(o.download_mib_per_s()),
         connection_mib_per_s: Some(o.connection_mib_per_s),
@@ -366,7 +428,11 @@ pub fn main(args: &[String]) -> Result<()> {
     let rates = LinkRates { up: rate, down: down_rate };
     print_report(&o, &phases, data_bytes, rates, v, &load_before, &load_after);
     let json = to_json(&o, &version, &phases, data_bytes, rates, v, &load_before, &load_after, &outcome);
-    let name = if o.faults.is_some() { "bench-telegram-faults.json" } else { "bench-telegram.json" };
+    let name = match (&o.faults, &o.premium) {
+        (Some(_), _) => "bench-telegram-faults.json",
+        (None, Some(_)) => "bench-telegram-premium.json",
+        (None, None) => "bench-telegram.json",
+    };
     let results = dir.join(name);
     fs::write(&results, json.pretty()).with_context(|| format!("cannot write {}", results.display()))?;
     println!("\nresults: {}", results.display());
@@ -444,6 +510,9 @@ fn print_report(
         o.latency_ms,
         o.faults.as_deref().unwrap_or("none")
     );
+    if let Some(p) = &o.premium {
+        println!("premium waits: {p}");
+    }
     println!("load average: {load_before} before, {load_after} after");
     if let Some(s) = find("snapshot") {
         let (wall, window) = shares(s, rate);
@@ -468,6 +537,13 @@ fn print_report(
             s.total_calls() as f64 * GIB / data_bytes as f64
         );
         print_calls(s, data_bytes);
+        for (f, at, predicted, error) in &s.eta {
+            println!(
+                "ETA at {:>3.0}%:    {at:.1} s in, predicted {predicted:.1} s in all ({:+.1}% of the actual)",
+                100.0 * f,
+                100.0 * error
+            );
+        }
     }
     if let Some(r) = find("restore") {
         println!(
@@ -566,6 +642,22 @@ fn to_json(
             ("flood_hold_secs", Json::Num(p.traffic.flood_hold_secs)),
             ("logged_flood_waits", Json::Int(p.logged_floods.0)),
             ("logged_flood_wait_secs", Json::Int(p.logged_floods.1)),
+            (
+                "eta",
+                Json::Arr(
+                    p.eta
+                        .iter()
+                        .map(|(f, at, predicted, error)| {
+                            Json::Obj(vec![
+                                ("at_fraction", Json::Num(*f)),
+                                ("at_s", Json::Num(*at)),
+                                ("predicted_total_s", Json::Num(*predicted)),
+                                ("error", Json::Num(*error)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     };
     Json::Obj(vec![
@@ -578,6 +670,7 @@ fn to_json(
         ("connection_mib_per_s", Json::Num(o.connection_mib_per_s)),
         ("latency_ms", Json::Int(o.latency_ms)),
         ("faults", o.faults.as_deref().map_or(Json::Null, Json::str)),
+        ("premium_wait", o.premium.as_deref().map_or(Json::Null, Json::str)),
         ("loadavg_before", Json::str(load_before)),
         ("loadavg_after", Json::str(load_after)),
         ("steps", Json::Arr(phases.iter().map(phase_json).collect())),
@@ -611,6 +704,23 @@ mod tests {
                    other line\n\x1b[2mINFO\x1b[0m Telegram asked to slow down \x1b[3mwait_s\x1b[0m=3 parts_in_flight=2\n";
         assert_eq!(logged_flood_waits(log), (2, 4));
         assert_eq!(logged_flood_waits("nothing").0, 0);
+    }
+
+    #[test]
+    fn eta_errors_are_read_from_the_progress_log() {
+        let log = "INFO snapshot progress settled=10 total=100 elapsed_s=1.0 eta_s=50.0 done=false\n\
+                   \x1b[2mINFO\x1b[0m snapshot progress settled=0 total=100 elapsed_s=2.0 done=false\n\
+                   INFO snapshot progress settled=30 total=100 elapsed_s=3.0 eta_s=7.0 done=false\n\
+                   INFO snapshot progress settled=60 total=100 elapsed_s=6.0 eta_s=5.0 done=false\n\
+                   INFO snapshot progress settled=90 total=100 elapsed_s=9.0 eta_s=1.5 done=false\n\
+                   INFO snapshot progress settled=100 total=100 elapsed_s=10.0 eta_s=0.0 done=true\n";
+        let (samples, total) = eta_samples(log);
+        assert_eq!(samples, vec![(1.0, 50.0), (3.0, 7.0), (6.0, 5.0), (9.0, 1.5)]);
+        assert_eq!(total, Some(10.0));
+        let errors = eta_errors(&samples, total);
+        let rounded: Vec<_> = errors.iter().map(|(f, at, p, e)| (*f, *at, *p, (e * 100.0).round())).collect();
+        assert_eq!(rounded, vec![(0.25, 3.0, 10.0, 0.0), (0.5, 6.0, 11.0, 10.0), (0.75, 9.0, 10.5, 5.0)]);
+        assert!(eta_errors(&samples, None).is_empty());
     }
 
     #[test]
