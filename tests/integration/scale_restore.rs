@@ -16,107 +16,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tstor::archiver::pipeline::PipelineOptions;
 use tstor::archiver::{NoProgress, SnapshotOptions};
-use tstor::backend::local::LocalBackend;
 use tstor::backend::memory::MemoryBackend;
 use tstor::backend::{Backend, ObjectInfo};
 use tstor::crypto::kdf::KdfParams;
-use tstor::format::index::IndexedPack;
-use tstor::format::snapshot::Snapshot;
-use tstor::format::tree::{Node, NodeKind, Tree};
 use tstor::format::{BlobType, Id, ObjectKind};
 use tstor::ops;
-use tstor::repo::packer::Packer;
 use tstor::repo::{InitOptions, Repository};
 use tstor::restorer::{NoRestoreProgress, RestoreOptions};
 
 use crate::common::*;
+use crate::crafted::{dir, file, Crafter};
 
 /// The memory a restore may use, whatever the size of the snapshot.
 const PEAK_RSS_LIMIT_KIB: i64 = 256 << 10;
-
-/// Writes data blobs, tree blobs and one snapshot straight into a new
-/// repository, packing them as a writer would.
-struct Crafter {
-    repo: Repository,
-    packer: Packer,
-    packs: Vec<IndexedPack>,
-}
-
-impl Crafter {
-    async fn init(path: &Path) -> Crafter {
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
-        let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
-        let repo = Repository::init(backend, PASSWORD.as_bytes(), opts).await.unwrap();
-        Crafter { repo, packer: Packer::new(4 << 20), packs: Vec::new() }
-    }
-
-    async fn blob(&mut self, blob_type: BlobType, raw: &[u8]) -> Id {
-        let sealed = self.repo.seal_blob(blob_type, raw).unwrap();
-        self.packer.add(blob_type, sealed.id, &sealed.sealed, sealed.raw_len);
-        if self.packer.is_full() {
-            self.flush_pack().await;
-        }
-        sealed.id
-    }
-
-    async fn data(&mut self, raw: &[u8]) -> Id {
-        self.blob(BlobType::Data, raw).await
-    }
-
-    async fn tree(&mut self, nodes: Vec<Node>) -> Id {
-        let mut tree = Tree { nodes };
-        tree.sort();
-        self.blob(BlobType::Tree, &tree.encode()).await
-    }
-
-    async fn flush_pack(&mut self) {
-        let mut packer = std::mem::replace(&mut self.packer, Packer::new(4 << 20));
-        if packer.is_empty() {
-            return;
-        }
-        let pack = packer.finish(self.repo.keys(), self.repo.repo_id());
-        self.repo.backend().put(ObjectKind::Pack, &pack.id, pack.data.clone()).await.unwrap();
-        self.packs.push(IndexedPack { id: pack.id, size: pack.data.len() as u64, blobs: pack.blobs });
-    }
-
-    /// Stores what was added, its index and a snapshot of tree `root`.
-    async fn finish(mut self, root: Id) {
-        self.flush_pack().await;
-        let packs = std::mem::take(&mut self.packs);
-        self.repo.write_index(packs, vec![]).await.unwrap();
-        let snap = Snapshot {
-            time_ns: 1,
-            tree: root,
-            paths: vec![b"/crafted".to_vec()],
-            hostname: "crafter".into(),
-            username: "x".into(),
-            uid: 0,
-            gid: 0,
-            tags: vec![],
-            parent: None,
-            program_version: "0".into(),
-            summary: Default::default(),
-        };
-        self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
-    }
-}
-
-fn file(name: &[u8], content: Vec<Id>, size: u64) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::File);
-    n.mode = 0o644;
-    n.mtime_ns = 1_600_000_000_000_000_000;
-    n.content = content;
-    n.size = size;
-    n
-}
-
-fn dir(name: &[u8], subtree: Id) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
-    n.mode = 0o755;
-    n.mtime_ns = 1_600_000_000_000_000_000;
-    n.subtree = Some(subtree);
-    n
-}
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Runtime::new().unwrap().block_on(f)

@@ -18,15 +18,12 @@ use std::sync::Arc;
 
 use tstor::backend::local::LocalBackend;
 use tstor::backend::Backend;
-use tstor::crypto::kdf::KdfParams;
-use tstor::format::index::IndexedPack;
-use tstor::format::snapshot::Snapshot;
-use tstor::format::tree::{Node, NodeKind, Tree};
-use tstor::format::{BlobType, Id, ObjectKind};
-use tstor::repo::packer::Packer;
-use tstor::repo::{InitOptions, Repository};
+use tstor::format::tree::{Node, NodeKind};
+use tstor::format::{BlobType, Id};
+use tstor::repo::Repository;
 
 use crate::common::*;
+use crate::crafted::{dir, file, Crafter};
 
 /// The peak resident memory every measured command stays under.
 const BOUND_KIB: i64 = 64 << 10;
@@ -37,83 +34,6 @@ fn big() -> bool {
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Runtime::new().unwrap().block_on(f)
-}
-
-// ---- crafting ----
-
-/// Writes trees and snapshots straight into a new repository.
-struct Crafter {
-    repo: Repository,
-    packer: Packer,
-}
-
-impl Crafter {
-    async fn init(path: &Path) -> Crafter {
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
-        let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
-        let repo = Repository::init(backend, PASSWORD.as_bytes(), opts).await.unwrap();
-        Crafter { repo, packer: Packer::new(4 << 20) }
-    }
-
-    async fn blob(&mut self, blob_type: BlobType, raw: &[u8]) -> Id {
-        let sealed = self.repo.seal_blob(blob_type, raw).unwrap();
-        self.packer.add(blob_type, sealed.id, &sealed.sealed, sealed.raw_len);
-        if self.packer.is_full() {
-            self.flush().await;
-        }
-        sealed.id
-    }
-
-    async fn tree(&mut self, nodes: Vec<Node>) -> Id {
-        let mut tree = Tree { nodes };
-        tree.sort();
-        self.blob(BlobType::Tree, &tree.encode()).await
-    }
-
-    /// Stores the pack being filled and an index of it.
-    async fn flush(&mut self) {
-        if self.packer.is_empty() {
-            return;
-        }
-        let mut packer = std::mem::replace(&mut self.packer, Packer::new(4 << 20));
-        let pack = packer.finish(self.repo.keys(), self.repo.repo_id());
-        self.repo.backend().put(ObjectKind::Pack, &pack.id, pack.data.clone()).await.unwrap();
-        let indexed = IndexedPack { id: pack.id, size: pack.data.len() as u64, blobs: pack.blobs };
-        self.repo.write_index(vec![indexed], vec![]).await.unwrap();
-    }
-
-    async fn snapshot(&mut self, root: Id, time_ns: i64) {
-        self.flush().await;
-        let snap = Snapshot {
-            time_ns,
-            tree: root,
-            paths: vec![b"/crafted".to_vec()],
-            hostname: "crafter".into(),
-            username: "x".into(),
-            uid: 0,
-            gid: 0,
-            tags: vec![],
-            parent: None,
-            program_version: "0".into(),
-            summary: Default::default(),
-        };
-        self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
-    }
-}
-
-fn file(name: &[u8], content: Vec<Id>, size: u64) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::File);
-    n.mode = 0o644;
-    n.content = content;
-    n.size = size;
-    n
-}
-
-fn dir(name: &[u8], subtree: Id) -> Node {
-    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
-    n.mode = 0o755;
-    n.subtree = Some(subtree);
-    n
 }
 
 /// Snapshots of a chain of `levels` directories named `name`, the deepest
