@@ -207,12 +207,28 @@ pub struct Cache {
     undurable: AtomicBool,
 }
 
+/// Writes a `CACHEDIR.TAG` (<https://bford.info/cachedir/>) into the cache
+/// directory, once, so that backup tools (tstor's own `--exclude-caches`
+/// among them) leave it out. Best effort: a cache without the tag works.
+fn mark_as_cache(dir: &Path) {
+    let tag = dir.join(crate::archiver::exclude::CACHEDIR_TAG);
+    if tag.exists() {
+        return;
+    }
+    let mut content = crate::archiver::exclude::CACHEDIR_SIGNATURE.to_vec();
+    content.extend_from_slice(b"\n# This file is a cache directory tag created by tstor.\n# For information about cache directory tags, see https://bford.info/cachedir/\n");
+    if let Err(e) = std::fs::write(&tag, content) {
+        tracing::debug!(path = %tag.display(), error = %e, "cannot write the cache directory tag");
+    }
+}
+
 impl Cache {
     /// Opens (or creates) the cache of repository `repo_id` under `dir`. A
     /// damaged cache file is set aside and made anew (with one warning).
     pub fn open(dir: &Path, repo_id: &Id) -> Result<Cache, CacheError> {
         let repo_dir = dir.join(repo_id.to_hex());
         create_private_dir(dir).map_err(|e| err(dir, e))?;
+        mark_as_cache(dir);
         create_private_dir(&repo_dir).map_err(|e| err(&repo_dir, e))?;
         let path = repo_dir.join(CACHE_FILE);
         let db = match open_checked(&path) {

@@ -408,3 +408,23 @@ fn completions_for_each_shell() {
     }
     bare(&env).args(["completions", "tcsh"]).assert().code(2);
 }
+
+#[test]
+fn the_cache_directory_is_tagged_and_left_out_by_exclude_caches() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("kept"), b"kept");
+    env.cmd().args(["snapshot", "--quiet"]).arg(&src).assert().success();
+    let tag = fs::read(env.cache().join("CACHEDIR.TAG")).expect("the cache directory carries a CACHEDIR.TAG");
+    assert!(tag.starts_with(b"Signature: 8a477f597d28d172789f06886806bc55"), "{}", String::from_utf8_lossy(&tag));
+    // A backup of a directory that holds a copy of the cache leaves it out,
+    // and with it the repository's cache file.
+    let home = env.path("home");
+    write(&home.join("notes"), b"notes");
+    let copied = std::process::Command::new("cp").arg("-a").arg(env.cache()).arg(home.join("cache")).status().unwrap();
+    assert!(copied.success());
+    let restored = snapshot_and_restore(&env, &home, &[OsStr::new("--exclude-caches")], "out");
+    assert!(restored.contains("notes"), "{restored:?}");
+    assert!(!restored.iter().any(|p| p.starts_with("cache/") && p != "cache/"), "{restored:?}");
+}
