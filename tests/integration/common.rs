@@ -206,3 +206,50 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
 pub fn os(s: impl AsRef<OsStr>) -> std::ffi::OsString {
     s.as_ref().to_os_string()
 }
+
+/// What a finished child left: exit code, its output and its peak
+/// resident memory (VmHWM from /proc/<pid>/status).
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_kib: i64,
+}
+
+/// The child's resident high-water mark so far, while it runs.
+fn vm_hwm_kib(pid: u32) -> Option<i64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd` (a tstor command of `env`) and samples its VmHWM until it
+/// exits. `wait4`'s `ru_maxrss` cannot serve: a child spawned by vfork
+/// reports the high-water mark of the parent's memory it borrowed until
+/// `exec`, so a large test process would be measured instead of the child.
+/// VmHWM is a high-water mark, so sampling loses at most a peak reached in
+/// the last interval. Standard output is kept only when `keep_stdout`.
+pub fn run_measured_cmd(env: &Env, mut cmd: std::process::Command, keep_stdout: bool) -> Measured {
+    let out_path = env.path("child.out");
+    let err_path = env.path("child.err");
+    let out = if keep_stdout { fs::File::create(&out_path).unwrap() } else { fs::File::create("/dev/null").unwrap() };
+    cmd.stdout(out).stderr(fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    Measured {
+        code: status.code(),
+        stdout: if keep_stdout { fs::read_to_string(&out_path).unwrap() } else { String::new() },
+        stderr: fs::read_to_string(&err_path).unwrap(),
+        peak_rss_kib: peak,
+    }
+}

@@ -229,51 +229,11 @@ fn check_warns_when_others_can_read_the_repository() {
 
 // ---- measuring a child ----
 
-/// What a finished child left: exit code, stderr, stdout and its peak
-/// resident memory (VmHWM from /proc/<pid>/status).
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    peak_rss_kib: i64,
-}
-
-/// The child's resident high-water mark so far, while it runs.
-fn vm_hwm_kib(pid: u32) -> Option<i64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `tstor args` and samples its VmHWM until it exits. `wait4`'s
-/// `ru_maxrss` cannot serve: a child spawned by vfork reports the high-water
-/// mark of the parent's memory it borrowed until `exec`, so a large test
-/// process would be measured instead of the child. VmHWM is a high-water
-/// mark, so sampling loses at most a peak reached in the last interval.
-fn run_measured(env: &Env, args: &[&str]) -> Finished {
+/// Runs `tstor args`, sampling its peak memory (see `run_measured_cmd`).
+fn run_measured(env: &Env, args: &[&str]) -> Measured {
     let mut cmd = env.std_cmd();
     cmd.args(args);
-    let out_path = env.path("child.out");
-    let err_path = env.path("child.err");
-    cmd.stdout(fs::File::create(&out_path).unwrap()).stderr(fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    Finished {
-        code: status.code(),
-        stdout: fs::read_to_string(&out_path).unwrap(),
-        stderr: fs::read_to_string(&err_path).unwrap(),
-        peak_rss_kib: peak,
-    }
+    run_measured_cmd(env, cmd, true)
 }
 
 fn open_repo(env: &Env) -> (tokio::runtime::Runtime, tstor::repo::Repository) {

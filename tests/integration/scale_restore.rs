@@ -36,45 +36,17 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 
 // ---- measuring a child ----
 
-/// What a finished child left: exit code, stderr and its peak resident
-/// memory (VmHWM from /proc/<pid>/status).
-struct Finished {
-    code: Option<i32>,
-    stderr: String,
-    peak_rss_kib: i64,
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<i64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `tstor args`, sampling its VmHWM (a high-water mark, so sampling
-/// loses at most a peak reached in the last interval) until it exits.
-fn run_measured(env: &Env, args: &[&std::ffi::OsStr]) -> Finished {
+/// Runs `tstor args`, sampling its peak memory (see `run_measured_cmd`).
+fn run_measured(env: &Env, args: &[&std::ffi::OsStr]) -> Measured {
     let mut cmd = env.std_cmd();
     cmd.args(args);
-    let err_path = env.path("child.err");
-    cmd.stdout(std::process::Stdio::null()).stderr(fs::File::create(&err_path).unwrap());
     let started = std::time::Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    };
+    let done = run_measured_cmd(env, cmd, false);
     eprintln!("tstor {:?} ran for {:.1} s", args.first(), started.elapsed().as_secs_f64());
-    Finished { code: status.code(), stderr: fs::read_to_string(&err_path).unwrap(), peak_rss_kib: peak }
+    done
 }
 
-fn restore_measured(env: &Env, target: &Path, extra: &[&str]) -> Finished {
+fn restore_measured(env: &Env, target: &Path, extra: &[&str]) -> Measured {
     let mut args = vec![os("restore"), os("latest"), os("--target"), target.as_os_str().to_os_string()];
     args.extend(extra.iter().map(os));
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();

@@ -75,28 +75,15 @@ fn shared(env: &Env, width: usize, levels: u32) -> u64 {
 
 // ---- measuring a child ----
 
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    peak_rss_kib: i64,
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<i64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Runs `tstor args`, sampling its VmHWM until it exits (see
 /// hardening.rs for why not `wait4`). Standard output is kept only when
 /// `keep_stdout`; otherwise it goes to /dev/null.
-fn run_measured(env: &Env, args: &[&str], keep_stdout: bool) -> Finished {
+fn run_measured(env: &Env, args: &[&str], keep_stdout: bool) -> Measured {
     run_measured_with(env, args, keep_stdout, None)
 }
 
 /// The same, with the child's limit on open files lowered to `max_files`.
-fn run_measured_with(env: &Env, args: &[&str], keep_stdout: bool, max_files: Option<u64>) -> Finished {
+fn run_measured_with(env: &Env, args: &[&str], keep_stdout: bool, max_files: Option<u64>) -> Measured {
     use std::os::unix::process::CommandExt;
     let mut cmd = env.std_cmd();
     cmd.args(args);
@@ -112,28 +99,7 @@ fn run_measured_with(env: &Env, args: &[&str], keep_stdout: bool, max_files: Opt
             });
         }
     }
-    let out_path = env.path("child.out");
-    let err_path = env.path("child.err");
-    let out = if keep_stdout { fs::File::create(&out_path).unwrap() } else { fs::File::create("/dev/null").unwrap() };
-    cmd.stdout(out).stderr(fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    Finished {
-        code: status.code(),
-        stdout: if keep_stdout { fs::read_to_string(&out_path).unwrap() } else { String::new() },
-        stderr: fs::read_to_string(&err_path).unwrap(),
-        peak_rss_kib: peak,
-    }
+    run_measured_cmd(env, cmd, keep_stdout)
 }
 
 /// The start of a long message.
@@ -142,7 +108,7 @@ fn cut(s: &str) -> String {
 }
 
 /// Runs and asserts the exit code and the memory bound; returns the run.
-fn measured(env: &Env, args: &[&str], keep_stdout: bool, code: i32) -> Finished {
+fn measured(env: &Env, args: &[&str], keep_stdout: bool, code: i32) -> Measured {
     let done = run_measured(env, args, keep_stdout);
     eprintln!("tstor {}: exit {:?}, peak RSS {} KiB", args.join(" "), done.code, done.peak_rss_kib);
     assert_eq!(done.code, Some(code), "tstor {}: {}", args.join(" "), cut(&done.stderr));

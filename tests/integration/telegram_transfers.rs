@@ -90,12 +90,6 @@ fn transfers_are_spread_over_several_connections() {
     assert!(downloading > 1, "chunks went through {downloading} connection(s): {all:?}");
 }
 
-/// The child's resident high-water mark (VmHWM in /proc/<pid>/status).
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[test]
 fn a_snapshot_to_telegram_keeps_its_packs_out_of_memory() {
     // 256 MiB that neither compresses nor deduplicates: at the default 64
@@ -105,26 +99,11 @@ fn a_snapshot_to_telegram_keeps_its_packs_out_of_memory() {
     let src = tg.env.path("src");
     incompressible_tree(&src, 16, 16);
     tg.ok(&["init"]);
-    let mut child = tg
-        .cmd()
-        .args(["snapshot", "--quiet", src.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(tg.env.path("snapshot.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut peak_kib = 0;
-    let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    };
-    let stderr = fs::read_to_string(tg.env.path("snapshot.err")).unwrap();
-    assert!(status.success(), "snapshot failed:\n{stderr}");
+    let mut cmd = tg.cmd();
+    cmd.args(["snapshot", "--quiet", src.to_str().unwrap()]);
+    let done = run_measured_cmd(&tg.env, cmd, false);
+    let (peak_kib, stderr) = (done.peak_rss_kib, done.stderr);
+    assert!(done.code == Some(0), "snapshot failed:\n{stderr}");
     let part_mib = tg.server.traffic().part_bytes >> 20;
     assert!(part_mib >= 256, "the whole tree was uploaded ({part_mib} MiB)");
     let peak_mib = peak_kib / 1024;
