@@ -213,8 +213,10 @@ mod tests {
         // 10 MiB at 40 MiB/s: a quarter of a second booked, one slot after another.
         let booked = backend.limiter.booked();
         assert_eq!(booked, Duration::from_millis(250));
-        assert!(elapsed >= booked, "{elapsed:?} < {booked:?}");
-        assert!(written as f64 / elapsed.as_secs_f64() <= rate as f64);
+        // Sleeps never end early, so this holds however slow the machine;
+        // the last write need not wait out its own slot.
+        let last_slot = backend.limiter.duration_of(1 << 20);
+        assert!(elapsed + last_slot >= booked, "{elapsed:?} + {last_slot:?} < {booked:?}");
         // Reads book nothing.
         backend.get(ObjectKind::Pack, &Id([3; 32])).await.unwrap();
         assert_eq!(backend.limiter.booked(), booked);
