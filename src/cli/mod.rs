@@ -34,7 +34,7 @@ use crate::format_time;
 use crate::ops;
 use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
-use crate::restorer::{split_subpath, RestoreOptions};
+use crate::restorer::{split_subpath, Overwrite, RestoreOptions};
 use config::PasswordSource;
 use output::{escape, escape_bytes, escape_path, is_broken_pipe};
 use progress::Bar;
@@ -242,6 +242,17 @@ struct RestoreArgs {
     /// Re-read restored files and check them against the snapshot
     #[arg(long)]
     verify: bool,
+    /// What to do with files already in the target: `always` write them,
+    /// `if-changed` keep those whose size and modification time match,
+    /// `if-newer` write only where the snapshot's is newer, `never` keep them
+    #[arg(long, value_name = "MODE", default_value = "always", value_parser = |s: &str| s.parse::<Overwrite>())]
+    overwrite: Overwrite,
+    /// Remove what the target holds and the snapshot lacks (in the directories restored)
+    #[arg(long)]
+    delete: bool,
+    /// Write nothing; report what would change (listed with -v)
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -709,8 +720,14 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     opts.include = globset(&a.include)?;
     opts.exclude = globset(&a.exclude)?;
     opts.verify = a.verify;
-    let bar = Arc::new(Bar::new(progress_enabled(g), "restore"));
-    let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, bar.clone()).await?;
+    opts.overwrite = a.overwrite;
+    opts.delete = a.delete;
+    opts.dry_run = a.dry_run;
+    let bar = Arc::new(Bar::new(progress_enabled(g) && !a.dry_run, "restore"));
+    // A dry run lists its actions with -v; a restore with -vv.
+    let list = (a.dry_run && g.verbose >= 1) || g.verbose >= 2;
+    let listing = Arc::new(progress::RestoreListing::new(bar.clone(), list && !g.json));
+    let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, listing).await?;
     bar.finish();
     if g.json {
         outln!(
@@ -718,8 +735,16 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
         );
     } else {
+        let mut kept_deleted = String::new();
+        if outcome.kept > 0 {
+            kept_deleted += &format!(", {} kept", outcome.kept);
+        }
+        if outcome.deleted > 0 {
+            kept_deleted += &format!(", {} deleted", outcome.deleted);
+        }
         outln!(
-            "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",
+            "{} snapshot {} to {}: {} files ({}), {} directories, {} links{}{kept_deleted}",
+            if a.dry_run { "would restore" } else { "restored" },
             id.short(),
             escape_path(&a.target),
             outcome.files,

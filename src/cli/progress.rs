@@ -17,7 +17,7 @@ use super::output::{escape, escape_path};
 use super::pacing::Pace;
 use crate::archiver::Progress;
 use crate::ops::check::CheckProgress;
-use crate::restorer::RestoreProgress;
+use crate::restorer::{RestoreAction, RestoreProgress};
 
 /// How often `-v` logs the snapshot's progress.
 const LOG_EVERY: Duration = Duration::from_secs(2);
@@ -143,6 +143,11 @@ impl Bar {
         }
     }
 
+    /// A line on standard output, around the bar.
+    pub fn println_stdout(&self, line: String) {
+        self.bar.suspend(|| outln!("{line}"));
+    }
+
     fn println(&self, line: String) {
         if self.bar.is_hidden() {
             return;
@@ -177,6 +182,36 @@ impl RestoreProgress for Bar {
     }
     fn error(&self, path: &str, message: &str) {
         self.println(format!("error: {}: {}", escape(path), escape(message)));
+    }
+}
+
+/// A restore's progress on the bar, and with `list` each action on
+/// standard output (`update path`, `delete path`, ...).
+pub struct RestoreListing {
+    bar: Arc<Bar>,
+    list: bool,
+}
+
+impl RestoreListing {
+    pub fn new(bar: Arc<Bar>, list: bool) -> RestoreListing {
+        RestoreListing { bar, list }
+    }
+}
+
+impl RestoreProgress for RestoreListing {
+    fn total(&self, bytes: u64) {
+        self.bar.set_total(bytes);
+    }
+    fn bytes(&self, n: u64) {
+        RestoreProgress::bytes(&*self.bar, n);
+    }
+    fn error(&self, path: &str, message: &str) {
+        RestoreProgress::error(&*self.bar, path, message);
+    }
+    fn action(&self, action: RestoreAction, path: &str) {
+        if self.list {
+            self.bar.println_stdout(format!("{:<9} {}", action.name(), escape(path)));
+        }
     }
 }
 

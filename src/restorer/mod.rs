@@ -10,7 +10,11 @@
 //! number of entries. Any entry whose name could escape the target is
 //! refused, and nothing is written through a symlink. A file whose data is
 //! damaged is not left behind half-written: it is removed and named.
-//! Storage that refuses our credentials stops the restore.
+//! Storage that refuses our credentials stops the restore. What the target
+//! already holds is kept or replaced by the overwrite mode; with `delete`,
+//! what the snapshot lacks is removed from each directory the restore makes,
+//! only once its tree is read and never through a symlink. A dry run walks
+//! the same way, writing nothing.
 
 mod content;
 mod files;
@@ -40,6 +44,66 @@ pub trait RestoreProgress: Send + Sync {
     fn total(&self, _bytes: u64) {}
     fn bytes(&self, _n: u64) {}
     fn error(&self, _path: &str, _message: &str) {}
+    /// What the restore does (or, in a dry run, would do) to an entry.
+    fn action(&self, _action: RestoreAction, _path: &str) {}
+}
+
+/// What happens to an entry of the target (reported through
+/// [`RestoreProgress::action`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreAction {
+    /// Written where nothing was.
+    Restore,
+    /// Written over what was there.
+    Update,
+    /// Already there and kept as it is (its metadata set again with
+    /// `--overwrite if-changed`).
+    Unchanged,
+    /// Left alone: there, and the overwrite mode keeps it.
+    Skip,
+    /// Removed from the target: the snapshot does not have it (`--delete`).
+    Delete,
+}
+
+impl RestoreAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            RestoreAction::Restore => "restore",
+            RestoreAction::Update => "update",
+            RestoreAction::Unchanged => "unchanged",
+            RestoreAction::Skip => "skip",
+            RestoreAction::Delete => "delete",
+        }
+    }
+}
+
+/// What to do with an entry already in the target (restic's `--overwrite`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Always write the entry from the snapshot.
+    #[default]
+    Always,
+    /// Keep a regular file whose size and modification time match the
+    /// snapshot's (setting its metadata again); write the others.
+    IfChanged,
+    /// Write only where the snapshot's entry is newer (by modification
+    /// time) than the one in the target.
+    IfNewer,
+    /// Never replace an entry of the target.
+    Never,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Overwrite, String> {
+        match s {
+            "always" => Ok(Overwrite::Always),
+            "if-changed" => Ok(Overwrite::IfChanged),
+            "if-newer" => Ok(Overwrite::IfNewer),
+            "never" => Ok(Overwrite::Never),
+            _ => Err(format!("unknown overwrite mode `{s}` (always, if-changed, if-newer or never)")),
+        }
+    }
 }
 
 pub struct NoRestoreProgress;
@@ -58,6 +122,15 @@ pub struct RestoreOptions {
     /// Most entries the snapshot may have (format.md §22); more stops the
     /// restore before anything is written.
     pub max_entries: u64,
+    /// What to do with entries already in the target.
+    pub overwrite: Overwrite,
+    /// Remove what the target holds and the snapshot does not, in the
+    /// directories the restore makes (never through a symlink, never in a
+    /// directory whose tree could not be read).
+    pub delete: bool,
+    /// Write nothing: report through [`RestoreProgress::action`] and the
+    /// outcome what a restore would do.
+    pub dry_run: bool,
 }
 
 impl RestoreOptions {
@@ -69,6 +142,9 @@ impl RestoreOptions {
             exclude: None,
             verify: false,
             max_entries: crate::format::MAX_SNAPSHOT_ENTRIES,
+            overwrite: Overwrite::Always,
+            delete: false,
+            dry_run: false,
             workers: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
@@ -86,6 +162,10 @@ pub struct RestoreOutcome {
     /// Entries not restored because a directory above them could not be
     /// made (each such directory is named in `errors` with its count).
     pub skipped: u64,
+    /// Entries already in the target that were kept (by the overwrite mode).
+    pub kept: u64,
+    /// Entries removed from the target (`--delete`).
+    pub deleted: u64,
 }
 
 impl RestoreOutcome {
@@ -211,6 +291,7 @@ pub async fn restore(
     // the directory holding it when one file is restored).
     let root_depth = opts.subpath.len() - usize::from(single.is_some());
     let base = (root_depth, opts.subpath[..root_depth].iter().map(|c| c.len() + 1).sum::<usize>());
+    let is_single = single.is_some();
     let root_tree = match single {
         // One file (or other non-directory) lands in the target itself.
         Some(node) => crate::format::tree::Tree { nodes: vec![node] },
@@ -221,6 +302,11 @@ pub async fn restore(
         progress.total(census.bytes);
     }
     let target = &opts.target;
-    fs::create_dir_all(target).map_err(|e| RepoError::Invalid(format!("cannot create {}: {e}", target.display())))?;
-    walk::Walker::new(repo, index, loader, opts, progress, reads_in_flight, base).run(root_tree).await
+    if !opts.dry_run {
+        fs::create_dir_all(target)
+            .map_err(|e| RepoError::Invalid(format!("cannot create {}: {e}", target.display())))?;
+    }
+    // One file restored into the target leaves the rest of it alone.
+    let delete_in_target = opts.delete && !is_single;
+    walk::Walker::new(repo, index, loader, opts, progress, reads_in_flight, base).run(root_tree, delete_in_target).await
 }

@@ -19,8 +19,8 @@ use super::content::{restore_contents, Shared};
 use super::files::{FileTarget, FilesOutcome};
 use super::trees::{trees_ahead, TreeLoader};
 use super::{
-    apply_metadata, clear_path, display, display_limited, ensure_dir, pop_name, push_name, RestoreOptions,
-    RestoreOutcome, RestoreProgress,
+    apply_metadata, clear_path, display, display_limited, ensure_dir, pop_name, push_name, Overwrite, RestoreAction,
+    RestoreOptions, RestoreOutcome, RestoreProgress,
 };
 use crate::backend::ErrorClass;
 use crate::format::tree::{validate_name, Node, NodeKind, Tree};
@@ -71,6 +71,10 @@ struct Frame {
     failure: Option<String>,
     /// Subdirectories still to come whose trees were already read ahead.
     ahead: usize,
+    /// With `--delete`, the sorted names of its tree until the entries of
+    /// the target that are not among them are removed; none when its tree
+    /// could not be read (nothing is removed there then).
+    names: Option<Vec<Vec<u8>>>,
 }
 
 /// Work that waits until batch `after` is written.
@@ -181,8 +185,10 @@ impl<'o> Walker<'o> {
         }
     }
 
-    /// Restores the entries of `root` into the target.
-    pub async fn run(mut self, root: Tree) -> Result<RestoreOutcome, RepoError> {
+    /// Restores the entries of `root` into the target; `delete_in_target`
+    /// removes what the target holds and `root` does not.
+    pub async fn run(mut self, root: Tree, delete_in_target: bool) -> Result<RestoreOutcome, RepoError> {
+        let names = delete_in_target.then(|| sorted_names(&root.nodes));
         let mut pending = root.nodes;
         pending.reverse();
         self.stack.push(Frame {
@@ -196,7 +202,9 @@ impl<'o> Walker<'o> {
             skipped: 0,
             failure: None,
             ahead: 0,
+            names,
         });
+        self.delete_extras(0);
         while !self.stack.is_empty() && !self.shared.is_aborted() {
             self.step().await;
         }
@@ -298,22 +306,23 @@ impl<'o> Walker<'o> {
         frame.ahead = frame.ahead.saturating_sub(1);
         let parent_failed = frame.state == DirState::Failed;
         let rel = self.cur.clone();
-        let mut pending = match self.loader.load(&sub).await {
-            Ok(tree) => tree.nodes,
+        let (mut pending, loaded) = match self.loader.load(&sub).await {
+            Ok(tree) => (tree.nodes, true),
             Err(RepoError::Backend(e)) if e.needs_login() => {
                 self.shared.abort(e);
                 return false;
             }
-            Err(_) if parent_failed => Vec::new(),
+            Err(_) if parent_failed => (Vec::new(), false),
             Err(RepoError::Backend(e)) if matches!(e.class(), ErrorClass::Transient(_)) => {
                 self.note(display(&rel), format!("directory contents not restored, storage kept failing: {e}"));
-                Vec::new()
+                (Vec::new(), false)
             }
             Err(e) => {
                 self.note(display(&rel), format!("directory contents lost: {e}"));
-                Vec::new()
+                (Vec::new(), false)
             }
         };
+        let names = (self.opts.delete && loaded && !parent_failed).then(|| sorted_names(&pending));
         pending.reverse();
         let state = if parent_failed { DirState::Failed } else { DirState::Lazy };
         self.stack.push(Frame {
@@ -327,6 +336,7 @@ impl<'o> Walker<'o> {
             skipped: 0,
             failure: None,
             ahead: 0,
+            names,
         });
         if keep && !parent_failed {
             self.make_ancestors();
@@ -346,10 +356,12 @@ impl<'o> Walker<'o> {
                 DirState::Lazy => {
                     let bytes = &self.cur.as_os_str().as_bytes()[..self.stack[i].rel_len];
                     let rel = Path::new(std::ffi::OsStr::from_bytes(bytes));
-                    match ensure_dir(&self.opts.target.join(rel)) {
+                    let made = if self.opts.dry_run { Ok(()) } else { ensure_dir(&self.opts.target.join(rel)) };
+                    match made {
                         Ok(()) => {
                             self.stack[i].state = DirState::Made;
                             self.outcome.dirs += 1;
+                            self.delete_extras(i);
                         }
                         Err(e) => {
                             self.stack[i].failure = Some(format!("cannot create directory: {e}"));
@@ -409,6 +421,9 @@ impl<'o> Walker<'o> {
     }
 
     fn dir_metadata(&mut self, rel: &Path, node: &Node) {
+        if self.opts.dry_run {
+            return;
+        }
         if let Err(e) = apply_metadata(&self.opts.target.join(rel), node, self.owners) {
             self.note(display(rel), format!("cannot set metadata: {e}"));
         }
@@ -417,6 +432,7 @@ impl<'o> Walker<'o> {
     /// A regular file: a hard link of the first member of its link group
     /// met before, or a file for the open batch.
     async fn file(&mut self, rel: PathBuf, node: Node) {
+        let Some(action) = self.decide(&rel, &node) else { return };
         if node.links > 1 {
             let key = (node.device, node.inode);
             let digest = content_digest(&node.content);
@@ -442,16 +458,22 @@ impl<'o> Walker<'o> {
                     // A member whose content differs is restored on its own.
                 }
                 None => {
-                    let first = LinkFirst {
-                        rel: rel.clone(),
-                        content: digest,
-                        state: FirstState::Pending(self.open_seq),
-                        unseen: node.links - 1,
-                    };
+                    // A dry run writes nothing: its first members count as restored.
+                    let state =
+                        if self.opts.dry_run { FirstState::Restored } else { FirstState::Pending(self.open_seq) };
+                    let first = LinkFirst { rel: rel.clone(), content: digest, state, unseen: node.links - 1 };
                     self.firsts.insert(key, first);
-                    self.open_firsts.push((rel.clone(), key));
+                    if !self.opts.dry_run {
+                        self.open_firsts.push((rel.clone(), key));
+                    }
                 }
             }
+        }
+        self.progress.action(action, &display(&rel));
+        if self.opts.dry_run {
+            self.outcome.files += 1;
+            self.outcome.bytes += node.size;
+            return;
         }
         let seq = self.open_seq;
         let frame = self.frame();
@@ -466,6 +488,10 @@ impl<'o> Walker<'o> {
     }
 
     fn link(&mut self, rel: &Path, first: &Path) {
+        if self.opts.dry_run {
+            self.outcome.links += 1;
+            return;
+        }
         let path = self.opts.target.join(rel);
         match clear_path(&path).and_then(|_| fs::hard_link(self.opts.target.join(first), &path)) {
             Ok(()) => self.outcome.links += 1,
@@ -480,10 +506,7 @@ impl<'o> Walker<'o> {
     /// Symlinks and special files, made at once.
     fn special(&mut self, rel: &Path, node: &Node) {
         use std::os::unix::ffi::OsStrExt;
-        let path = self.opts.target.join(rel);
-        let made = match node.kind {
-            NodeKind::Symlink => clear_path(&path)
-                .and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.symlink_target), &path)),
+        match node.kind {
             NodeKind::Socket => {
                 tracing::debug!(path = %rel.display(), "sockets are recorded, not recreated");
                 return;
@@ -492,11 +515,138 @@ impl<'o> Walker<'o> {
                 tracing::warn!(path = %rel.display(), "device nodes can only be restored as root");
                 return;
             }
+            _ => {}
+        }
+        let Some(action) = self.decide(rel, node) else { return };
+        self.progress.action(action, &display(rel));
+        if self.opts.dry_run {
+            self.outcome.links += u64::from(node.kind == NodeKind::Symlink);
+            return;
+        }
+        let path = self.opts.target.join(rel);
+        let made = match node.kind {
+            NodeKind::Symlink => clear_path(&path)
+                .and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.symlink_target), &path)),
             kind => clear_path(&path).and_then(|_| fsmeta::make_special(&path, kind, node.mode, node.rdev)),
         };
         match made.and_then(|_| apply_metadata(&path, node, self.owners)) {
             Ok(()) => self.outcome.links += u64::from(node.kind == NodeKind::Symlink),
             Err(e) => self.note(display(rel), format!("cannot create {}: {e}", node.kind.name())),
+        }
+    }
+
+    /// What to do with the non-directory `node` at `rel`, by what the target
+    /// holds there and the overwrite mode: the action to write it, or none
+    /// when what is there stays (counted as kept, reported, and with
+    /// `if-changed` given the snapshot's metadata). With `--delete`, a
+    /// directory in the way of an entry to write is removed.
+    fn decide(&mut self, rel: &Path, node: &Node) -> Option<RestoreAction> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.opts.target.join(rel);
+        let Ok(existing) = fs::symlink_metadata(&path) else { return Some(RestoreAction::Restore) };
+        let existing_mtime_ns = existing.mtime() * 1_000_000_000 + existing.mtime_nsec();
+        let unchanged = match node.kind {
+            NodeKind::File => existing.is_file() && existing.len() == node.size && existing_mtime_ns == node.mtime_ns,
+            NodeKind::Symlink => {
+                existing.is_symlink()
+                    && fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == node.symlink_target.as_slice())
+            }
+            _ => false,
+        };
+        let keep = match self.opts.overwrite {
+            Overwrite::Always => false,
+            Overwrite::IfChanged => unchanged,
+            Overwrite::IfNewer => existing_mtime_ns >= node.mtime_ns,
+            Overwrite::Never => true,
+        };
+        if keep {
+            self.outcome.kept += 1;
+            if self.opts.overwrite == Overwrite::IfChanged {
+                self.progress.action(RestoreAction::Unchanged, &display(rel));
+                if !self.opts.dry_run {
+                    self.apply_kept_metadata(rel, node);
+                }
+            } else {
+                self.progress.action(RestoreAction::Skip, &display(rel));
+            }
+            return None;
+        }
+        if existing.is_dir() && self.opts.delete {
+            self.progress.action(RestoreAction::Delete, &display(rel));
+            self.outcome.deleted += 1;
+            if !self.opts.dry_run {
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    self.note(display(rel), format!("cannot remove the directory in the way: {e}"));
+                    return None;
+                }
+            }
+        }
+        Some(RestoreAction::Update)
+    }
+
+    fn apply_kept_metadata(&mut self, rel: &Path, node: &Node) {
+        if let Err(e) = apply_metadata(&self.opts.target.join(rel), node, self.owners) {
+            self.note(display(rel), format!("cannot set metadata: {e}"));
+        }
+    }
+
+    /// With `--delete`, removes the entries of the directory of stack frame
+    /// `i` (just made, or found) that its tree does not name. Nothing is
+    /// removed through a symlink: every directory from the target down must
+    /// be a real one.
+    fn delete_extras(&mut self, i: usize) {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(names) = self.stack[i].names.take() else { return };
+        let bytes = &self.cur.as_os_str().as_bytes()[..self.stack[i].rel_len];
+        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+        if !real_directories(&self.opts.target, &rel) {
+            return;
+        }
+        let entries = match fs::read_dir(self.opts.target.join(&rel)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                self.note(display(&rel), format!("cannot list the directory to delete what the snapshot lacks: {e}"));
+                return;
+            }
+        };
+        let mut extras = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => {
+                    let name = entry.file_name();
+                    if names.binary_search_by(|n| n.as_slice().cmp(name.as_bytes())).is_err() {
+                        extras.push(name);
+                    }
+                }
+                Err(e) => {
+                    self.note(
+                        display(&rel),
+                        format!("cannot list the directory to delete what the snapshot lacks: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+        extras.sort();
+        for name in extras {
+            let child = rel.join(&name);
+            self.progress.action(RestoreAction::Delete, &display(&child));
+            if !self.opts.dry_run {
+                let path = self.opts.target.join(&child);
+                // `remove_dir_all` removes symlinks inside, never what they point to.
+                let removed = match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                    Ok(_) => fs::remove_file(&path),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
+                    self.note(display(&child), format!("cannot delete: {e}"));
+                    continue;
+                }
+            }
+            self.outcome.deleted += 1;
         }
     }
 
@@ -595,4 +745,25 @@ impl<'o> Walker<'o> {
         }
         self.deferred = waiting;
     }
+}
+
+/// The names of `nodes`, sorted (for lookups while deleting).
+fn sorted_names(nodes: &[Node]) -> Vec<Vec<u8>> {
+    let mut names: Vec<Vec<u8>> = nodes.iter().map(|n| n.name.clone()).collect();
+    names.sort_unstable();
+    names
+}
+
+/// Whether every component of `rel` below `target` is a directory, not a
+/// symlink (the target itself is the user's choice and may be one).
+fn real_directories(target: &Path, rel: &Path) -> bool {
+    let mut path = target.to_path_buf();
+    for component in rel.components() {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }

@@ -20,6 +20,7 @@ mod model;
 mod pacing;
 mod repair;
 mod restore_reads;
+mod restore_snapshot_options;
 mod roundtrip;
 mod scale;
 mod scale_restore;
