@@ -7,7 +7,7 @@ pub mod exclude;
 pub mod pipeline;
 pub mod walker;
 
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +75,25 @@ pub struct SnapshotOptions {
     /// into parts (format.md §15.1): `MAX_BLOB_LEN`; tests lower it to split
     /// small directories.
     pub tree_part_len: usize,
+    /// The snapshot's time (default: when the run started).
+    pub time_ns: Option<i64>,
+    /// Save no snapshot when the tree is the parent's.
+    pub skip_if_unchanged: bool,
+    /// Read and chunk everything, write nothing: no pack, index, snapshot
+    /// or lock; the outcome says what would have been added.
+    pub dry_run: bool,
+    /// Back up this stream as one file instead of `paths`.
+    pub stream: Option<StreamSource>,
+}
+
+/// A stream backed up as one regular file (standard input, or the output
+/// of a command), stored at the snapshot's top level under `name`.
+pub struct StreamSource {
+    pub name: Vec<u8>,
+    pub reader: Box<dyn std::io::Read + Send>,
+    /// Called once the stream is read to its end; an error (the command
+    /// failed) fails the snapshot, which then saves nothing.
+    pub finish: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
 }
 
 impl SnapshotOptions {
@@ -89,6 +108,10 @@ impl SnapshotOptions {
             budget: RunBudget::default(),
             read_hook: None,
             tree_part_len: crate::format::MAX_BLOB_LEN as usize,
+            time_ns: None,
+            skip_if_unchanged: false,
+            dry_run: false,
+            stream: None,
         }
     }
 }
@@ -104,6 +127,9 @@ pub struct SnapshotOutcome {
     /// Packs no index lists whose header could not be read, with the reason:
     /// nothing in them was reused (see `repo::describe_unreadable_pack`).
     pub unreadable_packs: Vec<(Id, String)>,
+    /// Whether the snapshot was saved: not in a dry run, nor when
+    /// `skip_if_unchanged` found the parent's tree (`id` is the parent's then).
+    pub saved: bool,
 }
 
 /// Makes a path absolute and lexically clean, without resolving symlinks.
@@ -143,23 +169,41 @@ async fn choose_parent(
     }
 }
 
-/// Takes a snapshot of `opts.paths`. The caller holds a shared lock, which is
-/// checked for freshness before anything is committed.
+/// Takes a snapshot of `opts.paths` (or of `opts.stream`). The caller holds
+/// a shared lock (none in a dry run), which is checked for freshness before
+/// anything is committed. A path that does not exist is left out and named
+/// in the outcome's errors; when none exists, nothing is done.
 pub async fn snapshot(
     repo: &Repository,
-    lock: &LockGuard,
-    opts: SnapshotOptions,
+    lock: Option<&LockGuard>,
+    mut opts: SnapshotOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<SnapshotOutcome, RepoError> {
     let start_ns = host::now_ns();
+    let mut stream = opts.stream.take();
+    if let Some(s) = &stream {
+        crate::format::tree::validate_name(&s.name)
+            .map_err(|e| RepoError::Invalid(format!("cannot store the stream under that name: {e}")))?;
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(&s.name);
+        opts.paths = vec![PathBuf::from(std::ffi::OsString::from_vec(path))];
+    }
     if opts.paths.is_empty() {
         return Err(RepoError::Invalid("nothing to back up: give at least one path".into()));
     }
     let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+    let mut missing: Vec<(PathBuf, String)> = Vec::new();
+    let mut missing_paths: Vec<Vec<u8>> = Vec::new();
     for p in &opts.paths {
         let abs = absolute_path(p).map_err(|e| RepoError::Invalid(format!("{}: {e}", p.display())))?;
-        if let Err(e) = std::fs::symlink_metadata(&abs) {
-            return Err(RepoError::Invalid(format!("cannot back up {}: {e}", abs.display())));
+        if stream.is_none() {
+            if let Err(e) = std::fs::symlink_metadata(&abs) {
+                tracing::warn!(path = %abs.display(), error = %e, "skipped: cannot back up");
+                progress.error(&abs, &format!("cannot back up: {e}"));
+                missing.push((abs.clone(), format!("cannot back up: {e}")));
+                missing_paths.push(abs.as_os_str().as_bytes().to_vec());
+                continue;
+            }
         }
         let name = root_name(&abs).ok_or_else(|| {
             RepoError::Invalid(format!(
@@ -177,11 +221,21 @@ pub async fn snapshot(
         }
         roots.push((name, abs));
     }
+    if roots.is_empty() {
+        let named: Vec<String> = missing.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
+        return Err(RepoError::Invalid(format!("nothing to back up: {}", named.join("; "))));
+    }
     roots.sort();
-    let abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
+    // A missing path stays among the snapshot's paths, so that the next run
+    // of the same command finds this snapshot as its parent.
+    let mut abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
+    abs_paths.extend(missing_paths);
+    abs_paths.sort();
 
     let mut index = repo.load_index_lenient().await?;
-    let (recovered_packs, unreadable_packs) = repo.index_unindexed_packs(&mut index).await?;
+    // Packs left by an interrupted run are indexed (an index write), except in a dry run.
+    let (recovered_packs, unreadable_packs) =
+        if opts.dry_run { (0, Vec::new()) } else { repo.index_unindexed_packs(&mut index).await? };
     let parent = choose_parent(repo, &opts, &abs_paths).await?;
     let parent_root = match &parent {
         Some((id, s)) => match repo.load_tree(&index, &s.tree).await {
@@ -194,6 +248,8 @@ pub async fn snapshot(
         None => None,
     };
     tracing::info!(parent = ?parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
+    let (opts_dry_run, skip_if_unchanged, time_ns) = (opts.dry_run, opts.skip_if_unchanged, opts.time_ns);
+    let (parent_id, parent_tree) = (parent.as_ref().map(|(id, _)| *id), parent.as_ref().map(|(_, s)| s.tree));
 
     let handle = tokio::runtime::Handle::current();
     let repo2 = repo.clone();
@@ -203,8 +259,10 @@ pub async fn snapshot(
     // current path) and blocks on the runtime to read parent trees: it gets
     // a thread of its own, with the default stack.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let mut pipeline_opts = opts.pipeline;
+    pipeline_opts.dry_run = opts.dry_run;
     let walk = move || {
-        let pipeline = Pipeline::start(&repo2, opts.pipeline, opts.budget, progress.clone(), handle.clone());
+        let pipeline = Pipeline::start(&repo2, pipeline_opts, opts.budget, progress.clone(), handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
         walker.read_hook = opts.read_hook.clone();
         walker.tree_part_len = opts.tree_part_len;
@@ -212,7 +270,11 @@ pub async fn snapshot(
         let mut stop = None;
         for (name, path) in &roots {
             let prev: Option<&Node> = parent_root.as_ref().and_then(|t| t.find(name));
-            match walker.archive_root(path, name.clone(), prev) {
+            let archived = match stream.take() {
+                Some(source) => archive_stream(&mut walker, name, source),
+                None => walker.archive_root(path, name.clone(), prev),
+            };
+            match archived {
                 Ok(Some(n)) => root.nodes.push(n),
                 Ok(None) => {}
                 Err(s) => {
@@ -247,14 +309,18 @@ pub async fn snapshot(
         .map_err(|e| RepoError::Invalid(format!("cannot start the snapshot walker: {e}")))?;
     let (walked, stored, pipeline_err) =
         done_rx.await.map_err(|_| RepoError::Invalid("snapshot task failed: the walker stopped".into()))?;
-    let (root_id, mut summary, errors, changed, stop) = walked;
+    let (root_id, mut summary, mut errors, changed, stop) = walked;
+    summary.errors += missing.len() as u64;
+    errors.splice(0..0, missing);
 
     // Packs that did upload are indexed even if the run failed or stopped
     // at its budget, so that the next run reuses them.
     let (uploaded_packs, uploaded_bytes) = (stored.packs.len(), stored.bytes_stored);
     if !stored.packs.is_empty() {
-        lock.ensure_held().await?;
-        repo.write_index(stored.packs, Vec::new()).await?;
+        if let Some(lock) = lock.filter(|_| !opts_dry_run) {
+            lock.ensure_held().await?;
+            repo.write_index(stored.packs, Vec::new()).await?;
+        }
     }
     if let Some(e) = pipeline_err {
         return Err(e);
@@ -273,7 +339,7 @@ pub async fn snapshot(
     summary.start_ns = start_ns;
     summary.end_ns = host::now_ns();
     let snapshot = Snapshot {
-        time_ns: start_ns,
+        time_ns: time_ns.unwrap_or(start_ns),
         tree: root_id,
         paths: abs_paths,
         hostname: opts.hostname,
@@ -285,10 +351,49 @@ pub async fn snapshot(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
     };
+    let unchanged_parent = parent_id.filter(|_| skip_if_unchanged && parent_tree == Some(root_id));
+    let not_saved = |id: Id, snapshot: Snapshot| SnapshotOutcome {
+        id,
+        snapshot,
+        errors: errors.clone(),
+        changed: changed.clone(),
+        recovered_packs,
+        unreadable_packs: unreadable_packs.clone(),
+        saved: false,
+    };
+    if opts_dry_run {
+        return Ok(not_saved(Id([0; 32]), snapshot));
+    }
+    if let Some(parent_id) = unchanged_parent {
+        tracing::info!(parent = %parent_id.short(), "nothing changed since the parent; no snapshot saved");
+        return Ok(not_saved(parent_id, snapshot));
+    }
+    let Some(lock) = lock else {
+        return Err(RepoError::Invalid("a snapshot is saved only under a lock".into()));
+    };
     lock.ensure_held().await?;
     let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
     tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), changed = changed.len(), "snapshot saved");
-    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs, unreadable_packs })
+    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs, unreadable_packs, saved: true })
+}
+
+/// Archives a stream as one file; a read error or a failed `finish` (the
+/// command behind the stream failed) stops the snapshot.
+fn archive_stream(walker: &mut Walker<'_>, name: &[u8], source: StreamSource) -> Result<Option<Node>, Stop> {
+    let StreamSource { name: _, reader, finish } = source;
+    let node = match walker.archive_stream(name.to_vec(), reader)? {
+        Ok(node) => node,
+        Err(e) => {
+            return Err(Stop::Fatal(RepoError::Invalid(format!(
+                "cannot read `{}`: {e}",
+                String::from_utf8_lossy(name)
+            ))))
+        }
+    };
+    if let Some(finish) = finish {
+        finish().map_err(|e| Stop::Fatal(RepoError::Invalid(e)))?;
+    }
+    Ok(Some(node))
 }
 
 /// Counts the regular files and bytes under `paths` (for a progress total),

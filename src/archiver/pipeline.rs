@@ -33,12 +33,20 @@ pub struct PipelineOptions {
     pub data_pack_size: usize,
     pub tree_pack_size: usize,
     pub uploads_in_flight: usize,
+    /// Seal and pack, upload nothing: the packs are counted as if stored.
+    pub dry_run: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        PipelineOptions { seal_workers: cpus, data_pack_size: 16 << 20, tree_pack_size: 4 << 20, uploads_in_flight: 2 }
+        PipelineOptions {
+            seal_workers: cpus,
+            data_pack_size: 16 << 20,
+            tree_pack_size: 4 << 20,
+            uploads_in_flight: 2,
+            dry_run: false,
+        }
     }
 }
 
@@ -165,6 +173,7 @@ impl Pipeline {
                 budget_spent: budget_spent.clone(),
                 unstored: unstored.clone(),
                 progress: progress.clone(),
+                dry_run: opts.dry_run,
             };
             std::thread::Builder::new()
                 .name("tstor-packer".into())
@@ -279,6 +288,8 @@ struct Stop {
     budget_spent: Arc<Mutex<Option<BudgetSpent>>>,
     unstored: Arc<AtomicU64>,
     progress: Arc<dyn Progress>,
+    /// Upload nothing (a dry run).
+    dry_run: bool,
 }
 
 fn record_failure(failure: &Mutex<Option<RepoError>>, failed: &AtomicBool, e: RepoError) {
@@ -305,7 +316,7 @@ fn pack_and_upload(
     let mut data = Packer::ramping(opts.data_pack_size / 4, opts.data_pack_size);
     let mut trees = Packer::new(opts.tree_pack_size);
     let slots = Arc::new(Semaphore::new(opts.uploads_in_flight.max(1)));
-    let spill_dir = spill_dir(repo);
+    let spill_dir = if opts.dry_run { None } else { spill_dir(repo) };
     let mut uploads: Vec<tokio::task::JoinHandle<UploadResult>> = Vec::new();
     let mut stored = Stored::default();
     // Bytes of the packs whose upload started, for the run budget.
@@ -411,7 +422,7 @@ fn start_upload(
         return None;
     }
     *started += size;
-    Some(spawn_upload(repo, handle, permit, id, payload, blobs))
+    Some(spawn_upload(repo, handle, permit, id, payload, blobs, stop.dry_run))
 }
 
 /// Starts one pack upload in the slot `permit` holds.
@@ -422,6 +433,7 @@ fn spawn_upload(
     id: Id,
     payload: Payload,
     blobs: Vec<BlobEntry>,
+    dry_run: bool,
 ) -> tokio::task::JoinHandle<UploadResult> {
     let size = match &payload {
         Payload::Memory(data) => data.len() as u64,
@@ -430,6 +442,7 @@ fn spawn_upload(
     let backend = repo.backend().clone();
     handle.spawn(async move {
         let result = match payload {
+            _ if dry_run => Ok(()),
             Payload::Memory(data) => backend.put(ObjectKind::Pack, &id, data).await,
             Payload::Spilled(spilled) => backend.put_spilled(ObjectKind::Pack, &id, spilled).await,
         };

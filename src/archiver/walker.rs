@@ -550,11 +550,41 @@ impl<'a> Walker<'a> {
     /// At most `limit` bytes are read, so that a file that keeps growing (a
     /// log being appended) is stored as it was when opened.
     fn read_content(&mut self, file: &File, limit: u64, buf: &mut Vec<u8>) -> Result<io::Result<(Vec<Id>, u64)>, Stop> {
+        self.read_stream(file.take(limit), buf)
+    }
+
+    /// Archives what `reader` yields to its end as a regular file named
+    /// `name`, owned by this user, mode 0644, modified now. The outer error
+    /// stops the run, the inner one is the stream's.
+    pub fn archive_stream(&mut self, name: Vec<u8>, reader: impl Read) -> Result<io::Result<Node>, Stop> {
+        let mut node = Node::new(name, NodeKind::File);
+        node.mode = 0o644;
+        node.uid = crate::host::uid();
+        node.gid = crate::host::gid();
+        let now = crate::host::now_ns();
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.read_stream(reader, &mut buf);
+        self.buf = buf;
+        let (content, size) = match result? {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e)),
+        };
+        node.content = content;
+        node.size = size;
+        (node.mtime_ns, node.ctime_ns) = (now, now);
+        node.links = 1;
+        self.count_file(&node, None);
+        Ok(Ok(node))
+    }
+
+    /// Chunks, hashes and stores what `reader` yields.
+    #[allow(clippy::type_complexity)]
+    fn read_stream(&mut self, reader: impl Read, buf: &mut Vec<u8>) -> Result<io::Result<(Vec<Id>, u64)>, Stop> {
         let mut content = Vec::new();
         let mut size = 0u64;
         let repo = self.repo;
         let chunker = repo.chunker();
-        for chunk in chunker.chunks(file.take(limit), buf) {
+        for chunk in chunker.chunks(reader, buf) {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),

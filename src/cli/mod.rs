@@ -163,8 +163,39 @@ struct CompletionsArgs {
 #[derive(Args)]
 struct SnapshotArgs {
     /// Files and directories to back up; each is stored under its own name
-    /// (default: `paths` of the configuration file)
+    /// (default: `paths` of the configuration file). With
+    /// --stdin-from-command: the command and its arguments, after `--`
     paths: Vec<PathBuf>,
+    /// Back up standard input as one file
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    stdin: bool,
+    /// The name of the file standard input (or the command's output) is stored as
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_filename: String,
+    /// Run the command given after `--` and back up its output as one file;
+    /// if the command fails, no snapshot is saved
+    #[arg(long)]
+    stdin_from_command: bool,
+    /// Read the paths to back up from this file, one a line (`#` comments and
+    /// empty lines skipped; `-` is standard input; repeatable)
+    #[arg(long, value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// The same, every line a path as it is (no comments)
+    #[arg(long, value_name = "FILE")]
+    files_from_verbatim: Vec<PathBuf>,
+    /// The same, paths separated by NUL bytes (`find -print0`)
+    #[arg(long, value_name = "FILE")]
+    files_from_raw: Vec<PathBuf>,
+    /// Save no snapshot when nothing changed since the parent
+    #[arg(long)]
+    skip_if_unchanged: bool,
+    /// Read everything and report what would be added; write nothing to the repository
+    #[arg(long)]
+    dry_run: bool,
+    /// The snapshot's time instead of now: RFC 3339 (`2026-01-02T03:04:05Z`,
+    /// `...+02:00`) or `YYYY-MM-DD HH:MM:SS` (UTC)
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| parse_snapshot_time(s))]
+    time: Option<i64>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -263,6 +294,15 @@ struct CheckArgs {
     /// Verify a random part: `10%` of the packs or about `500MiB`
     #[arg(long)]
     verify_subset: Option<String>,
+    /// Only the snapshots of this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only the snapshots with this tag (repeatable: all of them)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Only these snapshots (ids, prefixes or `latest`); with a filter, only
+    /// their trees are read and only the packs they use are verified
+    snapshots: Vec<String>,
 }
 
 /// The whole command line, for completions and the man page.
@@ -514,11 +554,16 @@ fn exclusions(g: &Global, a: &SnapshotArgs) -> Result<Exclusions> {
 }
 
 async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
-    if a.paths.is_empty() {
-        a.paths = g.settings.paths.clone();
-    }
-    if a.paths.is_empty() {
-        bail!("nothing to back up: give paths, or `paths` in the configuration file");
+    let stream = snapshot_stream(&mut a)?;
+    if stream.is_none() {
+        a.paths.extend(paths_from_files(&a)?);
+        let listed = !(a.files_from.is_empty() && a.files_from_verbatim.is_empty() && a.files_from_raw.is_empty());
+        if a.paths.is_empty() && !listed {
+            a.paths = g.settings.paths.clone();
+        }
+        if a.paths.is_empty() {
+            bail!("nothing to back up: give paths, or `paths` in the configuration file");
+        }
     }
     let exclusions = exclusions(g, &a)?;
     // The run's clock starts before the repository is opened.
@@ -537,6 +582,10 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     }
     opts.tags = a.tags;
     opts.exclusions = exclusions;
+    opts.stream = stream;
+    opts.time_ns = a.time;
+    opts.skip_if_unchanged = a.skip_if_unchanged;
+    opts.dry_run = a.dry_run;
     if let Some(h) = a.host {
         opts.hostname = h;
     }
@@ -546,7 +595,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, None) => ParentChoice::Latest,
     };
     let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress());
-    if (progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() {
+    if opts.stream.is_none() && ((progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress()) {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
             crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
@@ -571,11 +620,14 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
         let changed: Vec<_> = outcome.changed.iter().map(|p| p.display().to_string()).collect();
+        let dry_run = a.dry_run;
         outln!(
             "{}",
             json!({
-                "snapshot_id": outcome.id.to_hex(),
-                "short_id": outcome.id.short(),
+                "snapshot_id": (!dry_run).then(|| outcome.id.to_hex()),
+                "short_id": (!dry_run).then(|| outcome.id.short()),
+                "dry_run": dry_run,
+                "skipped_unchanged": !dry_run && !outcome.saved,
                 "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
                 "files_new": s.files_new,
                 "files_changed": s.files_changed,
@@ -618,7 +670,13 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
             human(s.bytes_stored),
             (s.end_ns - s.start_ns) as f64 / 1e9
         );
-        outln!("snapshot {} saved", outcome.id.short());
+        if a.dry_run {
+            outln!("dry run: nothing was written to the repository");
+        } else if !outcome.saved {
+            outln!("nothing changed since snapshot {}: no snapshot saved", outcome.id.short());
+        } else {
+            outln!("snapshot {} saved", outcome.id.short());
+        }
     }
     for (id, reason) in &outcome.unreadable_packs {
         errln!("warning: {}", escape(&crate::repo::describe_unreadable_pack(&id.short(), reason)));
@@ -640,6 +698,109 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     } else {
         Ok(exit::PARTIAL)
     }
+}
+
+/// The stream a snapshot backs up instead of paths: standard input, or the
+/// output of the command given as the paths.
+fn snapshot_stream(a: &mut SnapshotArgs) -> Result<Option<crate::archiver::StreamSource>> {
+    let name = a.stdin_filename.as_bytes().to_vec();
+    if a.stdin {
+        if !a.paths.is_empty() {
+            bail!("--stdin backs up standard input only: give no paths");
+        }
+        return Ok(Some(crate::archiver::StreamSource { name, reader: Box::new(std::io::stdin()), finish: None }));
+    }
+    if !a.stdin_from_command {
+        return Ok(None);
+    }
+    let mut words = std::mem::take(&mut a.paths).into_iter();
+    let Some(program) = words.next() else {
+        bail!("--stdin-from-command needs a command: `tstor snapshot --stdin-from-command -- CMD ARGS...`");
+    };
+    let shown = program.display().to_string();
+    let mut child = std::process::Command::new(&program)
+        .args(words)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("cannot read the output of `{shown}`"))?;
+    let finish = Box::new(move || match child.wait() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`{shown}` failed ({status}): no snapshot saved")),
+        Err(e) => Err(format!("cannot wait for `{shown}`: {e}")),
+    });
+    Ok(Some(crate::archiver::StreamSource { name, reader: Box::new(stdout), finish: Some(finish) }))
+}
+
+/// The paths listed by `--files-from` (lines, `#` comments), `--files-from-verbatim`
+/// (lines as they are) and `--files-from-raw` (NUL-separated); `-` reads standard input.
+fn paths_from_files(a: &SnapshotArgs) -> Result<Vec<PathBuf>> {
+    let read = |f: &PathBuf| -> Result<Vec<u8>> {
+        if f.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).context("cannot read standard input")?;
+            return Ok(bytes);
+        }
+        std::fs::read(f).with_context(|| format!("cannot read the list of paths {}", f.display()))
+    };
+    let to_path = |b: &[u8]| PathBuf::from(OsString::from_vec(b.to_vec()));
+    let mut paths = Vec::new();
+    for f in &a.files_from {
+        for line in read(f)?.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let trimmed = line.trim_ascii();
+            if trimmed.is_empty() || trimmed.starts_with(b"#") {
+                continue;
+            }
+            paths.push(to_path(trimmed));
+        }
+    }
+    for f in &a.files_from_verbatim {
+        for line in read(f)?.split(|&b| b == b'\n') {
+            if !line.is_empty() {
+                paths.push(to_path(line));
+            }
+        }
+    }
+    for f in &a.files_from_raw {
+        paths.extend(read(f)?.split(|&b| b == 0).filter(|p| !p.is_empty()).map(to_path));
+    }
+    Ok(paths)
+}
+
+/// A snapshot time: RFC 3339 (`2026-01-02T03:04:05Z`, fractions of a second,
+/// `+02:00` offsets) or `YYYY-MM-DD HH:MM:SS` (UTC), in nanoseconds since the epoch.
+fn parse_snapshot_time(s: &str) -> Result<i64, String> {
+    let bad = || format!("`{s}` is not a time: use RFC 3339 (2026-01-02T03:04:05Z) or \"YYYY-MM-DD HH:MM:SS\" (UTC)");
+    let t = s.trim();
+    // An offset after the time of day: `Z`, or `+HH:MM` / `-HH:MM`.
+    let (rest, offset_secs) = if let Some(r) = t.strip_suffix(['Z', 'z']) {
+        (r, 0)
+    } else {
+        match t.get(10..).and_then(|time| time.rfind(['+', '-']).map(|i| i + 10)) {
+            Some(i) => {
+                let (r, off) = t.split_at(i);
+                let sign = if off.starts_with('-') { -1 } else { 1 };
+                let (h, m) = off[1..].split_once(':').ok_or_else(bad)?;
+                let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+                if h > 23 || m > 59 {
+                    return Err(bad());
+                }
+                (r, sign * (h * 3600 + m * 60))
+            }
+            None => (t, 0),
+        }
+    };
+    let (whole, fraction_ns) = match rest.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            (w, format!("{f:0<9}").parse::<i64>().map_err(|_| bad())?)
+        }
+        Some(_) => return Err(bad()),
+        None => (rest, 0),
+    };
+    let ns = ops::inspect::parse_time(whole).map_err(|_| bad())?;
+    Ok(ns - offset_secs * 1_000_000_000 + fraction_ns)
 }
 
 fn lossy(p: &[u8]) -> String {
@@ -772,7 +933,8 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         (None, false) => VerifyScope::None,
     };
     let bar = Arc::new(Bar::new(progress_enabled(g) && scope != VerifyScope::None, "verify"));
-    let report = ops::check(&repo, scope, bar.clone()).await?;
+    let filter = ops::check::SnapshotFilter { host: a.host, tags: a.tag, ids: a.snapshots };
+    let report = ops::check_snapshots(&repo, scope, &filter, bar.clone()).await?;
     bar.finish();
     if g.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

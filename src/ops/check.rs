@@ -2,7 +2,9 @@
 //! indexed and their packs exist) and, with verification, the content of
 //! every pack or a random part of them (downloaded, hashed, every blob
 //! authenticated and its id recomputed). Damage is reported by pack, by blob
-//! and by every `snapshot:path` it affects.
+//! and by every `snapshot:path` it affects. A snapshot filter (host, tags,
+//! ids) limits the reading to the chosen snapshots' trees and, with
+//! verification, to the packs they use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::format::pack::{header_offset, pack_id, BlobEntry, TRAILER_LEN};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{validate_name, NodeKind};
 use crate::format::{Id, ObjectKind};
 use crate::repo::index::MasterIndex;
@@ -143,8 +146,71 @@ fn verify_pack(repo: &Repository, id: &Id, data: &[u8], indexed: &[BlobEntry]) -
     (problems, damaged)
 }
 
-fn choose_packs(index: &MasterIndex, scope: VerifyScope) -> Vec<(Id, u64)> {
-    let mut packs: Vec<(Id, u64)> = index.packs().to_vec();
+/// Which snapshots `check` reads (restic's snapshot filters): all when
+/// empty, else those of `host`, carrying every tag of `tags`, and, when ids
+/// (or id prefixes) are given, only those.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub ids: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.tags.is_empty() && self.ids.is_empty()
+    }
+
+    /// The snapshots of `snaps` it selects; an id that matches none, or
+    /// more than one, is an error.
+    pub fn select(&self, snaps: Vec<(Id, Snapshot)>) -> Result<Vec<(Id, Snapshot)>, RepoError> {
+        let mut wanted: HashSet<Id> = HashSet::new();
+        for spec in &self.ids {
+            let spec_lc = spec.to_ascii_lowercase();
+            let matching: Vec<Id> = if spec_lc == "latest" {
+                snaps.last().map(|(id, _)| *id).into_iter().collect()
+            } else {
+                snaps.iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lc)).map(|(id, _)| *id).collect()
+            };
+            match matching.len() {
+                1 => wanted.insert(matching[0]),
+                0 => return Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
+                n => return Err(RepoError::Invalid(format!("`{spec}` matches {n} snapshots; give more of the id"))),
+            };
+        }
+        Ok(snaps
+            .into_iter()
+            .filter(|(id, _)| self.ids.is_empty() || wanted.contains(id))
+            .filter(|(_, s)| self.host.as_ref().is_none_or(|h| &s.hostname == h))
+            .filter(|(_, s)| self.tags.iter().all(|t| s.tags.contains(t)))
+            .collect())
+    }
+}
+
+/// The packs holding the blobs of the trees `roots` (trees and data), for a
+/// verification limited to some snapshots. A tree that cannot be read is
+/// skipped here; the tree walk reports it.
+async fn packs_of_snapshots(repo: &Repository, index: &MasterIndex, roots: &[Id]) -> HashSet<Id> {
+    let mut packs = HashSet::new();
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut todo: Vec<Id> = roots.to_vec();
+    while let Some(tree_id) = todo.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        packs.extend(index.lookup(&tree_id).map(|l| l.pack));
+        let Ok(tree) = repo.load_tree(index, &tree_id).await else { continue };
+        for node in tree.nodes {
+            packs.extend(node.content.iter().filter_map(|b| index.lookup(b)).map(|l| l.pack));
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                todo.push(sub);
+            }
+        }
+    }
+    packs
+}
+
+fn choose_packs(mut packs: Vec<(Id, u64)>, scope: VerifyScope) -> Vec<(Id, u64)> {
     match scope {
         VerifyScope::None => Vec::new(),
         VerifyScope::All => packs,
@@ -373,9 +439,15 @@ impl<'a> TreeWalk<'a> {
 pub async fn check(
     repo: &Repository,
     scope: VerifyScope,
+    filter: &SnapshotFilter,
     progress: Arc<dyn CheckProgress>,
 ) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
+    // The snapshots to read, chosen first so that a bad filter stops early.
+    let (snapshots, bad_snaps) = repo.snapshots().await?;
+    let snapshots = filter.select(snapshots)?;
+    // Snapshots that cannot be read are named only when all are checked.
+    let bad_snaps = if filter.is_empty() { bad_snaps } else { Vec::new() };
     report.warnings.extend(repo.backend().readable_by_others());
     let (index, bad_indexes) = repo.load_index_report(false).await?;
     for (id, e) in bad_indexes {
@@ -422,8 +494,16 @@ pub async fn check(
     }
 
     // Content verification.
+    // With a snapshot filter only the packs its snapshots use are verified.
+    let candidates: Vec<(Id, u64)> = if filter.is_empty() || scope == VerifyScope::None {
+        index.packs().to_vec()
+    } else {
+        let roots: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+        let used = packs_of_snapshots(repo, &index, &roots).await;
+        index.packs().iter().filter(|(id, _)| used.contains(id)).copied().collect()
+    };
     let chosen: Vec<(Id, u64)> =
-        choose_packs(&index, scope).into_iter().filter(|(id, _)| stored.contains_key(id)).collect();
+        choose_packs(candidates, scope).into_iter().filter(|(id, _)| stored.contains_key(id)).collect();
     progress.verify_total(chosen.len(), chosen.iter().map(|(_, s)| s).sum());
     // Each chosen pack's blobs, from one pass over the index; a pack's list
     // goes to its verification task and is dropped with it.
@@ -461,7 +541,6 @@ pub async fn check(
     }
 
     // Snapshots: walk every tree; note each path whose data is gone.
-    let (snapshots, bad_snaps) = repo.snapshots().await?;
     for (id, e) in bad_snaps {
         report.problem(None, None, format!("snapshot {}: {e}", id.short()));
     }

@@ -21,16 +21,20 @@ use crate::format::Id;
 use crate::repo::lock;
 use crate::repo::{RepoError, Repository};
 use crate::restorer::{self, RestoreOptions, RestoreOutcome, RestoreProgress};
-use check::{CheckProgress, CheckReport, VerifyScope};
+use check::{CheckProgress, CheckReport, SnapshotFilter, VerifyScope};
 
-/// Takes a snapshot under a shared lock.
+/// Takes a snapshot under a shared lock (a dry run takes none).
 pub async fn snapshot(
     repo: &Repository,
     opts: SnapshotOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<SnapshotOutcome, RepoError> {
+    // A dry run writes nothing, not even a lock.
+    if opts.dry_run {
+        return archiver::snapshot(repo, None, opts, progress).await;
+    }
     let guard = lock::acquire(repo, false).await?;
-    let result = archiver::snapshot(repo, &guard, opts, progress).await;
+    let result = archiver::snapshot(repo, Some(&guard), opts, progress).await;
     guard.release().await;
     result
 }
@@ -60,13 +64,24 @@ pub async fn check(
     scope: VerifyScope,
     progress: Arc<dyn CheckProgress>,
 ) -> Result<CheckReport, RepoError> {
+    check_snapshots(repo, scope, &SnapshotFilter::default(), progress).await
+}
+
+/// Checks the repository under a shared lock, reading only the snapshots
+/// `filter` selects (and with verification, only the packs they use).
+pub async fn check_snapshots(
+    repo: &Repository,
+    scope: VerifyScope,
+    filter: &SnapshotFilter,
+    progress: Arc<dyn CheckProgress>,
+) -> Result<CheckReport, RepoError> {
     let guard = lock::acquire(repo, false).await?;
     // Check what storage holds now, not what the backend remembers.
     if let Err(e) = repo.backend().rescan().await {
         guard.release().await;
         return Err(e.into());
     }
-    let result = check::check(repo, scope, progress).await;
+    let result = check::check(repo, scope, filter, progress).await;
     guard.release().await;
     result
 }

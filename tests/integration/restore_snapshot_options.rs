@@ -239,3 +239,229 @@ fn dry_run_writes_nothing_and_lists_what_would_change() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["result"]["files"], 3);
 }
+
+fn snapshot_count(env: &Env) -> usize {
+    env.snapshots_json().len()
+}
+
+/// A command's exit code, stdout and stderr.
+fn outcome(out: std::process::Output) -> (Option<i32>, String, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_source_path_is_skipped_with_a_warning_and_exit_3() {
+    let env = Env::new();
+    env.init();
+    let here = env.path("here");
+    fs::create_dir_all(&here).unwrap();
+    fs::write(here.join("f.txt"), "kept\n").unwrap();
+    let gone = env.path("gone");
+    let (code, _, err) = outcome(env.cmd().arg("snapshot").arg(&here).arg(&gone).output().unwrap());
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(&gone.display().to_string()), "the missing path is named: {err}");
+    assert_eq!(snapshot_count(&env), 1);
+    let out = env.path("out");
+    restore_ok(&env, &out, &[]);
+    assert_eq!(read(out.join("here/f.txt")), "kept\n");
+
+    // Every path missing: an error, and no snapshot.
+    let (code, _, err) = outcome(env.cmd().arg("snapshot").arg(&gone).arg(env.path("also-gone")).output().unwrap());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nothing to back up") && err.contains("also-gone"), "{err}");
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+#[test]
+fn stdin_is_stored_as_one_file_under_its_name() {
+    let env = Env::new();
+    env.init();
+    let data = random_bytes(3 << 20, 5);
+    let out = env
+        .cmd()
+        .args(["snapshot", "--stdin", "--stdin-filename", "dump.sql", "--json"])
+        .write_stdin(data.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files_new"], 1);
+    assert_eq!(env.snapshots_json()[0]["paths"], serde_json::json!(["/dump.sql"]));
+    let target = env.path("out");
+    restore_ok(&env, &target, &[]);
+    assert_eq!(fs::read(target.join("dump.sql")).unwrap(), data);
+    // A name that is not a file name is refused.
+    let bad = env.cmd().args(["snapshot", "--stdin", "--stdin-filename", "a/b"]).write_stdin("x").output().unwrap();
+    assert!(!bad.status.success());
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+#[test]
+fn stdin_from_command_stores_its_output_and_a_failed_command_saves_nothing() {
+    let env = Env::new();
+    env.init();
+    let ok = env
+        .cmd()
+        .args([
+            "snapshot",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "out.txt",
+            "--",
+            "sh",
+            "-c",
+            "printf 'made by a command'",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let target = env.path("out");
+    restore_ok(&env, &target, &[]);
+    assert_eq!(read(target.join("out.txt")), "made by a command");
+
+    let (code, _, err) = outcome(
+        env.cmd()
+            .args(["snapshot", "--stdin-from-command", "--", "sh", "-c", "echo partial; exit 7"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("failed") && err.contains("sh"), "{err}");
+    assert_eq!(snapshot_count(&env), 1, "a failed command saves no snapshot");
+    // No command at all is named as such.
+    let (code, _, err) = outcome(env.cmd().args(["snapshot", "--stdin-from-command"]).output().unwrap());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs a command"), "{err}");
+}
+
+#[test]
+fn files_from_reads_lines_verbatim_lines_and_nul_separated_lists() {
+    let env = Env::new();
+    env.init();
+    for name in ["a", "b", "c", "#d"] {
+        fs::create_dir_all(env.path(name)).unwrap();
+        fs::write(env.path(name).join("f"), name).unwrap();
+    }
+    let p = |n: &str| env.path(n).display().to_string();
+    let list = env.path("list.txt");
+    fs::write(&list, format!("# a comment\n\n{}\n  {}  \r\n", p("a"), p("b"))).unwrap();
+    let verbatim = env.path("verbatim.txt");
+    fs::write(&verbatim, format!("{}\n", p("#d"))).unwrap();
+    let raw = env.path("raw.bin");
+    fs::write(&raw, format!("{}\0", p("c"))).unwrap();
+    let out = env
+        .cmd()
+        .arg("snapshot")
+        .arg("--files-from")
+        .arg(&list)
+        .arg("--files-from-verbatim")
+        .arg(&verbatim)
+        .arg("--files-from-raw")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut paths: Vec<String> =
+        env.snapshots_json()[0]["paths"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    paths.sort();
+    let mut expected = vec![p("#d"), p("a"), p("b"), p("c")];
+    expected.sort();
+    assert_eq!(paths, expected);
+}
+
+#[test]
+fn skip_if_unchanged_saves_no_snapshot_when_nothing_changed() {
+    let env = Env::new();
+    let w = snapshot_three_files(&env);
+    let out = env.cmd().arg("snapshot").arg("--skip-if-unchanged").arg(&w).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no snapshot saved"));
+    assert_eq!(snapshot_count(&env), 1);
+    fs::write(w.join("new.txt"), "new\n").unwrap();
+    env.cmd().arg("snapshot").arg("--skip-if-unchanged").arg(&w).assert().success();
+    assert_eq!(snapshot_count(&env), 2);
+}
+
+#[test]
+fn snapshot_dry_run_writes_nothing_and_says_what_would_be_added() {
+    let env = Env::new();
+    env.init();
+    let w = env.path("work");
+    fs::create_dir_all(&w).unwrap();
+    fs::write(w.join("big.bin"), random_bytes(2 << 20, 3)).unwrap();
+    let before = env.repo_listing();
+    let v = env.snapshot_json(&[std::ffi::OsStr::new("--dry-run"), w.as_os_str()]);
+    assert_eq!(env.repo_listing(), before, "a dry run writes nothing, not even a lock");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["snapshot_id"], serde_json::Value::Null);
+    assert_eq!(v["files_new"], 1);
+    assert!(v["bytes_added"].as_u64().unwrap() >= 2 << 20, "{v}");
+    assert_eq!(snapshot_count(&env), 0);
+    let real = env.snapshot_json(&[w.as_os_str()]);
+    assert_eq!(real["bytes_added"], v["bytes_added"]);
+}
+
+#[test]
+fn time_sets_the_snapshot_time_from_rfc_3339_or_a_plain_utc_time() {
+    let env = Env::new();
+    let w = snapshot_three_files(&env);
+    env.cmd().args(["snapshot", "--force", "--time", "2024-05-06 07:08:09"]).arg(&w).assert().success();
+    env.cmd().args(["snapshot", "--force", "--time", "2023-01-02T12:30:00.5+02:00"]).arg(&w).assert().success();
+    let times: Vec<String> = env.snapshots_json().iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
+    assert!(times.contains(&"2024-05-06 07:08:09".to_string()), "{times:?}");
+    assert!(times.contains(&"2023-01-02 10:30:00".to_string()), "{times:?}");
+    let (code, _, err) = outcome(env.cmd().args(["snapshot", "--time", "yesterday"]).arg(&w).output().unwrap());
+    assert_eq!(code, Some(2));
+    assert!(err.contains("yesterday") && err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn check_with_snapshot_filters_reads_only_the_chosen_snapshots() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("a.bin"), random_bytes(300_000, 1)).unwrap();
+    fs::write(b.join("b.bin"), random_bytes(300_000, 2)).unwrap();
+    env.cmd().args(["snapshot", "--host", "ha", "--tag", "ta"]).arg(&a).assert().success();
+    let packs = |env: &Env| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        walk(&env.repo().join("packs"), &mut |p, m| {
+            if m.is_file() {
+                out.push(p.to_path_buf())
+            }
+        });
+        out
+    };
+    let packs_a = packs(&env);
+    env.cmd().args(["snapshot", "--host", "hb"]).arg(&b).assert().success();
+    // Damage every pack the second snapshot wrote.
+    let mut damaged = 0;
+    for p in packs(&env).into_iter().filter(|p| !packs_a.contains(p)) {
+        let mut bytes = fs::read(&p).unwrap();
+        bytes[10] ^= 0xff;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&p, bytes).unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0);
+    let id_a =
+        env.snapshots_json().iter().find(|s| s["hostname"] == "ha").unwrap()["short_id"].as_str().unwrap().to_string();
+    for args in [vec!["--host", "ha"], vec!["--tag", "ta"], vec![id_a.as_str()]] {
+        let out = env.cmd().args(["check", "--verify", "--json"]).args(&args).output().unwrap();
+        assert!(out.status.success(), "check {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["snapshots"], 1);
+        assert_eq!(report["packs_verified"].as_u64(), Some(packs_a.len() as u64), "only the chosen snapshot's packs");
+    }
+    env.cmd().args(["check", "--verify", "--host", "hb"]).assert().code(1);
+    env.cmd().args(["check", "--verify"]).assert().code(1);
+    let (code, _, err) = outcome(env.cmd().args(["check", "ffffffff"]).output().unwrap());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("ffffffff"), "{err}");
+}
