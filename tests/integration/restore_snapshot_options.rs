@@ -465,3 +465,76 @@ fn check_with_snapshot_filters_reads_only_the_chosen_snapshots() {
     assert_eq!(code, Some(1));
     assert!(err.contains("ffffffff"), "{err}");
 }
+
+/// The restore modes against a repository in Telegram's Saved Messages,
+/// on the loopback MTProto server.
+#[test]
+fn restore_modes_work_the_same_on_a_telegram_repository() {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use tstor::backend::telegram::TelegramSession;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = rt.block_on(tstor_tgloop::Server::start()).unwrap();
+    let env = Env::new();
+    let session = env.path("telegram.session");
+    let SocketAddr::V4(v4) = server.addr() else { panic!("loopback server listens on IPv4") };
+    let v4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, v4.port());
+    let v6 = SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0);
+    let mut s = TelegramSession::with_dc(server.dc_id(), v4, v6, server.auth_key());
+    s.set_api_id(1).unwrap();
+    s.save_to(&session).unwrap();
+    let tg = |args: &[&str]| -> std::process::Output {
+        let mut c = env.cmd();
+        c.env("TSTOR_REPOSITORY", "telegram:me")
+            .env("TSTOR_TG_SESSION", &session)
+            .env("TSTOR_TG_CALLS_PER_MINUTE", "0")
+            .timeout(std::time::Duration::from_secs(300))
+            .args(args);
+        c.output().unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = tg(args);
+        assert!(out.status.success(), "tstor {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["init"]);
+    let w = env.path("src/work");
+    fs::create_dir_all(w.join("sub")).unwrap();
+    fs::write(w.join("a.txt"), "snapshot a\n").unwrap();
+    fs::write(w.join("b.txt"), "snapshot b\n").unwrap();
+    set_mtime(&w.join("a.txt"), OLD_NS);
+    set_mtime(&w.join("b.txt"), NEW_NS);
+    ok(&["snapshot", w.to_str().unwrap()]);
+    let out = env.path("out");
+    let target = out.to_str().unwrap();
+    ok(&["restore", "latest", "--target", target]);
+    assert_eq!(read(out.join("work/a.txt")), "snapshot a\n");
+
+    let a = out.join("work/a.txt");
+    let b = out.join("work/b.txt");
+    fs::write(&a, "mine\n").unwrap();
+    fs::write(out.join("work/extra.txt"), "extra\n").unwrap();
+    let before = describe(&out);
+    let listed = ok(&["restore", "latest", "--target", target, "--dry-run", "-v", "--delete"]);
+    assert!(listed.contains("update    work/a.txt") && listed.contains("delete    work/extra.txt"), "{listed}");
+    assert_eq!(describe(&out), before);
+
+    ok(&["restore", "latest", "--target", target, "--overwrite", "never"]);
+    assert_eq!(read(&a), "mine\n");
+    // Newer than the snapshot's: if-newer keeps it; older: replaced.
+    set_mtime(&a, NEW_NS);
+    ok(&["restore", "latest", "--target", target, "--overwrite", "if-newer"]);
+    assert_eq!(read(&a), "mine\n");
+    set_mtime(&a, OLD_NS - 1);
+    ok(&["restore", "latest", "--target", target, "--overwrite", "if-newer"]);
+    assert_eq!(read(&a), "snapshot a\n");
+    // Same size and mtime: if-changed trusts it.
+    fs::write(&b, "SNAPSHOT B\n").unwrap();
+    set_mtime(&b, NEW_NS);
+    ok(&["restore", "latest", "--target", target, "--overwrite", "if-changed", "--delete"]);
+    assert_eq!(read(&b), "SNAPSHOT B\n");
+    assert!(!out.join("work/extra.txt").exists());
+    ok(&["restore", "latest", "--target", target]);
+    assert_eq!(read(&b), "snapshot b\n");
+    drop(server);
+}
