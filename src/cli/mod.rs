@@ -893,7 +893,12 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     if g.json {
         outln!(
             "{}",
-            json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
+            json!({
+                "snapshot_id": id.to_hex(),
+                "target": a.target.display().to_string(),
+                "dry_run": a.dry_run,
+                "result": outcome
+            })
         );
     } else {
         let mut kept_deleted = String::new();

@@ -218,8 +218,15 @@ fn dry_run_writes_nothing_and_lists_what_would_change() {
     fs::create_dir_all(out.join("work")).unwrap();
     fs::write(out.join("work/a.txt"), "mine\n").unwrap();
     fs::write(out.join("work/extra.txt"), "extra\n").unwrap();
+    // Where the snapshot has the directory `sub`, a symlink out of the target:
+    // a dry run does not list (or count) what is behind it.
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("precious"), "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("work/sub")).unwrap();
     let before = describe(&out);
     let printed = restore_ok(&env, &out, &["--dry-run", "-v", "--delete"]);
+    assert!(!printed.contains("precious"), "{printed}");
     assert_eq!(describe(&out), before, "a dry run changes nothing");
     assert!(printed.contains("update    work/a.txt"), "{printed}");
     assert!(printed.contains("restore   work/b.txt"), "{printed}");
@@ -238,6 +245,7 @@ fn dry_run_writes_nothing_and_lists_what_would_change() {
     assert!(!fresh.exists());
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["result"]["files"], 3);
+    assert_eq!(v["dry_run"], true);
 }
 
 fn snapshot_count(env: &Env) -> usize {
