@@ -14,6 +14,12 @@ use crate::common::*;
 const OLD_NS: i64 = 1_600_000_000_000_000_000;
 const NEW_NS: i64 = 1_700_000_000_000_000_000;
 
+/// A new repository whose key slot derives fast (these tests run many commands).
+fn fast_init(env: &Env) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(crate::crafted::Crafter::init(&env.repo()));
+}
+
 fn run_restore(env: &Env, target: &Path, args: &[&str]) -> std::process::Output {
     env.cmd().args(["restore", "latest", "--target"]).arg(target).args(args).output().unwrap()
 }
@@ -27,7 +33,7 @@ fn restore_ok(env: &Env, target: &Path, args: &[&str]) -> String {
 /// A snapshot of `src/work` with `a.txt` (old), `b.txt` (new) and `sub/c.txt`;
 /// returns the work directory.
 fn snapshot_three_files(env: &Env) -> std::path::PathBuf {
-    env.init();
+    fast_init(&env);
     let w = env.path("src/work");
     fs::create_dir_all(w.join("sub")).unwrap();
     fs::write(w.join("a.txt"), "snapshot a\n").unwrap();
@@ -264,7 +270,7 @@ fn outcome(out: std::process::Output) -> (Option<i32>, String, String) {
 #[test]
 fn a_missing_source_path_is_skipped_with_a_warning_and_exit_3() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     let here = env.path("here");
     fs::create_dir_all(&here).unwrap();
     fs::write(here.join("f.txt"), "kept\n").unwrap();
@@ -287,7 +293,7 @@ fn a_missing_source_path_is_skipped_with_a_warning_and_exit_3() {
 #[test]
 fn stdin_is_stored_as_one_file_under_its_name() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     let data = random_bytes(3 << 20, 5);
     let out = env
         .cmd()
@@ -311,7 +317,7 @@ fn stdin_is_stored_as_one_file_under_its_name() {
 #[test]
 fn stdin_from_command_stores_its_output_and_a_failed_command_saves_nothing() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     let ok = env
         .cmd()
         .args([
@@ -349,7 +355,7 @@ fn stdin_from_command_stores_its_output_and_a_failed_command_saves_nothing() {
 #[test]
 fn files_from_reads_lines_verbatim_lines_and_nul_separated_lists() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     for name in ["a", "b", "c", "#d"] {
         fs::create_dir_all(env.path(name)).unwrap();
         fs::write(env.path(name).join("f"), name).unwrap();
@@ -397,7 +403,7 @@ fn skip_if_unchanged_saves_no_snapshot_when_nothing_changed() {
 #[test]
 fn snapshot_dry_run_writes_nothing_and_says_what_would_be_added() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     let w = env.path("work");
     fs::create_dir_all(&w).unwrap();
     fs::write(w.join("big.bin"), random_bytes(2 << 20, 3)).unwrap();
@@ -430,7 +436,7 @@ fn time_sets_the_snapshot_time_from_rfc_3339_or_a_plain_utc_time() {
 #[test]
 fn check_with_snapshot_filters_reads_only_the_chosen_snapshots() {
     let env = Env::new();
-    env.init();
+    fast_init(&env);
     let (a, b) = (env.path("a"), env.path("b"));
     fs::create_dir_all(&a).unwrap();
     fs::create_dir_all(&b).unwrap();
