@@ -193,25 +193,29 @@ pub async fn snapshot(
     }
     let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     let mut missing: Vec<(PathBuf, String)> = Vec::new();
-    let mut missing_paths: Vec<Vec<u8>> = Vec::new();
+    // Every path given, with its name, whether it exists or not: names must
+    // be unique, and a missing path stays among the snapshot's paths so that
+    // the next run of the same command finds this snapshot as its parent.
+    let mut named: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     for p in &opts.paths {
         let abs = absolute_path(p).map_err(|e| RepoError::Invalid(format!("{}: {e}", p.display())))?;
-        if stream.is_none() {
-            if let Err(e) = std::fs::symlink_metadata(&abs) {
+        let exists = match std::fs::symlink_metadata(&abs) {
+            _ if stream.is_some() => true,
+            Ok(_) => true,
+            Err(e) => {
                 tracing::warn!(path = %abs.display(), error = %e, "skipped: cannot back up");
                 progress.error(&abs, &format!("cannot back up: {e}"));
                 missing.push((abs.clone(), format!("cannot back up: {e}")));
-                missing_paths.push(abs.as_os_str().as_bytes().to_vec());
-                continue;
+                false
             }
-        }
+        };
         let name = root_name(&abs).ok_or_else(|| {
             RepoError::Invalid(format!(
                 "{} has no name to store it under; back up the directories inside it",
                 abs.display()
             ))
         })?;
-        if let Some((_, other)) = roots.iter().find(|(n, _)| *n == name) {
+        if let Some((_, other)) = named.iter().find(|(n, _)| *n == name) {
             return Err(RepoError::Invalid(format!(
                 "{} and {} would both be stored as `{}`",
                 other.display(),
@@ -219,18 +223,18 @@ pub async fn snapshot(
                 String::from_utf8_lossy(&name)
             )));
         }
-        roots.push((name, abs));
+        if exists {
+            roots.push((name.clone(), abs.clone()));
+        }
+        named.push((name, abs));
     }
     if roots.is_empty() {
         let named: Vec<String> = missing.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
         return Err(RepoError::Invalid(format!("nothing to back up: {}", named.join("; "))));
     }
     roots.sort();
-    // A missing path stays among the snapshot's paths, so that the next run
-    // of the same command finds this snapshot as its parent.
-    let mut abs_paths: Vec<Vec<u8>> = roots.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
-    abs_paths.extend(missing_paths);
-    abs_paths.sort();
+    named.sort();
+    let abs_paths: Vec<Vec<u8>> = named.iter().map(|(_, p)| p.as_os_str().as_bytes().to_vec()).collect();
 
     let mut index = repo.load_index_lenient().await?;
     // Packs left by an interrupted run are indexed (an index write), except in a dry run.

@@ -552,3 +552,22 @@ fn restore_modes_work_the_same_on_a_telegram_repository() {
     assert_eq!(read(&b), "snapshot b\n");
     drop(server);
 }
+
+#[test]
+fn a_missing_path_keeps_its_place_among_the_snapshots_paths() {
+    let env = Env::new();
+    fast_init(&env);
+    // By last component: `a-gone` before `b-here`, although `/…/z/b-here`
+    // sorts after `/…/y/a-gone` only by name.
+    let here = env.path("a/b-here");
+    fs::create_dir_all(&here).unwrap();
+    let gone = env.path("z/a-gone");
+    env.cmd().arg("snapshot").arg(&here).arg(&gone).assert().code(3);
+    let paths = env.snapshots_json()[0]["paths"].clone();
+    assert_eq!(paths, serde_json::json!([gone.display().to_string(), here.display().to_string()]));
+    // The same command again finds it as its parent.
+    let again = env.cmd().args(["snapshot", "--json"]).arg(&here).arg(&gone).output().unwrap();
+    assert_eq!(again.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["parent"], env.snapshots_json()[0]["id"]);
+}
