@@ -33,7 +33,7 @@ fn restore_ok(env: &Env, target: &Path, args: &[&str]) -> String {
 /// A snapshot of `src/work` with `a.txt` (old), `b.txt` (new) and `sub/c.txt`;
 /// returns the work directory.
 fn snapshot_three_files(env: &Env) -> std::path::PathBuf {
-    fast_init(&env);
+    fast_init(env);
     let w = env.path("src/work");
     fs::create_dir_all(w.join("sub")).unwrap();
     fs::write(w.join("a.txt"), "snapshot a\n").unwrap();
