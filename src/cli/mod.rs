@@ -167,14 +167,14 @@ struct SnapshotArgs {
     /// --stdin-from-command: the command and its arguments, after `--`
     paths: Vec<PathBuf>,
     /// Back up standard input as one file
-    #[arg(long, conflicts_with = "stdin_from_command")]
+    #[arg(long, conflicts_with_all = ["stdin_from_command", "files_from", "files_from_verbatim", "files_from_raw"])]
     stdin: bool,
     /// The name of the file standard input (or the command's output) is stored as
     #[arg(long, value_name = "NAME", default_value = "stdin")]
     stdin_filename: String,
     /// Run the command given after `--` and back up its output as one file;
     /// if the command fails, no snapshot is saved
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["files_from", "files_from_verbatim", "files_from_raw"])]
     stdin_from_command: bool,
     /// Read the paths to back up from this file, one a line (`#` comments and
     /// empty lines skipped; `-` is standard input; repeatable)
@@ -773,9 +773,11 @@ fn paths_from_files(a: &SnapshotArgs) -> Result<Vec<PathBuf>> {
 /// `+02:00` offsets) or `YYYY-MM-DD HH:MM:SS` (UTC), in nanoseconds since the epoch.
 fn parse_snapshot_time(s: &str) -> Result<i64, String> {
     let bad = || format!("`{s}` is not a time: use RFC 3339 (2026-01-02T03:04:05Z) or \"YYYY-MM-DD HH:MM:SS\" (UTC)");
-    let t = s.trim();
+    // RFC 3339 allows `t` and `z` for `T` and `Z`.
+    let upper = s.trim().to_ascii_uppercase();
+    let t = upper.as_str();
     // An offset after the time of day: `Z`, or `+HH:MM` / `-HH:MM`.
-    let (rest, offset_secs) = if let Some(r) = t.strip_suffix(['Z', 'z']) {
+    let (rest, offset_secs) = if let Some(r) = t.strip_suffix('Z') {
         (r, 0)
     } else {
         match t.get(10..).and_then(|time| time.rfind(['+', '-']).map(|i| i + 10)) {
@@ -1006,5 +1008,40 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod snapshot_time_tests {
+    use super::parse_snapshot_time;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    #[test]
+    fn parses_rfc_3339_and_the_plain_utc_form() {
+        let utc = parse_snapshot_time("2024-05-06 07:08:09").unwrap();
+        assert_eq!(crate::format_time(utc), "2024-05-06 07:08:09");
+        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09Z"), Ok(utc));
+        assert_eq!(parse_snapshot_time("2024-05-06t07:08:09z"), Ok(utc));
+        assert_eq!(parse_snapshot_time("2024-05-06T09:38:09+02:30"), Ok(utc));
+        assert_eq!(parse_snapshot_time("2024-05-06T02:08:09-05:00"), Ok(utc));
+        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09.25Z"), Ok(utc + SECOND / 4));
+        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09.000000001Z"), Ok(utc + 1));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_time() {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-05-06T07:08:09+2",
+            "2024-05-06T07:08:09+24:00",
+            "2024-05-06T07:08:09.Z",
+            "2024-05-06T07:08:09.1234567890Z",
+            "2024-13-01 00:00:00",
+        ] {
+            let e = parse_snapshot_time(bad).unwrap_err();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
+        }
     }
 }

@@ -308,6 +308,9 @@ fn stdin_is_stored_as_one_file_under_its_name() {
     let target = env.path("out");
     restore_ok(&env, &target, &[]);
     assert_eq!(fs::read(target.join("dump.sql")).unwrap(), data);
+    // Standard input and a list of paths do not mix.
+    let clash = env.cmd().args(["snapshot", "--stdin", "--files-from", "list"]).write_stdin("x").output().unwrap();
+    assert_eq!(clash.status.code(), Some(2));
     // A name that is not a file name is refused.
     let bad = env.cmd().args(["snapshot", "--stdin", "--stdin-filename", "a/b"]).write_stdin("x").output().unwrap();
     assert!(!bad.status.success());
