@@ -98,8 +98,7 @@ pub(super) async fn cmd_repair(g: &Global, c: RepairCommand) -> Result<u8> {
             Ok(if report.lost.is_empty() { 0 } else { 1 })
         }
         RepairCommand::Snapshots { snapshots, forget, dry_run, filter } => {
-            let target =
-                ops::rewrite::RewriteTarget { specs: snapshots, filter: filter.filter()?, forget, dry_run };
+            let target = ops::rewrite::RewriteTarget { specs: snapshots, filter: filter.filter()?, forget, dry_run };
             let repo = open_repo(g).await?;
             let report = ops::rewrite::repair_snapshots(&repo, &target).await?;
             super::snapshot_commands::print_report(g, &report, "repaired")

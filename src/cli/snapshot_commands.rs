@@ -78,9 +78,9 @@ pub(super) async fn cmd_dump(g: &Global, a: DumpArgs) -> Result<u8> {
     };
     let repo = open_repo(g).await?;
     let out: Box<dyn Write + Send> = match &a.target {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        ),
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
         None => Box::new(std::io::stdout()),
     };
     let summary = match crate::ops::dump::dump(&repo, &spec, &filter, &subpath, format, out).await {
@@ -95,7 +95,12 @@ pub(super) async fn cmd_dump(g: &Global, a: DumpArgs) -> Result<u8> {
         }
     };
     for s in &summary.skipped {
-        errln!("warning: {}: a {} cannot be written to a {} archive; skipped", escape(&s.path), s.kind, summary.written_as);
+        errln!(
+            "warning: {}: a {} cannot be written to a {} archive; skipped",
+            escape(&s.path),
+            s.kind,
+            summary.written_as
+        );
     }
     // Standard output carries the dump itself unless --target was given.
     let text = if g.json {
@@ -204,7 +209,11 @@ pub(super) fn print_report(g: &Global, r: &RewriteReport, done: &str) -> Result<
             r.rewritten.len(),
             r.unchanged,
             r.trees_written,
-            if r.dry_run { " (dry run: nothing written)".to_string() } else { format!(" in {} packs", r.packs_written) }
+            if r.dry_run {
+                " (dry run: nothing written)".to_string()
+            } else {
+                format!(" in {} packs", r.packs_written)
+            }
         );
     }
     for u in &r.unrepairable {

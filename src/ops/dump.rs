@@ -184,7 +184,13 @@ impl Dumper {
         })
     }
 
-    fn archive(&mut self, root: Id, prefix: Vec<u8>, mut sink: Sink, summary: &mut DumpSummary) -> Result<(), DumpError> {
+    fn archive(
+        &mut self,
+        root: Id,
+        prefix: Vec<u8>,
+        mut sink: Sink,
+        summary: &mut DumpSummary,
+    ) -> Result<(), DumpError> {
         // (device, inode) of files with several links already written, and where.
         let mut linked: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
         let mut path = prefix;
@@ -409,8 +415,15 @@ fn zip_time(ns: i64) -> Option<zip::DateTime> {
     let (y, m, d) = crate::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
     let year = u16::try_from(y).ok()?;
-    zip::DateTime::from_date_and_time(year, m as u8, d as u8, (rem / 3600) as u8, (rem / 60 % 60) as u8, (rem % 60) as u8)
-        .ok()
+    zip::DateTime::from_date_and_time(
+        year,
+        m as u8,
+        d as u8,
+        (rem / 3600) as u8,
+        (rem / 60 % 60) as u8,
+        (rem % 60) as u8,
+    )
+    .ok()
 }
 
 fn zip_error(e: zip::result::ZipError) -> io::Error {
@@ -466,18 +479,12 @@ impl Sink {
 
     fn symlink(&mut self, path: &[u8], node: &Node) -> io::Result<()> {
         match self {
-            Sink::Tar(b) => Self::tar_entry(
-                b,
-                path,
-                node,
-                tar::EntryType::Symlink,
-                0,
-                Some(&node.symlink_target),
-                &mut io::empty(),
-            ),
-            Sink::Zip(z) => z
-                .add_symlink(zip_name(path), zip_name(&node.symlink_target), zip_options(node))
-                .map_err(zip_error),
+            Sink::Tar(b) => {
+                Self::tar_entry(b, path, node, tar::EntryType::Symlink, 0, Some(&node.symlink_target), &mut io::empty())
+            }
+            Sink::Zip(z) => {
+                z.add_symlink(zip_name(path), zip_name(&node.symlink_target), zip_options(node)).map_err(zip_error)
+            }
         }
     }
 
@@ -525,8 +532,8 @@ mod tests {
         assert_eq!(pax[2].1, b"-2");
         assert_eq!(h.mode().unwrap(), 0o4755);
         assert_eq!(h.gid().unwrap(), 7);
-        let (_, none) = tar_header(b"short", &Node::new(b"s".to_vec(), NodeKind::File), tar::EntryType::Regular, 3, None)
-            .unwrap();
+        let (_, none) =
+            tar_header(b"short", &Node::new(b"s".to_vec(), NodeKind::File), tar::EntryType::Regular, 3, None).unwrap();
         assert!(none.is_empty(), "{none:?}");
     }
 

@@ -12,7 +12,11 @@ use super::forget::SnapshotFilter;
 use super::inspect::{select_snapshots, Selection};
 
 /// Resolves one `latest`, full id or unique id prefix; `latest` under `filter`.
-pub async fn find_snapshot(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot), RepoError> {
+pub async fn find_snapshot(
+    repo: &Repository,
+    spec: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Id, Snapshot), RepoError> {
     if spec != "latest" {
         return repo.find_snapshot(spec).await;
     }

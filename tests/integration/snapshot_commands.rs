@@ -112,7 +112,8 @@ fn a_dumped_directory_extracts_with_tar_to_the_same_tree() {
 
     // --target writes the archive to a file and prints the summary.
     let target = env.path("t.tar");
-    let out = ok(env.cmd().args(["dump", "--json", "latest:work", "--target"]).arg(&target).output().unwrap(), "dump -t");
+    let out =
+        ok(env.cmd().args(["dump", "--json", "latest:work", "--target"]).arg(&target).output().unwrap(), "dump -t");
     let summary = json_of(&out);
     assert_eq!(summary["written_as"], "tar");
     assert_eq!(summary["hardlinks"], 1, "{summary}");
@@ -178,7 +179,8 @@ fn a_zip_dump_holds_the_files_permissions_and_symlinks() {
     let out = env.cmd().args(["dump", "--json", "latest:work", "--archive", "zip", "-t"]).arg(&zip_path).output();
     let summary = json_of(&ok(out.unwrap(), "dump zip"));
     assert_eq!(summary["written_as"], "zip");
-    let skipped: Vec<&str> = summary["skipped"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    let skipped: Vec<&str> =
+        summary["skipped"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
     assert_eq!(skipped, ["work/pipe"], "a FIFO cannot be zipped and is named");
 
     let mut archive = zip::ZipArchive::new(fs::File::open(&zip_path).unwrap()).unwrap();
@@ -224,7 +226,13 @@ fn dump_latest_honours_host_path_and_tag_filters() {
     fs::create_dir_all(&src).unwrap();
     for (host, tag, content) in [("h1", "t1", "one"), ("h2", "t2", "two")] {
         fs::write(src.join("f"), content).unwrap();
-        env.snapshot_json(&[src.as_os_str(), OsStr::new("--host"), OsStr::new(host), OsStr::new("--tag"), OsStr::new(tag)]);
+        env.snapshot_json(&[
+            src.as_os_str(),
+            OsStr::new("--host"),
+            OsStr::new(host),
+            OsStr::new("--tag"),
+            OsStr::new(tag),
+        ]);
     }
     let dump = |args: &[&str]| {
         let out = ok(env.cmd().arg("dump").arg("latest:src/f").args(args).output().unwrap(), "dump");
@@ -314,10 +322,14 @@ fn rewrite_leaves_out_what_the_patterns_match_and_keeps_the_rest() {
     let report = json_of(&ok(out, "rewrite again"));
     assert_eq!((report["rewritten"].as_array().unwrap().len(), report["unchanged"].as_u64()), (0, Some(1)));
 
-    // --forget, and a filter choosing the snapshots: the chain keeps the first original.
+    // --forget, --iexclude-file, and a filter choosing the snapshots: the
+    // chain keeps the first original.
+    let ipatterns = env.path("ipatterns");
+    fs::write(&ipatterns, "/**/WORK/BUILD\n").unwrap();
     let out = env
         .cmd()
-        .args(["rewrite", "--json", "--forget", "--tag", "rewrite", "--exclude", "/**/work/build"])
+        .args(["rewrite", "--json", "--forget", "--tag", "rewrite", "--iexclude-file"])
+        .arg(&ipatterns)
         .output()
         .unwrap();
     let report = json_of(&ok(out, "rewrite --forget"));
@@ -429,7 +441,32 @@ fn repair_snapshots_removes_unreadable_files_and_empties_unreadable_directories(
     ok(env.cmd().args(["--no-cache", "check"]).output().unwrap(), "check after repair snapshots");
 
     // Nothing left to repair.
-    let out = env.cmd().args(["--no-cache", "repair", "snapshots", "--json"]).output().unwrap();
-    let again = json_of(&ok(out, "repair snapshots again"));
+    let out = env.cmd().args(["--no-cache", "repair", "snapshots", "--json", "--host"]).arg(tstor::host::hostname());
+    let again = json_of(&ok(out.output().unwrap(), "repair snapshots again"));
     assert_eq!((again["rewritten"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(1)));
+}
+
+#[test]
+fn dump_reads_from_a_telegram_repository() {
+    let tg = crate::telegram::Tg::start("telegram:me");
+    let out = tg.cmd().arg("init").output().unwrap();
+    ok(out, "init on the loopback server");
+    let src = tg.env.path("src");
+    make_archive_tree(&src);
+    tg.snapshot(&src.join("work"));
+
+    let out = ok(tg.cmd().args(["dump", "latest"]).output().unwrap(), "dump from Telegram");
+    let tar_path = tg.env.path("all.tar");
+    fs::write(&tar_path, &out.stdout).unwrap();
+    let all = tg.env.path("all");
+    extract_tar(&tar_path, &all);
+    assert_same_tree(&src, &all);
+
+    let out = ok(tg.cmd().args(["dump", "latest:work/multi.bin", "--host"]).arg(hostname()).output().unwrap(), "file");
+    assert!(out.stdout == fs::read(src.join("work/multi.bin")).unwrap(), "the file's bytes");
+}
+
+/// The host name snapshots record by default.
+fn hostname() -> String {
+    tstor::host::hostname()
 }
