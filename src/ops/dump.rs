@@ -325,6 +325,9 @@ fn octal_max(digits: u32) -> u64 {
     (1u64 << (3 * digits)) - 1
 }
 
+/// A pax extended header record: key and value.
+type PaxRecord = (String, Vec<u8>);
+
 /// A ustar header for `node` at `path`, and the pax records it needs.
 fn tar_header(
     path: &[u8],
@@ -332,8 +335,8 @@ fn tar_header(
     entry_type: tar::EntryType,
     size: u64,
     link: Option<&[u8]>,
-) -> io::Result<(tar::Header, Vec<(String, Vec<u8>)>)> {
-    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+) -> io::Result<(tar::Header, Vec<PaxRecord>)> {
+    let mut pax: Vec<PaxRecord> = Vec::new();
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(entry_type);
     h.set_mode(node.mode & 0o7777);

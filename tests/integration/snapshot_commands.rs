@@ -441,8 +441,9 @@ fn repair_snapshots_removes_unreadable_files_and_empties_unreadable_directories(
     ok(env.cmd().args(["--no-cache", "check"]).output().unwrap(), "check after repair snapshots");
 
     // Nothing left to repair.
-    let out = env.cmd().args(["--no-cache", "repair", "snapshots", "--json", "--host"]).arg(tstor::host::hostname());
-    let again = json_of(&ok(out.output().unwrap(), "repair snapshots again"));
+    let out =
+        env.cmd().args(["--no-cache", "repair", "snapshots", "--json", "--host"]).arg(tstor::host::hostname()).output();
+    let again = json_of(&ok(out.unwrap(), "repair snapshots again"));
     assert_eq!((again["rewritten"].as_array().unwrap().len(), again["unchanged"].as_u64()), (0, Some(1)));
 }
 
