@@ -471,3 +471,71 @@ fn dump_reads_from_a_telegram_repository() {
 fn hostname() -> String {
     tstor::host::hostname()
 }
+
+/// A rewrite that storage stops part way through deletes no original and
+/// leaves a repository `check` accepts: packs and index come before the new
+/// snapshot objects, and originals go only after all of them are saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_that_fails_part_way_forgets_no_original() {
+    use tstor::archiver::{ExcludeOptions, Exclusions, NoProgress, SnapshotOptions};
+    use tstor::backend::faults::FaultyBackend;
+    use tstor::backend::memory::MemoryBackend;
+    use tstor::crypto::kdf::KdfParams;
+    use tstor::ops::check::{NoCheckProgress, VerifyScope};
+    use tstor::ops::rewrite::RewriteTarget;
+    use tstor::repo::InitOptions;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sources = Vec::new();
+    for name in ["one", "two"] {
+        let dir = tmp.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("keep.txt"), name).unwrap();
+        fs::write(dir.join("drop.o"), name).unwrap();
+        sources.push(dir);
+    }
+    let faulty = Arc::new(FaultyBackend::new(MemoryBackend::new()));
+    let backend: Arc<dyn Backend> = faulty.clone();
+    let init = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(backend, b"pw", init).await.unwrap();
+    let mut originals = Vec::new();
+    for src in &sources {
+        let outcome =
+            tstor::ops::snapshot(&repo, SnapshotOptions::new(vec![src.clone()]), Arc::new(NoProgress)).await.unwrap();
+        originals.push(outcome.id);
+    }
+    let rules = Exclusions::new(&ExcludeOptions { patterns: vec!["*.o".into()], ..Default::default() }).unwrap();
+    let target = RewriteTarget { forget: true, ..Default::default() };
+    // Storage fails after 1, 2, 3... more puts, until a run gets through.
+    // After every failed run each original is still there or has its
+    // rewritten copy saved, and the repository checks clean.
+    let mut budget = 1;
+    loop {
+        faulty.set_put_budget(Some(budget));
+        let result = tstor::ops::rewrite::rewrite(&repo, &target, &rules).await;
+        faulty.set_put_budget(None);
+        if result.is_ok() {
+            break;
+        }
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("injected write failure"), "{err}");
+        let (snaps, bad) = repo.snapshots().await.unwrap();
+        assert!(bad.is_empty());
+        for o in &originals {
+            let kept = snaps.iter().any(|(id, s)| id == o || s.original == Some(*o));
+            assert!(kept, "after a failure with a budget of {budget} puts, snapshot {o} is lost");
+        }
+        let report = tstor::ops::check(&repo, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+        assert!(report.ok(), "budget {budget}: {:?}", report.problems);
+        budget += 1;
+        assert!(budget < 20, "a rewrite of two snapshots needs far fewer puts");
+    }
+    assert!(budget > 3, "the first runs failed part way");
+
+    // The run that got through forgot every original.
+    let (snaps, _) = repo.snapshots().await.unwrap();
+    assert_eq!(snaps.len(), 2, "one rewritten copy of each");
+    assert!(snaps.iter().all(|(_, s)| s.original.is_some()), "only rewritten snapshots remain");
+    let check = tstor::ops::check(&repo, VerifyScope::All, Arc::new(NoCheckProgress)).await.unwrap();
+    assert!(check.ok(), "{:?}", check.problems);
+}
