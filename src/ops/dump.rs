@@ -1,10 +1,11 @@
 //! `dump`: one file of a snapshot written to a stream, or a directory (or
 //! the whole snapshot) as a tar or zip archive, under a shared lock.
 //!
-//! Streaming: file content is read one data blob at a time and written on,
-//! and trees are walked depth first with one frame per directory on the
-//! current path, so memory follows the largest blob and the widest
-//! directory, never the size of a file or of the snapshot.
+//! Streaming: file content is read one data blob at a time (with the next
+//! few already being fetched) and written on, and trees are walked depth
+//! first with one frame per directory on the current path, so memory follows
+//! the largest blob and the widest directory, never the size of a file or
+//! of the snapshot.
 //!
 //! Entries are named by their path inside the snapshot, without a leading
 //! `/` (`work/src/main.rs`), as restic names them; a dumped directory's
@@ -18,12 +19,13 @@
 //! hard links become separate files, and FIFOs, sockets and devices are
 //! skipped. Every skipped entry is named in the summary.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use super::forget::SnapshotFilter;
 use super::inspect::{push_name, resolve_path, Target};
@@ -32,6 +34,11 @@ use crate::format::Id;
 use crate::repo::index::MasterIndex;
 use crate::repo::lock;
 use crate::repo::{RepoError, Repository};
+
+/// Blob reads of one file in flight ahead of the one being written: they
+/// hide storage latency (a Telegram round trip) at the cost of that many
+/// blobs in memory.
+const READ_AHEAD: usize = 3;
 
 /// The archive a directory is written as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -168,6 +175,7 @@ impl Dumper {
             index: Arc::clone(&self.index),
             handle: self.handle.clone(),
             blobs: node.content.clone().into_iter(),
+            ahead: VecDeque::new(),
             size: node.size,
             produced: 0,
             buf: Vec::new(),
@@ -261,6 +269,8 @@ struct ContentReader {
     index: Arc<MasterIndex>,
     handle: Handle,
     blobs: std::vec::IntoIter<Id>,
+    /// Reads of the next blobs, already started.
+    ahead: VecDeque<JoinHandle<Result<Vec<u8>, RepoError>>>,
     size: u64,
     produced: u64,
     buf: Vec<u8>,
@@ -269,6 +279,18 @@ struct ContentReader {
 }
 
 impl ContentReader {
+    /// Starts reads of the next blobs, up to [`READ_AHEAD`] in flight, and
+    /// returns the next blob's plaintext (`None` after the last).
+    fn next_blob(&mut self) -> Option<Result<Vec<u8>, RepoError>> {
+        while self.ahead.len() < READ_AHEAD {
+            let Some(id) = self.blobs.next() else { break };
+            let (repo, index) = (self.repo.clone(), Arc::clone(&self.index));
+            self.ahead.push_back(self.handle.spawn(async move { repo.read_blob(&index, &id).await }));
+        }
+        let read = self.ahead.pop_front()?;
+        Some(self.handle.block_on(read).unwrap_or_else(|e| Err(RepoError::Invalid(format!("a blob read failed: {e}")))))
+    }
+
     fn fail(&self, e: RepoError) -> io::Error {
         let message = e.to_string();
         if let Ok(mut f) = self.failure.lock() {
@@ -281,7 +303,7 @@ impl ContentReader {
 impl Read for ContentReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
-            let Some(id) = self.blobs.next() else {
+            let Some(read) = self.next_blob() else {
                 if self.produced != self.size {
                     return Err(self.fail(RepoError::Damaged {
                         what: "a file's content".into(),
@@ -290,7 +312,7 @@ impl Read for ContentReader {
                 }
                 return Ok(0);
             };
-            match self.handle.block_on(self.repo.read_blob(&self.index, &id)) {
+            match read {
                 Ok(raw) => {
                     self.buf = raw;
                     self.pos = 0;
@@ -309,6 +331,15 @@ impl Read for ContentReader {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+impl Drop for ContentReader {
+    /// Reads started ahead of a failure are not waited for.
+    fn drop(&mut self) {
+        for read in &self.ahead {
+            read.abort();
+        }
     }
 }
 
