@@ -389,10 +389,21 @@ async fn run_locked(
         guard.ensure_held().await?;
         repo.write_index(packs, Vec::new()).await?;
     }
-    // 2. The new snapshots.
+    // 2. The new snapshots; one saved by an interrupted run is not stored twice.
+    let stored: HashSet<Id> = if planned.is_empty() {
+        HashSet::new()
+    } else {
+        repo.backend().list(ObjectKind::Snapshot).await?.into_iter().map(|o| o.id).collect()
+    };
     for (old_id, new, removed) in planned {
-        guard.ensure_held().await?;
-        let new_id = repo.save_object(ObjectKind::Snapshot, &new.encode()).await?;
+        let plain = new.encode();
+        let known = repo.keys().object_id(ObjectKind::Snapshot, &plain);
+        let new_id = if stored.contains(&known) {
+            known
+        } else {
+            guard.ensure_held().await?;
+            repo.save_object(ObjectKind::Snapshot, &plain).await?
+        };
         tracing::info!(original = %old_id.short(), new = %new_id.short(), "snapshot rewritten");
         report.rewritten.push(RewrittenSnapshot {
             original: old_id.to_hex(),
