@@ -4,7 +4,7 @@
 //! and `ops::rewrite`).
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -83,7 +83,9 @@ pub(super) async fn cmd_dump(g: &Global, a: DumpArgs) -> Result<u8> {
         }
         None => Box::new(std::io::stdout()),
     };
-    let summary = match crate::ops::dump::dump(&repo, &spec, &filter, &subpath, format, out).await {
+    // As restic does, an archive is not written to a terminal.
+    let archive_allowed = a.target.is_some() || !std::io::stdout().is_terminal();
+    let summary = match crate::ops::dump::dump(&repo, &spec, &filter, &subpath, format, out, archive_allowed).await {
         Ok(s) => s,
         Err(e @ DumpError::Write(_)) => return Err(e.into()),
         Err(DumpError::Repo(e)) => {

@@ -85,7 +85,8 @@ pub enum DumpError {
 
 /// Writes `subpath` of the snapshot `spec` (`latest` under `filter`, an id
 /// or prefix) to `out`: a regular file's content as is, a directory as
-/// `format`. Anything else is refused.
+/// `format`. Anything else is refused, and so is a directory when
+/// `archive_allowed` is false (the caller's `out` is a terminal).
 pub async fn dump(
     repo: &Repository,
     spec: &str,
@@ -93,12 +94,19 @@ pub async fn dump(
     subpath: &[Vec<u8>],
     format: ArchiveFormat,
     out: Box<dyn Write + Send>,
+    archive_allowed: bool,
 ) -> Result<DumpSummary, DumpError> {
     let guard = lock::acquire(repo, false).await?;
     let result = async {
         let (id, snap) = super::select::find_snapshot(repo, spec, filter).await?;
         let index = Arc::new(repo.load_index_lenient().await?);
         let target = resolve_path(repo, &index, &snap.tree, subpath).await?;
+        if matches!(target, Target::Dir(_)) && !archive_allowed {
+            return Err(RepoError::Invalid(
+                "standard output is a terminal: redirect it, or give --target, to receive an archive".into(),
+            )
+            .into());
+        }
         let prefix = subpath.join(&b'/');
         let mut summary = DumpSummary {
             snapshot_id: id.to_hex(),

@@ -122,6 +122,20 @@ fn a_dumped_directory_extracts_with_tar_to_the_same_tree() {
     assert_eq!(fs::read(&linked).unwrap(), b"shared\n");
     assert!(!sub.join("work/multi.bin").exists(), "only the dumped directory's entries");
 
+    // An archive is not written to a terminal (`script` gives the command one).
+    let tstor = env.std_cmd();
+    let mut script = std::process::Command::new("script");
+    script.env_clear();
+    for (k, v) in tstor.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    let line = format!("{} dump latest", tstor.get_program().to_string_lossy());
+    let out = script.args(["-q", "-e", "-c", &line, "/dev/null"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("standard output is a terminal"));
+
     // --target writes the archive to a file and prints the summary.
     let target = env.path("t.tar");
     let out =
