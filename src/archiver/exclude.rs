@@ -289,6 +289,20 @@ impl Exclusions {
         stack.matched(path, is_dir).map(Reason::IgnoreFile)
     }
 
+    /// Whether a pattern (`--exclude`, `--iexclude` or their files) leaves
+    /// out the entry at the absolute `path`, and which: for the entries of a
+    /// stored snapshot (`rewrite`), where there are no ignore files, marker
+    /// files or metadata to ask.
+    pub fn matches_path(&self, path: &Path, is_dir: bool) -> Option<Reason<'_>> {
+        if let Match::Ignore(g) = self.patterns.matched(path, is_dir) {
+            return Some(Reason::Pattern(g));
+        }
+        if let Match::Ignore(g) = self.ipatterns.matched(path, is_dir) {
+            return Some(Reason::IPattern(g));
+        }
+        None
+    }
+
     /// Called once the directory `dir` is listed, before its entries are
     /// looked at; `has(name)` says whether it holds an entry of that name. A
     /// directory entered on an empty stack is a backup root and is never

@@ -354,6 +354,7 @@ pub async fn snapshot(
         parent: parent.map(|(id, _)| id),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
+        original: None,
     };
     let unchanged_parent = parent_id.filter(|_| skip_if_unchanged && parent_tree == Some(root_id));
     let not_saved = |id: Id, snapshot: Snapshot| SnapshotOutcome {

@@ -10,6 +10,7 @@ mod maintenance;
 mod pacing;
 mod progress;
 mod repair;
+mod snapshot_commands;
 mod telegram;
 
 use std::ffi::OsString;
@@ -146,6 +147,10 @@ enum Command {
     Login(telegram::LoginArgs),
     /// Log out of Telegram and delete the session file
     Logout,
+    /// Write a file of a snapshot to stdout, or a directory as a tar or zip stream
+    Dump(snapshot_commands::DumpArgs),
+    /// Rewrite snapshots without the paths that exclude patterns match
+    Rewrite(snapshot_commands::RewriteArgs),
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -510,6 +515,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Login(a) => telegram::cmd_login(g, a).await,
         Command::Logout => telegram::cmd_logout(g).await,
         Command::Repair(c) => repair::cmd_repair(g, c).await,
+        Command::Dump(a) => snapshot_commands::cmd_dump(g, a).await,
+        Command::Rewrite(a) => snapshot_commands::cmd_rewrite(g, a).await,
         Command::Completions(_) => Ok(0),
     }
 }
@@ -820,6 +827,7 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
         "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
         "tags": s.tags,
         "parent": s.parent.map(|p| p.to_hex()),
+        "original": s.original.map(|p| p.to_hex()),
         "tree": s.tree.to_hex(),
         "summary": s.summary,
     })

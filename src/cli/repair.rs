@@ -1,6 +1,7 @@
 //! Flags and printing for `repair`: `repair index` rebuilds the index from
 //! the pack headers, keeping what the old index still locates; `repair packs`
-//! rewrites damaged or missing packs (see `ops::repair`).
+//! rewrites damaged or missing packs (see `ops::repair`); `repair snapshots`
+//! rewrites snapshots without what can no longer be read (`ops::rewrite`).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -28,6 +29,26 @@ pub(super) enum RepairCommand {
         /// names them); with none, every pack is verified
         #[arg(value_name = "PACK_ID")]
         packs: Vec<String>,
+    },
+    /// Rewrite snapshots whose trees or data are damaged or missing, as
+    /// restic does: a file missing data blobs (as the index says) is removed
+    /// and named, a directory whose tree cannot be read becomes an empty
+    /// directory. The new snapshots name the originals and are tagged
+    /// `repaired`. Run `repair index` (and `repair packs`) first. A snapshot
+    /// whose root cannot be read cannot be repaired: exit 1, or with
+    /// --forget it is removed.
+    Snapshots {
+        /// Snapshots to repair: ids, unique prefixes or `latest` (default:
+        /// every snapshot the filters match)
+        snapshots: Vec<String>,
+        /// Delete each original once its repaired copy is saved
+        #[arg(long)]
+        forget: bool,
+        /// Show what would change; write nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        #[command(flatten)]
+        filter: super::snapshot_commands::FilterArgs,
     },
 }
 
@@ -75,6 +96,12 @@ pub(super) async fn cmd_repair(g: &Global, c: RepairCommand) -> Result<u8> {
                 print_lost(&report.lost, &report.damaged_paths);
             }
             Ok(if report.lost.is_empty() { 0 } else { 1 })
+        }
+        RepairCommand::Snapshots { snapshots, forget, dry_run, filter } => {
+            let target = ops::rewrite::RewriteTarget { specs: snapshots, filter: filter.filter()?, forget, dry_run };
+            let repo = open_repo(g).await?;
+            let report = ops::rewrite::repair_snapshots(&repo, &target).await?;
+            super::snapshot_commands::print_report(g, &report, "repaired")
         }
         RepairCommand::Packs { packs } => {
             let repo = open_repo(g).await?;

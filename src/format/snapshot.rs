@@ -1,10 +1,16 @@
 //! Snapshot objects: when, from where and of what a snapshot was taken, its
-//! root tree, its parent, and a summary of what the run did.
+//! root tree, its parent, a summary of what the run did and, for a snapshot
+//! made by `rewrite` or `repair snapshots`, the snapshot it was made from.
 
 use super::codec::{Decoder, Encoder};
 use super::{FormatError, Id};
 
+/// The version of a snapshot that records no original: the bytes every
+/// earlier writer produced.
 const SNAPSHOT_VERSION: u8 = 1;
+/// The version of a snapshot made from another (format.md §16): version 1's
+/// fields, then the original's id.
+const SNAPSHOT_VERSION_WITH_ORIGINAL: u8 = 2;
 
 /// What a snapshot run did. Counts are of regular files unless named otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -44,11 +50,15 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Summary,
+    /// The snapshot this one was rewritten from (`rewrite`, `repair
+    /// snapshots`): the first of a chain of rewrites, kept through later ones.
+    pub original: Option<Id>,
 }
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new(SNAPSHOT_VERSION);
+        let version = if self.original.is_some() { SNAPSHOT_VERSION_WITH_ORIGINAL } else { SNAPSHOT_VERSION };
+        let mut e = Encoder::new(version);
         e.i64(self.time_ns).id(&self.tree).count(self.paths.len());
         for p in &self.paths {
             e.bytes(p);
@@ -77,11 +87,18 @@ impl Snapshot {
             e.u64(v);
         }
         e.i64(s.start_ns).i64(s.end_ns);
+        if let Some(original) = &self.original {
+            e.id(original);
+        }
         e.finish()
     }
 
     pub fn decode(buf: &[u8]) -> Result<Snapshot, FormatError> {
-        let mut d = Decoder::new(buf, "snapshot", SNAPSHOT_VERSION)?;
+        let version = match buf.first() {
+            Some(&SNAPSHOT_VERSION_WITH_ORIGINAL) => SNAPSHOT_VERSION_WITH_ORIGINAL,
+            _ => SNAPSHOT_VERSION,
+        };
+        let mut d = Decoder::new(buf, "snapshot", version)?;
         let time_ns = d.i64()?;
         let tree = d.id()?;
         let n = d.count(4)?;
@@ -113,8 +130,22 @@ impl Snapshot {
         }
         s.start_ns = d.i64()?;
         s.end_ns = d.i64()?;
+        let original = if version == SNAPSHOT_VERSION_WITH_ORIGINAL { Some(d.id()?) } else { None };
         d.finish()?;
-        Ok(Snapshot { time_ns, tree, paths, hostname, username, uid, gid, tags, parent, program_version, summary: s })
+        Ok(Snapshot {
+            time_ns,
+            tree,
+            paths,
+            hostname,
+            username,
+            uid,
+            gid,
+            tags,
+            parent,
+            program_version,
+            summary: s,
+            original,
+        })
     }
 }
 
@@ -125,11 +156,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(t in any::<i64>(), tree in any::<[u8; 32]>(), paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..3), host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,5}", 0..3), parent in proptest::option::of(any::<[u8; 32]>()), n in any::<u64>()) {
+        fn round_trip(t in any::<i64>(), tree in any::<[u8; 32]>(), paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..3), host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,5}", 0..3), parent in proptest::option::of(any::<[u8; 32]>()), original in proptest::option::of(any::<[u8; 32]>()), n in any::<u64>()) {
             let s = Snapshot {
                 time_ns: t, tree: Id(tree), paths, hostname: host, username: "u".into(), uid: 1, gid: 2, tags,
                 parent: parent.map(Id), program_version: "0.1.0".into(),
                 summary: Summary { files_new: n, bytes_added: n / 2, end_ns: -1, ..Default::default() },
+                original: original.map(Id),
             };
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         }
@@ -138,5 +170,39 @@ mod tests {
         fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Snapshot::decode(&buf);
         }
+    }
+
+    fn sample(original: Option<Id>) -> Snapshot {
+        Snapshot {
+            time_ns: 5,
+            tree: Id([1; 32]),
+            paths: vec![b"/a".to_vec()],
+            hostname: "h".into(),
+            username: "u".into(),
+            uid: 1,
+            gid: 2,
+            tags: vec![],
+            parent: None,
+            program_version: "0.1.0".into(),
+            summary: Summary::default(),
+            original,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_an_original_keeps_version_1_bytes() {
+        let plain = sample(None).encode();
+        assert_eq!(plain[0], 1);
+        let with = sample(Some(Id([7; 32]))).encode();
+        assert_eq!(with[0], 2);
+        assert_eq!(&with[1..plain.len()], &plain[1..], "version 2 is version 1's fields, then the original");
+        assert_eq!(&with[plain.len()..], &[7u8; 32]);
+        // A version-1 snapshot may not carry an original, nor a version 2 lack one.
+        let mut v1_with_tail = with.clone();
+        v1_with_tail[0] = 1;
+        assert!(Snapshot::decode(&v1_with_tail).is_err());
+        let mut v2_without = plain.clone();
+        v2_without[0] = 2;
+        assert!(Snapshot::decode(&v2_without).is_err());
     }
 }

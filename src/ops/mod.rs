@@ -5,11 +5,14 @@
 pub mod cat;
 pub mod check;
 pub mod diff;
+pub mod dump;
 pub mod forget;
 pub mod inspect;
 pub mod key;
 pub mod prune;
 pub mod repair;
+pub mod rewrite;
+pub mod select;
 pub mod stats;
 pub mod tag;
 

@@ -25,6 +25,7 @@ mod roundtrip;
 mod scale;
 mod scale_restore;
 mod scale_walks;
+mod snapshot_commands;
 mod spec_rules;
 mod telegram;
 mod telegram_bot;

@@ -27,9 +27,9 @@ use crate::common::*;
 use crate::roundtrip::make_full_tree;
 
 /// A loopback server, a session file for it, and a tstor environment.
-struct Tg {
+pub(crate) struct Tg {
     server: Server,
-    env: Env,
+    pub(crate) env: Env,
     session: PathBuf,
     repo: String,
     /// The repository's object names, once worked out.
@@ -39,7 +39,7 @@ struct Tg {
 }
 
 impl Tg {
-    fn start(repo: &str) -> Tg {
+    pub(crate) fn start(repo: &str) -> Tg {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let server = rt.block_on(Server::start()).unwrap();
         let env = Env::new();
@@ -59,7 +59,7 @@ impl Tg {
         s.save_to(path).unwrap();
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = self.env.cmd();
         c.env("TSTOR_REPOSITORY", &self.repo)
             .env("TSTOR_TG_SESSION", &self.session)
@@ -83,7 +83,7 @@ impl Tg {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn snapshot(&self, path: &Path) -> serde_json::Value {
+    pub(crate) fn snapshot(&self, path: &Path) -> serde_json::Value {
         let out = self.cmd().args(["snapshot", "--json"]).arg(path).output().unwrap();
         assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
