@@ -193,7 +193,7 @@ pub async fn snapshot(
         },
         None => None,
     };
-    tracing::info!(parent = ?parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
+    tracing::info!(parent = parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
 
     let handle = tokio::runtime::Handle::current();
     let repo2 = repo.clone();

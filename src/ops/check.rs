@@ -88,7 +88,7 @@ impl CheckReport {
 
     fn problem(&mut self, pack: Option<&Id>, blob: Option<&Id>, message: impl Into<String>) {
         let message = message.into();
-        tracing::error!(pack = ?pack.map(|p| p.short()), blob = ?blob.map(|b| b.short()), %message, "check found a problem");
+        tracing::error!(pack = pack.map(|p| p.short()), blob = blob.map(|b| b.short()), %message, "check found a problem");
         self.problems.push(Problem { pack: pack.map(Id::to_hex), blob: blob.map(Id::to_hex), message });
     }
 }

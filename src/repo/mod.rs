@@ -110,7 +110,10 @@ impl Repository {
     /// Creates a repository in empty storage, with one key for `password`.
     pub async fn init(backend: Arc<dyn Backend>, password: &[u8], opts: InitOptions) -> Result<Repository> {
         if !opts.chunker.is_valid() {
-            return Err(RepoError::Invalid(format!("invalid chunker parameters {:?}", opts.chunker)));
+            return Err(RepoError::Invalid(format!(
+                "invalid chunker parameters: min {}, average {}, max {}",
+                opts.chunker.min, opts.chunker.avg, opts.chunker.max
+            )));
         }
         if !(1..=19).contains(&opts.compression_level) {
             return Err(RepoError::Invalid(format!("compression level {} is outside 1..=19", opts.compression_level)));
