@@ -338,6 +338,8 @@ fn init_logging(g: &Global) -> Result<LogGuard> {
     let stderr_layer = stderr_filter.map(|f| {
         fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only for a person at a terminal: never in cron mail or a redirected log.
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
             .with_target(false)
             .with_filter(EnvFilter::new(format!("tstor={f},{f}")))
     });

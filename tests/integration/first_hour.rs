@@ -1,0 +1,42 @@
+//! The first hour of a restic user: quiet runs for cron, logs without colour
+//! codes or debug forms, a password piped on stdin, an unreachable Telegram
+//! said at once and given up on, a summary like restic's, messages that say
+//! what to do, and the options a restic user types.
+
+use std::fs;
+
+use crate::common::*;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An initialised repository with a small source tree at `src`.
+fn env_with_source() -> Env {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), b"alpha").unwrap();
+    fs::write(src.join("sub/b.txt"), random_bytes(10_000, 1)).unwrap();
+    env
+}
+
+#[test]
+fn logs_written_to_a_pipe_or_a_file_have_no_colour_codes_or_debug_forms() {
+    let env = env_with_source();
+    let log = env.path("tstor.log");
+    for _ in 0..2 {
+        let out =
+            env.cmd().args(["-vv", "snapshot"]).arg(env.path("src")).arg("--log-file").arg(&log).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("snapshot started"), "-vv logs on stderr: {err}");
+        assert!(!err.contains('\x1b'), "colour codes on a pipe: {err:?}");
+    }
+    let logged = fs::read_to_string(&log).unwrap();
+    // The second run has a parent: it is logged as its short id, not `Some("…")`.
+    assert!(logged.contains("\"parent\""), "{logged}");
+    assert!(!logged.contains("Some("), "debug forms in the log file: {logged}");
+    assert!(!logged.contains('\x1b'), "{logged:?}");
+}
