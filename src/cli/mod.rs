@@ -88,7 +88,7 @@ struct Global {
     /// Print results as JSON
     #[arg(long, global = true)]
     json: bool,
-    /// No progress bars
+    /// No progress bars, and no summary when a command succeeds (for cron)
     #[arg(short, long, global = true)]
     quiet: bool,
     /// More logging on stderr (-v info, -vv debug, -vvv trace); TSTOR_LOG overrides
@@ -590,7 +590,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "changed_files": changed,
             })
         );
-    } else {
+    } else if !g.quiet {
         let while_read = match outcome.changed.len() {
             0 => String::new(),
             n => format!(" ({n} changed while read)"),
@@ -719,7 +719,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             "{}",
             json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
         );
-    } else {
+    } else if !g.quiet {
         outln!(
             "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",
             id.short(),
@@ -753,7 +753,7 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
     bar.finish();
     if g.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !g.quiet || !report.ok() || !report.warnings.is_empty() {
         outln!(
             "{} snapshots, {} packs, {} blobs, {} trees checked; {} packs ({}) verified",
             report.snapshots,
@@ -768,7 +768,7 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         }
     }
     if report.ok() {
-        if !g.json {
+        if !g.json && !g.quiet {
             outln!("no errors were found");
         }
         return Ok(0);

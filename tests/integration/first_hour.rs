@@ -40,3 +40,18 @@ fn logs_written_to_a_pipe_or_a_file_have_no_colour_codes_or_debug_forms() {
     assert!(!logged.contains("Some("), "debug forms in the log file: {logged}");
     assert!(!logged.contains('\x1b'), "{logged:?}");
 }
+
+#[test]
+fn quiet_snapshot_restore_and_check_print_nothing_on_success() {
+    let env = env_with_source();
+    for args in [
+        vec!["-q".into(), "snapshot".into(), env.path("src").into_os_string()],
+        vec!["-q".into(), "check".into()],
+        vec!["-q".into(), "restore".into(), "latest".into(), "--target".into(), env.path("out").into_os_string()],
+    ] {
+        let out = env.cmd().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "", "{args:?} printed on stdout");
+        assert_eq!(text(&out.stderr), "", "{args:?} printed on stderr");
+    }
+}
