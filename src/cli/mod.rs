@@ -389,7 +389,9 @@ fn first_line(bytes: Vec<u8>) -> Vec<u8> {
     line
 }
 
-/// The password, from (in order) TSTOR_PASSWORD, a file, a command, or a prompt.
+/// The password, from (in order) TSTOR_PASSWORD, a file, a command, the
+/// configuration file, the first line of standard input when it is not a
+/// terminal, or a prompt.
 fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
     if let Some(p) = std::env::var_os("TSTOR_PASSWORD") {
         return Ok(p.into_vec());
@@ -414,7 +416,15 @@ fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
         return Ok(p.clone().into_bytes());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command");
+        // `echo pw | tstor ...`: the first line of standard input, as restic reads it.
+        let mut line = Vec::new();
+        std::io::BufRead::read_until(&mut std::io::stdin().lock(), b'\n', &mut line)
+            .context("cannot read the password from standard input")?;
+        let line = first_line(line);
+        if line.is_empty() {
+            bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command, or pipe it on standard input");
+        }
+        return Ok(line);
     }
     let p = rpassword::prompt_password("Repository password: ").context("cannot read the password")?;
     if confirm {

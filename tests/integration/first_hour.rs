@@ -55,3 +55,17 @@ fn quiet_snapshot_restore_and_check_print_nothing_on_success() {
         assert_eq!(text(&out.stderr), "", "{args:?} printed on stderr");
     }
 }
+
+#[test]
+fn a_password_piped_on_stdin_opens_the_repository() {
+    let env = env_with_source();
+    let out =
+        env.cmd().env_remove("TSTOR_PASSWORD").arg("snapshots").write_stdin(format!("{PASSWORD}\n")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.cmd().env_remove("TSTOR_PASSWORD").arg("snapshots").write_stdin("not it\n").output().unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out.stderr));
+    // Nothing on stdin is still "no password", named as such.
+    let out = env.cmd().env_remove("TSTOR_PASSWORD").arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no password given"), "{}", text(&out.stderr));
+}
