@@ -49,6 +49,9 @@ pub mod exit {
     pub const WRONG_PASSWORD: u8 = 12;
     /// Telegram needs `tstor login`.
     pub const NEEDS_LOGIN: u8 = 13;
+    /// Telegram could not be reached within the bound
+    /// (`TSTOR_TG_UNREACHABLE_TIMEOUT`, 300 seconds by default).
+    pub const UNREACHABLE: u8 = 14;
     /// A snapshot stopped at `--max-upload` or `--max-duration`: what it
     /// uploaded is indexed, no snapshot was saved; the next run goes on.
     pub const STOPPED: u8 = 4;
@@ -271,6 +274,8 @@ pub fn main() -> ExitCode {
     }
     // Trouble with the local cache never stops a command; the user reads one line about it.
     crate::cache::set_warning_sink(|message| eprintln!("tstor: warning: {message}"));
+    // A storage that cannot be reached is said at once, not after minutes of silence.
+    crate::backend::telegram::retry::set_retry_notice(|message| errln!("tstor: {}", escape(message)));
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {
@@ -305,6 +310,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if needs_login(e) {
         return exit::NEEDS_LOGIN;
     }
+    if unreachable(e) {
+        return exit::UNREACHABLE;
+    }
     match e.downcast_ref::<RepoError>() {
         Some(RepoError::Stopped { .. }) => exit::STOPPED,
         Some(RepoError::NoRepository(_)) => exit::NO_REPOSITORY,
@@ -312,6 +320,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(RepoError::WrongPassword) => exit::WRONG_PASSWORD,
         _ => 1,
     }
+}
+
+/// Whether the storage could not be reached (Telegram down or no network).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<RepoError>().is_some_and(|r| matches!(r, RepoError::Backend(b) if b.is_unreachable()))
+            || c.downcast_ref::<BackendError>().is_some_and(BackendError::is_unreachable)
+    })
 }
 
 /// Whether anything in the error's chain says to run `tstor login`.

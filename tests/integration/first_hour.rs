@@ -4,6 +4,9 @@
 //! what to do, and the options a restic user types.
 
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6, TcpListener};
+
+use tstor::backend::telegram::TelegramSession;
 
 use crate::common::*;
 
@@ -68,4 +71,37 @@ fn a_password_piped_on_stdin_opens_the_repository() {
     let out = env.cmd().env_remove("TSTOR_PASSWORD").arg("snapshots").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no password given"), "{}", text(&out.stderr));
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn an_unreachable_telegram_is_said_at_once_and_given_up_on_with_its_own_exit_code() {
+    let env = Env::new();
+    let port = closed_port();
+    let v4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let v6 = SocketAddrV6::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped(), port, 0, 0);
+    let mut session = TelegramSession::with_dc(2, v4, v6, [7; 256]);
+    session.set_api_id(1).unwrap();
+    let session_path = env.path("telegram.session");
+    session.save_to(&session_path).unwrap();
+    let out = env
+        .cmd()
+        .env("TSTOR_REPOSITORY", "telegram:me")
+        .env("TSTOR_TG_SESSION", &session_path)
+        .env("TSTOR_TG_UNREACHABLE_TIMEOUT", "2")
+        .arg("snapshots")
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(14), "{err}");
+    assert!(err.contains("cannot connect to Telegram") && err.contains("retrying for up to 2s"), "{err}");
+    assert!(err.contains("cannot reach Telegram"), "{err}");
+    assert!(!err.contains("storage failure"), "{err}");
+    assert_eq!(text(&out.stdout), "");
 }
