@@ -105,3 +105,33 @@ fn an_unreachable_telegram_is_said_at_once_and_given_up_on_with_its_own_exit_cod
     assert!(!err.contains("storage failure"), "{err}");
     assert_eq!(text(&out.stdout), "");
 }
+
+// ---- messages that say what to do ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
+    use std::sync::Arc;
+    use tstor::archiver::{NoProgress, SnapshotOptions};
+    use tstor::backend::memory::MemoryBackend;
+    use tstor::crypto::kdf::KdfParams;
+    use tstor::repo::{InitOptions, Repository};
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f"), b"x").unwrap();
+    let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", opts).await.unwrap();
+    // Among 17 snapshots two share their first hex digit.
+    let mut ids: Vec<String> = Vec::new();
+    let shared = loop {
+        let mut o = SnapshotOptions::new(vec![dir.path().to_path_buf()]);
+        o.tags = vec![format!("run{}", ids.len())];
+        let id = tstor::ops::snapshot(&repo, o, Arc::new(NoProgress)).await.unwrap().id.to_hex();
+        if let Some(other) = ids.iter().find(|o| o[..1] == id[..1]) {
+            break (other.clone(), id);
+        }
+        ids.push(id);
+    };
+    let e = repo.find_snapshot(&shared.0[..1]).await.unwrap_err().to_string();
+    assert!(e.contains("matches 2 snapshots") && e.contains("give more of the id"), "{e}");
+    assert!(e.contains(&shared.0[..8]) && e.contains(&shared.1[..8]), "candidates listed: {e}");
+}
