@@ -135,3 +135,14 @@ async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     assert!(e.contains("matches 2 snapshots") && e.contains("give more of the id"), "{e}");
     assert!(e.contains(&shared.0[..8]) && e.contains(&shared.1[..8]), "candidates listed: {e}");
 }
+
+#[test]
+fn a_mistyped_configuration_key_suggests_the_nearest() {
+    let env = Env::new();
+    let config = env.path("config.toml");
+    fs::write(&config, "repository = \"/srv/backup\"\nexclud = [\"*.o\"]\n").unwrap();
+    let out = env.cmd().arg("--config").arg(&config).arg("snapshots").output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown key `exclud`; did you mean `exclude`?"), "{err}");
+}
