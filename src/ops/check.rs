@@ -412,7 +412,7 @@ pub async fn check(
     for (id, size) in unindexed {
         match repo.read_pack_header(&id, size).await {
             Ok(_) => report.warnings.push(format!(
-                "pack {} is not in any index (left by an interrupted run; the next snapshot indexes it)",
+                "pack {} is not in any index (left by an interrupted run): the next snapshot indexes it, or `tstor repair index` now",
                 id.short()
             )),
             Err(RepoError::Backend(e)) if e.is_not_found() => {}

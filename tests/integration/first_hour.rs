@@ -146,3 +146,15 @@ fn a_mistyped_configuration_key_suggests_the_nearest() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("unknown key `exclud`; did you mean `exclude`?"), "{err}");
 }
+
+#[test]
+fn check_suggests_repair_index_for_packs_no_index_lists() {
+    let env = env_with_source();
+    env.snapshot_json(&[env.path("src").as_os_str()]);
+    for entry in fs::read_dir(env.repo().join("index")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let out = env.cmd().arg("--no-cache").arg("check").output().unwrap();
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("is not in any index") && all.contains("`tstor repair index`"), "{all}");
+}
