@@ -158,3 +158,13 @@ fn check_suggests_repair_index_for_packs_no_index_lists() {
     let all = text(&out.stdout) + &text(&out.stderr);
     assert!(all.contains("is not in any index") && all.contains("`tstor repair index`"), "{all}");
 }
+
+#[test]
+fn init_over_a_repository_is_a_user_error_not_a_storage_failure() {
+    let env = env_with_source();
+    let out = env.cmd().arg("init").output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a repository already exists there"), "{err}");
+    assert!(!err.contains("storage failure"), "{err}");
+}

@@ -268,7 +268,7 @@ impl Backend for TelegramBackend {
         if self.catalog.lock().await.of_kind(ObjectKind::Config).next().is_none() {
             Ok(())
         } else {
-            Err(permanent(format!("a repository already exists at {}", self.location())))
+            Err(BackendError::Occupied { message: "a repository already exists there".into() })
         }
     }
 
