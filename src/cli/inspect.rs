@@ -34,7 +34,7 @@ use crate::ops::tag::TagOptions;
 use crate::repo::keyring::KeyInfo;
 use crate::restorer::split_subpath;
 
-use super::output::{escape, escape_bytes};
+use super::output::{count, escape, escape_bytes};
 use super::{first_line, human, lossy, open_repo, snapshot_json, Global};
 
 // ---- flags ----
@@ -365,7 +365,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
             Ok(())
         })
         .await?;
-        writeln!(out, "{matches} matches")?;
+        writeln!(out, "{}", count(matches, "match"))?;
         bad
     };
     out.flush()?;

@@ -36,7 +36,7 @@ use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
 use crate::restorer::{split_subpath, RestoreOptions};
 use config::PasswordSource;
-use output::{escape, escape_bytes, escape_path, is_broken_pipe};
+use output::{count, escape, escape_bytes, escape_path, is_broken_pipe};
 use progress::Bar;
 
 /// Exit codes beyond 0 (success) and 1 (failure).
@@ -647,10 +647,12 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         errln!("warning: {}: file changed while it was read; stored as read, possibly inconsistent", escape_path(p));
     }
     if !outcome.errors.is_empty() {
-        errln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
+        let n = outcome.errors.len();
+        let verb = if n == 1 { "was" } else { "were" };
+        errln!("tstor: {} could not be read and {verb} left out of the snapshot", count(n, "path"));
     }
     if !outcome.changed.is_empty() {
-        errln!("tstor: {} files changed while they were read", outcome.changed.len());
+        errln!("tstor: {} changed while being read", count(outcome.changed.len(), "file"));
     }
     if outcome.errors.is_empty() && outcome.changed.is_empty() {
         Ok(0)
@@ -707,7 +709,7 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
                 paths.join(", ")
             )?;
         }
-        writeln!(out, "{} snapshots", snaps.len())?;
+        writeln!(out, "{}", count(snaps.len(), "snapshot"))?;
     }
     for (id, e) in &bad {
         errln!("error: snapshot {}: {}", id.short(), escape(&e.to_string()));
@@ -747,14 +749,14 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         );
     } else if !g.quiet {
         outln!(
-            "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",
+            "restored snapshot {} to {}: {} ({}), {}, {}{}",
             id.short(),
             escape_path(&a.target),
-            outcome.files,
+            count(outcome.files, "file"),
             human(outcome.bytes),
-            outcome.dirs,
-            outcome.links,
-            if a.verify { format!(", {} files verified", outcome.verified_files) } else { String::new() }
+            count(outcome.dirs, "directory"),
+            count(outcome.links, "link"),
+            if a.verify { format!(", {} verified", count(outcome.verified_files, "file")) } else { String::new() }
         );
     }
     if outcome.errors.is_empty() {
@@ -763,7 +765,8 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     for e in &outcome.errors {
         errln!("error: {}:{}", id.short(), escape(e));
     }
-    errln!("tstor: {} entries were not restored", outcome.not_restored());
+    let n = outcome.not_restored();
+    errln!("tstor: {} {} not restored", count(n, "entry"), if n == 1 { "was" } else { "were" });
     Ok(1)
 }
 
@@ -781,12 +784,12 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if !g.quiet || !report.ok() || !report.warnings.is_empty() {
         outln!(
-            "{} snapshots, {} packs, {} blobs, {} trees checked; {} packs ({}) verified",
-            report.snapshots,
-            report.packs,
-            report.blobs,
-            report.trees_checked,
-            report.packs_verified,
+            "{}, {}, {}, {} checked; {} ({}) verified",
+            count(report.snapshots, "snapshot"),
+            count(report.packs, "pack"),
+            count(report.blobs, "blob"),
+            count(report.trees_checked, "tree"),
+            count(report.packs_verified, "pack"),
             human(report.bytes_verified)
         );
         for w in &report.warnings {
@@ -816,7 +819,7 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
     for path in &report.damaged_paths {
         errln!("damaged: {}", escape(path));
     }
-    errln!("tstor: the repository has {} problems", report.problems.len());
+    errln!("tstor: the repository has {}", count(report.problems.len(), "problem"));
     let mut packs: Vec<&str> = report.problems.iter().filter_map(|p| p.pack.as_deref()).collect();
     packs.sort_unstable();
     packs.dedup();

@@ -168,3 +168,14 @@ fn init_over_a_repository_is_a_user_error_not_a_storage_failure() {
     assert!(err.contains("a repository already exists there"), "{err}");
     assert!(!err.contains("storage failure"), "{err}");
 }
+
+#[test]
+fn one_of_a_thing_is_counted_in_the_singular() {
+    let env = env_with_source();
+    env.snapshot_json(&[env.path("src").as_os_str()]);
+    let listing = text(&env.cmd().arg("snapshots").output().unwrap().stdout);
+    assert!(listing.ends_with("\n1 snapshot\n"), "{listing}");
+    let out = env.cmd().args(["restore", "latest", "--target"]).arg(env.path("out")).output().unwrap();
+    let said = text(&out.stdout);
+    assert!(said.contains(": 2 files (") && said.contains("), 2 directories, 0 links"), "{said}");
+}
