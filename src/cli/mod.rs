@@ -106,6 +106,9 @@ struct Global {
     /// Use this profile of the configuration file
     #[arg(short = 'P', long, env = "TSTOR_PROFILE", global = true, value_name = "NAME")]
     profile: Option<String>,
+    /// While another process holds a conflicting lock, keep trying this long (`5m`, `1h`)
+    #[arg(long, global = true, value_name = "DURATION", value_parser = |s: &str| pacing::parse_duration(s))]
+    retry_lock: Option<std::time::Duration>,
     /// What the configuration file says (filled in after parsing)
     #[arg(skip)]
     settings: config::Settings,
@@ -286,6 +289,9 @@ pub fn main() -> ExitCode {
     if let Err(e) = config::apply(&mut cli.global) {
         errln!("tstor: {}", escape(&e.to_string()));
         return ExitCode::FAILURE;
+    }
+    if let Some(wait) = cli.global.retry_lock {
+        crate::repo::lock::set_retry_lock(wait);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -136,6 +136,58 @@ async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     assert!(e.contains(&shared.0[..8]) && e.contains(&shared.1[..8]), "candidates listed: {e}");
 }
 
+/// Stores a live exclusive lock as a process on another host would.
+fn plant_lock(env: &Env) {
+    use std::sync::Arc;
+    use tstor::backend::local::LocalBackend;
+    use tstor::format::lock::Lock;
+    use tstor::format::{Id, ObjectKind};
+    use tstor::repo::Repository;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let repo = Repository::open(Arc::new(LocalBackend::new(env.repo())), PASSWORD.as_bytes(), None).await.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+        let lock = Lock {
+            exclusive: true,
+            hostname: "elsewhere".into(),
+            username: "someone".into(),
+            pid: 4242,
+            created_ns: now,
+            refreshed_ns: now,
+            nonce: Id::random().0[..16].try_into().unwrap(),
+        };
+        repo.save_object(ObjectKind::Lock, &lock.encode()).await.unwrap();
+    });
+}
+
+#[test]
+fn a_locked_repository_names_tstor_unlock_and_retry_lock_waits_for_the_lock_to_go() {
+    use std::io::BufRead;
+    let env = env_with_source();
+    plant_lock(&env);
+    let out = env.cmd().arg("check").output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("repository is locked") && err.contains("`tstor unlock"), "{err}");
+
+    // With --retry-lock the command waits; once the lock goes, it runs.
+    let mut child = env
+        .std_cmd()
+        .args(["-v", "--retry-lock", "10m", "check"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let waiting = lines.by_ref().map_while(Result::ok).any(|l| l.contains("repository locked; trying again"));
+    assert!(waiting, "the command says it waits for the lock");
+    let unlock = env.cmd().args(["unlock", "--remove-all"]).output().unwrap();
+    assert!(unlock.status.success(), "{}", text(&unlock.stderr));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "check ran once the lock was gone: {rest:?}");
+}
+
 #[test]
 fn a_mistyped_configuration_key_suggests_the_nearest() {
     let env = Env::new();
