@@ -49,6 +49,8 @@ pub(super) struct LsArgs {
     /// Long format: mode, owner, size, modification time and symlink target
     #[arg(short = 'l', long)]
     long: bool,
+    #[command(flatten)]
+    filter: super::admin::LatestFilter,
 }
 
 #[derive(Args)]
@@ -280,6 +282,7 @@ pub(super) async fn cmd_ls(g: &Global, a: LsArgs) -> Result<u8> {
 async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (spec, subpath) = split_spec(&a.snapshot)?;
+    let spec = super::admin::resolve_latest(&repo, &spec, &a.filter).await?;
     let opts = LsOptions { subpath, recursive: !a.no_recursive };
     let mut out = stdout();
     if g.json {

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod output;
+mod admin;
 pub mod config;
 mod inspect;
 mod maintenance;
@@ -224,12 +225,32 @@ struct SnapshotArgs {
 
 #[derive(Args)]
 struct SnapshotsArgs {
-    /// Only snapshots of this host
+    /// Only snapshots of this host (repeatable: any of them)
     #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag
+    host: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them)
     #[arg(long)]
     tag: Vec<String>,
+    /// Only snapshots whose paths include this one (repeatable: all of them)
+    #[arg(long, value_name = "PATH")]
+    path: Vec<PathBuf>,
+    /// Only the newest N snapshots (of each group with --group-by)
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
+    /// Only id, time, host and tags
+    #[arg(short = 'c', long)]
+    compact: bool,
+    /// Group by these, comma-separated: host, paths, tags
+    #[arg(short = 'g', long, value_name = "FIELDS", value_delimiter = ',', value_enum)]
+    group_by: Vec<GroupBy>,
+}
+
+/// What `snapshots --group-by` groups by.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GroupBy {
+    Host,
+    Paths,
+    Tags,
 }
 
 #[derive(Args)]
@@ -248,6 +269,8 @@ struct RestoreArgs {
     /// Re-read restored files and check them against the snapshot
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    filter: admin::LatestFilter,
 }
 
 #[derive(Args)]
@@ -690,37 +713,142 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
 async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (snaps, bad) = repo.snapshots().await?;
-    let snaps: Vec<_> = snaps
-        .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
-        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
-        .collect();
-    if g.json {
-        let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+    let filter =
+        admin::LatestFilter { hosts: a.host.clone(), paths: a.path.clone(), tags: a.tag.clone() }.to_filter()?;
+    let snaps: Vec<_> = snaps.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let groups = group_snapshots(snaps, &a.group_by, a.latest);
+    if g.json && a.group_by.is_empty() {
+        let list: Vec<_> =
+            groups.iter().flat_map(|(_, snaps)| snaps.iter().map(|(id, s)| snapshot_json(id, s))).collect();
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+    } else if g.json {
+        let list: Vec<_> = groups
+            .iter()
+            .map(|(key, snaps)| {
+                json!({
+                    "group_key": key,
+                    "snapshots": snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
-        for (id, s) in &snaps {
-            let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
-            let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
-            writeln!(
-                out,
-                "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
-                id.short(),
-                format_time(s.time_ns),
-                escape(&s.hostname),
-                tags.join(","),
-                human(s.summary.total_bytes),
-                paths.join(", ")
-            )?;
+        for (i, (key, snaps)) in groups.iter().enumerate() {
+            if !a.group_by.is_empty() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                writeln!(out, "{}", describe_group(key))?;
+            }
+            write_snapshot_table(&mut out, snaps, a.compact)?;
         }
-        writeln!(out, "{}", count(snaps.len(), "snapshot"))?;
     }
     for (id, e) in &bad {
         errln!("error: snapshot {}: {}", id.short(), escape(&e.to_string()));
     }
     Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+/// The snapshots in groups (one group when `by` is empty), each oldest
+/// first and cut to its newest `latest`; groups in the order of their
+/// oldest snapshot.
+fn group_snapshots(
+    snaps: Vec<(Id, Snapshot)>,
+    by: &[GroupBy],
+    latest: Option<usize>,
+) -> Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> {
+    let mut groups: Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> = Vec::new();
+    for (id, s) in snaps {
+        let mut key = serde_json::Map::new();
+        if by.contains(&GroupBy::Host) {
+            key.insert("hostname".into(), json!(s.hostname));
+        }
+        if by.contains(&GroupBy::Paths) {
+            let mut paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+            paths.sort();
+            key.insert("paths".into(), json!(paths));
+        }
+        if by.contains(&GroupBy::Tags) {
+            let mut tags = s.tags.clone();
+            tags.sort();
+            key.insert("tags".into(), json!(tags));
+        }
+        let key = serde_json::Value::Object(key);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push((id, s)),
+            None => groups.push((key, vec![(id, s)])),
+        }
+    }
+    if let Some(n) = latest {
+        for (_, list) in &mut groups {
+            let cut = list.len().saturating_sub(n);
+            list.drain(..cut);
+        }
+    }
+    groups
+}
+
+/// A group's header line: `snapshots for host box1, paths /home, tags daily`.
+fn describe_group(key: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => escape(s),
+        serde_json::Value::Array(a) => {
+            let items: Vec<String> = a.iter().filter_map(|x| x.as_str()).map(escape).collect();
+            if items.is_empty() {
+                "(none)".into()
+            } else {
+                items.join(", ")
+            }
+        }
+        other => other.to_string(),
+    };
+    let mut parts = Vec::new();
+    if let Some(h) = key.get("hostname") {
+        parts.push(format!("host {}", text(h)));
+    }
+    if let Some(p) = key.get("paths") {
+        parts.push(format!("paths {}", text(p)));
+    }
+    if let Some(t) = key.get("tags") {
+        parts.push(format!("tags {}", text(t)));
+    }
+    format!("snapshots for {}:", parts.join("; "))
+}
+
+fn write_snapshot_table(out: &mut impl Write, snaps: &[(Id, Snapshot)], compact: bool) -> Result<()> {
+    if compact {
+        writeln!(out, "{:<8}  {:<19}  {:<16}  Tags", "ID", "Time (UTC)", "Host")?;
+    } else {
+        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
+    }
+    for (id, s) in snaps {
+        let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
+        let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
+        if compact {
+            writeln!(
+                out,
+                "{:<8}  {:<19}  {:<16}  {}",
+                id.short(),
+                format_time(s.time_ns),
+                escape(&s.hostname),
+                tags.join(",")
+            )?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
+            id.short(),
+            format_time(s.time_ns),
+            escape(&s.hostname),
+            tags.join(","),
+            human(s.summary.total_bytes),
+            paths.join(", ")
+        )?;
+    }
+    writeln!(out, "{}", count(snaps.len(), "snapshot"))?;
+    Ok(())
 }
 
 fn globset(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -740,6 +868,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s.to_string(), p.to_string()),
         None => (a.snapshot.clone(), String::new()),
     };
+    let spec = admin::resolve_latest(&repo, &spec, &a.filter).await?;
     let mut opts = RestoreOptions::new(a.target.clone());
     opts.subpath = split_subpath(OsString::from(sub).as_bytes())?;
     opts.include = globset(&a.include)?;

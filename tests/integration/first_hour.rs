@@ -231,3 +231,58 @@ fn one_of_a_thing_is_counted_in_the_singular() {
     let said = text(&out.stdout);
     assert!(said.contains(": 2 files (") && said.contains("), 2 directories, 0 links"), "{said}");
 }
+
+// ---- options restic users type ----
+
+/// Three snapshots: host `a` of `src` (tag `x`), host `b` of `src`, host `a` of `src/sub`.
+fn three_snapshots(env: &Env) -> Vec<String> {
+    let src = env.path("src");
+    let runs: [(&str, std::path::PathBuf, &str); 3] =
+        [("a", src.clone(), "x"), ("b", src.clone(), "y"), ("a", src.join("sub"), "y")];
+    runs.iter()
+        .map(|(host, path, tag)| {
+            let args = [os("--host"), os(host), os("--tag"), os(tag), os(path)];
+            let s = env.snapshot_json(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+            s["snapshot_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_filters_groups_and_cuts_to_the_latest() {
+    let env = env_with_source();
+    let ids = three_snapshots(&env);
+    let src = env.path("src");
+    let out = env.cmd().args(["snapshots", "--latest", "1", "--group-by", "host", "--compact"]).output().unwrap();
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(listing.contains("snapshots for host a:") && listing.contains("snapshots for host b:"), "{listing}");
+    assert!(!listing.contains(&ids[0][..8]), "only the latest of host a: {listing}");
+    assert!(listing.contains(&ids[1][..8]) && listing.contains(&ids[2][..8]), "{listing}");
+    assert!(!listing.contains("Paths"), "compact leaves out paths: {listing}");
+    let out = env.cmd().args(["snapshots", "--json", "--path"]).arg(&src).output().unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = list.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec![ids[0].as_str(), ids[1].as_str()]);
+}
+
+#[test]
+fn latest_with_host_path_and_tag_filters_in_restore_and_ls() {
+    let env = env_with_source();
+    let ids = three_snapshots(&env);
+    // The newest of host b is the second snapshot: the whole of `src`.
+    let out = env.cmd().args(["restore", "latest", "--host", "b", "--target"]).arg(env.path("out-b")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&ids[1][..8]), "{}", text(&out.stdout));
+    assert_same_tree(&env.path("src"), &env.path("out-b/src"));
+    // Tag x: the first one.
+    let out = env.cmd().args(["ls", "latest", "--tag", "x"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("/src/a.txt"), "{}", text(&out.stdout));
+    // Host a and the path of the whole tree: the first one again, not the third.
+    let out = env.cmd().args(["ls", "latest", "--host", "a", "--path"]).arg(env.path("src")).output().unwrap();
+    assert!(text(&out.stdout).contains("/src/a.txt"), "{}", text(&out.stdout));
+    let out = env.cmd().args(["ls", "latest", "--host", "c"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no snapshot matches host c"), "{}", text(&out.stderr));
+}
