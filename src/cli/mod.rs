@@ -158,6 +158,12 @@ enum Command {
     Repair(repair::RepairCommand),
     /// Print a shell completion script: `tstor completions bash > /etc/bash_completion.d/tstor`
     Completions(CompletionsArgs),
+    /// Print the version of tstor and of the repository format it writes
+    Version,
+    /// List the ids of stored objects of one kind
+    List(admin::ListArgs),
+    /// List the local caches, or remove those not used for a while (--cleanup)
+    Cache(admin::CacheArgs),
 }
 
 #[derive(Args)]
@@ -517,6 +523,9 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Logout => telegram::cmd_logout(g).await,
         Command::Repair(c) => repair::cmd_repair(g, c).await,
         Command::Completions(_) => Ok(0),
+        Command::Version => admin::cmd_version(g),
+        Command::List(a) => admin::cmd_list(g, a).await,
+        Command::Cache(a) => admin::cmd_cache(g, a),
     }
 }
 

@@ -286,3 +286,38 @@ fn latest_with_host_path_and_tag_filters_in_restore_and_ls() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no snapshot matches host c"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn version_list_and_cache_cleanup() {
+    let env = env_with_source();
+    let out = env.cmd().arg("version").output().unwrap();
+    assert!(text(&out.stdout).starts_with(&format!("tstor {} (repository format ", env!("CARGO_PKG_VERSION"))));
+
+    let id = env.snapshot_json(&[env.path("src").as_os_str()])["snapshot_id"].as_str().unwrap().to_string();
+    let out = env.cmd().args(["list", "snapshots"]).output().unwrap();
+    assert_eq!(text(&out.stdout), format!("{id}\n"));
+    let out = env.cmd().args(["list", "packs"]).output().unwrap();
+    let packs: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let mut stored: Vec<String> = fs::read_dir(env.repo().join("packs"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    stored.sort();
+    assert!(!packs.is_empty() && packs.iter().all(|p| p.len() == 64), "{packs:?}");
+    assert_eq!(packs.len(), stored.len());
+
+    // A cache not used for 40 days goes; the repository's own stays.
+    let stale = env.cache().join("e".repeat(64));
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("cache.redb"), b"old").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+    fs::File::options().write(true).open(stale.join("cache.redb")).unwrap().set_modified(long_ago).unwrap();
+    let out = env.cmd().arg("cache").output().unwrap();
+    assert!(text(&out.stdout).contains("2 caches in"), "{}", text(&out.stdout));
+    let out = env.cmd().args(["cache", "--cleanup"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("removed cache eeeeeeee"), "{}", text(&out.stdout));
+    assert!(!stale.exists());
+    assert_eq!(fs::read_dir(env.cache()).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count(), 1);
+}
