@@ -600,7 +600,8 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, Some(p)) => ParentChoice::Id(p),
         (false, None) => ParentChoice::Latest,
     };
-    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress());
+    let bar =
+        Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress().listing_files(g.verbose >= 2 && !g.json));
     if (progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
@@ -622,6 +623,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     };
     bar.finish();
     let s = &outcome.snapshot.summary;
+    let summary = crate::archiver::RunSummary::new(&outcome, started.elapsed());
     if g.json {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
@@ -636,6 +638,10 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "files_changed": s.files_changed,
                 "files_unchanged": s.files_unchanged,
                 "dirs": s.dirs,
+                "dirs_new": summary.dirs_new,
+                "dirs_changed": summary.dirs_changed,
+                "dirs_unmodified": summary.dirs_unmodified,
+                "total_duration_seconds": summary.total_duration_seconds,
                 "other_nodes": s.other_nodes,
                 "data_blobs_added": s.data_blobs_added,
                 "tree_blobs_added": s.tree_blobs_added,
@@ -655,25 +661,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
             })
         );
     } else if !g.quiet {
-        let while_read = match outcome.changed.len() {
-            0 => String::new(),
-            n => format!(" ({n} changed while read)"),
-        };
-        outln!(
-            "files: {} new, {} changed, {} unchanged{while_read}; {} directories",
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            s.dirs
-        );
-        outln!(
-            "read {}, added {} ({} stored) in {:.1}s",
-            human(s.bytes_read),
-            human(s.bytes_added),
-            human(s.bytes_stored),
-            (s.end_ns - s.start_ns) as f64 / 1e9
-        );
-        outln!("snapshot {} saved", outcome.id.short());
+        print_snapshot_summary(&summary, outcome.changed.len());
     }
     for (id, reason) in &outcome.unreadable_packs {
         errln!("warning: {}", escape(&crate::repo::describe_unreadable_pack(&id.short(), reason)));
@@ -696,6 +684,45 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         Ok(0)
     } else {
         Ok(exit::PARTIAL)
+    }
+}
+
+/// The summary of a snapshot run, laid out as restic's.
+fn print_snapshot_summary(s: &crate::archiver::RunSummary, changed_while_read: usize) {
+    match &s.parent {
+        Some(p) => outln!("using parent snapshot {}", &p[..8.min(p.len())]),
+        None => outln!("no parent snapshot: every file was read"),
+    }
+    let while_read = match changed_while_read {
+        0 => String::new(),
+        n => format!(" ({n} changed while read)"),
+    };
+    outln!(
+        "Files: {:>9} new, {:>9} changed, {:>9} unmodified{while_read}",
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified
+    );
+    outln!("Dirs:  {:>9} new, {:>9} changed, {:>9} unmodified", s.dirs_new, s.dirs_changed, s.dirs_unmodified);
+    outln!("Added to the repository: {} ({} stored)", human(s.data_added), human(s.data_added_stored));
+    outln!();
+    outln!(
+        "processed {}, {} in {} (read {})",
+        count(s.total_files_processed, "file"),
+        human(s.total_bytes_processed),
+        clock(s.total_duration_seconds),
+        human(s.bytes_read)
+    );
+    outln!("snapshot {} saved", &s.snapshot_id[..8.min(s.snapshot_id.len())]);
+}
+
+/// Seconds as `m:ss`, or `h:mm:ss` from an hour.
+fn clock(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -899,7 +926,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             count(outcome.files, "file"),
             human(outcome.bytes),
             count(outcome.dirs, "directory"),
-            count(outcome.links, "link"),
+            count(outcome.links, "symlink"),
             if a.verify { format!(", {} verified", count(outcome.verified_files, "file")) } else { String::new() }
         );
     }

@@ -229,7 +229,7 @@ fn one_of_a_thing_is_counted_in_the_singular() {
     assert!(listing.ends_with("\n1 snapshot\n"), "{listing}");
     let out = env.cmd().args(["restore", "latest", "--target"]).arg(env.path("out")).output().unwrap();
     let said = text(&out.stdout);
-    assert!(said.contains(": 2 files (") && said.contains("), 2 directories, 0 links"), "{said}");
+    assert!(said.contains(": 2 files (") && said.contains("), 2 directories, 0 symlinks"), "{said}");
 }
 
 // ---- options restic users type ----
@@ -320,4 +320,53 @@ fn version_list_and_cache_cleanup() {
     assert!(text(&out.stdout).contains("removed cache eeeeeeee"), "{}", text(&out.stdout));
     assert!(!stale.exists());
     assert_eq!(fs::read_dir(env.cache()).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count(), 1);
+}
+
+// ---- a summary like restic's ----
+
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn the_summary_counts_files_and_dirs_by_status_and_restore_counts_agree() {
+    let env = env_with_source();
+    let src = env.path("src");
+    fs::create_dir(src.join("keep")).unwrap();
+    fs::write(src.join("keep/k.txt"), b"kept").unwrap();
+    fs::hard_link(src.join("a.txt"), src.join("sub/hl")).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("ln")).unwrap();
+    let out = env.cmd().arg("snapshot").arg(&src).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = words(&text(&out.stdout));
+    assert!(first.contains("no parent snapshot"), "{first}");
+    assert!(first.contains("Files: 4 new, 0 changed, 0 unmodified"), "hard links are files: {first}");
+    assert!(first.contains("Dirs: 3 new, 0 changed, 0 unmodified"), "{first}");
+    assert!(first.contains("processed 4 files,") && first.contains("Added to the repository:"), "{first}");
+
+    fs::write(src.join("sub/b.txt"), b"short").unwrap();
+    fs::write(src.join("new.txt"), b"new").unwrap();
+    let out = env.cmd().args(["-vv", "snapshot"]).arg(&src).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = text(&out.stdout);
+    let parent = env.snapshots_json()[0]["short_id"].as_str().unwrap().to_string();
+    let w = words(&second);
+    assert!(w.contains(&format!("using parent snapshot {parent}")), "{second}");
+    assert!(w.contains("Files: 1 new, 1 changed, 3 unmodified"), "{second}");
+    assert!(w.contains("Dirs: 0 new, 2 changed, 1 unmodified"), "{second}");
+    for (status, file) in [("new", "src/new.txt"), ("modified", "src/sub/b.txt"), ("unmodified", "src/keep/k.txt")] {
+        let listed = second.lines().any(|l| l.starts_with(status) && l.ends_with(file));
+        assert!(listed, "-vv lists {file} as {status}: {second}");
+    }
+
+    let out = env.cmd().args(["restore", "latest", "--json", "--target"]).arg(env.path("out")).output().unwrap();
+    let restored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snap = env.snapshots_json().pop().unwrap();
+    let s = &snap["summary"];
+    let files = s["files_new"].as_u64().unwrap()
+        + s["files_changed"].as_u64().unwrap()
+        + s["files_unchanged"].as_u64().unwrap();
+    assert_eq!(restored["result"]["files"].as_u64(), Some(files), "{restored}");
+    assert_eq!(restored["result"]["dirs"], s["dirs"], "{restored}");
+    assert_eq!(restored["result"]["links"], 1, "one symlink: {restored}");
 }
