@@ -8,6 +8,7 @@ mod admin;
 pub mod config;
 mod inspect;
 mod maintenance;
+pub mod manual;
 mod pacing;
 mod progress;
 mod repair;
@@ -156,7 +157,8 @@ enum Command {
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
-    /// Print a shell completion script: `tstor completions bash > /etc/bash_completion.d/tstor`
+    /// Print a shell completion script: `tstor completions bash > ~/.local/share/bash-completion/completions/tstor`
+    /// (zsh: `_tstor` in a directory of $fpath; fish: ~/.config/fish/completions/tstor.fish)
     Completions(CompletionsArgs),
     /// Print the version of tstor and of the repository format it writes
     Version,

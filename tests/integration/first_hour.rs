@@ -370,3 +370,15 @@ fn the_summary_counts_files_and_dirs_by_status_and_restore_counts_agree() {
     assert_eq!(restored["result"]["dirs"], s["dirs"], "{restored}");
     assert_eq!(restored["result"]["links"], 1, "one symlink: {restored}");
 }
+
+// ---- help and README agree ----
+
+#[test]
+fn the_readme_and_help_agree_on_where_completions_go() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme.split("`tstor completions bash > ").nth(1).expect("the README shows where completions go");
+    let path = &after[..after.find('`').unwrap()];
+    let env = Env::new();
+    let help = text(&env.cmd().args(["completions", "--help"]).output().unwrap().stdout);
+    assert!(help.contains(&format!("tstor completions bash > {path}")), "--help names {path}: {help}");
+}
