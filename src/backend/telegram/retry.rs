@@ -373,11 +373,18 @@ where
             let mut delay = back_off(budget.delay, failures);
             if is_connection_failure(&error) {
                 let waited = failing_since.get_or_insert_with(Instant::now).elapsed();
-                if waited >= budget.give_up_after || failures >= budget.attempts {
+                if waited >= budget.give_up_after {
                     let gave_up = Unreachable { waited, last: error.to_string() };
                     return Err(InvocationError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, gave_up)));
                 }
-                notice_unreachable(&error, budget.give_up_after);
+                if failures >= budget.attempts {
+                    return Err(error);
+                }
+                // One dropped connection is routine; a resend that cannot
+                // connect either is worth telling the user about.
+                if failures >= 2 {
+                    notice_unreachable(&error, budget.give_up_after);
+                }
                 // The last attempt comes when the bound runs out, not after it.
                 delay = delay.min(budget.give_up_after - waited);
             } else if failures >= budget.attempts {
