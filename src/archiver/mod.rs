@@ -39,6 +39,97 @@ pub trait Progress: Send + Sync {
     /// being uploaded. Read bytes minus these are the bytes settled, whose
     /// pace over the run is the observed upload pace, waits included.
     fn unstored(&self, _bytes: u64) {}
+    /// A regular file was archived: new, modified or unmodified since the
+    /// parent snapshot (the command line lists these at `-vv`).
+    fn file_status(&self, _path: &Path, _status: FileStatus) {}
+}
+
+/// What became of one file compared with the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Not in the parent snapshot (or no parent).
+    New,
+    /// In the parent snapshot, and read again because it changed.
+    Modified,
+    /// In the parent snapshot with the same size, times and inode: not read.
+    Unmodified,
+}
+
+impl FileStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileStatus::New => "new",
+            FileStatus::Modified => "modified",
+            FileStatus::Unmodified => "unmodified",
+        }
+    }
+}
+
+/// Directories new, changed and unmodified since the parent snapshot: a
+/// directory is unmodified when its tree is the parent's, byte for byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DirCounts {
+    pub new: u64,
+    pub changed: u64,
+    pub unmodified: u64,
+}
+
+/// What one snapshot run did, as restic's summary tells it: plain counts
+/// (serialisable as they are) for the command line to print.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RunSummary {
+    /// The snapshot saved (full id).
+    pub snapshot_id: String,
+    /// The parent snapshot compared against (full id), if any.
+    pub parent: Option<String>,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs_new: u64,
+    pub dirs_changed: u64,
+    pub dirs_unmodified: u64,
+    /// Symlinks, devices, pipes and sockets.
+    pub other_entries: u64,
+    /// Regular files in the snapshot (hard links counted as files).
+    pub total_files_processed: u64,
+    /// Their size in bytes.
+    pub total_bytes_processed: u64,
+    /// Bytes read from disk (unmodified files are not read).
+    pub bytes_read: u64,
+    /// Plaintext bytes of the blobs this run added.
+    pub data_added: u64,
+    /// What those blobs take in the repository (compressed and sealed).
+    pub data_added_stored: u64,
+    /// Paths that could not be read.
+    pub errors: u64,
+    /// Wall time of the whole command, opening the repository included.
+    pub total_duration_seconds: f64,
+}
+
+impl RunSummary {
+    /// The summary of `outcome`, with the command's wall time `wall`.
+    pub fn new(outcome: &SnapshotOutcome, wall: std::time::Duration) -> RunSummary {
+        let s = &outcome.snapshot.summary;
+        RunSummary {
+            snapshot_id: outcome.id.to_hex(),
+            parent: outcome.snapshot.parent.map(|p| p.to_hex()),
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unchanged,
+            dirs_new: outcome.dirs.new,
+            dirs_changed: outcome.dirs.changed,
+            dirs_unmodified: outcome.dirs.unmodified,
+            other_entries: s.other_nodes,
+            total_files_processed: s.files_new + s.files_changed + s.files_unchanged,
+            total_bytes_processed: s.total_bytes,
+            bytes_read: s.bytes_read,
+            data_added: s.bytes_added,
+            data_added_stored: s.bytes_stored,
+            errors: s.errors,
+            total_duration_seconds: wall.as_secs_f64(),
+        }
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -123,6 +214,8 @@ pub struct SnapshotOutcome {
     pub snapshot: Snapshot,
     pub errors: Vec<(PathBuf, String)>,
     pub changed: Vec<PathBuf>,
+    /// Directories new, changed and unmodified since the parent.
+    pub dirs: DirCounts,
     pub recovered_packs: usize,
     /// Packs no index lists whose header could not be read, with the reason:
     /// nothing in them was reused (see `repo::describe_unreadable_pack`).
@@ -251,7 +344,7 @@ pub async fn snapshot(
         },
         None => None,
     };
-    tracing::info!(parent = ?parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
+    tracing::info!(parent = parent.as_ref().map(|(id, _)| id.short()), "snapshot started");
     let (opts_dry_run, skip_if_unchanged, time_ns) = (opts.dry_run, opts.skip_if_unchanged, opts.time_ns);
     let (parent_id, parent_tree) = (parent.as_ref().map(|(id, _)| *id), parent.as_ref().map(|(_, s)| s.tree));
 
@@ -301,9 +394,10 @@ pub async fn snapshot(
         let summary = walker.summary.clone();
         let errors = std::mem::take(&mut walker.errors);
         let changed = std::mem::take(&mut walker.changed);
+        let dirs = walker.dirs;
         drop(walker);
         let (stored, err) = pipeline.finish();
-        ((root_id, summary, errors, changed, stop), stored, err)
+        ((root_id, summary, errors, changed, dirs, stop), stored, err)
     };
     std::thread::Builder::new()
         .name("tstor-walker".into())
@@ -313,7 +407,7 @@ pub async fn snapshot(
         .map_err(|e| RepoError::Invalid(format!("cannot start the snapshot walker: {e}")))?;
     let (walked, stored, pipeline_err) =
         done_rx.await.map_err(|_| RepoError::Invalid("snapshot task failed: the walker stopped".into()))?;
-    let (root_id, mut summary, mut errors, changed, stop) = walked;
+    let (root_id, mut summary, mut errors, changed, dirs, stop) = walked;
     summary.errors += missing.len() as u64;
     errors.splice(0..0, missing);
 
@@ -362,6 +456,7 @@ pub async fn snapshot(
         snapshot,
         errors: errors.clone(),
         changed: changed.clone(),
+        dirs,
         recovered_packs,
         unreadable_packs: unreadable_packs.clone(),
         saved: false,
@@ -379,7 +474,7 @@ pub async fn snapshot(
     lock.ensure_held().await?;
     let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;
     tracing::info!(snapshot = %id.short(), files_new = snapshot.summary.files_new, errors = errors.len(), changed = changed.len(), "snapshot saved");
-    Ok(SnapshotOutcome { id, snapshot, errors, changed, recovered_packs, unreadable_packs, saved: true })
+    Ok(SnapshotOutcome { id, snapshot, errors, changed, dirs, recovered_packs, unreadable_packs, saved: true })
 }
 
 /// Archives a stream as one file; a read error or a failed `finish` (the

@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use super::dirfd;
 use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
-use super::{Progress, ReadHook};
+use super::{DirCounts, FileStatus, Progress, ReadHook};
 use crate::format::snapshot::Summary;
 use crate::format::tree::{encode_part_list, Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
@@ -43,6 +43,8 @@ struct DirFrame {
     names: std::vec::IntoIter<Vec<u8>>,
     /// The directory's tree in the parent snapshot.
     parent_tree: Option<Tree>,
+    /// The id the directory's node has in the parent snapshot, if it is there.
+    parent_subtree: Option<Id>,
     /// Nodes of the entries archived so far.
     tree: Tree,
     /// Length of the walk's path buffer at this directory.
@@ -75,6 +77,8 @@ pub struct Walker<'a> {
     pub errors: Vec<(PathBuf, String)>,
     /// Files that changed during both reads; stored as last read.
     pub changed: Vec<PathBuf>,
+    /// Directories new, changed and unmodified since the parent snapshot.
+    pub dirs: DirCounts,
     pub read_hook: Option<ReadHook>,
     /// Largest tree blob before a directory is split into parts.
     pub tree_part_len: usize,
@@ -106,6 +110,7 @@ impl<'a> Walker<'a> {
             summary: Summary::default(),
             errors: Vec::new(),
             changed: Vec::new(),
+            dirs: DirCounts::default(),
             read_hook: None,
             tree_part_len: MAX_BLOB_LEN as usize,
             pending: HashSet::new(),
@@ -220,7 +225,7 @@ impl<'a> Walker<'a> {
         path: &Path,
         handle: File,
         node: Node,
-        parent_tree: Option<Tree>,
+        (parent_tree, parent_subtree): (Option<Tree>, Option<Id>),
         path_len: usize,
         snap_len: usize,
     ) -> Option<DirFrame> {
@@ -254,6 +259,7 @@ impl<'a> Walker<'a> {
             node,
             names: names.into_iter(),
             parent_tree,
+            parent_subtree,
             tree: Tree::default(),
             path_len,
             snap_len,
@@ -275,7 +281,7 @@ impl<'a> Walker<'a> {
     ) -> Result<Option<Node>, Stop> {
         let mut path: Vec<u8> = root.as_os_str().as_bytes().to_vec();
         let snap_len = node.name.len();
-        let parent_tree = self.parent_tree(parent, root);
+        let parent_tree = (self.parent_tree(parent, root), parent.and_then(|p| p.subtree));
         let Some(first) = self.enter(root, handle, node, parent_tree, path.len(), snap_len) else { return Ok(None) };
         let mut stack = vec![first];
         // Frames below this index have closed their handles.
@@ -347,7 +353,7 @@ impl<'a> Walker<'a> {
                             continue;
                         }
                     };
-                    let parent_tree = self.parent_tree(prev.as_ref(), child);
+                    let parent_tree = (self.parent_tree(prev.as_ref(), child), prev.as_ref().and_then(|p| p.subtree));
                     if let Some(frame) = self.enter(child, handle, node, parent_tree, path.len(), snap_len) {
                         stack.push(frame);
                         if stack.len() - closed_below > MAX_OPEN_DIRS {
@@ -403,12 +409,17 @@ impl<'a> Walker<'a> {
     /// Stores the tree of a directory whose entries are all archived and
     /// returns its node; `None` when the tree is too large to store.
     fn finish_dir(&mut self, path: &Path, frame: DirFrame) -> Result<Option<Node>, Stop> {
-        let DirFrame { mut node, tree, .. } = frame;
+        let DirFrame { mut node, tree, parent_subtree, .. } = frame;
         let Some(id) = self.store_tree(path, &tree)? else {
             return Ok(None);
         };
         node.subtree = Some(id);
         self.summary.dirs += 1;
+        match parent_subtree {
+            None => self.dirs.new += 1,
+            Some(before) if before == id => self.dirs.unmodified += 1,
+            Some(_) => self.dirs.changed += 1,
+        }
         Ok(Some(node))
     }
 
@@ -459,6 +470,7 @@ impl<'a> Walker<'a> {
         if let Some(content) = self.unchanged(&node, parent) {
             node.content = content;
             self.summary.files_unchanged += 1;
+            self.progress.file_status(path, FileStatus::Unmodified);
             self.summary.total_bytes += node.size;
             self.progress.bytes(node.size);
             return Ok(Some(node));
@@ -468,7 +480,7 @@ impl<'a> Walker<'a> {
             if let Some((content, size)) = self.hardlinks.get(&link_key) {
                 if *size == node.size {
                     node.content = content.clone();
-                    self.count_file(&node, parent);
+                    self.count_file(path, &node, parent);
                     return Ok(Some(node));
                 }
             }
@@ -532,15 +544,22 @@ impl<'a> Walker<'a> {
         if node.links > 1 {
             self.hardlinks.insert(link_key, (node.content.clone(), node.size));
         }
-        self.count_file(&node, parent);
+        self.count_file(path, &node, parent);
         Ok(Some(node))
     }
 
-    fn count_file(&mut self, node: &Node, parent: Option<&Node>) {
-        match parent {
-            Some(p) if p.kind == NodeKind::File => self.summary.files_changed += 1,
-            _ => self.summary.files_new += 1,
-        }
+    fn count_file(&mut self, path: &Path, node: &Node, parent: Option<&Node>) {
+        let status = match parent {
+            Some(p) if p.kind == NodeKind::File => {
+                self.summary.files_changed += 1;
+                FileStatus::Modified
+            }
+            _ => {
+                self.summary.files_new += 1;
+                FileStatus::New
+            }
+        };
+        self.progress.file_status(path, status);
         self.summary.total_bytes += node.size;
     }
 
@@ -573,7 +592,8 @@ impl<'a> Walker<'a> {
         node.size = size;
         (node.mtime_ns, node.ctime_ns) = (now, now);
         node.links = 1;
-        self.count_file(&node, None);
+        let shown = PathBuf::from(OsStr::from_bytes(&node.name));
+        self.count_file(&shown, &node, None);
         Ok(Ok(node))
     }
 

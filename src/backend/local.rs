@@ -156,9 +156,7 @@ impl Backend for LocalBackend {
         let root = self.root.clone();
         blocking(move || {
             if root.join("config").exists() {
-                return Err(BackendError::Permanent {
-                    message: format!("a repository already exists at {}", root.display()),
-                });
+                return Err(BackendError::Occupied { message: "a repository already exists there".into() });
             }
             // An empty directory, or what an interrupted init left (only our
             // own layout, without a config), may become a repository.
@@ -166,8 +164,9 @@ impl Backend for LocalBackend {
                 for entry in fs::read_dir(&*root).map_err(|e| BackendError::from_io(e, root.display()))? {
                     let entry = entry.map_err(|e| BackendError::from_io(e, root.display()))?;
                     if !LAYOUT.contains(&entry.file_name().to_string_lossy().as_ref()) {
-                        return Err(BackendError::Permanent {
-                            message: format!("{} exists and is not empty", root.display()),
+                        return Err(BackendError::Occupied {
+                            message: "the directory exists and holds other files; give an empty or new directory"
+                                .into(),
                         });
                     }
                 }

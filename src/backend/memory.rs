@@ -44,7 +44,7 @@ impl Backend for MemoryBackend {
 
     async fn create(&self) -> Result<()> {
         if self.objects().keys().any(|(k, _)| *k == ObjectKind::Config) {
-            return Err(BackendError::Permanent { message: "a repository already exists here".into() });
+            return Err(BackendError::Occupied { message: "a repository already exists there".into() });
         }
         Ok(())
     }

@@ -63,6 +63,16 @@ pub enum BackendError {
     /// again. Handled like `Permanent`, but the CLI exits with its own code.
     #[error("{message}")]
     NeedsLogin { message: String },
+    /// `create` found the place taken (a repository already there, or a
+    /// directory holding other files): the user's mistake, not a failure
+    /// of the storage.
+    #[error("{message}")]
+    Occupied { message: String },
+    /// The storage could not be reached for as long as it was given (a
+    /// Telegram server refusing or dropping every connection). Handled like
+    /// `Permanent`, but the CLI says so and exits with its own code.
+    #[error("{message}; check the network connection, then run the command again")]
+    Unreachable { message: String },
 }
 
 impl BackendError {
@@ -70,8 +80,16 @@ impl BackendError {
         match self {
             BackendError::NotFound { .. } => ErrorClass::NotFound,
             BackendError::Transient { retry_after, .. } => ErrorClass::Transient(*retry_after),
-            BackendError::Permanent { .. } | BackendError::NeedsLogin { .. } => ErrorClass::Permanent,
+            BackendError::Permanent { .. }
+            | BackendError::NeedsLogin { .. }
+            | BackendError::Unreachable { .. }
+            | BackendError::Occupied { .. } => ErrorClass::Permanent,
         }
+    }
+
+    /// Whether the storage could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, BackendError::Unreachable { .. })
     }
 
     /// Whether the storage wants new credentials (`tstor login`).

@@ -19,6 +19,8 @@
 // it is large, and only ever on the cold path of a failing cache.
 #![allow(clippy::result_large_err)]
 
+pub mod housekeeping;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;

@@ -364,6 +364,38 @@ pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Settings, 
     parse(&path, &text, profile)
 }
 
+/// serde's "unknown field `exclud`, expected one of `a`, `b`, ..." as
+/// "unknown key `exclud`; did you mean `exclude`?" when a known key is
+/// near it (a typo), else the message as it is.
+fn suggest_key(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
+    let Some((typed, expected)) = rest.split_once('`') else { return message.to_string() };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let nearest = known.iter().map(|k| (edit_distance(typed, k), *k)).min();
+    match nearest {
+        Some((d, key)) if d <= (typed.chars().count() / 3).max(2) => {
+            format!("unknown key `{typed}`; did you mean `{key}`?")
+        }
+        _ => format!("unknown key `{typed}`; the keys are {}", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance between two strings, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Parses the text of the file at `path` and applies `profile`.
 pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Settings, ConfigError> {
     let invalid = |line: Option<(usize, usize)>, message: String| ConfigError::Invalid {
@@ -372,7 +404,7 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Settings,
         message,
     };
     let mut top: Section = toml::from_str(text)
-        .map_err(|e| invalid(e.span().map(|s| line_col(text, s.start)), e.message().trim_end().to_string()))?;
+        .map_err(|e| invalid(e.span().map(|s| line_col(text, s.start)), suggest_key(e.message().trim_end())))?;
     let mut profiles = BTreeMap::new();
     if let Some(p) = top.profiles.take() {
         profiles = p.into_inner();
@@ -558,6 +590,17 @@ api-hash = "abc"
         assert!(e.contains("profiles"), "{e}");
         let e = parse_err("password = \"x\"\npassword-file = \"y\"\n", None);
         assert!(e.contains("more than one"), "{e}");
+    }
+
+    #[test]
+    fn a_mistyped_key_suggests_the_nearest_one() {
+        let e = parse_err("exclud = [\"*.o\"]\n", None);
+        assert!(e.contains("unknown key `exclud`; did you mean `exclude`?"), "{e}");
+        let e = parse_err("[profiles.home]\nkeep-dialy = 7\n", None);
+        assert!(e.contains("did you mean `keep-daily`?"), "{e}");
+        let e = parse_err("zzzzzzzzzzzz = 1\n", None);
+        assert!(e.contains("unknown key `zzzzzzzzzzzz`; the keys are ") && e.contains("repository"), "{e}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

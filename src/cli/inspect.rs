@@ -34,7 +34,7 @@ use crate::ops::tag::TagOptions;
 use crate::repo::keyring::KeyInfo;
 use crate::restorer::split_subpath;
 
-use super::output::{escape, escape_bytes};
+use super::output::{count, escape, escape_bytes};
 use super::{first_line, human, lossy, open_repo, snapshot_json, Global};
 
 // ---- flags ----
@@ -49,6 +49,8 @@ pub(super) struct LsArgs {
     /// Long format: mode, owner, size, modification time and symlink target
     #[arg(short = 'l', long)]
     long: bool,
+    #[command(flatten)]
+    filter: super::admin::LatestFilter,
 }
 
 #[derive(Args)]
@@ -280,6 +282,7 @@ pub(super) async fn cmd_ls(g: &Global, a: LsArgs) -> Result<u8> {
 async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (spec, subpath) = split_spec(&a.snapshot)?;
+    let spec = super::admin::resolve_latest(&repo, &spec, &a.filter).await?;
     let opts = LsOptions { subpath, recursive: !a.no_recursive };
     let mut out = stdout();
     if g.json {
@@ -365,7 +368,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
             Ok(())
         })
         .await?;
-        writeln!(out, "{matches} matches")?;
+        writeln!(out, "{}", count(matches, "match"))?;
         bad
     };
     out.flush()?;

@@ -19,7 +19,7 @@ use crate::ops::forget::{Duration, ForgetOptions, ForgetReport, GroupBy, GroupKe
 use crate::ops::prune::{MaxUnused, PruneOptions, PruneReport};
 use crate::repo::lock;
 
-use super::output::{escape, escape_bytes};
+use super::output::{count, escape, escape_bytes};
 use super::{human, lossy, open_repo, snapshot_json, Global};
 
 #[derive(Args)]
@@ -273,7 +273,7 @@ fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
             writeln!(out, "snapshots for ({described}):")?;
         }
         if !grp.keep.is_empty() {
-            writeln!(out, "keep {} snapshots:", grp.keep.len())?;
+            writeln!(out, "keep {}:", count(grp.keep.len(), "snapshot"))?;
             writeln!(out, "{}", header(&format!("{:<22}  ", "Reasons")))?;
             for (id, s, reasons) in &grp.keep {
                 let first = reasons.first().map_or("", String::as_str);
@@ -284,7 +284,7 @@ fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
             }
         }
         if !grp.remove.is_empty() {
-            writeln!(out, "remove {} snapshots:", grp.remove.len())?;
+            writeln!(out, "remove {}:", count(grp.remove.len(), "snapshot"))?;
             writeln!(out, "{}", header(""))?;
             for (id, s) in &grp.remove {
                 writeln!(out, "{}", snapshot_row(id, s, None).trim_end())?;
@@ -297,9 +297,9 @@ fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
     }
     let n = r.plan.to_remove().len();
     if r.dry_run {
-        writeln!(out, "dry run: {n} snapshots would be removed")?;
+        writeln!(out, "dry run: {} would be removed", count(n, "snapshot"))?;
     } else {
-        writeln!(out, "{} snapshots removed", r.removed.len())?;
+        writeln!(out, "{} removed", count(r.removed.len(), "snapshot"))?;
     }
     Ok(())
 }
@@ -390,7 +390,7 @@ pub(super) async fn cmd_unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
             let what = l.as_ref().map_or_else(|| "an unreadable lock".to_string(), lock::describe_lock);
             outln!("removed lock {}: {}", id.short(), escape(&what));
         }
-        outln!("{} locks removed", removed.len());
+        outln!("{} removed", count(removed.len(), "lock"));
     }
     Ok(0)
 }

@@ -4,9 +4,11 @@
 
 #[macro_use]
 mod output;
+mod admin;
 pub mod config;
 mod inspect;
 mod maintenance;
+pub mod manual;
 mod pacing;
 mod progress;
 mod repair;
@@ -37,7 +39,7 @@ use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
 use crate::restorer::{split_subpath, Overwrite, RestoreOptions};
 use config::PasswordSource;
-use output::{escape, escape_bytes, escape_path, is_broken_pipe};
+use output::{count, escape, escape_bytes, escape_path, is_broken_pipe};
 use progress::Bar;
 
 /// Exit codes beyond 0 (success) and 1 (failure).
@@ -50,6 +52,9 @@ pub mod exit {
     pub const WRONG_PASSWORD: u8 = 12;
     /// Telegram needs `tstor login`.
     pub const NEEDS_LOGIN: u8 = 13;
+    /// Telegram could not be reached within the bound
+    /// (`TSTOR_TG_UNREACHABLE_TIMEOUT`, 300 seconds by default).
+    pub const UNREACHABLE: u8 = 14;
     /// A snapshot stopped at `--max-upload` or `--max-duration`: what it
     /// uploaded is indexed, no snapshot was saved; the next run goes on.
     pub const STOPPED: u8 = 4;
@@ -89,7 +94,7 @@ struct Global {
     /// Print results as JSON
     #[arg(long, global = true)]
     json: bool,
-    /// No progress bars
+    /// No progress bars, and no summary when a command succeeds (for cron)
     #[arg(short, long, global = true)]
     quiet: bool,
     /// More logging on stderr (-v info, -vv debug, -vvv trace); TSTOR_LOG overrides
@@ -104,6 +109,9 @@ struct Global {
     /// Use this profile of the configuration file
     #[arg(short = 'P', long, env = "TSTOR_PROFILE", global = true, value_name = "NAME")]
     profile: Option<String>,
+    /// While another process holds a conflicting lock, keep trying this long (`5m`, `1h`)
+    #[arg(long, global = true, value_name = "DURATION", value_parser = |s: &str| pacing::parse_duration(s))]
+    retry_lock: Option<std::time::Duration>,
     /// What the configuration file says (filled in after parsing)
     #[arg(skip)]
     settings: config::Settings,
@@ -154,8 +162,15 @@ enum Command {
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
-    /// Print a shell completion script: `tstor completions bash > /etc/bash_completion.d/tstor`
+    /// Print a shell completion script: `tstor completions bash > ~/.local/share/bash-completion/completions/tstor`
+    /// (zsh: `_tstor` in a directory of $fpath; fish: ~/.config/fish/completions/tstor.fish)
     Completions(CompletionsArgs),
+    /// Print the version of tstor and of the repository format it writes
+    Version,
+    /// List the ids of stored objects of one kind
+    List(admin::ListArgs),
+    /// List the local caches, or remove those not used for a while (--cleanup)
+    Cache(admin::CacheArgs),
 }
 
 #[derive(Args)]
@@ -254,12 +269,32 @@ struct SnapshotArgs {
 
 #[derive(Args)]
 struct SnapshotsArgs {
-    /// Only snapshots of this host
+    /// Only snapshots of this host (repeatable: any of them)
     #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag
+    host: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them)
     #[arg(long)]
     tag: Vec<String>,
+    /// Only snapshots whose paths include this one (repeatable: all of them)
+    #[arg(long, value_name = "PATH")]
+    path: Vec<PathBuf>,
+    /// Only the newest N snapshots (of each group with --group-by)
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
+    /// Only id, time, host and tags
+    #[arg(short = 'c', long)]
+    compact: bool,
+    /// Group by these, comma-separated: host, paths, tags
+    #[arg(short = 'g', long, value_name = "FIELDS", value_delimiter = ',', value_enum)]
+    group_by: Vec<GroupBy>,
+}
+
+/// What `snapshots --group-by` groups by.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GroupBy {
+    Host,
+    Paths,
+    Tags,
 }
 
 #[derive(Args)]
@@ -289,6 +324,8 @@ struct RestoreArgs {
     /// Write nothing; report what would change (listed with -v)
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    filter: admin::LatestFilter,
 }
 
 #[derive(Args)]
@@ -327,6 +364,8 @@ pub fn main() -> ExitCode {
     }
     // Trouble with the local cache never stops a command; the user reads one line about it.
     crate::cache::set_warning_sink(|message| eprintln!("tstor: warning: {message}"));
+    // A storage that cannot be reached is said at once, not after minutes of silence.
+    crate::backend::telegram::retry::set_retry_notice(|message| errln!("tstor: {}", escape(message)));
     let _log_guard = match init_logging(&cli.global) {
         Ok(g) => g,
         Err(e) => {
@@ -337,6 +376,9 @@ pub fn main() -> ExitCode {
     if let Err(e) = config::apply(&mut cli.global) {
         errln!("tstor: {}", escape(&e.to_string()));
         return ExitCode::FAILURE;
+    }
+    if let Some(wait) = cli.global.retry_lock {
+        crate::repo::lock::set_retry_lock(wait);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -361,6 +403,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if needs_login(e) {
         return exit::NEEDS_LOGIN;
     }
+    if unreachable(e) {
+        return exit::UNREACHABLE;
+    }
     match e.downcast_ref::<RepoError>() {
         Some(RepoError::Stopped { .. }) => exit::STOPPED,
         Some(RepoError::NoRepository(_)) => exit::NO_REPOSITORY,
@@ -368,6 +413,14 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(RepoError::WrongPassword) => exit::WRONG_PASSWORD,
         _ => 1,
     }
+}
+
+/// Whether the storage could not be reached (Telegram down or no network).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<RepoError>().is_some_and(|r| matches!(r, RepoError::Backend(b) if b.is_unreachable()))
+            || c.downcast_ref::<BackendError>().is_some_and(BackendError::is_unreachable)
+    })
 }
 
 /// Whether anything in the error's chain says to run `tstor login`.
@@ -394,6 +447,8 @@ fn init_logging(g: &Global) -> Result<LogGuard> {
     let stderr_layer = stderr_filter.map(|f| {
         fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only for a person at a terminal: never in cron mail or a redirected log.
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
             .with_target(false)
             .with_filter(EnvFilter::new(format!("tstor={f},{f}")))
     });
@@ -443,7 +498,9 @@ fn first_line(bytes: Vec<u8>) -> Vec<u8> {
     line
 }
 
-/// The password, from (in order) TSTOR_PASSWORD, a file, a command, or a prompt.
+/// The password, from (in order) TSTOR_PASSWORD, a file, a command, the
+/// configuration file, the first line of standard input when it is not a
+/// terminal, or a prompt.
 fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
     if let Some(p) = std::env::var_os("TSTOR_PASSWORD") {
         return Ok(p.into_vec());
@@ -468,7 +525,15 @@ fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
         return Ok(p.clone().into_bytes());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command");
+        // `echo pw | tstor ...`: the first line of standard input, as restic reads it.
+        let mut line = Vec::new();
+        std::io::BufRead::read_until(&mut std::io::stdin().lock(), b'\n', &mut line)
+            .context("cannot read the password from standard input")?;
+        let line = first_line(line);
+        if line.is_empty() {
+            bail!("no password given: set TSTOR_PASSWORD, --password-file or --password-command, or pipe it on standard input");
+        }
+        return Ok(line);
     }
     let p = rpassword::prompt_password("Repository password: ").context("cannot read the password")?;
     if confirm {
@@ -518,6 +583,9 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Dump(a) => snapshot_commands::cmd_dump(g, a).await,
         Command::Rewrite(a) => snapshot_commands::cmd_rewrite(g, a).await,
         Command::Completions(_) => Ok(0),
+        Command::Version => admin::cmd_version(g),
+        Command::List(a) => admin::cmd_list(g, a).await,
+        Command::Cache(a) => admin::cmd_cache(g, a),
     }
 }
 
@@ -601,7 +669,8 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, Some(p)) => ParentChoice::Id(p),
         (false, None) => ParentChoice::Latest,
     };
-    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress());
+    let bar =
+        Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress().listing_files(g.verbose >= 2 && !g.json));
     if opts.stream.is_none() && ((progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress()) {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
@@ -623,6 +692,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     };
     bar.finish();
     let s = &outcome.snapshot.summary;
+    let summary = crate::archiver::RunSummary::new(&outcome, started.elapsed());
     if g.json {
         let errors: Vec<_> =
             outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
@@ -640,6 +710,10 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "files_changed": s.files_changed,
                 "files_unchanged": s.files_unchanged,
                 "dirs": s.dirs,
+                "dirs_new": summary.dirs_new,
+                "dirs_changed": summary.dirs_changed,
+                "dirs_unmodified": summary.dirs_unmodified,
+                "total_duration_seconds": summary.total_duration_seconds,
                 "other_nodes": s.other_nodes,
                 "data_blobs_added": s.data_blobs_added,
                 "tree_blobs_added": s.tree_blobs_added,
@@ -658,32 +732,15 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
                 "changed_files": changed,
             })
         );
-    } else {
-        let while_read = match outcome.changed.len() {
-            0 => String::new(),
-            n => format!(" ({n} changed while read)"),
-        };
-        outln!(
-            "files: {} new, {} changed, {} unchanged{while_read}; {} directories",
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            s.dirs
-        );
-        outln!(
-            "read {}, added {} ({} stored) in {:.1}s",
-            human(s.bytes_read),
-            human(s.bytes_added),
-            human(s.bytes_stored),
-            (s.end_ns - s.start_ns) as f64 / 1e9
-        );
-        if a.dry_run {
-            outln!("dry run: nothing was written to the repository");
+    } else if !g.quiet {
+        let last = if a.dry_run {
+            "dry run: nothing was written to the repository".to_string()
         } else if !outcome.saved {
-            outln!("nothing changed since snapshot {}: no snapshot saved", outcome.id.short());
+            format!("nothing changed since snapshot {}: no snapshot saved", outcome.id.short())
         } else {
-            outln!("snapshot {} saved", outcome.id.short());
-        }
+            format!("snapshot {} saved", outcome.id.short())
+        };
+        print_snapshot_summary(&summary, outcome.changed.len(), &last);
     }
     for (id, reason) in &outcome.unreadable_packs {
         errln!("warning: {}", escape(&crate::repo::describe_unreadable_pack(&id.short(), reason)));
@@ -695,10 +752,12 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         errln!("warning: {}: file changed while it was read; stored as read, possibly inconsistent", escape_path(p));
     }
     if !outcome.errors.is_empty() {
-        errln!("tstor: {} paths could not be read and are missing from the snapshot", outcome.errors.len());
+        let n = outcome.errors.len();
+        let verb = if n == 1 { "was" } else { "were" };
+        errln!("tstor: {} could not be read and {verb} left out of the snapshot", count(n, "path"));
     }
     if !outcome.changed.is_empty() {
-        errln!("tstor: {} files changed while they were read", outcome.changed.len());
+        errln!("tstor: {} changed while being read", count(outcome.changed.len(), "file"));
     }
     if outcome.errors.is_empty() && outcome.changed.is_empty() {
         Ok(0)
@@ -812,6 +871,45 @@ fn parse_snapshot_time(s: &str) -> Result<i64, String> {
     Ok(ns - offset_secs * 1_000_000_000 + fraction_ns)
 }
 
+/// The summary of a snapshot run, laid out as restic's.
+fn print_snapshot_summary(s: &crate::archiver::RunSummary, changed_while_read: usize, last: &str) {
+    match &s.parent {
+        Some(p) => outln!("using parent snapshot {}", &p[..8.min(p.len())]),
+        None => outln!("no parent snapshot: every file was read"),
+    }
+    let while_read = match changed_while_read {
+        0 => String::new(),
+        n => format!(" ({n} changed while read)"),
+    };
+    outln!(
+        "Files: {:>9} new, {:>9} changed, {:>9} unmodified{while_read}",
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified
+    );
+    outln!("Dirs:  {:>9} new, {:>9} changed, {:>9} unmodified", s.dirs_new, s.dirs_changed, s.dirs_unmodified);
+    outln!("Added to the repository: {} ({} stored)", human(s.data_added), human(s.data_added_stored));
+    outln!();
+    outln!(
+        "processed {}, {} in {} (read {})",
+        count(s.total_files_processed, "file"),
+        human(s.total_bytes_processed),
+        clock(s.total_duration_seconds),
+        human(s.bytes_read)
+    );
+    outln!("{last}");
+}
+
+/// Seconds as `m:ss`, or `h:mm:ss` from an hour.
+fn clock(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
 fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -836,37 +934,142 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
 async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (snaps, bad) = repo.snapshots().await?;
-    let snaps: Vec<_> = snaps
-        .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
-        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
-        .collect();
-    if g.json {
-        let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+    let filter =
+        admin::LatestFilter { hosts: a.host.clone(), paths: a.path.clone(), tags: a.tag.clone() }.to_filter()?;
+    let snaps: Vec<_> = snaps.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let groups = group_snapshots(snaps, &a.group_by, a.latest);
+    if g.json && a.group_by.is_empty() {
+        let list: Vec<_> =
+            groups.iter().flat_map(|(_, snaps)| snaps.iter().map(|(id, s)| snapshot_json(id, s))).collect();
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+    } else if g.json {
+        let list: Vec<_> = groups
+            .iter()
+            .map(|(key, snaps)| {
+                json!({
+                    "group_key": key,
+                    "snapshots": snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
-        for (id, s) in &snaps {
-            let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
-            let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
-            writeln!(
-                out,
-                "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
-                id.short(),
-                format_time(s.time_ns),
-                escape(&s.hostname),
-                tags.join(","),
-                human(s.summary.total_bytes),
-                paths.join(", ")
-            )?;
+        for (i, (key, snaps)) in groups.iter().enumerate() {
+            if !a.group_by.is_empty() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                writeln!(out, "{}", describe_group(key))?;
+            }
+            write_snapshot_table(&mut out, snaps, a.compact)?;
         }
-        writeln!(out, "{} snapshots", snaps.len())?;
     }
     for (id, e) in &bad {
         errln!("error: snapshot {}: {}", id.short(), escape(&e.to_string()));
     }
     Ok(if bad.is_empty() { 0 } else { 1 })
+}
+
+/// The snapshots in groups (one group when `by` is empty), each oldest
+/// first and cut to its newest `latest`; groups in the order of their
+/// oldest snapshot.
+fn group_snapshots(
+    snaps: Vec<(Id, Snapshot)>,
+    by: &[GroupBy],
+    latest: Option<usize>,
+) -> Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> {
+    let mut groups: Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> = Vec::new();
+    for (id, s) in snaps {
+        let mut key = serde_json::Map::new();
+        if by.contains(&GroupBy::Host) {
+            key.insert("hostname".into(), json!(s.hostname));
+        }
+        if by.contains(&GroupBy::Paths) {
+            let mut paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
+            paths.sort();
+            key.insert("paths".into(), json!(paths));
+        }
+        if by.contains(&GroupBy::Tags) {
+            let mut tags = s.tags.clone();
+            tags.sort();
+            key.insert("tags".into(), json!(tags));
+        }
+        let key = serde_json::Value::Object(key);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push((id, s)),
+            None => groups.push((key, vec![(id, s)])),
+        }
+    }
+    if let Some(n) = latest {
+        for (_, list) in &mut groups {
+            let cut = list.len().saturating_sub(n);
+            list.drain(..cut);
+        }
+    }
+    groups
+}
+
+/// A group's header line: `snapshots for host box1, paths /home, tags daily`.
+fn describe_group(key: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => escape(s),
+        serde_json::Value::Array(a) => {
+            let items: Vec<String> = a.iter().filter_map(|x| x.as_str()).map(escape).collect();
+            if items.is_empty() {
+                "(none)".into()
+            } else {
+                items.join(", ")
+            }
+        }
+        other => other.to_string(),
+    };
+    let mut parts = Vec::new();
+    if let Some(h) = key.get("hostname") {
+        parts.push(format!("host {}", text(h)));
+    }
+    if let Some(p) = key.get("paths") {
+        parts.push(format!("paths {}", text(p)));
+    }
+    if let Some(t) = key.get("tags") {
+        parts.push(format!("tags {}", text(t)));
+    }
+    format!("snapshots for {}:", parts.join("; "))
+}
+
+fn write_snapshot_table(out: &mut impl Write, snaps: &[(Id, Snapshot)], compact: bool) -> Result<()> {
+    if compact {
+        writeln!(out, "{:<8}  {:<19}  {:<16}  Tags", "ID", "Time (UTC)", "Host")?;
+    } else {
+        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
+    }
+    for (id, s) in snaps {
+        let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
+        let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
+        if compact {
+            writeln!(
+                out,
+                "{:<8}  {:<19}  {:<16}  {}",
+                id.short(),
+                format_time(s.time_ns),
+                escape(&s.hostname),
+                tags.join(",")
+            )?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
+            id.short(),
+            format_time(s.time_ns),
+            escape(&s.hostname),
+            tags.join(","),
+            human(s.summary.total_bytes),
+            paths.join(", ")
+        )?;
+    }
+    writeln!(out, "{}", count(snaps.len(), "snapshot"))?;
+    Ok(())
 }
 
 fn globset(patterns: &[String]) -> Result<Option<GlobSet>> {
@@ -886,6 +1089,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s.to_string(), p.to_string()),
         None => (a.snapshot.clone(), String::new()),
     };
+    let spec = admin::resolve_latest(&repo, &spec, &a.filter).await?;
     let mut opts = RestoreOptions::new(a.target.clone());
     opts.subpath = split_subpath(OsString::from(sub).as_bytes())?;
     opts.include = globset(&a.include)?;
@@ -910,7 +1114,7 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
                 "result": outcome
             })
         );
-    } else {
+    } else if !g.quiet {
         let mut kept_deleted = String::new();
         if outcome.kept > 0 {
             kept_deleted += &format!(", {} kept", outcome.kept);
@@ -919,15 +1123,15 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             kept_deleted += &format!(", {} deleted", outcome.deleted);
         }
         outln!(
-            "{} snapshot {} to {}: {} files ({}), {} directories, {} links{}{kept_deleted}",
+            "{} snapshot {} to {}: {} ({}), {}, {}{}{kept_deleted}",
             if a.dry_run { "would restore" } else { "restored" },
             id.short(),
             escape_path(&a.target),
-            outcome.files,
+            count(outcome.files, "file"),
             human(outcome.bytes),
-            outcome.dirs,
-            outcome.links,
-            if a.verify { format!(", {} files verified", outcome.verified_files) } else { String::new() }
+            count(outcome.dirs, "directory"),
+            count(outcome.links, "symlink"),
+            if a.verify { format!(", {} verified", count(outcome.verified_files, "file")) } else { String::new() }
         );
     }
     if outcome.errors.is_empty() {
@@ -936,7 +1140,8 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     for e in &outcome.errors {
         errln!("error: {}:{}", id.short(), escape(e));
     }
-    errln!("tstor: {} entries were not restored", outcome.not_restored());
+    let n = outcome.not_restored();
+    errln!("tstor: {} {} not restored", count(n, "entry"), if n == 1 { "was" } else { "were" });
     Ok(1)
 }
 
@@ -953,14 +1158,14 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
     bar.finish();
     if g.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if !g.quiet || !report.ok() || !report.warnings.is_empty() {
         outln!(
-            "{} snapshots, {} packs, {} blobs, {} trees checked; {} packs ({}) verified",
-            report.snapshots,
-            report.packs,
-            report.blobs,
-            report.trees_checked,
-            report.packs_verified,
+            "{}, {}, {}, {} checked; {} ({}) verified",
+            count(report.snapshots, "snapshot"),
+            count(report.packs, "pack"),
+            count(report.blobs, "blob"),
+            count(report.trees_checked, "tree"),
+            count(report.packs_verified, "pack"),
             human(report.bytes_verified)
         );
         for w in &report.warnings {
@@ -968,7 +1173,7 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
         }
     }
     if report.ok() {
-        if !g.json {
+        if !g.json && !g.quiet {
             outln!("no errors were found");
         }
         return Ok(0);
@@ -990,7 +1195,7 @@ async fn cmd_check(g: &Global, a: CheckArgs) -> Result<u8> {
     for path in &report.damaged_paths {
         errln!("damaged: {}", escape(path));
     }
-    errln!("tstor: the repository has {} problems", report.problems.len());
+    errln!("tstor: the repository has {}", count(report.problems.len(), "problem"));
     let mut packs: Vec<&str> = report.problems.iter().filter_map(|p| p.pack.as_deref()).collect();
     packs.sort_unstable();
     packs.dedup();

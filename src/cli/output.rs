@@ -74,6 +74,26 @@ fn reorders_text(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `n` and a noun, singular for one: `count(1, "snapshot")` is "1 snapshot",
+/// `count(2, "directory")` is "2 directories".
+pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    format!("{n} {}", plural(noun))
+}
+
+/// The plural of an English noun by the regular rules.
+pub fn plural(noun: &str) -> String {
+    let before_y = noun.strip_suffix('y').and_then(|stem| stem.chars().last().map(|c| (stem, c)));
+    match before_y {
+        Some((stem, c)) if !"aeiou".contains(c) => format!("{stem}ies"),
+        _ if ["s", "x", "ch", "sh"].iter().any(|end| noun.ends_with(end)) => format!("{noun}es"),
+        _ => format!("{noun}s"),
+    }
+}
+
 static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 
 pub fn out_line(args: fmt::Arguments) {
@@ -111,6 +131,16 @@ mod tests {
         assert_eq!(escape("\x1b[31mred\x07\x7f"), "\\x1b[31mred\\x07\\x7f");
         assert_eq!(escape("\u{9b}2J \u{202e}txt.exe"), "\\u{9b}2J \\u{202e}txt.exe");
         assert_eq!(escape("plain/name-1.txt ünïcødé 日本"), "plain/name-1.txt ünïcødé 日本");
+    }
+
+    #[test]
+    fn counts_use_the_singular_for_one() {
+        assert_eq!(count(1u64, "snapshot"), "1 snapshot");
+        assert_eq!(count(0usize, "snapshot"), "0 snapshots");
+        assert_eq!(count(2u64, "directory"), "2 directories");
+        assert_eq!(count(3u64, "key"), "3 keys");
+        assert_eq!(count(2u64, "match"), "2 matches");
+        assert_eq!(count(1u64, "entry"), "1 entry");
     }
 
     #[test]

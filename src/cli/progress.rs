@@ -33,6 +33,8 @@ pub struct Bar {
     /// Whether progress lines are logged (`-v`), and when the last was.
     log: bool,
     last_log: Mutex<Option<Instant>>,
+    /// Whether each archived file's status is listed on stdout (`-vv`).
+    list_files: bool,
 }
 
 /// `eta` of the template: from the observed pace, `-` until there is one.
@@ -81,7 +83,15 @@ impl Bar {
             total: AtomicU64::new(0),
             log: false,
             last_log: Mutex::new(None),
+            list_files: false,
         }
+    }
+
+    /// Lists each archived file with its status (new, modified,
+    /// unmodified) on stdout, as restic's `backup -vv` does.
+    pub fn listing_files(mut self, on: bool) -> Bar {
+        self.list_files = on;
+        self
     }
 
     /// Also logs the progress and ETA at `-v` (info), for a snapshot.
@@ -170,6 +180,11 @@ impl Progress for Bar {
     }
     fn changed(&self, path: &Path) {
         self.println(format!("warning: {}: file changed while it was read", escape_path(path)));
+    }
+    fn file_status(&self, path: &Path, status: crate::archiver::FileStatus) {
+        if self.list_files {
+            self.bar.suspend(|| outln!("{:<10} {}", status.name(), escape_path(path)));
+        }
     }
 }
 

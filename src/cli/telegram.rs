@@ -92,6 +92,9 @@ fn options(g: &Global, session: &TelegramSession) -> Result<Options> {
     if let Some(n) = env_number::<usize>("TSTOR_TG_TRANSFER_CONNECTIONS")? {
         o.transfer_connections = n.min(16);
     }
+    if let Some(s) = env_number::<u64>("TSTOR_TG_UNREACHABLE_TIMEOUT")? {
+        o.unreachable_after = Duration::from_secs(s);
+    }
     if let Some(s) = env_number::<u64>("TSTOR_TG_MAX_FLOOD_WAIT")? {
         o.max_flood_wait = Duration::from_secs(s);
     }

@@ -77,7 +77,10 @@ pub async fn resolve_object(repo: &Repository, kind: ObjectKind, spec: &str) -> 
     match hits.len() {
         0 => Err(RepoError::Invalid(format!("no {what} matches `{spec}`"))),
         1 => Ok(hits.remove(0)),
-        n => Err(RepoError::Invalid(format!("`{spec}` matches {n} {what} objects; give more of the id"))),
+        _ => {
+            let candidates: Vec<(Id, String)> = hits.iter().map(|(id, _)| (*id, String::new())).collect();
+            Err(crate::repo::select::ambiguous(spec, &format!("{what} objects"), &candidates))
+        }
     }
 }
 
@@ -124,7 +127,10 @@ pub async fn cat(repo: &Repository, target: &CatTarget) -> Result<CatObject, Rep
             let id = match hits.len() {
                 0 => return Err(RepoError::Invalid(format!("no tree matches `{spec}`"))),
                 1 => hits[0],
-                n => return Err(RepoError::Invalid(format!("`{spec}` matches {n} trees; give more of the id"))),
+                _ => {
+                    let candidates: Vec<(Id, String)> = hits.iter().map(|id| (*id, String::new())).collect();
+                    return Err(crate::repo::select::ambiguous(spec, "trees", &candidates));
+                }
             };
             CatObject::Tree(id, repo.load_tree_from_storage(&index, &id).await?)
         }

@@ -91,7 +91,7 @@ impl CheckReport {
 
     fn problem(&mut self, pack: Option<&Id>, blob: Option<&Id>, message: impl Into<String>) {
         let message = message.into();
-        tracing::error!(pack = ?pack.map(|p| p.short()), blob = ?blob.map(|b| b.short()), %message, "check found a problem");
+        tracing::error!(pack = pack.map(|p| p.short()), blob = blob.map(|b| b.short()), %message, "check found a problem");
         self.problems.push(Problem { pack: pack.map(Id::to_hex), blob: blob.map(Id::to_hex), message });
     }
 }
@@ -484,7 +484,7 @@ pub async fn check(
     for (id, size) in unindexed {
         match repo.read_pack_header(&id, size).await {
             Ok(_) => report.warnings.push(format!(
-                "pack {} is not in any index (left by an interrupted run; the next snapshot indexes it)",
+                "pack {} is not in any index (left by an interrupted run): the next snapshot indexes it, or `tstor repair index` now",
                 id.short()
             )),
             Err(RepoError::Backend(e)) if e.is_not_found() => {}

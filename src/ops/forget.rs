@@ -499,12 +499,16 @@ fn resolve<'a>(spec: &str, snapshots: &'a [(Id, Snapshot)]) -> Result<&'a (Id, S
     if lc.is_empty() || !lc.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(RepoError::Invalid(format!("`{spec}` is neither `latest` nor a snapshot id")));
     }
-    let mut found = snapshots.iter().filter(|(id, _)| id.to_hex().starts_with(&lc));
-    match (found.next(), found.next()) {
-        (Some(one), None) => Ok(one),
-        (None, _) => Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
-        (Some(_), Some(_)) => {
-            Err(RepoError::Invalid(format!("`{spec}` matches several snapshots; give more of the id")))
+    let found: Vec<&(Id, Snapshot)> = snapshots.iter().filter(|(id, _)| id.to_hex().starts_with(&lc)).collect();
+    match found[..] {
+        [one] => Ok(one),
+        [] => Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
+        _ => {
+            let candidates: Vec<(Id, String)> = found
+                .iter()
+                .map(|(id, s)| (*id, format!("{} on {}", crate::format_time(s.time_ns), s.hostname)))
+                .collect();
+            Err(crate::repo::select::ambiguous(spec, "snapshots", &candidates))
         }
     }
 }

@@ -46,7 +46,15 @@ pub async fn select_snapshots(repo: &Repository, specs: &[String]) -> Result<Sel
             match hits.len() {
                 0 => return Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
                 1 => hits[0],
-                n => return Err(RepoError::Invalid(format!("`{spec}` matches {n} snapshots; give more of the id"))),
+                _ => {
+                    let candidates: Vec<(Id, String)> = hits
+                        .iter()
+                        .map(|&i| {
+                            (all[i].0, format!("{} on {}", crate::format_time(all[i].1.time_ns), all[i].1.hostname))
+                        })
+                        .collect();
+                    return Err(crate::repo::select::ambiguous(spec, "snapshots", &candidates));
+                }
             }
         };
         if !chosen.contains(&i) {

@@ -238,7 +238,7 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
             }
             let stored_size = stored.get(&p.id).copied();
             if stored_size.is_some_and(|s| s != p.size) {
-                tracing::warn!(pack = %p.id.short(), indexed = p.size, stored = ?stored_size, "pack size differs from the index");
+                tracing::warn!(pack = %p.id.short(), indexed = p.size, stored = stored_size, "pack size differs from the index");
             }
             packs.push(PackInfo { pack: p.clone(), indexed: true, stored: stored_size.is_some(), young: false });
         }

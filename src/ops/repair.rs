@@ -430,7 +430,10 @@ fn resolve_packs(specs: &[String], known: &HashSet<Id>) -> Result<Vec<Id>, RepoE
         match matches.len() {
             0 => return Err(RepoError::Invalid(format!("no pack in storage or in the index matches `{spec}`"))),
             1 => out.push(matches[0]),
-            n => return Err(RepoError::Invalid(format!("`{spec}` matches {n} packs; give more of the id"))),
+            _ => {
+                let candidates: Vec<(Id, String)> = matches.iter().map(|id| (*id, String::new())).collect();
+                return Err(crate::repo::select::ambiguous(spec, "packs", &candidates));
+            }
         }
     }
     out.sort();

@@ -102,7 +102,10 @@ impl Repository {
         match matches.len() {
             0 => Err(RepoError::Invalid(format!("no key matches `{spec}`"))),
             1 => Ok(matches.remove(0)),
-            n => Err(RepoError::Invalid(format!("`{spec}` matches {n} keys; give more of the id"))),
+            _ => {
+                let candidates: Vec<(Id, String)> = matches.iter().map(|id| (*id, String::new())).collect();
+                Err(super::select::ambiguous(spec, "keys", &candidates))
+            }
         }
     }
 

@@ -131,8 +131,40 @@ pub struct LockGuard {
     refresher: tokio::task::JoinHandle<()>,
 }
 
-/// Takes a shared or exclusive lock, refusing if a live conflicting lock exists.
+/// How long a command waits for conflicting locks to go (`--retry-lock`);
+/// zero (the default) fails at once.
+static RETRY_LOCK: OnceLock<Duration> = OnceLock::new();
+
+/// Sets, once per process, how long [`acquire`] keeps trying while another
+/// process holds a conflicting lock.
+pub fn set_retry_lock(wait: Duration) {
+    let _ = RETRY_LOCK.set(wait);
+}
+
+/// Longest pause between two tries for a lock held by another process.
+const MAX_LOCK_PAUSE: Duration = Duration::from_secs(30);
+
+/// Takes a lock; while another process holds a conflicting one, tries again
+/// (pausing 1 s, doubling up to 30 s) for the time set by [`set_retry_lock`].
 pub async fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
+    let wait = RETRY_LOCK.get().copied().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match try_acquire(repo, exclusive).await {
+            Err(RepoError::Locked(conflict)) if tokio::time::Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tracing::info!(%conflict, left_s = left.as_secs(), "repository locked; trying again");
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(MAX_LOCK_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Takes a shared or exclusive lock, refusing if a live conflicting lock exists.
+async fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     let conflict = |locks: &[(Id, Lock)], own: Option<&Id>| -> Option<String> {
         let now = host::now_ns();
         locks
@@ -144,7 +176,7 @@ pub async fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     };
     if let Some(c) = conflict(&list_locks(repo).await?, None) {
         tracing::warn!(conflict = %c, "lock conflict");
-        return Err(RepoError::Locked(c));
+        return Err(conflict_error(c));
     }
     let now = host::now_ns();
     let mut nonce = [0u8; 16];
@@ -164,7 +196,7 @@ pub async fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     if let Some(c) = conflict(&list_locks(repo).await?, Some(&id)) {
         let _ = repo.backend().delete(ObjectKind::Lock, &id).await;
         tracing::warn!(conflict = %c, "lock conflict");
-        return Err(RepoError::Locked(c));
+        return Err(conflict_error(c));
     }
     tracing::debug!(lock = %id.short(), exclusive, "lock taken");
     let held = Arc::new(tokio::sync::Mutex::new(Held { id, lock, lost: None }));
@@ -172,6 +204,18 @@ pub async fn acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     let last_refresh_ns = Arc::new(AtomicI64::new(now));
     let refresher = tokio::spawn(refresh_loop(repo.clone(), held.clone(), current_id.clone(), last_refresh_ns.clone()));
     Ok(LockGuard { repo: repo.clone(), held, current_id, exclusive, last_refresh_ns, refresher })
+}
+
+/// The error for a lock held by another process, with what to do about it.
+fn conflict_error(description: String) -> RepoError {
+    let hint = if description.contains("tstor unlock") {
+        String::new()
+    } else {
+        "; if that process is no longer running, `tstor unlock --remove-all` removes its lock \
+         (`tstor unlock` removes locks left unrefreshed long enough to be stale)"
+            .to_string()
+    };
+    RepoError::Locked(format!("{description}{hint}"))
 }
 
 /// Marks the lock lost for `reason`; returns the error every later commit gets.

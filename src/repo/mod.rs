@@ -10,6 +10,7 @@ pub mod keyring;
 pub mod keys;
 pub mod lock;
 pub mod packer;
+pub mod select;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -110,7 +111,10 @@ impl Repository {
     /// Creates a repository in empty storage, with one key for `password`.
     pub async fn init(backend: Arc<dyn Backend>, password: &[u8], opts: InitOptions) -> Result<Repository> {
         if !opts.chunker.is_valid() {
-            return Err(RepoError::Invalid(format!("invalid chunker parameters {:?}", opts.chunker)));
+            return Err(RepoError::Invalid(format!(
+                "invalid chunker parameters: min {}, average {}, max {}",
+                opts.chunker.min, opts.chunker.avg, opts.chunker.max
+            )));
         }
         if !(1..=19).contains(&opts.compression_level) {
             return Err(RepoError::Invalid(format!("compression level {} is outside 1..=19", opts.compression_level)));
@@ -511,23 +515,15 @@ impl Repository {
 
     /// Resolves `latest`, a full id or a unique id prefix.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_filtered(spec, &select::SnapshotFilter::default()).await
+    }
+
+    /// Resolves `latest` (the newest snapshot `filter` accepts: restic's
+    /// `--host/--path/--tag`), a full id or a unique id prefix (whatever
+    /// the filter). An ambiguous prefix lists the candidates.
+    pub async fn find_snapshot_filtered(&self, spec: &str, filter: &select::SnapshotFilter) -> Result<(Id, Snapshot)> {
         let (snaps, _) = self.snapshots().await?;
-        if spec == "latest" {
-            return snaps
-                .into_iter()
-                .last()
-                .ok_or_else(|| RepoError::Invalid("the repository has no snapshots".into()));
-        }
-        let spec_lc = spec.to_ascii_lowercase();
-        if spec_lc.is_empty() || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RepoError::Invalid(format!("`{spec}` is neither `latest` nor a snapshot id")));
-        }
-        let mut matches: Vec<_> = snaps.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lc)).collect();
-        match matches.len() {
-            0 => Err(RepoError::Invalid(format!("no snapshot matches `{spec}`"))),
-            1 => Ok(matches.remove(0)),
-            n => Err(RepoError::Invalid(format!("`{spec}` matches {n} snapshots; give more of the id"))),
-        }
+        select::select_snapshot(snaps, spec, filter)
     }
 
     // ---- index ----

@@ -289,7 +289,8 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
                 from_elsewhere(context, blob, message).await;
             }
         }
-        Err(e) if e.needs_login() => context.abort(e),
+        // Nothing more can be read: the session is gone or storage cannot be reached.
+        Err(e) if e.needs_login() || e.is_unreachable() => context.abort(e),
         Err(e) if e.class() == ErrorClass::Permanent && read.blobs.len() > 1 => {
             tracing::warn!(pack = %read.pack, error = %e, "a ranged read failed; reading its blobs one by one");
             for blob in read.blobs {
@@ -305,7 +306,7 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
                             from_elsewhere(context, blob, message).await;
                         }
                     }
-                    Err(e) if e.needs_login() => return context.abort(e),
+                    Err(e) if e.needs_login() || e.is_unreachable() => return context.abort(e),
                     Err(e) => from_elsewhere(context, blob, failure_message(&e)).await,
                 }
             }
@@ -322,6 +323,7 @@ async fn restore_range(context: &Arc<Context>, read: RangeRead) {
 /// storage said so (not found, permanent), else that storage kept failing.
 fn failure_message(e: &BackendError) -> String {
     match e.class() {
+        _ if e.is_unreachable() => format!("not restored, storage could not be reached (the data may be intact): {e}"),
         ErrorClass::Transient(_) => format!("not restored, storage kept failing (the data may be intact): {e}"),
         _ => format!("data lost: {e}"),
     }

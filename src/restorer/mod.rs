@@ -152,8 +152,10 @@ impl RestoreOptions {
 
 #[derive(Default, Debug, serde::Serialize)]
 pub struct RestoreOutcome {
+    /// Regular files, hard links included (as a snapshot counts them).
     pub files: u64,
     pub dirs: u64,
+    /// Symbolic links.
     pub links: u64,
     pub bytes: u64,
     pub verified_files: u64,

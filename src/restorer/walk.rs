@@ -494,7 +494,9 @@ impl<'o> Walker<'o> {
         }
         let path = self.opts.target.join(rel);
         match clear_path(&path).and_then(|_| fs::hard_link(self.opts.target.join(first), &path)) {
-            Ok(()) => self.outcome.links += 1,
+            // A hard link is a file of the snapshot, counted as one (as the
+            // snapshot's summary counts it).
+            Ok(()) => self.outcome.files += 1,
             Err(e) => self.note(display(rel), format!("cannot create hard link: {e}")),
         }
     }

@@ -247,7 +247,7 @@ fn a_lock_dated_in_the_future_is_named_and_unlock_removes_it() {
     let out = env.cmd().arg("unlock").output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("1 locks removed") && stdout.contains("clockwrong"), "{stdout}");
+    assert!(stdout.contains("1 lock removed") && stdout.contains("clockwrong"), "{stdout}");
     assert_eq!(lock_count(&env), 1, "the lock within the tolerance stays");
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

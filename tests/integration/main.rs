@@ -10,6 +10,7 @@ mod crash;
 mod damage;
 mod excludes_config;
 mod file_changes_and_output;
+mod first_hour;
 mod hardening;
 mod inspect;
 mod library;

@@ -693,7 +693,7 @@ fn stale_locks_of_killed_processes_do_not_block_prune_and_unlock_removes_them() 
     let out = env.cmd().arg("prune").output().unwrap();
     assert_eq!(out.status.code(), Some(11), "a live shared lock blocks prune");
     let out = env.cmd().args(["unlock", "--remove-all"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 locks removed"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 lock removed"));
     assert_eq!(lock_files(&env), 0);
     env.cmd().arg("prune").assert().success();
 }

@@ -186,7 +186,7 @@ fn listings_carry_ids_times_hosts_paths_and_tags() {
     assert_eq!(list[0]["tags"][0], "daily");
     let out = env.cmd().args(["snapshots", "--tag", "daily"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("box1") && text.contains("1 snapshots"), "{text}");
+    assert!(text.contains("box1") && text.contains("1 snapshot\n"), "{text}");
     // A prefix of the id names a snapshot.
     let prefix = &list[1]["id"].as_str().unwrap()[..6];
     env.cmd().args(["restore", prefix, "--target"]).arg(env.path("o")).assert().success();

@@ -1,7 +1,9 @@
 //! `cargo xtask dist`: the files a package of tstor ships beside the binary,
 //! generated from the command line definition (`tstor::cli::command`): man
 //! pages (`tstor.1` and one per command, clap_mangen) and shell completions
-//! for bash, zsh and fish (clap_complete), all in `target/dist/`.
+//! for bash, zsh and fish (clap_complete), all in `target/dist/` (under
+//! `$CARGO_TARGET_DIR` when it is set). `tstor.1` also has the ENVIRONMENT,
+//! EXIT STATUS and EXAMPLES sections of `tstor::cli::manual`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,50 @@ const USAGE: &str = "usage: cargo xtask dist\n\nwrites target/dist/tstor.1, a ma
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Text for roff: backslashes and hyphens escaped, no line read as a request.
+fn roff(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let escaped = line.replace('\\', "\\e").replace('-', "\\-");
+            if escaped.starts_with('.') || escaped.starts_with('\'') {
+                format!("\\&{escaped}")
+            } else {
+                escaped
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `tstor.1`: clap_mangen's sections, then ENVIRONMENT, EXIT STATUS and
+/// EXAMPLES, then the version.
+fn main_page() -> Result<Vec<u8>> {
+    use tstor::cli::manual::{ENVIRONMENT, EXAMPLES, EXIT_STATUS};
+    let man = clap_mangen::Man::new(tstor::cli::command());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    let mut extra = String::from(".SH ENVIRONMENT\n");
+    for (name, what) in ENVIRONMENT {
+        extra += &format!(".TP\n\\fB{}\\fR\n{}\n", roff(name), roff(what));
+    }
+    extra += ".SH \"EXIT STATUS\"\n";
+    for (code, what) in EXIT_STATUS {
+        extra += &format!(".TP\n\\fB{code}\\fR\n{}\n", roff(what));
+    }
+    extra += ".SH EXAMPLES\n";
+    for (what, command) in EXAMPLES {
+        extra += &format!(".PP\n{}\n.PP\n.RS 4\n.nf\n{}\n.fi\n.RE\n", roff(what), roff(command));
+    }
+    out.extend_from_slice(extra.as_bytes());
+    man.render_version_section(&mut out)?;
+    Ok(out)
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -34,9 +80,31 @@ pub fn main(args: &[String]) -> Result<()> {
             .with_context(|| format!("cannot write {shell} completions to {}", dist.display()))?;
     }
     let page = dist.join("tstor.1");
-    if !page.is_file() {
-        bail!("{} was not written", page.display());
-    }
+    std::fs::write(&page, main_page()?).with_context(|| format!("cannot write {}", page.display()))?;
     println!("wrote {} (and a page per command) and bash, zsh and fish completions", page.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_page_has_environment_exit_status_and_examples() {
+        let page = String::from_utf8(main_page().unwrap()).unwrap();
+        for section in [".SH NAME", ".SH SYNOPSIS", ".SH ENVIRONMENT", ".SH \"EXIT STATUS\"", ".SH EXAMPLES"] {
+            assert!(page.contains(section), "{section} missing");
+        }
+        assert!(page.contains("TSTOR_TG_UNREACHABLE_TIMEOUT"));
+        assert!(page.contains(".TP\n\\fB14\\fR"), "exit status 14 listed");
+        assert!(page.contains("tstor \\-q \\-\\-password\\-file"), "examples escaped for roff");
+    }
+
+    #[test]
+    fn the_readme_says_where_dist_writes() {
+        let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+        let said = readme.split("`cargo xtask dist` writes").nth(1).expect("the README describes cargo xtask dist");
+        let sentence = &said[..said.find("\n\n").unwrap_or(said.len())];
+        assert!(sentence.contains("`target/dist/`") && sentence.contains("CARGO_TARGET_DIR"), "{sentence}");
+    }
 }

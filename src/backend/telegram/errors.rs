@@ -20,6 +20,13 @@ pub(super) fn permanent(message: impl Into<String>) -> BackendError {
 /// Classifies a grammers error for the layers above.
 pub(super) fn classify(e: InvocationError, what: &str) -> BackendError {
     let message = format!("Telegram {what}: {e}");
+    if retry::is_unreachable(&e) {
+        let reason = match &e {
+            InvocationError::Io(io) => io.get_ref().map(ToString::to_string).unwrap_or_default(),
+            _ => e.to_string(),
+        };
+        return BackendError::Unreachable { message: format!("{what}: {reason}") };
+    }
     match &e {
         InvocationError::Rpc(r) if r.code == 420 => transient(message, retry::flood_wait(&e)),
         InvocationError::Rpc(r) if r.code >= 500 => transient(message, None),

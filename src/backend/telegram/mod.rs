@@ -63,6 +63,8 @@ pub const MAX_PARTS: usize = 4000;
 pub const MAX_CHUNK: usize = 512 * 1024;
 /// The data pack size suggested to the repository by default.
 pub const DEFAULT_PACK_SIZE: usize = 64 << 20;
+/// How long Telegram may stay unreachable before a request gives up.
+pub const DEFAULT_UNREACHABLE_AFTER: Duration = Duration::from_secs(300);
 /// The largest pack size accepted: far below Telegram's 2000 MiB per file.
 pub const MAX_PACK_SIZE: usize = 512 << 20;
 const MIME: &str = "application/octet-stream";
@@ -89,6 +91,10 @@ pub struct Options {
     pub attempts: u32,
     /// First back-off after a dropped connection.
     pub retry_delay: Duration,
+    /// How long a request keeps trying while Telegram cannot be reached
+    /// (connections refused or dropped in a row) before it fails with
+    /// [`BackendError::Unreachable`].
+    pub unreachable_after: Duration,
     /// Data pack size suggested to the repository, at most [`MAX_PACK_SIZE`].
     pub pack_size: usize,
     /// Connections for upload parts and downloaded chunks, besides the one
@@ -105,6 +111,7 @@ impl Options {
             attempts: self.attempts * (self.attempts + 1),
             delay: self.retry_delay,
             max_flood_wait: self.max_flood_wait,
+            give_up_after: self.unreachable_after,
         }
     }
 }
@@ -118,6 +125,7 @@ impl Default for Options {
             max_flood_wait: Duration::from_secs(600),
             attempts: 5,
             retry_delay: Duration::from_millis(500),
+            unreachable_after: DEFAULT_UNREACHABLE_AFTER,
             pack_size: DEFAULT_PACK_SIZE,
             transfer_connections: TRANSFER_CONNECTIONS,
         }
@@ -260,7 +268,7 @@ impl Backend for TelegramBackend {
         if self.catalog.lock().await.of_kind(ObjectKind::Config).next().is_none() {
             Ok(())
         } else {
-            Err(permanent(format!("a repository already exists at {}", self.location())))
+            Err(BackendError::Occupied { message: "a repository already exists there".into() })
         }
     }
 

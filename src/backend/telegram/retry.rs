@@ -14,8 +14,8 @@
 //! tstor was told about runs.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use grammers_client::sender::{RetryContext, RetryPolicy};
@@ -231,6 +231,10 @@ impl RetryPolicy for TstorRetry {
 /// How tstor's own loop retries one request.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
+    /// How long transient failures in a row (a server that cannot be
+    /// reached, connections dropped again and again) are retried before
+    /// the request gives up with [`Unreachable`], whatever attempts remain.
+    pub give_up_after: Duration,
     /// Attempts for transient failures (dropped connections, 5xx), on top
     /// of grammers' resends.
     pub attempts: u32,
@@ -238,6 +242,50 @@ pub struct Budget {
     pub delay: Duration,
     /// Longest flood wait sat out; a longer one ends the request.
     pub max_flood_wait: Duration,
+}
+
+/// The error a request ends with when Telegram could not be reached for
+/// [`Budget::give_up_after`]: carried inside an I/O error so that it
+/// travels through grammers' error type, and recognised by
+/// [`is_unreachable`].
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach Telegram after trying for {}s: {last}", waited.as_secs())]
+pub struct Unreachable {
+    pub waited: Duration,
+    pub last: String,
+}
+
+/// Whether `e` is a request that gave up because Telegram stayed unreachable.
+pub fn is_unreachable(e: &InvocationError) -> bool {
+    matches!(e, InvocationError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<Unreachable>()))
+}
+
+/// Where the one line saying that Telegram cannot be reached goes (the
+/// command line prints it on stderr); the library itself only logs.
+static RETRY_NOTICE: OnceLock<fn(&str)> = OnceLock::new();
+static NOTICED: AtomicBool = AtomicBool::new(false);
+
+/// Sets where the notice about an unreachable Telegram goes.
+pub fn set_retry_notice(sink: fn(&str)) {
+    let _ = RETRY_NOTICE.set(sink);
+}
+
+/// Tells the user, once per process, that Telegram cannot be reached and
+/// the requests are being retried for up to `bound`.
+fn notice_unreachable(error: &InvocationError, bound: Duration) {
+    let message = format!("cannot connect to Telegram ({error}); retrying for up to {}s", bound.as_secs());
+    tracing::warn!("{message}");
+    if !NOTICED.swap(true, Ordering::SeqCst) {
+        if let Some(sink) = RETRY_NOTICE.get() {
+            sink(&message);
+        }
+    }
+}
+
+/// Whether an error means no connection could be made or kept (rather than
+/// a server error answered over a working one).
+fn is_connection_failure(e: &InvocationError) -> bool {
+    matches!(e, InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_))
 }
 
 /// Flood waits one request sits out in a row before it gives up: they are
@@ -290,6 +338,8 @@ where
     let mut failures = 0;
     let mut floods = 0;
     let mut premium_waits = 0;
+    // When the current run of transient failures began.
+    let mut failing_since: Option<Instant> = None;
     loop {
         gate.wait().await;
         let request = make();
@@ -301,6 +351,11 @@ where
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
+        // Any answer (a flood wait, a server error) came over a working
+        // connection: the run of connection failures ends.
+        if !is_connection_failure(&error) {
+            failing_since = None;
+        }
         if let Some(wait) = flood_wait(&error) {
             let too_many = if is_premium_wait(&error) {
                 premium_waits += 1;
@@ -315,11 +370,28 @@ where
             gate.flooded(wait);
         } else if is_transient(&error) {
             failures += 1;
-            if failures >= budget.attempts {
+            let mut delay = back_off(budget.delay, failures);
+            if is_connection_failure(&error) {
+                let waited = failing_since.get_or_insert_with(Instant::now).elapsed();
+                if waited >= budget.give_up_after {
+                    let gave_up = Unreachable { waited, last: error.to_string() };
+                    return Err(InvocationError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, gave_up)));
+                }
+                if failures >= budget.attempts {
+                    return Err(error);
+                }
+                // One dropped connection is routine; a resend that cannot
+                // connect either is worth telling the user about.
+                if failures >= 2 {
+                    notice_unreachable(&error, budget.give_up_after);
+                }
+                // The last attempt comes when the bound runs out, not after it.
+                delay = delay.min(budget.give_up_after - waited);
+            } else if failures >= budget.attempts {
                 return Err(error);
             }
             tracing::debug!(error = %error, attempt = failures, "retrying a Telegram request");
-            gate.hold(back_off(budget.delay, failures));
+            gate.hold(delay);
         } else {
             return Err(error);
         }
