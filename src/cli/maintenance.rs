@@ -52,7 +52,7 @@ fn duration(s: &str) -> Result<Duration, String> {
     s.parse()
 }
 
-fn tag_lists(values: &[String]) -> Vec<Vec<String>> {
+pub(super) fn tag_lists(values: &[String]) -> Vec<Vec<String>> {
     values
         .iter()
         .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>())

@@ -7,6 +7,7 @@ mod output;
 pub mod config;
 mod inspect;
 mod maintenance;
+mod mount;
 mod pacing;
 mod progress;
 mod repair;
@@ -146,6 +147,8 @@ enum Command {
     Login(telegram::LoginArgs),
     /// Log out of Telegram and delete the session file
     Logout,
+    /// Show the snapshots as a read-only file system until Ctrl-C or SIGTERM
+    Mount(mount::MountArgs),
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -459,6 +462,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Login(a) => telegram::cmd_login(g, a).await,
         Command::Logout => telegram::cmd_logout(g).await,
         Command::Repair(c) => repair::cmd_repair(g, c).await,
+        Command::Mount(a) => mount::cmd_mount(g, a).await,
         Command::Completions(_) => Ok(0),
     }
 }

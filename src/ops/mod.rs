@@ -8,6 +8,7 @@ pub mod diff;
 pub mod forget;
 pub mod inspect;
 pub mod key;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod stats;
