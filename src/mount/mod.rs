@@ -29,6 +29,7 @@ use crate::format::tree::{device_major, device_minor, validate_name, Node, NodeK
 use crate::format::Id;
 use crate::repo::index::MasterIndex;
 use crate::repo::{RepoError, Repository};
+use crate::restorer::trees::TreeLoader;
 use blobs::BlobCache;
 
 /// How long the kernel may keep names and attributes: the view never
@@ -38,6 +39,9 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Decoded blobs kept for file reads, in bytes (a few of the largest
 /// default chunks).
 pub const BLOB_CACHE_BYTES: usize = 32 << 20;
+
+/// Ranged reads of trees at once when a directory is first looked into.
+const TREE_READS_IN_FLIGHT: usize = 4;
 
 /// The children of a directory, sorted by name.
 type Children = Arc<Vec<(Vec<u8>, u64)>>;
@@ -115,6 +119,10 @@ struct Shared {
     repo: Repository,
     index: Arc<MasterIndex>,
     blobs: BlobCache,
+    /// Reads a directory's tree with its subtrees' (breadth first, in merged
+    /// ranges) into the local cache, so walking down costs no round trip
+    /// per directory.
+    trees: TreeLoader,
     table: Mutex<Table>,
     runtime: tokio::runtime::Handle,
 }
@@ -136,7 +144,9 @@ impl SnapshotFs {
         runtime: tokio::runtime::Handle,
     ) -> SnapshotFs {
         let table = build_layout(snapshots, owner);
-        let shared = Shared { repo, index, blobs: BlobCache::new(BLOB_CACHE_BYTES), table: Mutex::new(table), runtime };
+        let trees = TreeLoader::new(&repo, index.clone(), TREE_READS_IN_FLIGHT);
+        let blobs = BlobCache::new(BLOB_CACHE_BYTES);
+        let shared = Shared { repo, index, blobs, trees, table: Mutex::new(table), runtime };
         SnapshotFs { shared: Arc::new(shared) }
     }
 }
@@ -368,7 +378,8 @@ impl Shared {
                 _ => return Err(Errno::ENOTDIR),
             }
         };
-        let tree = self.repo.load_tree(&self.index, &tree_id).await.map_err(|e| {
+        self.trees.fetch_ahead([tree_id]).await;
+        let tree = self.trees.load(&tree_id).await.map_err(|e| {
             tracing::warn!(tree = %tree_id, error = %e, "cannot load a directory of the mounted view");
             errno_of(&e)
         })?;

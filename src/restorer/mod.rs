@@ -15,7 +15,7 @@
 mod content;
 mod files;
 mod ranges;
-mod trees;
+pub mod trees;
 mod walk;
 
 use std::fs;
