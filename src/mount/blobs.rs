@@ -169,6 +169,114 @@ impl BlobCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::faults::FaultyBackend;
+    use crate::backend::memory::MemoryBackend;
+    use crate::format::index::IndexedPack;
+    use crate::format::{BlobType, ObjectKind};
+    use crate::repo::packer::Packer;
+    use crate::repo::InitOptions;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A repository holding one pack of `blobs` data blobs of `blob_len`
+    /// bytes each: the repository, its index, the backend (to count reads),
+    /// the blob ids in file order and the file's bytes.
+    async fn one_file_repo(
+        blobs: usize,
+        blob_len: usize,
+    ) -> (Repository, MasterIndex, Arc<FaultyBackend<MemoryBackend>>, Vec<Id>, Vec<u8>) {
+        let backend = Arc::new(FaultyBackend::new(MemoryBackend::new()));
+        let opts = InitOptions { kdf: crate::crypto::kdf::KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+        let repo = Repository::init(backend.clone(), b"pw", opts).await.unwrap();
+        let mut packer = Packer::new(64 << 20);
+        let (mut ids, mut file) = (Vec::new(), Vec::new());
+        for i in 0..blobs {
+            let raw = pseudo_random(blob_len, i as u64 + 1);
+            let sealed = repo.seal_blob(BlobType::Data, &raw).unwrap();
+            packer.add(BlobType::Data, sealed.id, &sealed.sealed, sealed.raw_len);
+            ids.push(sealed.id);
+            file.extend_from_slice(&raw);
+        }
+        let pack = packer.finish(repo.keys(), repo.repo_id());
+        let size = pack.data.len() as u64;
+        repo.backend().put(ObjectKind::Pack, &pack.id, pack.data).await.unwrap();
+        let mut index = MasterIndex::default();
+        index.add_pack(&IndexedPack { id: pack.id, size, blobs: pack.blobs });
+        (repo, index, backend, ids, file)
+    }
+
+    #[tokio::test]
+    async fn reading_a_file_through_the_cache_holds_at_most_the_budget_and_reads_each_blob_once() {
+        let blob_len = 64 << 10;
+        let (repo, index, backend, ids, file) = one_file_repo(16, blob_len).await;
+        let ends = blob_ends(&index, &ids).unwrap();
+        assert_eq!(ends.last().copied(), Some(file.len() as u64));
+        let budget = 256 << 10;
+        let cache = BlobCache::new(budget);
+        let before = backend.operations();
+        let step = 50_000;
+        let mut peak = 0;
+        for offset in (0..file.len()).step_by(step) {
+            let got = cache.read(&repo, &index, &ids, &ends, offset as u64, step as u64).await.unwrap();
+            assert_eq!(got, file[offset..(offset + step).min(file.len())], "bytes at {offset}");
+            peak = peak.max(cache.held_bytes());
+        }
+        assert!(peak <= budget + blob_len, "{peak} bytes held, budget {budget}");
+        assert_eq!(backend.operations() - before, ids.len() as u64, "one ranged read per blob, none of the pack");
+        // A read in the middle fetches only the blobs under it.
+        let cache = BlobCache::new(budget);
+        let before = backend.operations();
+        let got = cache.read(&repo, &index, &ids, &ends, 5 * blob_len as u64 - 10, 20).await.unwrap();
+        assert_eq!(got, file[5 * blob_len - 10..5 * blob_len + 10]);
+        assert_eq!(backend.operations() - before, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_of_one_blob_at_once_share_one_storage_read() {
+        let (repo, index, backend, ids, file) = one_file_repo(1, 128 << 10).await;
+        let ends = blob_ends(&index, &ids).unwrap();
+        let cache = BlobCache::new(4 << 20);
+        let before = backend.operations();
+        let reads = (0..8u64).map(|i| cache.read(&repo, &index, &ids, &ends, i * 16_384, 16_384));
+        for (i, got) in futures_join_all(reads).await.into_iter().enumerate() {
+            assert_eq!(got.unwrap(), file[i * 16_384..(i + 1) * 16_384]);
+        }
+        assert_eq!(backend.operations() - before, 1);
+    }
+
+    /// Runs futures concurrently on this task and collects their results.
+    async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let mut futures: Vec<_> = futures.map(Box::pin).collect();
+        let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+                if slot.is_none() {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *slot = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.into_iter().map(|v| v.expect("every future finished")).collect()
+    }
 
     #[test]
     fn a_range_inside_one_blob_reads_only_that_blob() {

@@ -185,7 +185,7 @@ fn a_mounted_repository_shows_every_snapshot_as_its_source() {
 }
 
 #[test]
-fn mount_filters_choose_the_snapshots_shown() {
+fn mount_filters_choose_the_snapshots_shown_and_a_missing_mount_point_is_named() {
     require_fuse!();
     let env = Env::new();
     env.init();
@@ -196,6 +196,12 @@ fn mount_filters_choose_the_snapshots_shown() {
     snapshot(&env, &["--host", "two", "--tag", "x"], &src);
     snapshot(&env, &["--host", "two"], &src);
 
+    // A mount point that is not there is named.
+    let out = env.cmd().args(["mount"]).arg(env.path("nowhere")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot mount at") && err.contains("nowhere"), "{err}");
+
     let mnt = env.path("mnt");
     let mut cmd = env.std_cmd();
     cmd.args(["mount", "--host", "two", "--tag", "x"]).arg(&mnt);
@@ -205,16 +211,6 @@ fn mount_filters_choose_the_snapshots_shown() {
     assert_eq!(fs::read(mnt.join("snapshots/latest/src/a.txt")).unwrap(), b"hello");
     assert!(m.terminate().success(), "{}", m.stderr_text());
     assert!(!is_mounted(&mnt));
-}
-
-#[test]
-fn a_missing_mount_point_is_named_in_the_error() {
-    let env = Env::new();
-    env.init();
-    let out = env.cmd().args(["mount"]).arg(env.path("nowhere")).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot mount at") && err.contains("nowhere"), "{err}");
 }
 
 /// Reading one small file of a Telegram repository fetches its blob with a
