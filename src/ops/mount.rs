@@ -89,7 +89,7 @@ async fn start(repo: &Repository, mountpoint: &Path, filter: &SnapshotFilter) ->
     let session = tokio::task::spawn_blocking(move || fuser::Session::new(fs, &path, &config))
         .await
         .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), reason: e.to_string() })?
-        .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), reason: mount_failure(&e) })?;
     let mut session = session;
     let unmounter = session.unmount_callable();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -100,6 +100,16 @@ async fn start(repo: &Repository, mountpoint: &Path, filter: &SnapshotFilter) ->
         })
         .map_err(|e| MountError::Mount { path: mountpoint.to_path_buf(), reason: e.to_string() })?;
     Ok((count, unmounter, rx))
+}
+
+/// Why mounting failed, with the fix when it is a missing tool or device.
+fn mount_failure(e: &io::Error) -> String {
+    let fuse_device = Path::new("/dev/fuse").exists();
+    match e.kind() {
+        io::ErrorKind::NotFound if !fuse_device => "/dev/fuse is missing (load the fuse kernel module)".into(),
+        io::ErrorKind::NotFound => format!("{e}: is fusermount3 installed (Debian/Ubuntu: apt-get install fuse3)?"),
+        _ => e.to_string(),
+    }
 }
 
 impl Mounted {
