@@ -10,6 +10,7 @@ pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod host;
+pub mod mount;
 pub mod repo;
 pub mod restorer;
 

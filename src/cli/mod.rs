@@ -9,6 +9,7 @@ pub mod config;
 mod inspect;
 mod maintenance;
 pub mod manual;
+mod mount;
 mod pacing;
 mod progress;
 mod repair;
@@ -159,6 +160,8 @@ enum Command {
     Dump(snapshot_commands::DumpArgs),
     /// Rewrite snapshots without the paths that exclude patterns match
     Rewrite(snapshot_commands::RewriteArgs),
+    /// Show the snapshots as a read-only file system until Ctrl-C or SIGTERM
+    Mount(mount::MountArgs),
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
@@ -582,6 +585,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Repair(c) => repair::cmd_repair(g, c).await,
         Command::Dump(a) => snapshot_commands::cmd_dump(g, a).await,
         Command::Rewrite(a) => snapshot_commands::cmd_rewrite(g, a).await,
+        Command::Mount(a) => mount::cmd_mount(g, a).await,
         Command::Completions(_) => Ok(0),
         Command::Version => admin::cmd_version(g),
         Command::List(a) => admin::cmd_list(g, a).await,

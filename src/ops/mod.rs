@@ -9,6 +9,7 @@ pub mod dump;
 pub mod forget;
 pub mod inspect;
 pub mod key;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod rewrite;

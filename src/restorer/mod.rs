@@ -19,7 +19,7 @@
 mod content;
 mod files;
 mod ranges;
-mod trees;
+pub mod trees;
 mod walk;
 
 use std::fs;

@@ -29,7 +29,7 @@ use super::{display_limited, pop_name, push_name};
 pub(super) const TREES_AHEAD: usize = 256;
 
 #[derive(Clone)]
-pub(super) struct TreeLoader {
+pub struct TreeLoader {
     repo: Repository,
     index: Arc<MasterIndex>,
     reads_in_flight: usize,

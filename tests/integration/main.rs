@@ -18,6 +18,7 @@ mod lock_safety;
 mod locks_and_cache;
 mod maintenance;
 mod model;
+mod mount;
 mod pacing;
 mod repair;
 mod restore_reads;
