@@ -24,7 +24,6 @@ use crate::format::pack::BlobEntry;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::format::Id;
-use crate::format_time;
 use crate::ops;
 use crate::ops::cat::{CatObject, CatTarget};
 use crate::ops::diff::{Change, DiffSide};
@@ -35,6 +34,7 @@ use crate::repo::keyring::KeyInfo;
 use crate::restorer::split_subpath;
 
 use super::output::{escape, escape_bytes};
+use super::times;
 use super::{first_line, human, lossy, open_repo, snapshot_json, Global};
 
 // ---- flags ----
@@ -59,7 +59,7 @@ pub(super) struct FindArgs {
     /// Match the patterns against the whole path inside the snapshot (`*` stays in one directory, `**` crosses)
     #[arg(long)]
     path: bool,
-    /// Only entries modified after this time: `YYYY-MM-DD` or `"YYYY-MM-DD HH:MM:SS"` (UTC)
+    /// Only entries modified after this time: `YYYY-MM-DD`, `"YYYY-MM-DD HH:MM[:SS]"` (local time; UTC with --utc) or RFC 3339
     #[arg(long)]
     newer: Option<String>,
     /// Only entries modified before this time (same forms as --newer)
@@ -199,7 +199,7 @@ fn node_json(path: Option<&[u8]>, n: &Node) -> Value {
         "uid": n.uid,
         "gid": n.gid,
         "size": n.size,
-        "mtime": format_time(n.mtime_ns),
+        "mtime": times::json(n.mtime_ns),
         "mtime_ns": n.mtime_ns,
         "link_target": (n.kind == NodeKind::Symlink).then(|| lossy(&n.symlink_target)),
         "content_blobs": n.content.len(),
@@ -218,7 +218,7 @@ fn node_json(path: Option<&[u8]>, n: &Node) -> Value {
 /// Every field of a node, for `cat tree`.
 fn node_json_full(n: &Node) -> Value {
     let mut v = node_json(None, n);
-    v["ctime"] = json!(format_time(n.ctime_ns));
+    v["ctime"] = json!(times::json(n.ctime_ns));
     v["ctime_ns"] = json!(n.ctime_ns);
     v["inode"] = json!(n.inode);
     v["device"] = json!(n.device);
@@ -306,7 +306,7 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
                     n.uid,
                     n.gid,
                     n.size,
-                    format_time(n.mtime_ns),
+                    times::show(n.mtime_ns),
                     print_path(path)
                 )?;
             } else {
@@ -327,7 +327,7 @@ pub(super) async fn cmd_find(g: &Global, a: FindArgs) -> Result<u8> {
 }
 
 async fn find(g: &Global, a: FindArgs) -> Result<u8> {
-    let time = |s: &Option<String>| s.as_deref().map(ops::inspect::parse_time).transpose();
+    let time = |s: &Option<String>| s.as_deref().map(times::parse).transpose();
     let opts = FindOptions {
         patterns: a.patterns,
         match_path: a.path,
@@ -347,7 +347,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
                 "path": show_path(path),
                 "type": n.kind.name(),
                 "size": n.size,
-                "mtime": format_time(n.mtime_ns),
+                "mtime": times::json(n.mtime_ns),
                 "mtime_ns": n.mtime_ns,
             });
             add_escaped(&mut v, "path", path, "/");
@@ -361,7 +361,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
         let mut matches = 0u64;
         let bad = ops::inspect::find(&repo, &opts, |id: &Id, _: &Snapshot, path: &[u8], n: &Node| -> Result<()> {
             matches += 1;
-            writeln!(out, "{}  {}  {:>12}  {}", id.short(), format_time(n.mtime_ns), n.size, print_path(path))?;
+            writeln!(out, "{}  {}  {:>12}  {}", id.short(), times::show(n.mtime_ns), n.size, print_path(path))?;
             Ok(())
         })
         .await?;
@@ -506,7 +506,7 @@ fn config_json(c: &Config) -> Value {
         "repo_id": c.repo_id.to_hex(),
         "chunker": { "min": c.chunk_min, "avg": c.chunk_avg, "max": c.chunk_max },
         "compression_level": c.compression_level,
-        "created": format_time(c.created_ns),
+        "created": times::json(c.created_ns),
         "created_ns": c.created_ns,
     })
 }
@@ -554,7 +554,7 @@ fn key_json(k: &KeyInfo) -> Value {
         "p": k.params.p,
         "salt": hex::encode(k.salt),
         "sealed_payload_len": k.sealed_len,
-        "created": owner.map(|o| format_time(o.created_ns)),
+        "created": owner.map(|o| times::json(o.created_ns)),
         "created_ns": owner.map(|o| o.created_ns),
         "hostname": owner.map(|o| o.hostname.clone()),
         "username": owner.map(|o| o.username.clone()),
@@ -569,9 +569,9 @@ fn lock_json(id: &Id, l: &Lock) -> Value {
         "hostname": l.hostname,
         "username": l.username,
         "pid": l.pid,
-        "created": format_time(l.created_ns),
+        "created": times::json(l.created_ns),
         "created_ns": l.created_ns,
-        "refreshed": format_time(l.refreshed_ns),
+        "refreshed": times::json(l.refreshed_ns),
         "refreshed_ns": l.refreshed_ns,
     })
 }
@@ -659,7 +659,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
                 return Ok(0);
             }
             let mut out = std::io::stdout().lock();
-            writeln!(out, "  {:<8}  {:<19}  {:<16}  User", "ID", "Created (UTC)", "Host")?;
+            writeln!(out, "  {:<8}  {:<19}  {:<16}  User", "ID", "Created", "Host")?;
             for k in &keys {
                 let mark = if k.current { '*' } else { ' ' };
                 match (&k.owner, &k.error) {
@@ -667,7 +667,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
                         out,
                         "{mark} {:<8}  {:<19}  {:<16}  {}",
                         k.id.short(),
-                        format_time(o.created_ns),
+                        times::show(o.created_ns),
                         escape(&o.hostname),
                         escape(&o.username)
                     )?,

@@ -11,6 +11,7 @@ mod pacing;
 mod progress;
 mod repair;
 mod telegram;
+pub mod times;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -30,7 +31,6 @@ use crate::backend::retry::RetryBackend;
 use crate::backend::{Backend, BackendError};
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
-use crate::format_time;
 use crate::ops;
 use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
@@ -91,6 +91,9 @@ struct Global {
     /// No progress bars
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Show times in UTC instead of the local time zone (also read --newer/--older in UTC)
+    #[arg(long, global = true)]
+    utc: bool,
     /// More logging on stderr (-v info, -vv debug, -vvv trace); TSTOR_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -278,6 +281,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    times::choose(cli.global.utc);
     if let Err(e) = config::apply(&mut cli.global) {
         errln!("tstor: {}", escape(&e.to_string()));
         return ExitCode::FAILURE;
@@ -639,7 +643,7 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
     json!({
         "id": id.to_hex(),
         "short_id": id.short(),
-        "time": format_time(s.time_ns),
+        "time": times::json(s.time_ns),
         "time_ns": s.time_ns,
         "hostname": s.hostname,
         "username": s.username,
@@ -664,7 +668,7 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
         outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time (UTC)", "Host", "Tags", "Size")?;
+        writeln!(out, "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths", "ID", "Time", "Host", "Tags", "Size")?;
         for (id, s) in &snaps {
             let paths: Vec<String> = s.paths.iter().map(|p| escape_bytes(p)).collect();
             let tags: Vec<String> = s.tags.iter().map(|t| escape(t)).collect();
@@ -672,7 +676,7 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
                 out,
                 "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
                 id.short(),
-                format_time(s.time_ns),
+                times::show(s.time_ns),
                 escape(&s.hostname),
                 tags.join(","),
                 human(s.summary.total_bytes),

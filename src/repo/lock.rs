@@ -77,14 +77,14 @@ fn describe(l: &Lock) -> String {
         l.username,
         l.hostname,
         l.pid,
-        crate::format_time(l.created_ns)
+        crate::time::format_time(l.created_ns, &crate::time::local())
     );
     let now = host::now_ns();
     if is_from_the_future(l, now) {
         let ahead_s = l.refreshed_ns.saturating_sub(now) / 1_000_000_000;
         s.push_str(&format!(
             ", refreshed at {}, {ahead_s}s in the future (is the clock of {} wrong?); `tstor unlock` removes it",
-            crate::format_time(l.refreshed_ns),
+            crate::time::format_time(l.refreshed_ns, &crate::time::local()),
             l.hostname
         ));
     }
@@ -406,7 +406,11 @@ mod tests {
         assert!(!is_from_the_future(&near, now) && !is_stale(&near, now));
         assert!(is_from_the_future(&far, now) && !is_stale(&far, now));
         let text = describe(&far);
-        assert!(text.contains("elsewhere") && text.contains(&crate::format_time(far.refreshed_ns)), "{text}");
+        assert!(
+            text.contains("elsewhere")
+                && text.contains(&crate::time::format_time(far.refreshed_ns, &crate::time::local())),
+            "{text}"
+        );
         assert!(text.contains("in the future"), "{text}");
     }
 }

@@ -48,6 +48,8 @@ impl Env {
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path("home"))
+            // Times are shown and read in the local zone: tests fix it.
+            .env("TZ", "UTC")
             .env("TSTOR_REPOSITORY", self.repo())
             .env("TSTOR_CACHE_DIR", self.cache())
             .env("TSTOR_PASSWORD", PASSWORD);

@@ -30,3 +30,4 @@ mod telegram_bot;
 mod telegram_dc;
 mod telegram_faults;
 mod telegram_transfers;
+mod time_zones;
