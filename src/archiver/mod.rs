@@ -20,7 +20,7 @@ use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
 use exclude::{Enter, IgnoreStack};
 pub use exclude::{ExcludeError, ExcludeOptions, Exclusions};
-pub use pipeline::{BudgetSpent, RunBudget};
+pub use pipeline::{signal_name, BudgetSpent, RunBudget, StopRequest};
 use pipeline::{Pipeline, PipelineOptions};
 use walker::{root_name, Stop, Walker};
 
@@ -28,6 +28,9 @@ use walker::{root_name, Stop, Walker};
 pub trait Progress: Send + Sync {
     /// A regular file is being looked at.
     fn file(&self, _path: &Path) {}
+    /// A regular file is in the snapshot: new, changed since the parent, or
+    /// unchanged (not read again); `size` is its content's size.
+    fn file_done(&self, _path: &Path, _action: FileAction, _size: u64) {}
     /// Bytes of file content processed (read, or skipped as unchanged).
     fn bytes(&self, _n: u64) {}
     /// A path could not be backed up.
@@ -39,6 +42,25 @@ pub trait Progress: Send + Sync {
     /// being uploaded. Read bytes minus these are the bytes settled, whose
     /// pace over the run is the observed upload pace, waits included.
     fn unstored(&self, _bytes: u64) {}
+}
+
+/// What became of a file, for [`Progress::file_done`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    New,
+    Changed,
+    Unchanged,
+}
+
+impl FileAction {
+    /// restic's name for it: `new`, `modified` or `unchanged`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileAction::New => "new",
+            FileAction::Changed => "modified",
+            FileAction::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -203,6 +225,7 @@ pub async fn snapshot(
     // current path) and blocks on the runtime to read parent trees: it gets
     // a thread of its own, with the default stack.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let stop_request = opts.budget.stop.clone();
     let walk = move || {
         let pipeline = Pipeline::start(&repo2, opts.pipeline, opts.budget, progress.clone(), handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
@@ -259,7 +282,9 @@ pub async fn snapshot(
     if let Some(e) = pipeline_err {
         return Err(e);
     }
-    if let Some(why) = stored.budget_spent {
+    // A stop asked for once everything was read still commits nothing.
+    let spent = stored.budget_spent.or_else(|| stop_request.requested().map(BudgetSpent::Interrupted));
+    if let Some(why) = spent {
         tracing::info!(reason = %why, packs = uploaded_packs, bytes = uploaded_bytes, "snapshot stopped at its budget");
         return Err(RepoError::Stopped { reason: why.to_string(), packs: uploaded_packs, bytes: uploaded_bytes });
     }

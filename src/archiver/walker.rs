@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use super::dirfd;
 use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
-use super::{Progress, ReadHook};
+use super::{FileAction, Progress, ReadHook};
 use crate::format::snapshot::Summary;
 use crate::format::tree::{encode_part_list, Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
@@ -461,6 +461,7 @@ impl<'a> Walker<'a> {
             self.summary.files_unchanged += 1;
             self.summary.total_bytes += node.size;
             self.progress.bytes(node.size);
+            self.progress.file_done(path, FileAction::Unchanged, node.size);
             return Ok(Some(node));
         }
         let link_key = (node.device, node.inode);
@@ -468,7 +469,7 @@ impl<'a> Walker<'a> {
             if let Some((content, size)) = self.hardlinks.get(&link_key) {
                 if *size == node.size {
                     node.content = content.clone();
-                    self.count_file(&node, parent);
+                    self.count_file(path, &node, parent);
                     return Ok(Some(node));
                 }
             }
@@ -532,16 +533,23 @@ impl<'a> Walker<'a> {
         if node.links > 1 {
             self.hardlinks.insert(link_key, (node.content.clone(), node.size));
         }
-        self.count_file(&node, parent);
+        self.count_file(path, &node, parent);
         Ok(Some(node))
     }
 
-    fn count_file(&mut self, node: &Node, parent: Option<&Node>) {
-        match parent {
-            Some(p) if p.kind == NodeKind::File => self.summary.files_changed += 1,
-            _ => self.summary.files_new += 1,
-        }
+    fn count_file(&mut self, path: &Path, node: &Node, parent: Option<&Node>) {
+        let action = match parent {
+            Some(p) if p.kind == NodeKind::File => {
+                self.summary.files_changed += 1;
+                FileAction::Changed
+            }
+            _ => {
+                self.summary.files_new += 1;
+                FileAction::New
+            }
+        };
         self.summary.total_bytes += node.size;
+        self.progress.file_done(path, action, node.size);
     }
 
     /// Chunks and hashes a file; the outer error stops the run, the inner one

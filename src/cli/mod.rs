@@ -6,10 +6,13 @@
 mod output;
 pub mod config;
 mod inspect;
+pub mod jsonl;
 mod maintenance;
+mod messages;
 mod pacing;
 mod progress;
 mod repair;
+mod signals;
 mod telegram;
 pub mod times;
 
@@ -293,14 +296,36 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let json = cli.global.json;
+    // A snapshot stops itself cleanly at a signal; other commands are stopped where they are.
+    let stops_itself = matches!(cli.command, Command::Snapshot(_));
+    let result = runtime.block_on(async {
+        let signalled = signals::listen();
+        if stops_itself {
+            return run(cli).await;
+        }
+        tokio::select! {
+            r = run(cli) => r,
+            signo = signalled => {
+                crate::repo::lock::release_abandoned().await;
+                Err(anyhow!("interrupted by {}", crate::archiver::signal_name(signo)))
+            }
+        }
+    });
+    let signalled = signals::stop_request().requested();
+    match result {
+        Ok(code) => ExitCode::from(signalled.map_or(code, signals::exit_code)),
         // The reader of the output went away (`tstor ls | head`): not an error.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) && signalled.is_none() => ExitCode::SUCCESS,
         Err(e) => {
-            errln!("tstor: {}", escape(&format!("{e:#}")));
+            let code = signalled.map_or_else(|| exit_code(&e), signals::exit_code);
+            if json {
+                jsonl::exit_error(code, &format!("{e:#}"));
+            } else {
+                errln!("tstor: {}", escape(&format!("{e:#}")));
+            }
             tracing::error!(error = %format!("{e:#}"), "command failed");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(code)
         }
     }
 }
@@ -525,6 +550,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     let mut opts = SnapshotOptions::new(a.paths.clone());
     opts.budget.max_upload = a.max_upload.or(g.settings.max_upload);
     opts.budget.deadline = a.max_duration.or(g.settings.max_duration).map(|d| started + d);
+    opts.budget.stop = signals::stop_request();
     if let Some(size) = repo.backend().preferred_pack_size() {
         opts.pipeline.data_pack_size = size;
     }
@@ -538,20 +564,35 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, Some(p)) => ParentChoice::Id(p),
         (false, None) => ParentChoice::Latest,
     };
-    let bar = Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress());
-    if (progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() {
+    let lines = jsonl::JsonLines::new();
+    let mut bar = Bar::new(progress_enabled(g), "snapshot").logging_progress();
+    if g.json {
+        bar = bar.with_json(&lines, g.verbose > 0);
+    }
+    let bar = Arc::new(bar);
+    if (progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() || g.json {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
-            crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
+            crate::archiver::scan_totals(&paths, &ex, |files, bytes| bar.set_totals(files, bytes));
         });
     }
-    let outcome = match ops::snapshot(&repo, opts, bar.clone()).await {
+    let ticker = g.json.then(|| {
+        let bar = bar.clone();
+        lines.every_status_interval(move || bar.snapshot_status())
+    });
+    let result = ops::snapshot(&repo, opts, bar.clone()).await;
+    if let Some(t) = ticker {
+        t.stop();
+    }
+    let outcome = match result {
         Ok(o) => o,
         Err(e @ RepoError::Stopped { .. }) => {
             bar.finish();
             if g.json {
                 if let RepoError::Stopped { reason, packs, bytes } = &e {
-                    outln!("{}", json!({ "stopped": reason, "packs_uploaded": packs, "bytes_uploaded": bytes }));
+                    let stopped =
+                        messages::SnapshotStopped { stopped: reason, packs_uploaded: *packs, bytes_uploaded: *bytes };
+                    lines.emit("stopped", &stopped);
                 }
             }
             return Err(e.into());
@@ -561,37 +602,7 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     bar.finish();
     let s = &outcome.snapshot.summary;
     if g.json {
-        let errors: Vec<_> =
-            outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
-        let changed: Vec<_> = outcome.changed.iter().map(|p| p.display().to_string()).collect();
-        outln!(
-            "{}",
-            json!({
-                "snapshot_id": outcome.id.to_hex(),
-                "short_id": outcome.id.short(),
-                "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
-                "files_new": s.files_new,
-                "files_changed": s.files_changed,
-                "files_unchanged": s.files_unchanged,
-                "dirs": s.dirs,
-                "other_nodes": s.other_nodes,
-                "data_blobs_added": s.data_blobs_added,
-                "tree_blobs_added": s.tree_blobs_added,
-                "bytes_read": s.bytes_read,
-                "bytes_added": s.bytes_added,
-                "bytes_stored": s.bytes_stored,
-                "total_bytes": s.total_bytes,
-                "duration_seconds": (s.end_ns - s.start_ns) as f64 / 1e9,
-                "recovered_packs": outcome.recovered_packs,
-                "unreadable_packs": outcome
-                    .unreadable_packs
-                    .iter()
-                    .map(|(id, reason)| json!({ "id": id.to_hex(), "reason": reason }))
-                    .collect::<Vec<_>>(),
-                "errors": errors,
-                "changed_files": changed,
-            })
-        );
+        lines.summary(&messages::SnapshotSummary::of(&outcome));
     } else {
         let while_read = match outcome.changed.len() {
             0 => String::new(),
@@ -713,14 +724,24 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     opts.include = globset(&a.include)?;
     opts.exclude = globset(&a.exclude)?;
     opts.verify = a.verify;
-    let bar = Arc::new(Bar::new(progress_enabled(g), "restore"));
-    let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, bar.clone()).await?;
+    let lines = jsonl::JsonLines::new();
+    let mut bar = Bar::new(progress_enabled(g), "restore");
+    if g.json {
+        bar = bar.with_json(&lines, g.verbose > 0);
+    }
+    let bar = Arc::new(bar);
+    let ticker = g.json.then(|| {
+        let bar = bar.clone();
+        lines.every_status_interval(move || bar.restore_status())
+    });
+    let result = ops::restore(&repo, &spec, &opts, bar.clone()).await;
+    if let Some(t) = ticker {
+        t.stop();
+    }
+    let (id, _snap, outcome) = result?;
     bar.finish();
     if g.json {
-        outln!(
-            "{}",
-            json!({ "snapshot_id": id.to_hex(), "target": a.target.display().to_string(), "result": outcome })
-        );
+        lines.summary(&messages::RestoreSummary::of(&id, &a.target, &outcome, lines.seconds_elapsed() as u64));
     } else {
         outln!(
             "restored snapshot {} to {}: {} files ({}), {} directories, {} links{}",

@@ -12,6 +12,8 @@ mod excludes_config;
 mod file_changes_and_output;
 mod hardening;
 mod inspect;
+mod interrupts;
+mod json_output;
 mod library;
 mod lock_safety;
 mod locks_and_cache;

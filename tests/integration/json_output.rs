@@ -1,0 +1,173 @@
+//! `--json`: every line every command prints on stdout is JSON. `snapshot`
+//! and `restore` print JSON lines (`status` at a steady rate, `verbose_status`
+//! per file with `-v`, one `summary` last); the listings and reports print
+//! one JSON document; a fatal error ends with an `exit_error` line on stderr
+//! carrying the exit code.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Every stdout line as a JSON object with a `message_type`; the types seen.
+fn json_lines(args: &[&str], stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).unwrap();
+    assert!(!text.is_empty(), "{args:?} printed nothing");
+    text.lines()
+        .map(|line| {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: not a JSON line ({e}): {line:?}"));
+            assert!(v["message_type"].is_string(), "{args:?}: no message_type in {line}");
+            v
+        })
+        .collect()
+}
+
+/// Runs a command that succeeds and returns its stdout.
+fn ok(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = env.cmd().env("TSTOR_PROGRESS_FPS", "200").args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// A command whose output is one JSON document.
+fn document(env: &Env, args: &[&str]) -> Value {
+    let stdout = ok(env, args);
+    serde_json::from_slice(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {}", String::from_utf8_lossy(&stdout)))
+}
+
+/// A command that prints JSON lines: checks their order and returns them.
+fn streamed(env: &Env, args: &[&str], status_fields: &[&str]) -> Vec<Value> {
+    let lines = json_lines(args, &ok(env, args));
+    let (last, before) = lines.split_last().unwrap();
+    assert_eq!(last["message_type"], "summary", "{args:?}: the summary comes last");
+    for l in before {
+        match l["message_type"].as_str().unwrap() {
+            "status" => {
+                for f in status_fields {
+                    assert!(!l[f].is_null(), "{args:?}: status without {f}: {l}");
+                }
+                let p = l["percent_done"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&p), "{l}");
+            }
+            "verbose_status" => assert!(l["item"].is_string() && l["action"].is_string(), "{l}"),
+            other => panic!("{args:?}: unexpected {other} line before the summary: {l}"),
+        }
+    }
+    lines
+}
+
+fn tree(src: &Path) {
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..40u64 {
+        let data: Vec<u8> = (0..60_000u64).map(|j| ((i * 7919 + j * 31) % 251) as u8).collect();
+        fs::write(src.join(format!("sub/f{i}.bin")), data).unwrap();
+    }
+    fs::write(src.join("a.txt"), "hello").unwrap();
+}
+
+#[test]
+fn every_command_prints_only_json_with_json() {
+    let env = Env::new();
+    let init = document(&env, &["init", "--json"]);
+    assert!(init["id"].is_string(), "{init}");
+    let src = env.path("src");
+    tree(&src);
+    let src_s = src.to_str().unwrap();
+
+    let first = streamed(
+        &env,
+        &["snapshot", "--json", "-v", src_s],
+        &["seconds_elapsed", "total_files", "files_done", "total_bytes", "bytes_done", "error_count"],
+    );
+    // -v: one verbose_status per file, each new the first time.
+    let files: Vec<&Value> = first.iter().filter(|l| l["message_type"] == "verbose_status").collect();
+    assert_eq!(files.len(), 41, "{first:?}");
+    assert!(files.iter().all(|l| l["action"] == "new"));
+    let summary = first.last().unwrap();
+    assert_eq!(summary["files_new"], 41);
+    assert_eq!(summary["files_unmodified"], 0);
+    assert_eq!(summary["total_files_processed"], 41);
+    assert!(summary["backup_start"].as_str().unwrap().ends_with("+00:00"), "{summary}");
+    fs::write(src.join("a.txt"), "hello again").unwrap();
+    let second = streamed(&env, &["snapshot", "--json", "-v", src_s], &["bytes_done"]);
+    let actions: Vec<&str> = second
+        .iter()
+        .filter(|l| l["message_type"] == "verbose_status")
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| **a == "modified").count(), 1, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "unchanged").count(), 40, "{actions:?}");
+    // Without -v no verbose_status.
+    let third = streamed(&env, &["snapshot", "--json", src_s], &["bytes_done"]);
+    assert!(third.iter().all(|l| l["message_type"] != "verbose_status"));
+
+    let target = env.path("out");
+    let restored = streamed(
+        &env,
+        &["restore", "--json", "latest", "--target", target.to_str().unwrap()],
+        &["total_bytes", "bytes_restored"],
+    );
+    assert_eq!(restored.last().unwrap()["files_restored"], 41);
+
+    let snaps = document(&env, &["snapshots", "--json"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 3);
+    let a = snaps[0]["id"].as_str().unwrap().to_string();
+    let b = snaps[1]["id"].as_str().unwrap().to_string();
+    for args in [
+        vec!["ls", "--json", "latest"],
+        vec!["find", "--json", "*.txt"],
+        vec!["diff", "--json", &a, &b],
+        vec!["stats", "--json"],
+        vec!["check", "--json", "--verify"],
+        vec!["cat", "--json", "config"],
+        vec!["cat", "--json", "snapshot", &a],
+        vec!["key", "--json", "list"],
+        vec!["tag", "--json", "--add", "t", "latest"],
+        vec!["forget", "--json", "--keep-last", "2", "--dry-run"],
+        vec!["forget", "--json", "--keep-last", "2"],
+        vec!["prune", "--json"],
+        vec!["unlock", "--json"],
+        vec!["repair", "--json", "index"],
+    ] {
+        document(&env, &args);
+    }
+    env.cmd().args(["--json", "key", "add"]).env("TSTOR_NEW_PASSWORD", "other").assert().success();
+    assert_eq!(document(&env, &["key", "list", "--json"]).as_array().unwrap().len(), 2);
+}
+
+/// The last stderr line of a failed `--json` run.
+fn exit_error(out: &std::process::Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_else(|| panic!("nothing on stderr"));
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    assert_eq!(v["message_type"], "exit_error", "{v}");
+    assert_eq!(v["code"].as_i64(), out.status.code().map(i64::from), "{v}");
+    assert!(v["message"].is_string(), "{v}");
+    v
+}
+
+#[test]
+fn a_fatal_error_ends_with_exit_error_on_stderr_and_nothing_on_stdout() {
+    let env = Env::new();
+    // No repository: code 10.
+    let out = env.cmd().args(["snapshots", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(exit_error(&out)["message"].as_str().unwrap().contains("repository"));
+    assert!(out.stdout.is_empty());
+    env.init();
+    // Wrong password: code 12.
+    let out = env.cmd().env("TSTOR_PASSWORD", "wrong").args(["snapshot", "--json", "/"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    exit_error(&out);
+    // A source that does not exist: code 1.
+    let out = env.cmd().args(["snapshot", "--json"]).arg(env.path("missing")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(exit_error(&out)["message"].as_str().unwrap().contains("missing"));
+    // Text mode keeps its plain line.
+    let out = env.cmd().arg("snapshot").arg(env.path("missing")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("tstor: "));
+}
