@@ -76,3 +76,40 @@ fn a_snapshot_stopped_by_sigint_or_sigterm_exits_130_or_143_and_the_next_run_reu
     assert!(packs(&env.repo()).is_superset(&after_term));
     env.cmd().args(["check", "--verify"]).assert().success();
 }
+
+/// In the library: a stop requested before or during the walk ends the
+/// run as a deadline does, naming the signal, with nothing committed and
+/// the lock released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_ends_a_snapshot_without_a_snapshot_and_releases_its_lock() {
+    use std::sync::Arc;
+    use tstor::archiver::pipeline::PipelineOptions;
+    use tstor::archiver::{NoProgress, SnapshotOptions, StopRequest};
+    use tstor::backend::memory::MemoryBackend;
+    use tstor::backend::Backend;
+    use tstor::crypto::kdf::KdfParams;
+    use tstor::format::ObjectKind;
+    use tstor::repo::{InitOptions, RepoError, Repository};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        fs::write(src.join(format!("f{i}")), random_bytes(300_000, i)).unwrap();
+    }
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let init = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(backend.clone(), b"pw", init).await.unwrap();
+    let mut opts = SnapshotOptions::new(vec![src.clone()]);
+    opts.pipeline = PipelineOptions { data_pack_size: 256 << 10, tree_pack_size: 4 << 10, ..Default::default() };
+    let stop = StopRequest::new();
+    stop.request(libc::SIGTERM);
+    stop.request(libc::SIGINT);
+    assert_eq!(stop.requested(), Some(libc::SIGTERM), "the first request is kept");
+    opts.budget.stop = stop;
+    let err = tstor::ops::snapshot(&repo, opts, Arc::new(NoProgress)).await.err().expect("the run must stop");
+    assert!(matches!(err, RepoError::Stopped { .. }), "{err}");
+    assert!(err.to_string().contains("interrupted by SIGTERM"), "{err}");
+    assert!(backend.list(ObjectKind::Snapshot).await.unwrap().is_empty());
+    assert!(backend.list(ObjectKind::Lock).await.unwrap().is_empty(), "the lock was released");
+}

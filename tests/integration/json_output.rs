@@ -171,3 +171,61 @@ fn a_fatal_error_ends_with_exit_error_on_stderr_and_nothing_on_stdout() {
     let out = env.cmd().arg("snapshot").arg(env.path("missing")).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("tstor: "));
 }
+
+/// A check's progress counts what is done, in the order it is done: the
+/// packs verified, then the snapshots whose trees were walked, so that a
+/// bar reaches its end when the check does (it used to end with the last
+/// pack, before the tree walk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_progress_ends_with_the_tree_walk_not_with_the_last_pack() {
+    use std::sync::{Arc, Mutex};
+    use tstor::archiver::{NoProgress, SnapshotOptions};
+    use tstor::backend::memory::MemoryBackend;
+    use tstor::backend::Backend;
+    use tstor::crypto::kdf::KdfParams;
+    use tstor::ops::check::{CheckProgress, VerifyScope};
+    use tstor::repo::{InitOptions, Repository};
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(&'static str, u64)>>);
+    impl CheckProgress for Recorder {
+        fn verify_total(&self, _packs: usize, bytes: u64) {
+            self.0.lock().unwrap().push(("verify_total", bytes));
+        }
+        fn pack_verified(&self, bytes: u64) {
+            self.0.lock().unwrap().push(("pack", bytes));
+        }
+        fn trees_total(&self, snapshots: usize) {
+            self.0.lock().unwrap().push(("trees_total", snapshots as u64));
+        }
+        fn snapshot_checked(&self) {
+            self.0.lock().unwrap().push(("snapshot", 1));
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src);
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let init = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(backend, b"pw", init).await.unwrap();
+    for i in 0..3 {
+        fs::write(src.join("a.txt"), format!("version {i}")).unwrap();
+        tstor::ops::snapshot(&repo, SnapshotOptions::new(vec![src.clone()]), Arc::new(NoProgress)).await.unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    let report = tstor::ops::check(&repo, VerifyScope::All, recorder.clone()).await.unwrap();
+    assert!(report.ok());
+    let events = recorder.0.lock().unwrap().clone();
+    let kinds: Vec<&str> = events.iter().map(|e| e.0).collect();
+    let packs = kinds.iter().filter(|k| **k == "pack").count();
+    assert_eq!(packs, report.packs_verified);
+    let mut want = vec!["verify_total"];
+    want.extend(std::iter::repeat_n("pack", packs));
+    want.push("trees_total");
+    want.extend(std::iter::repeat_n("snapshot", 3));
+    assert_eq!(kinds, want, "packs, then every snapshot's trees, each counted when done");
+    let verified: u64 = events.iter().filter(|e| e.0 == "pack").map(|e| e.1).sum();
+    assert_eq!(Some(verified), events.first().map(|e| e.1), "the bytes verified add up to the total");
+    assert_eq!(events.iter().find(|e| e.0 == "trees_total").map(|e| e.1), Some(3));
+}
