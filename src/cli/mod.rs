@@ -15,6 +15,7 @@ mod repair;
 mod signals;
 mod telegram;
 pub mod times;
+mod views;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -651,19 +652,7 @@ fn lossy(p: &[u8]) -> String {
 }
 
 fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
-    json!({
-        "id": id.to_hex(),
-        "short_id": id.short(),
-        "time": times::json(s.time_ns),
-        "time_ns": s.time_ns,
-        "hostname": s.hostname,
-        "username": s.username,
-        "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-        "tags": s.tags,
-        "parent": s.parent.map(|p| p.to_hex()),
-        "tree": s.tree.to_hex(),
-        "summary": s.summary,
-    })
+    serde_json::to_value(views::SnapshotView::of(id, s)).unwrap_or(serde_json::Value::Null)
 }
 
 async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
@@ -675,7 +664,7 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
         .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
         .collect();
     if g.json {
-        let list: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        let list: Vec<_> = snaps.iter().map(|(id, s)| views::SnapshotView::of(id, s)).collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         let mut out = std::io::stdout().lock();
