@@ -69,11 +69,24 @@ fn tree(src: &Path) {
     fs::write(src.join("a.txt"), "hello").unwrap();
 }
 
-#[test]
-fn every_command_prints_only_json_with_json() {
-    let env = Env::new();
-    let init = document(&env, &["init", "--json"]);
+/// A repository whose key slot opens fast (the default key derivation
+/// would dominate the two dozen commands below).
+async fn fast_repository(env: &Env) {
+    use std::sync::Arc;
+    use tstor::backend::local::LocalBackend;
+    use tstor::crypto::kdf::KdfParams;
+    use tstor::repo::{InitOptions, Repository};
+    let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
+    Repository::init(Arc::new(LocalBackend::new(env.repo())), PASSWORD.as_bytes(), opts).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_prints_only_json_with_json() {
+    let fresh = Env::new();
+    let init = document(&fresh, &["init", "--json"]);
     assert!(init["id"].is_string(), "{init}");
+    let env = Env::new();
+    fast_repository(&env).await;
     let src = env.path("src");
     tree(&src);
     let src_s = src.to_str().unwrap();
