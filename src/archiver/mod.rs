@@ -20,7 +20,7 @@ use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
 use exclude::{Enter, IgnoreStack};
 pub use exclude::{ExcludeError, ExcludeOptions, Exclusions};
-pub use pipeline::{BudgetSpent, RunBudget};
+pub use pipeline::{signal_name, BudgetSpent, RunBudget, StopRequest};
 use pipeline::{Pipeline, PipelineOptions};
 use walker::{root_name, Stop, Walker};
 
@@ -28,6 +28,9 @@ use walker::{root_name, Stop, Walker};
 pub trait Progress: Send + Sync {
     /// A regular file is being looked at.
     fn file(&self, _path: &Path) {}
+    /// A regular file is in the snapshot: new, changed since the parent, or
+    /// unchanged (not read again); `size` is its content's size.
+    fn file_done(&self, _path: &Path, _action: FileAction, _size: u64) {}
     /// Bytes of file content processed (read, or skipped as unchanged).
     fn bytes(&self, _n: u64) {}
     /// A path could not be backed up.
@@ -39,31 +42,6 @@ pub trait Progress: Send + Sync {
     /// being uploaded. Read bytes minus these are the bytes settled, whose
     /// pace over the run is the observed upload pace, waits included.
     fn unstored(&self, _bytes: u64) {}
-    /// A regular file was archived: new, modified or unmodified since the
-    /// parent snapshot (the command line lists these at `-vv`).
-    fn file_status(&self, _path: &Path, _status: FileStatus) {}
-}
-
-/// What became of one file compared with the parent snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileStatus {
-    /// Not in the parent snapshot (or no parent).
-    New,
-    /// In the parent snapshot, and read again because it changed.
-    Modified,
-    /// In the parent snapshot with the same size, times and inode: not read.
-    Unmodified,
-}
-
-impl FileStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            FileStatus::New => "new",
-            FileStatus::Modified => "modified",
-            FileStatus::Unmodified => "unmodified",
-        }
-    }
 }
 
 /// Directories new, changed and unmodified since the parent snapshot: a
@@ -128,6 +106,25 @@ impl RunSummary {
             data_added_stored: s.bytes_stored,
             errors: s.errors,
             total_duration_seconds: wall.as_secs_f64(),
+        }
+    }
+}
+
+/// What became of a file, for [`Progress::file_done`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    New,
+    Changed,
+    Unchanged,
+}
+
+impl FileAction {
+    /// restic's name for it: `new`, `modified` or `unchanged`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileAction::New => "new",
+            FileAction::Changed => "modified",
+            FileAction::Unchanged => "unchanged",
         }
     }
 }
@@ -358,6 +355,7 @@ pub async fn snapshot(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let mut pipeline_opts = opts.pipeline;
     pipeline_opts.dry_run = opts.dry_run;
+    let stop_request = opts.budget.stop.clone();
     let walk = move || {
         let pipeline = Pipeline::start(&repo2, pipeline_opts, opts.budget, progress.clone(), handle.clone());
         let mut walker = Walker::new(&repo2, &index2, &pipeline, handle, &*progress, &opts.exclusions);
@@ -423,7 +421,9 @@ pub async fn snapshot(
     if let Some(e) = pipeline_err {
         return Err(e);
     }
-    if let Some(why) = stored.budget_spent {
+    // A stop asked for once everything was read still commits nothing.
+    let spent = stored.budget_spent.or_else(|| stop_request.requested().map(BudgetSpent::Interrupted));
+    if let Some(why) = spent {
         tracing::info!(reason = %why, packs = uploaded_packs, bytes = uploaded_bytes, "snapshot stopped at its budget");
         return Err(RepoError::Stopped { reason: why.to_string(), packs: uploaded_packs, bytes: uploaded_bytes });
     }

@@ -10,7 +10,7 @@
 //! uploads already running finish, and what they stored is returned.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,9 +50,39 @@ impl Default for PipelineOptions {
     }
 }
 
+/// A request from outside a run (a signal) to stop it as at a deadline;
+/// shared by its clones, set once.
+#[derive(Clone, Debug, Default)]
+pub struct StopRequest(Arc<AtomicI32>);
+
+impl StopRequest {
+    pub fn new() -> StopRequest {
+        StopRequest::default()
+    }
+
+    /// Asks the run to stop because of signal `signal` (a positive number);
+    /// the first request is the one kept.
+    pub fn request(&self, signal: i32) {
+        let _ = self.0.compare_exchange(0, signal.max(1), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The signal that asked the run to stop, if one did.
+    pub fn requested(&self) -> Option<i32> {
+        Some(self.0.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
+impl PartialEq for StopRequest {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StopRequest {}
+
 /// Limits for one run: after them the snapshot stops cleanly, keeping
 /// (and indexing) the packs already uploaded, and commits no snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunBudget {
     /// Bytes of packs this run may upload: a pack that would take the
     /// run over it is not uploaded.
@@ -60,6 +90,9 @@ pub struct RunBudget {
     /// When the run stops starting uploads (and reading files); the
     /// uploads running then are finished.
     pub deadline: Option<std::time::Instant>,
+    /// Stops the run as the deadline does once requested (Ctrl-C); also
+    /// after the walk, so that no snapshot is committed once it is.
+    pub stop: StopRequest,
 }
 
 /// Which limit of a [`RunBudget`] stopped a run.
@@ -69,6 +102,8 @@ pub enum BudgetSpent {
     Upload { uploaded: u64, limit: u64 },
     /// The deadline passed.
     Duration,
+    /// A signal asked the run to stop (its number).
+    Interrupted(i32),
 }
 
 impl std::fmt::Display for BudgetSpent {
@@ -78,20 +113,35 @@ impl std::fmt::Display for BudgetSpent {
                 write!(f, "the upload limit of {limit} bytes was reached after {uploaded} bytes")
             }
             BudgetSpent::Duration => write!(f, "the time limit was reached"),
+            BudgetSpent::Interrupted(signal) => write!(f, "interrupted by {}", signal_name(*signal)),
         }
     }
 }
 
+/// `SIGINT`, `SIGTERM`, or `signal N`.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
 impl RunBudget {
-    fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    /// Whether time is up: a stop was requested or the deadline passed.
+    pub fn time_up(&self) -> Option<BudgetSpent> {
+        if let Some(signal) = self.stop.requested() {
+            return Some(BudgetSpent::Interrupted(signal));
+        }
+        self.deadline.is_some_and(|d| std::time::Instant::now() >= d).then_some(BudgetSpent::Duration)
     }
 
     /// Whether a pack of `size` bytes may start uploading after `started`
     /// bytes of packs did; otherwise the limit that stops the run.
     fn admit(&self, started: u64, size: u64) -> Result<(), BudgetSpent> {
-        if self.deadline_passed() {
-            return Err(BudgetSpent::Duration);
+        if let Some(spent) = self.time_up() {
+            return Err(spent);
         }
         match self.max_upload {
             Some(limit) if started.saturating_add(size) > limit => {
@@ -169,7 +219,7 @@ impl Pipeline {
             let stop = Stop {
                 failure: failure.clone(),
                 failed: failed.clone(),
-                budget,
+                budget: budget.clone(),
                 budget_spent: budget_spent.clone(),
                 unstored: unstored.clone(),
                 progress: progress.clone(),
@@ -200,8 +250,8 @@ impl Pipeline {
         if self.has_failed() {
             return false;
         }
-        if self.budget.deadline_passed() {
-            spend_budget(&self.budget_spent, &self.failed, BudgetSpent::Duration);
+        if let Some(spent) = self.budget.time_up() {
+            spend_budget(&self.budget_spent, &self.failed, spent);
             return false;
         }
         self.queued_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use super::dirfd;
 use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
-use super::{DirCounts, FileStatus, Progress, ReadHook};
+use super::{DirCounts, FileAction, Progress, ReadHook};
 use crate::format::snapshot::Summary;
 use crate::format::tree::{encode_part_list, Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};
@@ -470,9 +470,9 @@ impl<'a> Walker<'a> {
         if let Some(content) = self.unchanged(&node, parent) {
             node.content = content;
             self.summary.files_unchanged += 1;
-            self.progress.file_status(path, FileStatus::Unmodified);
             self.summary.total_bytes += node.size;
             self.progress.bytes(node.size);
+            self.progress.file_done(path, FileAction::Unchanged, node.size);
             return Ok(Some(node));
         }
         let link_key = (node.device, node.inode);
@@ -549,18 +549,18 @@ impl<'a> Walker<'a> {
     }
 
     fn count_file(&mut self, path: &Path, node: &Node, parent: Option<&Node>) {
-        let status = match parent {
+        let action = match parent {
             Some(p) if p.kind == NodeKind::File => {
                 self.summary.files_changed += 1;
-                FileStatus::Modified
+                FileAction::Changed
             }
             _ => {
                 self.summary.files_new += 1;
-                FileStatus::New
+                FileAction::New
             }
         };
-        self.progress.file_status(path, status);
         self.summary.total_bytes += node.size;
+        self.progress.file_done(path, action, node.size);
     }
 
     /// Chunks and hashes a file; the outer error stops the run, the inner one

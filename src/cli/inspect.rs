@@ -1,8 +1,8 @@
 //! Flags and printing for the commands that look into a repository or change
 //! its metadata: `ls`, `find`, `diff`, `stats`, `cat`, `tag` and `key`. The
 //! work is done in `ops`; this module turns results into text or JSON
-//! (including JSON views of the stored formats, which have no serde encoding
-//! of their own). Text output shows names escaped (see `output`); JSON
+//! (through the derived types of `views`, including JSON views of the
+//! stored formats, which have no serde encoding of their own). Text output shows names escaped (see `output`); JSON
 //! shows them lossily (each byte that is not UTF-8 becomes U+FFFD) and, for a
 //! name that is not UTF-8, also carries the exact bytes in the escaped form
 //! as `<field>_escaped`.
@@ -14,28 +14,26 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
 
 use crate::crypto::kdf::KdfParams;
-use crate::format::config::Config;
-use crate::format::index::IndexFile;
-use crate::format::lock::Lock;
-use crate::format::pack::BlobEntry;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::format::Id;
-use crate::format_time;
 use crate::ops;
 use crate::ops::cat::{CatObject, CatTarget};
 use crate::ops::diff::{Change, DiffSide};
 use crate::ops::inspect::{FindOptions, LsOptions};
 use crate::ops::stats::StatsMode;
 use crate::ops::tag::TagOptions;
-use crate::repo::keyring::KeyInfo;
 use crate::restorer::split_subpath;
 
 use super::output::{count, escape, escape_bytes};
-use super::{first_line, human, lossy, open_repo, snapshot_json, Global};
+use super::times;
+use super::views::{
+    ChangeView, ConfigView, DiffTail, FoundView, FullNodeView, FullSnapshotView, IndexView, KeyAdded, KeyRemoved,
+    KeyReplaced, KeyView, LockView, NodeView, PackView, RetaggedView, TagView, TreeView,
+};
+use super::{first_line, human, open_repo, Global};
 
 // ---- flags ----
 
@@ -61,7 +59,7 @@ pub(super) struct FindArgs {
     /// Match the patterns against the whole path inside the snapshot (`*` stays in one directory, `**` crosses)
     #[arg(long)]
     path: bool,
-    /// Only entries modified after this time: `YYYY-MM-DD` or `"YYYY-MM-DD HH:MM:SS"` (UTC)
+    /// Only entries modified after this time: `YYYY-MM-DD`, `"YYYY-MM-DD HH:MM[:SS]"` (local time; UTC with --utc) or RFC 3339
     #[arg(long)]
     newer: Option<String>,
     /// Only entries modified before this time (same forms as --newer)
@@ -146,21 +144,9 @@ fn split_spec(s: &str) -> Result<(String, Vec<Vec<u8>>)> {
     Ok((spec, split_subpath(OsString::from(sub).as_bytes())?))
 }
 
-/// A path inside a snapshot as JSON shows it: `/` followed by the path, lossily.
-fn show_path(p: &[u8]) -> String {
-    format!("/{}", lossy(p))
-}
-
 /// A path inside a snapshot as text output shows it: `/` followed by the path, escaped.
 fn print_path(p: &[u8]) -> String {
     format!("/{}", escape_bytes(p))
-}
-
-/// Adds `<key>_escaped` to `v` when `raw` is not UTF-8.
-fn add_escaped(v: &mut Value, key: &str, raw: &[u8], prefix: &str) {
-    if std::str::from_utf8(raw).is_err() {
-        v[format!("{key}_escaped")] = Value::String(format!("{prefix}{}", escape_bytes(raw)));
-    }
 }
 
 /// `drwxr-xr-x` and friends, with setuid, setgid and sticky bits.
@@ -191,51 +177,6 @@ pub fn mode_string(kind: NodeKind, mode: u32) -> String {
     s
 }
 
-/// The fields of a node every listing shows.
-fn node_json(path: Option<&[u8]>, n: &Node) -> Value {
-    let mut v = json!({
-        "name": lossy(&n.name),
-        "type": n.kind.name(),
-        "mode": n.mode,
-        "permissions": mode_string(n.kind, n.mode),
-        "uid": n.uid,
-        "gid": n.gid,
-        "size": n.size,
-        "mtime": format_time(n.mtime_ns),
-        "mtime_ns": n.mtime_ns,
-        "link_target": (n.kind == NodeKind::Symlink).then(|| lossy(&n.symlink_target)),
-        "content_blobs": n.content.len(),
-    });
-    add_escaped(&mut v, "name", &n.name, "");
-    if n.kind == NodeKind::Symlink {
-        add_escaped(&mut v, "link_target", &n.symlink_target, "");
-    }
-    if let Some(p) = path {
-        v["path"] = Value::String(show_path(p));
-        add_escaped(&mut v, "path", p, "/");
-    }
-    v
-}
-
-/// Every field of a node, for `cat tree`.
-fn node_json_full(n: &Node) -> Value {
-    let mut v = node_json(None, n);
-    v["ctime"] = json!(format_time(n.ctime_ns));
-    v["ctime_ns"] = json!(n.ctime_ns);
-    v["inode"] = json!(n.inode);
-    v["device"] = json!(n.device);
-    v["links"] = json!(n.links);
-    v["rdev"] = json!(n.rdev);
-    v["content"] = json!(n.content.iter().map(Id::to_hex).collect::<Vec<_>>());
-    v["subtree"] = json!(n.subtree.map(|s| s.to_hex()));
-    v["xattrs"] = json!(n
-        .xattrs
-        .iter()
-        .map(|(k, val)| json!({ "name": lossy(k), "value_hex": hex::encode(val) }))
-        .collect::<Vec<_>>());
-    v
-}
-
 /// Writes a JSON array one element at a time, so that long listings are
 /// never held in memory.
 struct JsonArray<W: Write> {
@@ -249,7 +190,7 @@ impl<W: Write> JsonArray<W> {
         Ok(JsonArray { out, empty: true })
     }
 
-    fn push(&mut self, v: &Value) -> std::io::Result<()> {
+    fn push<T: serde::Serialize>(&mut self, v: &T) -> std::io::Result<()> {
         self.out.write_all(if self.empty { b"\n  " } else { b",\n  " })?;
         self.empty = false;
         serde_json::to_writer(&mut self.out, v)?;
@@ -288,7 +229,7 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     if g.json {
         let mut arr = JsonArray::new(&mut out)?;
         ops::inspect::ls(&repo, &spec, &opts, |path: &[u8], node: &Node| -> Result<()> {
-            arr.push(&node_json(Some(path), node))?;
+            arr.push(&NodeView::of(Some(path), node))?;
             Ok(())
         })
         .await?;
@@ -309,7 +250,7 @@ async fn ls(g: &Global, a: LsArgs) -> Result<u8> {
                     n.uid,
                     n.gid,
                     n.size,
-                    format_time(n.mtime_ns),
+                    times::show(n.mtime_ns),
                     print_path(path)
                 )?;
             } else {
@@ -330,7 +271,7 @@ pub(super) async fn cmd_find(g: &Global, a: FindArgs) -> Result<u8> {
 }
 
 async fn find(g: &Global, a: FindArgs) -> Result<u8> {
-    let time = |s: &Option<String>| s.as_deref().map(ops::inspect::parse_time).transpose();
+    let time = |s: &Option<String>| s.as_deref().map(times::parse).transpose();
     let opts = FindOptions {
         patterns: a.patterns,
         match_path: a.path,
@@ -344,17 +285,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
     let bad = if g.json {
         let mut arr = JsonArray::new(&mut out)?;
         let bad = ops::inspect::find(&repo, &opts, |id: &Id, _: &Snapshot, path: &[u8], n: &Node| -> Result<()> {
-            let mut v = json!({
-                "snapshot": id.to_hex(),
-                "short_id": id.short(),
-                "path": show_path(path),
-                "type": n.kind.name(),
-                "size": n.size,
-                "mtime": format_time(n.mtime_ns),
-                "mtime_ns": n.mtime_ns,
-            });
-            add_escaped(&mut v, "path", path, "/");
-            arr.push(&v)?;
+            arr.push(&FoundView::of(id, path, n))?;
             Ok(())
         })
         .await?;
@@ -364,7 +295,7 @@ async fn find(g: &Global, a: FindArgs) -> Result<u8> {
         let mut matches = 0u64;
         let bad = ops::inspect::find(&repo, &opts, |id: &Id, _: &Snapshot, path: &[u8], n: &Node| -> Result<()> {
             matches += 1;
-            writeln!(out, "{}  {}  {:>12}  {}", id.short(), format_time(n.mtime_ns), n.size, print_path(path))?;
+            writeln!(out, "{}  {}  {:>12}  {}", id.short(), times::show(n.mtime_ns), n.size, print_path(path))?;
             Ok(())
         })
         .await?;
@@ -381,9 +312,9 @@ pub(super) async fn cmd_diff(g: &Global, a: DiffArgs) -> Result<u8> {
     diff(g, a).await
 }
 
-/// The changed path, `/` after a directory; `show` is `show_path` or `print_path`.
-fn change_path(c: &Change, show: fn(&[u8]) -> String) -> String {
-    let mut p = show(&c.path);
+/// The changed path as text shows it, `/` after a directory.
+fn change_path(c: &Change) -> String {
+    let mut p = print_path(&c.path);
     if c.node().kind == NodeKind::Dir {
         p.push('/');
     }
@@ -401,31 +332,18 @@ async fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
         out.write_all(b"{\"changes\": ")?;
         let mut arr = JsonArray::new(&mut out)?;
         let outcome = ops::diff::diff(&repo, &a_side, &b_side, |c: &Change| -> Result<()> {
-            let mut v = json!({
-                "change": c.kind.symbol().to_string(),
-                "kind": c.kind.name(),
-                "path": change_path(c, show_path),
-                "type": c.node().kind.name(),
-                "old_type": c.old.as_ref().map(|n| n.kind.name()),
-                "fields": c.fields,
-            });
-            add_escaped(&mut v, "path", &c.path, "/");
-            arr.push(&v)?;
+            arr.push(&ChangeView::of(c))?;
             Ok(())
         })
         .await?;
         arr.finish()?;
-        let tail = json!({
-            "a": outcome.a.0.to_hex(),
-            "b": outcome.b.0.to_hex(),
-            "totals": outcome.totals,
-        });
+        let tail = DiffTail { a: outcome.a.0.to_hex(), b: outcome.b.0.to_hex(), totals: &outcome.totals };
         let tail = serde_json::to_string(&tail)?;
         // Splice the other fields after `changes`.
         writeln!(out, ", {}", &tail[1..])?;
     } else {
         let outcome = ops::diff::diff(&repo, &a_side, &b_side, |c: &Change| -> Result<()> {
-            writeln!(out, "{} {}", c.kind.symbol(), change_path(c, print_path))?;
+            writeln!(out, "{} {}", c.kind.symbol(), change_path(c))?;
             Ok(())
         })
         .await?;
@@ -504,101 +422,22 @@ pub(super) async fn cmd_stats(g: &Global, a: StatsArgs) -> Result<u8> {
 
 // ---- cat ----
 
-fn config_json(c: &Config) -> Value {
-    json!({
-        "repo_id": c.repo_id.to_hex(),
-        "chunker": { "min": c.chunk_min, "avg": c.chunk_avg, "max": c.chunk_max },
-        "compression_level": c.compression_level,
-        "created": format_time(c.created_ns),
-        "created_ns": c.created_ns,
-    })
-}
-
-fn blob_json(b: &BlobEntry) -> Value {
-    json!({
-        "type": b.blob_type.name(),
-        "id": b.id.to_hex(),
-        "offset": b.offset,
-        "length": b.length,
-        "raw_length": b.raw_len,
-    })
-}
-
-fn index_json(id: &Id, f: &IndexFile) -> Value {
-    json!({
-        "id": id.to_hex(),
-        "supersedes": f.supersedes.iter().map(Id::to_hex).collect::<Vec<_>>(),
-        "packs": f.packs.iter().map(|p| json!({
-            "id": p.id.to_hex(),
-            "size": p.size,
-            "blobs": p.blobs.iter().map(blob_json).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn full_snapshot_json(id: &Id, s: &Snapshot) -> Value {
-    let mut v = snapshot_json(id, s);
-    v["uid"] = json!(s.uid);
-    v["gid"] = json!(s.gid);
-    v["program_version"] = json!(s.program_version);
-    v["paths_escaped"] = json!(s.paths.iter().map(|p| escape_bytes(p)).collect::<Vec<_>>());
-    v
-}
-
-fn key_json(k: &KeyInfo) -> Value {
-    let owner = k.owner.as_ref();
-    json!({
-        "id": k.id.to_hex(),
-        "short_id": k.id.short(),
-        "current": k.current,
-        "kdf": k.kdf,
-        "m_kib": k.params.m_kib,
-        "t": k.params.t,
-        "p": k.params.p,
-        "salt": hex::encode(k.salt),
-        "sealed_payload_len": k.sealed_len,
-        "created": owner.map(|o| format_time(o.created_ns)),
-        "created_ns": owner.map(|o| o.created_ns),
-        "hostname": owner.map(|o| o.hostname.clone()),
-        "username": owner.map(|o| o.username.clone()),
-        "error": k.error,
-    })
-}
-
-fn lock_json(id: &Id, l: &Lock) -> Value {
-    json!({
-        "id": id.to_hex(),
-        "exclusive": l.exclusive,
-        "hostname": l.hostname,
-        "username": l.username,
-        "pid": l.pid,
-        "created": format_time(l.created_ns),
-        "created_ns": l.created_ns,
-        "refreshed": format_time(l.refreshed_ns),
-        "refreshed_ns": l.refreshed_ns,
-    })
-}
-
 pub(super) async fn cmd_cat(g: &Global, a: CatArgs) -> Result<u8> {
     let target = CatTarget::parse(&a.kind, a.id.as_deref())?;
     let repo = open_repo(g).await?;
-    let v = match ops::cat::cat(&repo, &target).await? {
-        CatObject::Config(c) => config_json(&c),
-        CatObject::Snapshot(id, s) => full_snapshot_json(&id, &s),
-        CatObject::Index(id, f) => index_json(&id, &f),
-        CatObject::PackHeader { id, size, blobs } => json!({
-            "id": id.to_hex(),
-            "size": size,
-            "blobs": blobs.iter().map(blob_json).collect::<Vec<_>>(),
-        }),
-        CatObject::Key(k) => key_json(&k),
-        CatObject::Tree(id, t) => json!({
-            "id": id.to_hex(),
-            "nodes": t.nodes.iter().map(node_json_full).collect::<Vec<_>>(),
-        }),
-        CatObject::Lock(id, l) => lock_json(&id, &l),
+    let text = match ops::cat::cat(&repo, &target).await? {
+        CatObject::Config(c) => serde_json::to_string_pretty(&ConfigView::of(&c))?,
+        CatObject::Snapshot(id, s) => serde_json::to_string_pretty(&FullSnapshotView::of(&id, &s))?,
+        CatObject::Index(id, f) => serde_json::to_string_pretty(&IndexView::of(&id, &f))?,
+        CatObject::PackHeader { id, size, blobs } => serde_json::to_string_pretty(&PackView::of(&id, size, &blobs))?,
+        CatObject::Key(k) => serde_json::to_string_pretty(&KeyView::of(&k))?,
+        CatObject::Tree(id, t) => serde_json::to_string_pretty(&TreeView {
+            id: id.to_hex(),
+            nodes: t.nodes.iter().map(FullNodeView::of).collect(),
+        })?,
+        CatObject::Lock(id, l) => serde_json::to_string_pretty(&LockView::of(&id, &l))?,
     };
-    outln!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{text}");
     Ok(0)
 }
 
@@ -609,11 +448,11 @@ pub(super) async fn cmd_tag(g: &Global, a: TagArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let changed = ops::tag::tag(&repo, &a.snapshots, &opts).await?;
     if g.json {
-        let list: Vec<Value> = changed
+        let changed = changed
             .iter()
-            .map(|c| json!({ "old_id": c.old_id.to_hex(), "new_id": c.new_id.to_hex(), "tags": c.snapshot.tags }))
+            .map(|c| RetaggedView { old_id: c.old_id.to_hex(), new_id: c.new_id.to_hex(), tags: &c.snapshot.tags })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&json!({ "changed": list }))?);
+        outln!("{}", serde_json::to_string_pretty(&TagView { changed })?);
     } else {
         for c in &changed {
             let tags: Vec<String> = c.snapshot.tags.iter().map(|t| escape(t)).collect();
@@ -658,11 +497,11 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let repo = open_repo(g).await?;
             let keys = ops::key::list(&repo).await?;
             if g.json {
-                outln!("{}", serde_json::to_string_pretty(&keys.iter().map(key_json).collect::<Vec<_>>())?);
+                outln!("{}", serde_json::to_string_pretty(&keys.iter().map(KeyView::of).collect::<Vec<_>>())?);
                 return Ok(0);
             }
             let mut out = std::io::stdout().lock();
-            writeln!(out, "  {:<8}  {:<19}  {:<16}  User", "ID", "Created (UTC)", "Host")?;
+            writeln!(out, "  {:<8}  {:<19}  {:<16}  User", "ID", "Created", "Host")?;
             for k in &keys {
                 let mark = if k.current { '*' } else { ' ' };
                 match (&k.owner, &k.error) {
@@ -670,7 +509,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
                         out,
                         "{mark} {:<8}  {:<19}  {:<16}  {}",
                         k.id.short(),
-                        format_time(o.created_ns),
+                        times::show(o.created_ns),
                         escape(&o.hostname),
                         escape(&o.username)
                     )?,
@@ -685,7 +524,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let pw = new_password(&a)?;
             let id = ops::key::add(&repo, &pw, KdfParams::DEFAULT).await?;
             if g.json {
-                outln!("{}", json!({ "id": id.to_hex(), "short_id": id.short() }));
+                outln!("{}", serde_json::to_string(&KeyAdded { id: id.to_hex(), short_id: id.short() })?);
             } else {
                 outln!("added key {}", id.short());
             }
@@ -695,7 +534,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let repo = open_repo(g).await?;
             let removed = ops::key::remove(&repo, &id).await?;
             if g.json {
-                outln!("{}", json!({ "removed": removed.to_hex() }));
+                outln!("{}", serde_json::to_string(&KeyRemoved { removed: removed.to_hex() })?);
             } else {
                 outln!("removed key {}", removed.short());
             }
@@ -707,7 +546,7 @@ pub(super) async fn cmd_key(g: &Global, c: KeyCommand) -> Result<u8> {
             let old = *repo.key_id();
             let new = ops::key::passwd(&repo, &pw, KdfParams::DEFAULT).await?;
             if g.json {
-                outln!("{}", json!({ "old_id": old.to_hex(), "new_id": new.to_hex() }));
+                outln!("{}", serde_json::to_string(&KeyReplaced { old_id: old.to_hex(), new_id: new.to_hex() })?);
             } else {
                 outln!("password changed: key {} replaced by key {}", old.short(), new.short());
             }

@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use crate::archiver::absolute_path;
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
-use crate::format_time;
 use crate::ops;
 use crate::ops::forget::{Duration, ForgetOptions, ForgetReport, GroupBy, GroupKey, Keep, Policy, SnapshotFilter};
 use crate::ops::prune::{MaxUnused, PruneOptions, PruneReport};
@@ -172,6 +171,7 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         filter: SnapshotFilter { hosts: a.host, tags: tag_lists(&a.tag), paths },
         ids: a.ids,
         dry_run: a.dry_run,
+        time_zone: Some(super::times::zone().clone()),
     };
     let mut prune_opts = a.prune_flags.options(a.dry_run);
     let repo = open_repo(g).await?;
@@ -253,7 +253,7 @@ fn snapshot_row(id: &Id, s: &Snapshot, reason: Option<&str>) -> String {
     format!(
         "{:<8}  {:<19}  {:<16}  {:<12}  {reason}{}",
         id.short(),
-        format_time(s.time_ns),
+        super::times::show(s.time_ns),
         escape(&s.hostname),
         tags.join(","),
         paths.join(", ")
@@ -265,8 +265,7 @@ fn print_forget(opts: &ForgetOptions, r: &ForgetReport) -> Result<()> {
     if opts.ids.is_empty() {
         writeln!(out, "Applying policy: {}", escape(&opts.policy.to_string()))?;
     }
-    let header =
-        |reasons: &str| format!("{:<8}  {:<19}  {:<16}  {:<12}  {reasons}Paths", "ID", "Time (UTC)", "Host", "Tags");
+    let header = |reasons: &str| format!("{:<8}  {:<19}  {:<16}  {:<12}  {reasons}Paths", "ID", "Time", "Host", "Tags");
     for grp in &r.plan.groups {
         let described = describe_group(&grp.key);
         if !described.is_empty() {

@@ -7,14 +7,19 @@ mod output;
 mod admin;
 pub mod config;
 mod inspect;
+pub mod jsonl;
 mod maintenance;
 pub mod manual;
+mod messages;
 mod mount;
 mod pacing;
 mod progress;
 mod repair;
+mod signals;
 mod snapshot_commands;
 mod telegram;
+pub mod times;
+mod views;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -34,7 +39,6 @@ use crate::backend::retry::RetryBackend;
 use crate::backend::{Backend, BackendError};
 use crate::format::snapshot::Snapshot;
 use crate::format::Id;
-use crate::format_time;
 use crate::ops;
 use crate::ops::check::VerifyScope;
 use crate::repo::{InitOptions, RepoError, Repository};
@@ -98,6 +102,9 @@ struct Global {
     /// No progress bars, and no summary when a command succeeds (for cron)
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Show times in UTC instead of the local time zone (also read --newer/--older in UTC)
+    #[arg(long, global = true)]
+    utc: bool,
     /// More logging on stderr (-v info, -vv debug, -vvv trace); TSTOR_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -216,9 +223,9 @@ struct SnapshotArgs {
     #[arg(long)]
     dry_run: bool,
     /// The snapshot's time instead of now: RFC 3339 (`2026-01-02T03:04:05Z`,
-    /// `...+02:00`) or `YYYY-MM-DD HH:MM:SS` (UTC)
-    #[arg(long, value_name = "TIME", value_parser = |s: &str| parse_snapshot_time(s))]
-    time: Option<i64>,
+    /// `...+02:00`) or `YYYY-MM-DD[ HH:MM[:SS]]` in local time (UTC with --utc)
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -376,6 +383,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    times::choose(cli.global.utc);
     if let Err(e) = config::apply(&mut cli.global) {
         errln!("tstor: {}", escape(&e.to_string()));
         return ExitCode::FAILURE;
@@ -390,14 +398,36 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let json = cli.global.json;
+    // A snapshot stops itself cleanly at a signal; other commands are stopped where they are.
+    let stops_itself = matches!(cli.command, Command::Snapshot(_));
+    let result = runtime.block_on(async {
+        let signalled = signals::listen();
+        if stops_itself {
+            return run(cli).await;
+        }
+        tokio::select! {
+            r = run(cli) => r,
+            signo = signalled => {
+                crate::repo::lock::release_abandoned().await;
+                Err(anyhow!("interrupted by {}", crate::archiver::signal_name(signo)))
+            }
+        }
+    });
+    let signalled = signals::stop_request().requested();
+    match result {
+        Ok(code) => ExitCode::from(signalled.map_or(code, signals::exit_code)),
         // The reader of the output went away (`tstor ls | head`): not an error.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) && signalled.is_none() => ExitCode::SUCCESS,
         Err(e) => {
-            errln!("tstor: {}", escape(&format!("{e:#}")));
+            let code = signalled.map_or_else(|| exit_code(&e), signals::exit_code);
+            if json {
+                jsonl::exit_error(code, &format!("{e:#}"));
+            } else {
+                errln!("tstor: {}", escape(&format!("{e:#}")));
+            }
             tracing::error!(error = %format!("{e:#}"), "command failed");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(code)
         }
     }
 }
@@ -656,13 +686,14 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
     let mut opts = SnapshotOptions::new(a.paths.clone());
     opts.budget.max_upload = a.max_upload.or(g.settings.max_upload);
     opts.budget.deadline = a.max_duration.or(g.settings.max_duration).map(|d| started + d);
+    opts.budget.stop = signals::stop_request();
     if let Some(size) = repo.backend().preferred_pack_size() {
         opts.pipeline.data_pack_size = size;
     }
     opts.tags = a.tags;
     opts.exclusions = exclusions;
     opts.stream = stream;
-    opts.time_ns = a.time;
+    opts.time_ns = a.time.as_deref().map(times::parse).transpose()?;
     opts.skip_if_unchanged = a.skip_if_unchanged;
     opts.dry_run = a.dry_run;
     if let Some(h) = a.host {
@@ -673,21 +704,37 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         (false, Some(p)) => ParentChoice::Id(p),
         (false, None) => ParentChoice::Latest,
     };
-    let bar =
-        Arc::new(Bar::new(progress_enabled(g), "snapshot").logging_progress().listing_files(g.verbose >= 2 && !g.json));
-    if opts.stream.is_none() && ((progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress()) {
+    let lines = jsonl::JsonLines::new();
+    let mut bar = Bar::new(progress_enabled(g), "snapshot").logging_progress().listing_files(g.verbose >= 2 && !g.json);
+    if g.json {
+        bar = bar.with_json(&lines, g.verbose > 0);
+    }
+    let bar = Arc::new(bar);
+    if opts.stream.is_none()
+        && ((progress_enabled(g) && std::io::stderr().is_terminal()) || bar.logs_progress() || g.json)
+    {
         let (bar, paths, ex) = (bar.clone(), a.paths.clone(), opts.exclusions.clone());
         std::thread::spawn(move || {
-            crate::archiver::scan_totals(&paths, &ex, |_, bytes| bar.set_total(bytes));
+            crate::archiver::scan_totals(&paths, &ex, |files, bytes| bar.set_totals(files, bytes));
         });
     }
-    let outcome = match ops::snapshot(&repo, opts, bar.clone()).await {
+    let ticker = g.json.then(|| {
+        let bar = bar.clone();
+        lines.every_status_interval(move || bar.snapshot_status())
+    });
+    let result = ops::snapshot(&repo, opts, bar.clone()).await;
+    if let Some(t) = ticker {
+        t.stop();
+    }
+    let outcome = match result {
         Ok(o) => o,
         Err(e @ RepoError::Stopped { .. }) => {
             bar.finish();
             if g.json {
                 if let RepoError::Stopped { reason, packs, bytes } = &e {
-                    outln!("{}", json!({ "stopped": reason, "packs_uploaded": packs, "bytes_uploaded": bytes }));
+                    let stopped =
+                        messages::SnapshotStopped { stopped: reason, packs_uploaded: *packs, bytes_uploaded: *bytes };
+                    lines.emit("stopped", &stopped);
                 }
             }
             return Err(e.into());
@@ -695,47 +742,9 @@ async fn cmd_snapshot(g: &Global, mut a: SnapshotArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     bar.finish();
-    let s = &outcome.snapshot.summary;
     let summary = crate::archiver::RunSummary::new(&outcome, started.elapsed());
     if g.json {
-        let errors: Vec<_> =
-            outcome.errors.iter().map(|(p, e)| json!({ "path": p.display().to_string(), "error": e })).collect();
-        let changed: Vec<_> = outcome.changed.iter().map(|p| p.display().to_string()).collect();
-        let dry_run = a.dry_run;
-        outln!(
-            "{}",
-            json!({
-                "snapshot_id": (!dry_run).then(|| outcome.id.to_hex()),
-                "short_id": (!dry_run).then(|| outcome.id.short()),
-                "dry_run": dry_run,
-                "skipped_unchanged": !dry_run && !outcome.saved,
-                "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
-                "files_new": s.files_new,
-                "files_changed": s.files_changed,
-                "files_unchanged": s.files_unchanged,
-                "dirs": s.dirs,
-                "dirs_new": summary.dirs_new,
-                "dirs_changed": summary.dirs_changed,
-                "dirs_unmodified": summary.dirs_unmodified,
-                "total_duration_seconds": summary.total_duration_seconds,
-                "other_nodes": s.other_nodes,
-                "data_blobs_added": s.data_blobs_added,
-                "tree_blobs_added": s.tree_blobs_added,
-                "bytes_read": s.bytes_read,
-                "bytes_added": s.bytes_added,
-                "bytes_stored": s.bytes_stored,
-                "total_bytes": s.total_bytes,
-                "duration_seconds": (s.end_ns - s.start_ns) as f64 / 1e9,
-                "recovered_packs": outcome.recovered_packs,
-                "unreadable_packs": outcome
-                    .unreadable_packs
-                    .iter()
-                    .map(|(id, reason)| json!({ "id": id.to_hex(), "reason": reason }))
-                    .collect::<Vec<_>>(),
-                "errors": errors,
-                "changed_files": changed,
-            })
-        );
+        lines.summary(&messages::SnapshotSummary::of(&outcome, &summary, a.dry_run));
     } else if !g.quiet {
         let last = if a.dry_run {
             "dry run: nothing was written to the repository".to_string()
@@ -839,42 +848,6 @@ fn paths_from_files(a: &SnapshotArgs) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// A snapshot time: RFC 3339 (`2026-01-02T03:04:05Z`, fractions of a second,
-/// `+02:00` offsets) or `YYYY-MM-DD HH:MM:SS` (UTC), in nanoseconds since the epoch.
-fn parse_snapshot_time(s: &str) -> Result<i64, String> {
-    let bad = || format!("`{s}` is not a time: use RFC 3339 (2026-01-02T03:04:05Z) or \"YYYY-MM-DD HH:MM:SS\" (UTC)");
-    // RFC 3339 allows `t` and `z` for `T` and `Z`.
-    let upper = s.trim().to_ascii_uppercase();
-    let t = upper.as_str();
-    // An offset after the time of day: `Z`, or `+HH:MM` / `-HH:MM`.
-    let (rest, offset_secs) = if let Some(r) = t.strip_suffix('Z') {
-        (r, 0)
-    } else {
-        match t.get(10..).and_then(|time| time.rfind(['+', '-']).map(|i| i + 10)) {
-            Some(i) => {
-                let (r, off) = t.split_at(i);
-                let sign = if off.starts_with('-') { -1 } else { 1 };
-                let (h, m) = off[1..].split_once(':').ok_or_else(bad)?;
-                let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-                if h > 23 || m > 59 {
-                    return Err(bad());
-                }
-                (r, sign * (h * 3600 + m * 60))
-            }
-            None => (t, 0),
-        }
-    };
-    let (whole, fraction_ns) = match rest.split_once('.') {
-        Some((w, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            (w, format!("{f:0<9}").parse::<i64>().map_err(|_| bad())?)
-        }
-        Some(_) => return Err(bad()),
-        None => (rest, 0),
-    };
-    let ns = ops::inspect::parse_time(whole).map_err(|_| bad())?;
-    Ok(ns - offset_secs * 1_000_000_000 + fraction_ns)
-}
-
 /// The summary of a snapshot run, laid out as restic's.
 fn print_snapshot_summary(s: &crate::archiver::RunSummary, changed_while_read: usize, last: &str) {
     match &s.parent {
@@ -919,20 +892,7 @@ fn lossy(p: &[u8]) -> String {
 }
 
 fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
-    json!({
-        "id": id.to_hex(),
-        "short_id": id.short(),
-        "time": format_time(s.time_ns),
-        "time_ns": s.time_ns,
-        "hostname": s.hostname,
-        "username": s.username,
-        "paths": s.paths.iter().map(|p| lossy(p)).collect::<Vec<_>>(),
-        "tags": s.tags,
-        "parent": s.parent.map(|p| p.to_hex()),
-        "original": s.original.map(|p| p.to_hex()),
-        "tree": s.tree.to_hex(),
-        "summary": s.summary,
-    })
+    serde_json::to_value(views::SnapshotView::of(id, s)).unwrap_or(serde_json::Value::Null)
 }
 
 async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
@@ -1055,7 +1015,7 @@ fn write_snapshot_table(out: &mut impl Write, snaps: &[(Id, Snapshot)], compact:
                 out,
                 "{:<8}  {:<19}  {:<16}  {}",
                 id.short(),
-                format_time(s.time_ns),
+                times::show(s.time_ns),
                 escape(&s.hostname),
                 tags.join(",")
             )?;
@@ -1065,7 +1025,7 @@ fn write_snapshot_table(out: &mut impl Write, snaps: &[(Id, Snapshot)], compact:
             out,
             "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
             id.short(),
-            format_time(s.time_ns),
+            times::show(s.time_ns),
             escape(&s.hostname),
             tags.join(","),
             human(s.summary.total_bytes),
@@ -1102,22 +1062,28 @@ async fn cmd_restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     opts.overwrite = a.overwrite;
     opts.delete = a.delete;
     opts.dry_run = a.dry_run;
-    let bar = Arc::new(Bar::new(progress_enabled(g) && !a.dry_run, "restore"));
+    let lines = jsonl::JsonLines::new();
+    let mut bar = Bar::new(progress_enabled(g) && !a.dry_run, "restore");
+    if g.json {
+        bar = bar.with_json(&lines, g.verbose > 0);
+    }
+    let bar = Arc::new(bar);
     // A dry run lists its actions with -v; a restore with -vv.
     let list = (a.dry_run && g.verbose >= 1) || g.verbose >= 2;
     let listing = Arc::new(progress::RestoreListing::new(bar.clone(), list && !g.json));
-    let (id, _snap, outcome) = ops::restore(&repo, &spec, &opts, listing).await?;
+    let ticker = g.json.then(|| {
+        let bar = bar.clone();
+        lines.every_status_interval(move || bar.restore_status())
+    });
+    let result = ops::restore(&repo, &spec, &opts, listing).await;
+    if let Some(t) = ticker {
+        t.stop();
+    }
+    let (id, _snap, outcome) = result?;
     bar.finish();
     if g.json {
-        outln!(
-            "{}",
-            json!({
-                "snapshot_id": id.to_hex(),
-                "target": a.target.display().to_string(),
-                "dry_run": a.dry_run,
-                "result": outcome
-            })
-        );
+        let seconds = lines.seconds_elapsed() as u64;
+        lines.summary(&messages::RestoreSummary::of(&id, &a.target, &outcome, seconds, a.dry_run));
     } else if !g.quiet {
         let mut kept_deleted = String::new();
         if outcome.kept > 0 {
@@ -1225,40 +1191,5 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-#[cfg(test)]
-mod snapshot_time_tests {
-    use super::parse_snapshot_time;
-
-    const SECOND: i64 = 1_000_000_000;
-
-    #[test]
-    fn parses_rfc_3339_and_the_plain_utc_form() {
-        let utc = parse_snapshot_time("2024-05-06 07:08:09").unwrap();
-        assert_eq!(crate::format_time(utc), "2024-05-06 07:08:09");
-        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09Z"), Ok(utc));
-        assert_eq!(parse_snapshot_time("2024-05-06t07:08:09z"), Ok(utc));
-        assert_eq!(parse_snapshot_time("2024-05-06T09:38:09+02:30"), Ok(utc));
-        assert_eq!(parse_snapshot_time("2024-05-06T02:08:09-05:00"), Ok(utc));
-        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09.25Z"), Ok(utc + SECOND / 4));
-        assert_eq!(parse_snapshot_time("2024-05-06T07:08:09.000000001Z"), Ok(utc + 1));
-    }
-
-    #[test]
-    fn refuses_what_is_not_a_time() {
-        for bad in [
-            "",
-            "yesterday",
-            "2024-05-06T07:08:09+2",
-            "2024-05-06T07:08:09+24:00",
-            "2024-05-06T07:08:09.Z",
-            "2024-05-06T07:08:09.1234567890Z",
-            "2024-13-01 00:00:00",
-        ] {
-            let e = parse_snapshot_time(bad).unwrap_err();
-            assert!(e.contains("RFC 3339"), "{bad}: {e}");
-        }
     }
 }

@@ -8,7 +8,7 @@ use crate::format::tree::validate_name;
 
 /// A snapshot's directory name: its time in UTC, `2026-12-03T20:53:45Z`.
 pub fn time_name(ns: i64) -> String {
-    let mut name = crate::format_time(ns).replacen(' ', "T", 1);
+    let mut name = crate::time::format_time(ns, &crate::time::local()).replacen(' ', "T", 1);
     name.push('Z');
     name
 }

@@ -97,9 +97,17 @@ impl CheckReport {
 }
 
 /// What `check` tells while it runs.
+/// What a check has done: first the packs downloaded and verified (with
+/// `--verify`), then the snapshots whose trees were walked. Each call
+/// follows the work it counts, so that a bar ends when the check does.
 pub trait CheckProgress: Send + Sync {
     fn verify_total(&self, _packs: usize, _bytes: u64) {}
+    /// A pack of `bytes` was downloaded and verified.
     fn pack_verified(&self, _bytes: u64) {}
+    /// The trees of `snapshots` snapshots are walked next.
+    fn trees_total(&self, _snapshots: usize) {}
+    /// One snapshot's trees were walked.
+    fn snapshot_checked(&self) {}
 }
 
 pub struct NoCheckProgress;
@@ -554,8 +562,10 @@ pub async fn check(
         failed: HashMap::new(),
         damaged_paths: Vec::new(),
     };
+    progress.trees_total(snapshots.len());
     for (snap_id, snap) in &snapshots {
         walk.snapshot(snap_id, &snap.tree, &mut report).await;
+        progress.snapshot_checked();
     }
     let mut damaged_paths = walk.damaged_paths;
     damaged_paths.sort();

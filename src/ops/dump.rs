@@ -451,19 +451,17 @@ fn zip_options(node: &Node) -> zip::write::SimpleFileOptions {
     }
 }
 
-/// A zip (MS-DOS) time, when the time is within its range (1980–2107).
+/// A zip (MS-DOS) time, in local time as zip tools read it, when the time
+/// is within its range (1980–2107).
 fn zip_time(ns: i64) -> Option<zip::DateTime> {
-    let secs = ns.div_euclid(1_000_000_000);
-    let (y, m, d) = crate::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    let year = u16::try_from(y).ok()?;
+    let t = crate::time::zoned(ns, &crate::time::local());
     zip::DateTime::from_date_and_time(
-        year,
-        m as u8,
-        d as u8,
-        (rem / 3600) as u8,
-        (rem / 60 % 60) as u8,
-        (rem % 60) as u8,
+        u16::try_from(t.year()).ok()?,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
     )
     .ok()
 }

@@ -9,8 +9,10 @@
 //! newer than `D` before the group's newest snapshot (that is not in the
 //! future); `--keep-within-<period> D` keeps the newest snapshot of each period
 //! within `D`; `--keep-tag` keeps every snapshot carrying a tag list. A snapshot
-//! may be kept by several rules and every rule that kept it is named. Calendar
-//! arithmetic is in UTC.
+//! may be kept by several rules and every rule that kept it is named. Periods
+//! and calendar arithmetic are counted in a time zone, the local one unless
+//! told otherwise, as restic does: a day is a local calendar day, also across
+//! a change of offset (daylight saving time).
 //!
 //! [`apply_policy`] and [`plan`] are pure; [`forget`] loads the snapshots and
 //! deletes the forgotten snapshot objects under a lock the caller holds.
@@ -24,10 +26,10 @@ use crate::format::snapshot::Snapshot;
 use crate::format::{Id, ObjectKind};
 use crate::repo::lock::LockGuard;
 use crate::repo::{RepoError, Repository};
-use crate::{civil_from_days, days_from_civil};
+use crate::time;
+use jiff::tz::TimeZone;
 
 const NS_PER_HOUR: i64 = 3_600 * 1_000_000_000;
-const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
 
 /// How many periods a `--keep-*` rule keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,18 +86,23 @@ impl Duration {
         *self == Duration::default()
     }
 
-    /// The instant this long before `t_ns`. Months and years move the calendar
-    /// date and then normalise it as restic (Go's `AddDate`) does: 31 March
-    /// minus one month is 3 March in a leap year (31 February overflows).
-    pub fn before(&self, t_ns: i64) -> i64 {
-        let day = t_ns.div_euclid(NS_PER_DAY);
-        let time_of_day = t_ns.rem_euclid(NS_PER_DAY);
-        let (y, m, d) = civil_from_days(day);
-        let months = i64::from(m) - 1 - i64::from(self.months) - 12 * i64::from(self.years);
-        let first = days_from_civil(y + months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1);
-        let days = first + i64::from(d) - 1 - 7 * i64::from(self.weeks) - i64::from(self.days);
-        let ns = i128::from(days) * i128::from(NS_PER_DAY) + i128::from(time_of_day)
-            - i128::from(self.hours) * i128::from(NS_PER_HOUR);
+    /// The instant this long before `t_ns`, on the calendar of `tz`. Months
+    /// and years move the calendar date and then normalise it as restic
+    /// (Go's `AddDate`) does: 31 March minus one month is 3 March in a leap
+    /// year (31 February overflows); the time of day is kept, and the hours
+    /// are then taken off the instant. Before the calendar's start: `i64::MIN`.
+    pub fn before(&self, t_ns: i64, tz: &TimeZone) -> i64 {
+        let dt = time::zoned(t_ns, tz).datetime();
+        let months = i64::from(dt.month()) - 1 - i64::from(self.months) - 12 * i64::from(self.years);
+        let day = i64::from(dt.day()) - 1 - 7 * i64::from(self.weeks) - i64::from(self.days);
+        let date = i16::try_from(i64::from(dt.year()) + months.div_euclid(12))
+            .ok()
+            .and_then(|y| jiff::civil::Date::new(y, months.rem_euclid(12) as i8 + 1, 1).ok())
+            .and_then(|first| first.checked_add(jiff::Span::new().try_days(day).ok()?).ok());
+        let Some(ts) = date.and_then(|d| tz.to_ambiguous_timestamp(d.to_datetime(dt.time())).compatible().ok()) else {
+            return i64::MIN;
+        };
+        let ns = ts.as_nanosecond() - i128::from(self.hours) * i128::from(NS_PER_HOUR);
         ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
 }
@@ -251,27 +258,18 @@ enum Period {
     Year,
 }
 
-/// The ISO 8601 week-numbering year and week of a day.
-fn iso_week(day: i64) -> (i64, i64) {
-    let weekday = (day + 3).rem_euclid(7); // Monday = 0; 1970-01-01 was a Thursday
-    let thursday = day - weekday + 3;
-    let (year, _, _) = civil_from_days(thursday);
-    (year, (thursday - days_from_civil(year, 1, 1)) / 7 + 1)
-}
-
-/// A number naming the period `t_ns` falls in; `nr` makes every snapshot its own "last" period.
-fn period_of(period: Period, t_ns: i64, nr: usize) -> i64 {
-    let day = t_ns.div_euclid(NS_PER_DAY);
-    let hour = t_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
-    let (y, m, d) = civil_from_days(day);
-    let (m, d) = (i64::from(m), i64::from(d));
+/// A number naming the period `t_ns` falls in on the calendar of `tz`
+/// (weeks are ISO 8601 weeks); `nr` makes every snapshot its own "last" period.
+fn period_of(period: Period, t_ns: i64, nr: usize, tz: &TimeZone) -> i64 {
+    let z = time::zoned(t_ns, tz);
+    let (y, m, d, hour) = (i64::from(z.year()), i64::from(z.month()), i64::from(z.day()), i64::from(z.hour()));
     match period {
         Period::Last => nr as i64,
         Period::Hour => y * 1_000_000 + m * 10_000 + d * 100 + hour,
         Period::Day => y * 10_000 + m * 100 + d,
         Period::Week => {
-            let (wy, w) = iso_week(day);
-            wy * 100 + w
+            let w = z.date().iso_week_date();
+            i64::from(w.year()) * 100 + i64::from(w.week())
         }
         Period::Month => y * 100 + m,
         Period::Year => y,
@@ -281,8 +279,8 @@ fn period_of(period: Period, t_ns: i64, nr: usize) -> i64 {
 /// Applies `policy` to one group of snapshots. Returns a decision for each,
 /// newest first (snapshots with equal times keep their given order). `now_ns`
 /// only decides which snapshots are in the future: the newest snapshot not in
-/// the future anchors every `within` rule.
-pub fn apply_policy(snapshots: &[(Id, Snapshot)], policy: &Policy, now_ns: i64) -> Vec<Decision> {
+/// the future anchors every `within` rule. Periods are those of `tz`'s calendar.
+pub fn apply_policy(snapshots: &[(Id, Snapshot)], policy: &Policy, now_ns: i64, tz: &TimeZone) -> Vec<Decision> {
     let mut order: Vec<&(Id, Snapshot)> = snapshots.iter().collect();
     order.sort_by_key(|s| Reverse(s.1.time_ns));
     if policy.is_empty() {
@@ -291,7 +289,7 @@ pub fn apply_policy(snapshots: &[(Id, Snapshot)], policy: &Policy, now_ns: i64) 
     }
     let latest = order.iter().map(|(_, s)| s.time_ns).filter(|&t| t < now_ns).max();
     // Everything is within a duration of "no latest" (restic measures from the zero time).
-    let cutoff = |d: &Duration| latest.map_or(i64::MIN, |l| d.before(l));
+    let cutoff = |d: &Duration| latest.map_or(i64::MIN, |l| d.before(l, tz));
     struct Bucket {
         left: Keep,
         period: Period,
@@ -333,7 +331,7 @@ pub fn apply_policy(snapshots: &[(Id, Snapshot)], policy: &Policy, now_ns: i64) 
             reasons.push(format!("within {}", policy.within));
         }
         for b in buckets.iter_mut().filter(|b| b.left.active()) {
-            let val = period_of(b.period, t, nr);
+            let val = period_of(b.period, t, nr, tz);
             let same_period = b.last == Some(val);
             // The oldest snapshot is kept too while a rule has counts left,
             // which keeps the longest history the counts allow.
@@ -347,7 +345,7 @@ pub fn apply_policy(snapshots: &[(Id, Snapshot)], policy: &Policy, now_ns: i64) 
         }
         for b in within_buckets.iter_mut().filter(|b| !b.within.is_zero()) {
             if t > cutoff(&b.within) {
-                let val = period_of(b.period, t, nr);
+                let val = period_of(b.period, t, nr, tz);
                 if b.last != Some(val) {
                     b.last = Some(val);
                     reasons.push(format!("{} {}", b.reason, b.within));
@@ -443,6 +441,8 @@ pub struct ForgetOptions {
     /// Snapshot ids or unique prefixes (or `latest`) to forget instead of a policy.
     pub ids: Vec<String>,
     pub dry_run: bool,
+    /// The calendar periods are counted in (`None`: the local time zone).
+    pub time_zone: Option<TimeZone>,
 }
 
 /// One group's outcome. Snapshots are newest first.
@@ -506,7 +506,9 @@ fn resolve<'a>(spec: &str, snapshots: &'a [(Id, Snapshot)]) -> Result<&'a (Id, S
         _ => {
             let candidates: Vec<(Id, String)> = found
                 .iter()
-                .map(|(id, s)| (*id, format!("{} on {}", crate::format_time(s.time_ns), s.hostname)))
+                .map(|(id, s)| {
+                    (*id, format!("{} on {}", crate::time::format_time(s.time_ns, &crate::time::local()), s.hostname))
+                })
                 .collect();
             Err(crate::repo::select::ambiguous(spec, "snapshots", &candidates))
         }
@@ -555,13 +557,14 @@ pub fn plan(
                 .into(),
         ));
     }
+    let tz = opts.time_zone.clone().unwrap_or_else(time::local);
     let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots.into_iter().filter(|(_, s)| opts.filter.matches(s)) {
         groups.entry(GroupKey::of(&s, opts.group_by)).or_default().push((id, s));
     }
     let mut out = Vec::with_capacity(groups.len());
     for (key, members) in groups {
-        let decisions = apply_policy(&members, &opts.policy, now_ns);
+        let decisions = apply_policy(&members, &opts.policy, now_ns, &tz);
         let mut by_id: BTreeMap<Id, Snapshot> = members.into_iter().collect();
         let mut group = ForgetGroup { key, keep: Vec::new(), remove: Vec::new() };
         for d in decisions {
@@ -614,14 +617,11 @@ pub async fn forget(repo: &Repository, lock: &LockGuard, opts: &ForgetOptions) -
 mod tests {
     use super::*;
 
-    const H: i64 = NS_PER_HOUR;
-    const D: i64 = NS_PER_DAY;
+    const UTC: TimeZone = TimeZone::UTC;
 
     /// `YYYY-MM-DD HH:MM` (UTC) in ns.
     fn at(s: &str) -> i64 {
-        let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-        let day = days_from_civil(n(0..4), n(5..7) as u32, n(8..10) as u32);
-        day * D + n(11..13) * H + n(14..16) * 60 * 1_000_000_000
+        time::parse_time(s, &UTC).unwrap()
     }
 
     fn snap(time: &str, tags: &[&str]) -> Snapshot {
@@ -667,12 +667,12 @@ mod tests {
         let snaps: Vec<(Id, Snapshot)> =
             TIMES.iter().enumerate().map(|(i, (t, tags))| (id(i), snap(t, tags))).collect();
         let now = at("2024-01-10 00:00");
-        apply_policy(&snaps, &policy, now)
+        apply_policy(&snaps, &policy, now, &UTC)
             .into_iter()
             .map(|d| {
                 assert_eq!(d.keep, !d.reasons.is_empty());
                 let (_, s) = snaps.iter().find(|(i, _)| *i == d.id).unwrap();
-                (crate::format_time(s.time_ns)[..16].to_string(), d.reasons)
+                (time::format_time(s.time_ns, &UTC)[..16].to_string(), d.reasons)
             })
             .collect()
     }
@@ -787,6 +787,7 @@ mod tests {
             &oldest_same_period,
             &Policy { daily: Keep::Count(2), ..Default::default() },
             at("2030-01-01 00:00"),
+            &UTC,
         );
         assert_eq!(d[0].reasons, ["daily snapshot"]);
         assert_eq!(d[1].reasons, ["oldest daily snapshot"]);
@@ -851,6 +852,7 @@ mod tests {
             &snaps,
             &Policy { within: "1h".parse().unwrap(), ..Default::default() },
             at("2024-01-02 00:00"),
+            &UTC,
         );
         assert!(d.iter().all(|d| d.keep), "{d:?}");
     }
@@ -862,26 +864,71 @@ mod tests {
             &snaps,
             &Policy { within: "1d".parse().unwrap(), ..Default::default() },
             at("2025-01-01 00:00"),
+            &UTC,
         );
         assert_eq!((d[0].keep, d[1].keep), (true, false));
     }
 
     #[test]
     fn calendar_arithmetic() {
-        for day in -800_000..800_000i64 {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
-        }
         // Go's AddDate normalisation: 2024-03-31 minus one month is "2024-02-31", i.e. 2024-03-02.
         let one_month: Duration = "1m".parse().unwrap();
-        assert_eq!(one_month.before(at("2024-03-31 10:00")), at("2024-03-02 10:00"));
+        assert_eq!(one_month.before(at("2024-03-31 10:00"), &UTC), at("2024-03-02 10:00"));
         let d: Duration = "1y5m7d2h".parse().unwrap();
-        assert_eq!(d.before(at("2024-06-10 12:00")), at("2023-01-03 10:00"));
-        assert_eq!("2w".parse::<Duration>().unwrap().before(at("2024-01-15 00:00")), at("2024-01-01 00:00"));
-        assert_eq!(iso_week(days_from_civil(2021, 1, 3)), (2020, 53));
-        assert_eq!(iso_week(days_from_civil(2024, 12, 30)), (2025, 1));
-        assert_eq!(iso_week(days_from_civil(2024, 1, 7)), (2024, 1));
-        assert_eq!(iso_week(days_from_civil(2023, 12, 25)), (2023, 52));
+        assert_eq!(d.before(at("2024-06-10 12:00"), &UTC), at("2023-01-03 10:00"));
+        assert_eq!("2w".parse::<Duration>().unwrap().before(at("2024-01-15 00:00"), &UTC), at("2024-01-01 00:00"));
+        assert_eq!("9999y".parse::<Duration>().unwrap().before(at("2024-01-15 00:00"), &UTC), i64::MIN);
+        let week = |s: &str| period_of(Period::Week, at(s), 0, &UTC);
+        assert_eq!(week("2021-01-03 12:00"), 2020 * 100 + 53);
+        assert_eq!(week("2024-12-30 12:00"), 2025 * 100 + 1);
+        assert_eq!(week("2024-01-07 12:00"), 2024 * 100 + 1);
+        assert_eq!(week("2023-12-25 12:00"), 2023 * 100 + 52);
+    }
+
+    /// A day is a local calendar day: across the change to daylight saving
+    /// time (2024-03-10 in New York, a 23-hour day) and back (2024-11-03, 25
+    /// hours), the newest snapshot of each local day is kept, and `1d`
+    /// before 12:00 local is 12:00 local the day before.
+    #[test]
+    fn days_are_local_days_across_daylight_saving_changes() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let local = |s: &str| time::parse_time(s, &ny).unwrap();
+        for (times, newest_of_days) in [
+            (
+                ["2024-03-09 23:30", "2024-03-10 00:30", "2024-03-10 23:30", "2024-03-11 00:30"],
+                ["2024-03-11 00:30", "2024-03-10 23:30", "2024-03-09 23:30"],
+            ),
+            (
+                ["2024-11-02 23:30", "2024-11-03 00:30", "2024-11-03 23:30", "2024-11-04 00:30"],
+                ["2024-11-04 00:30", "2024-11-03 23:30", "2024-11-02 23:30"],
+            ),
+        ] {
+            let snaps: Vec<(Id, Snapshot)> = times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut s = snap("2000-01-01 00:00", &[]);
+                    s.time_ns = local(t);
+                    (id(i), s)
+                })
+                .collect();
+            let d = apply_policy(&snaps, &Policy { daily: Keep::Count(3), ..Default::default() }, i64::MAX, &ny);
+            let kept: Vec<String> = d
+                .iter()
+                .filter(|d| d.keep)
+                .map(|d| {
+                    time::format_time(snaps.iter().find(|s| s.0 == d.id).unwrap().1.time_ns, &ny)[..16].to_string()
+                })
+                .collect();
+            assert_eq!(kept, newest_of_days, "{times:?}");
+            // In UTC the same instants fall in other days.
+            let in_utc = apply_policy(&snaps, &Policy { daily: Keep::Count(3), ..Default::default() }, i64::MAX, &UTC);
+            assert_ne!(in_utc, d);
+        }
+        let one_day: Duration = "1d".parse().unwrap();
+        assert_eq!(one_day.before(local("2024-03-10 12:00"), &ny), local("2024-03-09 12:00"));
+        assert_eq!(local("2024-03-10 12:00") - local("2024-03-09 12:00"), 23 * NS_PER_HOUR);
+        assert_eq!(one_day.before(local("2024-11-03 12:00"), &ny), local("2024-11-02 12:00"));
     }
 
     #[test]

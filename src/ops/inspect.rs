@@ -50,7 +50,14 @@ pub async fn select_snapshots(repo: &Repository, specs: &[String]) -> Result<Sel
                     let candidates: Vec<(Id, String)> = hits
                         .iter()
                         .map(|&i| {
-                            (all[i].0, format!("{} on {}", crate::format_time(all[i].1.time_ns), all[i].1.hostname))
+                            (
+                                all[i].0,
+                                format!(
+                                    "{} on {}",
+                                    crate::time::format_time(all[i].1.time_ns, &crate::time::local()),
+                                    all[i].1.hostname
+                                ),
+                            )
                         })
                         .collect();
                     return Err(crate::repo::select::ambiguous(spec, "snapshots", &candidates));
@@ -323,68 +330,9 @@ where
     result
 }
 
-/// Parses `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DDTHH:MM[:SS]`
-/// (UTC) into nanoseconds since the epoch.
-pub fn parse_time(s: &str) -> Result<i64, RepoError> {
-    let bad = || RepoError::Invalid(format!("`{s}` is not a time: use YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\" (UTC)"));
-    let t = s.trim();
-    let (date, time) = match t.split_once([' ', 'T']) {
-        Some((d, tm)) => (d, Some(tm.trim())),
-        None => (t, None),
-    };
-    let num = |part: &str, digits: usize| -> Result<i64, RepoError> {
-        if part.len() != digits || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse::<i64>().map_err(|_| bad())
-    };
-    let mut d = date.split('-');
-    let (Some(y), Some(m), Some(day), None) = (d.next(), d.next(), d.next(), d.next()) else { return Err(bad()) };
-    let (y, m, day) = (num(y, 4)?, num(m, 2)?, num(day, 2)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_len = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if !(1..=month_len).contains(&day) {
-        return Err(bad());
-    }
-    let mut secs = 0;
-    if let Some(time) = time {
-        let mut parts = time.split(':');
-        let (Some(h), Some(mi), sec, None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(bad());
-        };
-        let (h, mi, sec) = (num(h, 2)?, num(mi, 2)?, sec.map(|x| num(x, 2)).transpose()?.unwrap_or(0));
-        if h > 23 || mi > 59 || sec > 59 {
-            return Err(bad());
-        }
-        secs = h * 3600 + mi * 60 + sec;
-    }
-    Ok((crate::days_from_civil(y, m as u32, day as u32) * 86_400 + secs) * 1_000_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format_time;
-
-    #[test]
-    fn parses_times() {
-        assert_eq!(parse_time("1970-01-01").unwrap(), 0);
-        assert_eq!(parse_time("2000-02-29").unwrap(), 951_782_400 * 1_000_000_000);
-        assert_eq!(format_time(parse_time("2026-11-18 11:06:40").unwrap()), "2026-11-18 11:06:40");
-        assert_eq!(format_time(parse_time("2026-11-18T11:06").unwrap()), "2026-11-18 11:06:00");
-        assert_eq!(format_time(parse_time("1969-12-31 23:59:59").unwrap()), "1969-12-31 23:59:59");
-        for bad in
-            ["", "2021", "2021-13-01", "2021-02-29", "2021-1-01", "2021-01-01 24:00:00", "x-y-z", "2021-01-01 1:2"]
-        {
-            assert!(parse_time(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn matches_names_paths_and_times() {

@@ -6,7 +6,7 @@
 //! fresh ([`LockGuard::ensure_held`]): a prune elsewhere may have treated it as
 //! stale, or someone may have removed it, and deleted what the holder relies on.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -77,14 +77,14 @@ fn describe(l: &Lock) -> String {
         l.username,
         l.hostname,
         l.pid,
-        crate::format_time(l.created_ns)
+        crate::time::format_time(l.created_ns, &crate::time::local())
     );
     let now = host::now_ns();
     if is_from_the_future(l, now) {
         let ahead_s = l.refreshed_ns.saturating_sub(now) / 1_000_000_000;
         s.push_str(&format!(
             ", refreshed at {}, {ahead_s}s in the future (is the clock of {} wrong?); `tstor unlock` removes it",
-            crate::format_time(l.refreshed_ns),
+            crate::time::format_time(l.refreshed_ns, &crate::time::local()),
             l.hostname
         ));
     }
@@ -129,6 +129,47 @@ pub struct LockGuard {
     /// When the stored lock was last refreshed; `i64::MIN` once it is lost.
     last_refresh_ns: Arc<AtomicI64>,
     refresher: tokio::task::JoinHandle<()>,
+    /// Its entry in [`HELD_LOCKS`].
+    registered: u64,
+}
+
+/// A lock this process holds, for [`release_abandoned`].
+struct Registered {
+    key: u64,
+    repo: Repository,
+    held: Arc<tokio::sync::Mutex<Held>>,
+    refresher: tokio::task::AbortHandle,
+}
+
+/// Every lock this process holds and has not released: a command stopped
+/// by a signal (its work dropped where it was) still removes them.
+static HELD_LOCKS: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Removes the locks of commands whose work was dropped before they could
+/// release them (a command stopped by Ctrl-C): stops their refreshers and
+/// deletes their lock objects. Locks released as usual are not touched.
+pub async fn release_abandoned() {
+    let abandoned = std::mem::take(&mut *HELD_LOCKS.lock().unwrap_or_else(|e| e.into_inner()));
+    for r in abandoned {
+        r.refresher.abort();
+        // A refresh cut short may hold the mutex no longer: wait a little only.
+        let Ok(h) = tokio::time::timeout(Duration::from_secs(5), r.held.lock()).await else {
+            tracing::warn!("could not remove our lock; it will expire");
+            continue;
+        };
+        let (id, nonce) = (h.id, h.lock.nonce);
+        drop(h);
+        if let Err(e) = r.repo.backend().delete(ObjectKind::Lock, &id).await {
+            tracing::warn!(lock = %id.short(), error = %e, "could not remove our lock; it will expire");
+        }
+        if let Ok(locks) = list_locks(&r.repo).await {
+            for (other, _) in locks.iter().filter(|(other, l)| *other != id && l.nonce == nonce) {
+                let _ = r.repo.backend().delete(ObjectKind::Lock, other).await;
+            }
+        }
+        tracing::info!(lock = %id.short(), "removed the lock of a stopped command");
+    }
 }
 
 /// How long a command waits for conflicting locks to go (`--retry-lock`);
@@ -203,7 +244,14 @@ async fn try_acquire(repo: &Repository, exclusive: bool) -> Result<LockGuard> {
     let current_id = Arc::new(Mutex::new(id));
     let last_refresh_ns = Arc::new(AtomicI64::new(now));
     let refresher = tokio::spawn(refresh_loop(repo.clone(), held.clone(), current_id.clone(), last_refresh_ns.clone()));
-    Ok(LockGuard { repo: repo.clone(), held, current_id, exclusive, last_refresh_ns, refresher })
+    let registered = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+    HELD_LOCKS.lock().unwrap_or_else(|e| e.into_inner()).push(Registered {
+        key: registered,
+        repo: repo.clone(),
+        held: held.clone(),
+        refresher: refresher.abort_handle(),
+    });
+    Ok(LockGuard { repo: repo.clone(), held, current_id, exclusive, last_refresh_ns, refresher, registered })
 }
 
 /// The error for a lock held by another process, with what to do about it.
@@ -342,7 +390,8 @@ impl LockGuard {
     /// Stops refreshing and removes the lock, including any copy a refresh
     /// cut short may have written.
     pub async fn release(self) {
-        let LockGuard { repo, held, refresher, .. } = self;
+        let LockGuard { repo, held, refresher, registered, .. } = self;
+        HELD_LOCKS.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| r.key != registered);
         refresher.abort();
         let _ = refresher.await;
         let h = held.lock().await;
@@ -450,7 +499,11 @@ mod tests {
         assert!(!is_from_the_future(&near, now) && !is_stale(&near, now));
         assert!(is_from_the_future(&far, now) && !is_stale(&far, now));
         let text = describe(&far);
-        assert!(text.contains("elsewhere") && text.contains(&crate::format_time(far.refreshed_ns)), "{text}");
+        assert!(
+            text.contains("elsewhere")
+                && text.contains(&crate::time::format_time(far.refreshed_ns, &crate::time::local())),
+            "{text}"
+        );
         assert!(text.contains("in the future"), "{text}");
     }
 }

@@ -73,7 +73,9 @@ pub fn select_snapshot(
         _ => {
             let candidates: Vec<(Id, String)> = matches
                 .iter()
-                .map(|(id, s)| (*id, format!("{} on {}", crate::format_time(s.time_ns), s.hostname)))
+                .map(|(id, s)| {
+                    (*id, format!("{} on {}", crate::time::format_time(s.time_ns, &crate::time::local()), s.hostname))
+                })
                 .collect();
             Err(ambiguous(spec, "snapshots", &candidates))
         }

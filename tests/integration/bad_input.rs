@@ -142,7 +142,7 @@ fn unreadable_files_are_named_and_the_snapshot_completes_with_exit_3() {
     let err = stderr_of(&out);
     assert!(err.contains("secret.txt"), "{err}");
     assert!(err.contains("locked-dir"), "{err}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = summary_line(&out.stdout);
     assert_eq!(summary["errors"].as_array().unwrap().len(), 2);
     let logged = fs::read_to_string(&log).unwrap();
     assert!(logged.contains("secret.txt") && logged.contains("skipped"), "{logged}");

@@ -13,6 +13,21 @@ use assert_cmd::Command;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The `summary` line of a command's `--json` lines (status lines may
+/// come before it); every line must be a JSON object.
+pub fn summary_line(stdout: &[u8]) -> serde_json::Value {
+    let text = std::str::from_utf8(stdout).expect("UTF-8 JSON lines");
+    let mut summary = None;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        if v["message_type"] == "summary" {
+            summary = Some(v);
+        }
+    }
+    summary.unwrap_or_else(|| panic!("no summary line in {text}"))
+}
+
 /// A temporary directory holding a repository, a cache and source data.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -48,6 +63,8 @@ impl Env {
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path("home"))
+            // Times are shown and read in the local zone: tests fix it.
+            .env("TZ", "UTC")
             .env("TSTOR_REPOSITORY", self.repo())
             .env("TSTOR_CACHE_DIR", self.cache())
             .env("TSTOR_PASSWORD", PASSWORD);
@@ -62,7 +79,7 @@ impl Env {
     pub fn snapshot_json(&self, args: &[&OsStr]) -> serde_json::Value {
         let out = self.cmd().arg("snapshot").arg("--json").args(args).output().unwrap();
         assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("snapshot --json prints JSON")
+        summary_line(&out.stdout)
     }
 
     pub fn snapshots_json(&self) -> Vec<serde_json::Value> {

@@ -186,7 +186,7 @@ fn a_file_rewritten_throughout_the_snapshot_is_reported_and_exits_3() {
         stderr.contains(&format!("{}: file changed while it was read", f.display())),
         "the warning names the file: {stderr}"
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = summary_line(&out.stdout);
     assert_eq!(summary["changed_files"], serde_json::json!([f.display().to_string()]), "{summary}");
     assert!(summary["errors"].as_array().unwrap().is_empty());
     let content = restored(&env, "busy.db");

@@ -354,7 +354,7 @@ fn the_summary_counts_files_and_dirs_by_status_and_restore_counts_agree() {
     assert!(w.contains(&format!("using parent snapshot {parent}")), "{second}");
     assert!(w.contains("Files: 1 new, 1 changed, 3 unmodified"), "{second}");
     assert!(w.contains("Dirs: 0 new, 2 changed, 1 unmodified"), "{second}");
-    for (status, file) in [("new", "src/new.txt"), ("modified", "src/sub/b.txt"), ("unmodified", "src/keep/k.txt")] {
+    for (status, file) in [("new", "src/new.txt"), ("modified", "src/sub/b.txt"), ("unchanged", "src/keep/k.txt")] {
         let listed = second.lines().any(|l| l.starts_with(status) && l.ends_with(file));
         assert!(listed, "-vv lists {file} as {status}: {second}");
     }

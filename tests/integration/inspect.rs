@@ -8,7 +8,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use serde_json::Value;
-use tstor::ops::inspect::parse_time;
 
 use crate::common::*;
 
@@ -30,7 +29,7 @@ fn lines(s: &str) -> Vec<&str> {
 }
 
 fn time(s: &str) -> i64 {
-    parse_time(s).unwrap()
+    tstor::time::parse_time(s, &tstor::time::zone(true)).unwrap()
 }
 
 fn write(path: &Path, content: impl AsRef<[u8]>, mode: u32) {
@@ -100,7 +99,7 @@ fn ls_lists_text_long_and_json_with_symlinks_and_raw_names() {
     assert_eq!(a["permissions"], "-rw-r--r--");
     assert_eq!(a["uid"], meta.uid());
     assert_eq!(a["gid"], meta.gid());
-    assert_eq!(a["mtime"], "2021-03-04 05:06:07");
+    assert_eq!(a["mtime"], "2021-03-04T05:06:07+00:00");
     assert_eq!(a["mtime_ns"], time("2021-03-04 05:06:07"));
     assert_eq!(a["content_blobs"], 1);
     assert_eq!(a["link_target"], Value::Null);
@@ -151,7 +150,7 @@ fn find_matches_names_paths_and_modification_times() {
     assert_eq!(first, ["/data/mid.txt", "/data/old.txt", "/data/sub/deep.txt"]);
     let mid = &found[0];
     assert_eq!(mid["size"], 21);
-    assert_eq!(mid["mtime"], "2021-06-15 00:00:00");
+    assert_eq!(mid["mtime"], "2021-06-15T00:00:00+00:00");
     assert_eq!(mid["type"], "file");
 
     let text = stdout_of(&env, &["find", "*.log", "deep*"]);

@@ -238,7 +238,7 @@ fn a_lock_dated_in_the_future_is_named_and_unlock_removes_it() {
     let out = env.cmd().arg("prune").output().unwrap();
     assert_eq!(out.status.code(), Some(11));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let when = tstor::format_time(day_ahead);
+    let when = tstor::time::format_time(day_ahead, &tstor::time::zone(true));
     assert!(stderr.contains("clockwrong") && stderr.contains(&when), "names host and time: {stderr}");
     assert!(stderr.contains("future"), "{stderr}");
 

@@ -86,7 +86,7 @@ impl Tg {
     pub(crate) fn snapshot(&self, path: &Path) -> serde_json::Value {
         let out = self.cmd().args(["snapshot", "--json"]).arg(path).output().unwrap();
         assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        summary_line(&out.stdout)
     }
 
     fn restore(&self, target: &Path) {
@@ -681,7 +681,7 @@ fn a_flood_wait_beyond_the_budget_ends_the_run_and_the_next_reuses_its_uploads()
     tg.server.end_flood_waits();
     let out = snapshot().args(["snapshot", "--json"]).arg(&src).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = summary_line(&out.stdout);
     let (read, added) = (summary["bytes_read"].as_u64().unwrap(), summary["bytes_added"].as_u64().unwrap());
     assert_eq!(read, 12 << 20);
     assert!(added + (2 << 20) <= read, "only {} of {read} bytes reused", read - added);

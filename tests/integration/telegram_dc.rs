@@ -58,7 +58,7 @@ impl Host {
     fn snapshot(&self, src: &Path) -> String {
         let out = self.cmd().args(["snapshot", "--json"]).arg(src).output().unwrap();
         assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary = summary_line(&out.stdout);
         summary["snapshot_id"].as_str().expect("a snapshot id").to_string()
     }
 
