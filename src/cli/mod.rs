@@ -224,7 +224,7 @@ struct SnapshotArgs {
     dry_run: bool,
     /// The snapshot's time instead of now: RFC 3339 (`2026-01-02T03:04:05Z`,
     /// `...+02:00`) or `YYYY-MM-DD[ HH:MM[:SS]]` in local time (UTC with --utc)
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| times::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string()))]
     time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
@@ -401,7 +401,13 @@ pub fn main() -> ExitCode {
     let json = cli.global.json;
     // A snapshot stops itself cleanly at a signal; other commands are stopped where they are.
     let stops_itself = matches!(cli.command, Command::Snapshot(_));
+    // `mount` runs until a signal, which is its normal end: its own handlers
+    // unmount the view and it exits 0.
+    let ends_at_a_signal = matches!(cli.command, Command::Mount(_));
     let result = runtime.block_on(async {
+        if ends_at_a_signal {
+            return run(cli).await;
+        }
         let signalled = signals::listen();
         if stops_itself {
             return run(cli).await;

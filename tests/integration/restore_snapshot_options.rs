@@ -429,8 +429,8 @@ fn time_sets_the_snapshot_time_from_rfc_3339_or_a_plain_utc_time() {
     env.cmd().args(["snapshot", "--force", "--time", "2024-05-06 07:08:09"]).arg(&w).assert().success();
     env.cmd().args(["snapshot", "--force", "--time", "2023-01-02T12:30:00.5+02:00"]).arg(&w).assert().success();
     let times: Vec<String> = env.snapshots_json().iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
-    assert!(times.contains(&"2024-05-06 07:08:09".to_string()), "{times:?}");
-    assert!(times.contains(&"2023-01-02 10:30:00".to_string()), "{times:?}");
+    assert!(times.contains(&"2024-05-06T07:08:09+00:00".to_string()), "{times:?}");
+    assert!(times.contains(&"2023-01-02T10:30:00.5+00:00".to_string()), "{times:?}");
     let (code, _, err) = outcome(env.cmd().args(["snapshot", "--time", "yesterday"]).arg(&w).output().unwrap());
     assert_eq!(code, Some(2));
     assert!(err.contains("yesterday") && err.contains("RFC 3339"), "{err}");
