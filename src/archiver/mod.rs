@@ -284,6 +284,7 @@ pub async fn snapshot(
         parent: parent.map(|(id, _)| id),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
+        original: None,
     };
     lock.ensure_held().await?;
     let id = repo.save_object(ObjectKind::Snapshot, &snapshot.encode()).await?;

@@ -5,6 +5,8 @@ use super::codec::{Decoder, Encoder};
 use super::{FormatError, Id};
 
 const SNAPSHOT_VERSION: u8 = 1;
+/// A snapshot copied from another repository: version 1 and its original id.
+const COPIED_SNAPSHOT_VERSION: u8 = 2;
 
 /// What a snapshot run did. Counts are of regular files unless named otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -44,11 +46,16 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Summary,
+    /// For a snapshot copied from another repository (`tstor copy`), the
+    /// id of the snapshot it was copied from there (of the first original,
+    /// along a chain of copies); `None` for a snapshot taken here.
+    pub original: Option<Id>,
 }
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
-        let mut e = Encoder::new(SNAPSHOT_VERSION);
+        let version = if self.original.is_some() { COPIED_SNAPSHOT_VERSION } else { SNAPSHOT_VERSION };
+        let mut e = Encoder::new(version);
         e.i64(self.time_ns).id(&self.tree).count(self.paths.len());
         for p in &self.paths {
             e.bytes(p);
@@ -77,11 +84,16 @@ impl Snapshot {
             e.u64(v);
         }
         e.i64(s.start_ns).i64(s.end_ns);
+        if let Some(original) = &self.original {
+            e.id(original);
+        }
         e.finish()
     }
 
     pub fn decode(buf: &[u8]) -> Result<Snapshot, FormatError> {
-        let mut d = Decoder::new(buf, "snapshot", SNAPSHOT_VERSION)?;
+        let copied = buf.first() == Some(&COPIED_SNAPSHOT_VERSION);
+        let version = if copied { COPIED_SNAPSHOT_VERSION } else { SNAPSHOT_VERSION };
+        let mut d = Decoder::new(buf, "snapshot", version)?;
         let time_ns = d.i64()?;
         let tree = d.id()?;
         let n = d.count(4)?;
@@ -113,8 +125,22 @@ impl Snapshot {
         }
         s.start_ns = d.i64()?;
         s.end_ns = d.i64()?;
+        let original = if copied { Some(d.id()?) } else { None };
         d.finish()?;
-        Ok(Snapshot { time_ns, tree, paths, hostname, username, uid, gid, tags, parent, program_version, summary: s })
+        Ok(Snapshot {
+            time_ns,
+            tree,
+            paths,
+            hostname,
+            username,
+            uid,
+            gid,
+            tags,
+            parent,
+            program_version,
+            summary: s,
+            original,
+        })
     }
 }
 
@@ -125,11 +151,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(t in any::<i64>(), tree in any::<[u8; 32]>(), paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..3), host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,5}", 0..3), parent in proptest::option::of(any::<[u8; 32]>()), n in any::<u64>()) {
+        fn round_trip(t in any::<i64>(), tree in any::<[u8; 32]>(), paths in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..10), 0..3), host in ".{0,10}", tags in proptest::collection::vec("[a-z]{1,5}", 0..3), parent in proptest::option::of(any::<[u8; 32]>()), n in any::<u64>(), original in proptest::option::of(any::<[u8; 32]>())) {
             let s = Snapshot {
                 time_ns: t, tree: Id(tree), paths, hostname: host, username: "u".into(), uid: 1, gid: 2, tags,
                 parent: parent.map(Id), program_version: "0.1.0".into(),
                 summary: Summary { files_new: n, bytes_added: n / 2, end_ns: -1, ..Default::default() },
+                original: original.map(Id),
             };
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         }
@@ -138,5 +165,32 @@ mod tests {
         fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Snapshot::decode(&buf);
         }
+    }
+
+    #[test]
+    fn only_a_copied_snapshot_is_written_as_version_2() {
+        let mut s = Snapshot {
+            time_ns: 1,
+            tree: Id([1; 32]),
+            paths: vec![b"/a".to_vec()],
+            hostname: "h".into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            tags: Vec::new(),
+            parent: None,
+            program_version: "0".into(),
+            summary: Summary::default(),
+            original: None,
+        };
+        assert_eq!(s.encode()[0], SNAPSHOT_VERSION);
+        s.original = Some(Id([2; 32]));
+        let copied = s.encode();
+        assert_eq!(copied[0], COPIED_SNAPSHOT_VERSION);
+        assert_eq!(Snapshot::decode(&copied).unwrap().original, Some(Id([2; 32])));
+        // A version-1 snapshot with an original appended is not one.
+        let mut v1_with_tail = copied.clone();
+        v1_with_tail[0] = SNAPSHOT_VERSION;
+        assert!(Snapshot::decode(&v1_with_tail).is_err());
     }
 }

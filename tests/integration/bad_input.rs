@@ -242,6 +242,7 @@ async fn write_hostile_snapshot(repo_path: &std::path::Path) {
         parent: None::<Id>,
         program_version: "0".into(),
         summary: Default::default(),
+        original: None,
     };
     repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
 }

@@ -83,6 +83,7 @@ impl Crafter {
             parent: None,
             program_version: "0".into(),
             summary: Default::default(),
+            original: None,
         };
         self.repo.save_object(ObjectKind::Snapshot, &snap.encode()).await.unwrap();
     }
