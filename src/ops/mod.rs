@@ -4,6 +4,7 @@
 
 pub mod cat;
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod forget;
 pub mod inspect;
