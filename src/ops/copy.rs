@@ -37,6 +37,9 @@ use crate::repo::{RepoError, Repository};
 /// Packs copied between two index objects written, so that a long copy
 /// that stops keeps most of what it stored indexed.
 const PACKS_PER_INDEX: usize = 64;
+/// Directories read at once while walking the source's snapshots: each
+/// read waits out a round trip where storage is remote.
+const TREES_IN_FLIGHT: usize = 16;
 
 /// How the blobs went over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -157,7 +160,7 @@ async fn copy_locked(
         return Ok(report);
     }
 
-    let source_index = source.load_index().await?;
+    let source_index = Arc::new(source.load_index().await?);
     let mut target_index = target.load_index_lenient().await?;
     // Packs a stopped copy (or snapshot) stored and did not index.
     target.index_unindexed_packs(&mut target_index).await?;
@@ -211,7 +214,7 @@ async fn copy_packs(
     source: &Repository,
     target: &Repository,
     lock: &LockGuard,
-    source_index: &MasterIndex,
+    source_index: &Arc<MasterIndex>,
     target_index: &MasterIndex,
     todo: &[(Id, Snapshot)],
     report: &mut CopyReport,
@@ -234,25 +237,36 @@ async fn copy_packs(
         }
         Ok(())
     };
-    while let Some(tree_id) = stack.pop() {
-        if !seen.insert(tree_id) {
-            continue;
-        }
-        want(&tree_id, &mut needed)?;
-        let (tree, parts) = source.load_tree_parts(source_index, &tree_id).await?;
-        for part in &parts {
-            want(part, &mut needed)?;
-        }
-        for node in &tree.nodes {
-            for blob in &node.content {
-                if seen.insert(*blob) {
-                    want(blob, &mut needed)?;
+    // Level by level, a few directories read at once.
+    stack.retain(|id| seen.insert(*id));
+    while !stack.is_empty() {
+        let mut next = Vec::new();
+        for chunk in stack.chunks(TREES_IN_FLIGHT) {
+            let mut reads = tokio::task::JoinSet::new();
+            for id in chunk {
+                let (repo, index, id) = (source.clone(), Arc::clone(source_index), *id);
+                reads.spawn(async move { (id, repo.load_tree_parts(&index, &id).await) });
+            }
+            while let Some(read) = reads.join_next().await {
+                let (tree_id, read) = read.map_err(|e| RepoError::Invalid(format!("reading a tree failed: {e}")))?;
+                let (tree, parts) = read?;
+                want(&tree_id, &mut needed)?;
+                for part in &parts {
+                    want(part, &mut needed)?;
+                }
+                for node in &tree.nodes {
+                    for blob in &node.content {
+                        if seen.insert(*blob) {
+                            want(blob, &mut needed)?;
+                        }
+                    }
+                    if let Some(sub) = node.subtree.filter(|sub| seen.insert(*sub)) {
+                        next.push(sub);
+                    }
                 }
             }
-            if let Some(sub) = node.subtree {
-                stack.push(sub);
-            }
         }
+        stack = next;
     }
     let sizes: HashMap<Id, u64> = source_index.packs().iter().copied().collect();
     let mut entries = source_index.blobs_by_pack(&needed);
@@ -382,7 +396,7 @@ async fn reseal_blobs(
     source: &Repository,
     target: &Repository,
     lock: &LockGuard,
-    source_index: MasterIndex,
+    source_index: Arc<MasterIndex>,
     target_index: MasterIndex,
     todo: &[(Id, Snapshot)],
     report: &mut CopyReport,

@@ -23,7 +23,7 @@ const TARGET_PASSWORD: &str = "another password for the copy";
 fn make_data(root: &Path, seed: u64) {
     fs::create_dir_all(root.join("a/b/c")).unwrap();
     fs::create_dir_all(root.join("empty")).unwrap();
-    let big = random_bytes(3 << 20, seed);
+    let big = random_bytes(1536 << 10, seed);
     fs::write(root.join("big.bin"), &big).unwrap();
     fs::write(root.join("a/b/c/again.bin"), &big).unwrap();
     for i in 0..20u64 {
@@ -289,17 +289,17 @@ fn a_telegram_copy_under_the_same_keys_resends_every_pack_and_uploads_none() {
     assert_eq!(first["packs_resent"].as_u64(), Some(packs), "every pack re-sent: {first}");
     assert_eq!(first["bytes_uploaded"], 0);
     let pack_bytes = first["bytes_copied"].as_u64().unwrap();
-    assert!(pack_bytes > 3 << 20);
+    assert!(pack_bytes > 1 << 20);
     // What was uploaded is the index, the snapshots, the lock and the head:
     // a few KiB, none of the packs' megabytes.
     assert!(
-        traffic.part_bytes < pack_bytes / 50,
+        traffic.part_bytes < pack_bytes / 20,
         "{} bytes of upload parts for {pack_bytes} bytes of packs",
         traffic.part_bytes
     );
     // The packs in the mirror are the source's documents, by name and size.
     let dst_docs: Vec<(String, usize)> = tg.documents(&dst).into_iter().map(|(_, n, s)| (n, s)).collect();
-    let src_packs: Vec<&(String, usize)> = src_docs.iter().filter(|d| d.1 > 1 << 20).collect();
+    let src_packs: Vec<&(String, usize)> = src_docs.iter().filter(|d| d.1 > 512 << 10).collect();
     assert!(!src_packs.is_empty());
     for p in src_packs {
         assert!(dst_docs.contains(p), "pack document {} missing from the mirror", p.0);
@@ -333,9 +333,9 @@ fn a_telegram_copy_under_other_keys_reseals_and_a_stopped_one_is_finished_by_the
     let tg = Tg::start();
     let (src, data) = telegram_source(&tg);
     let dst = tg.init("other-keys", &[]);
-    // The first run fails on a document it sends after its lock and a
-    // pack: it stops before any snapshot, and the target stays valid.
-    tg.server.inject_after("messages.sendMedia", 2, Fault::Error { code: 400, message: "MEDIA_INVALID".into() }, 1);
+    // The first run fails on its second pack (after the two locks and one
+    // pack): it stops before any snapshot, and the target stays valid.
+    tg.server.inject_after("messages.sendMedia", 3, Fault::Error { code: 400, message: "MEDIA_INVALID".into() }, 1);
     let failed = tg.cmd(&dst).args(["copy", "--from-repo", &src]).output().unwrap();
     assert!(!failed.status.success(), "the injected failure stops the copy");
     assert_eq!(tg.server.pending_faults(), 0);
