@@ -41,6 +41,32 @@ impl ObjectInfo {
     }
 }
 
+/// Where one stored object lives, in a form another backend of the same
+/// kind may use to store the very same bytes without moving them
+/// (Telegram: the document, and the message of the chat that holds it).
+/// Made by [`Backend::stored_handle`], used by [`Backend::put_from_handle`];
+/// opaque to everything above the backends, and never anything but where
+/// sealed bytes are.
+#[derive(Clone)]
+pub struct StoredHandle(Arc<dyn std::any::Any + Send + Sync>);
+
+impl StoredHandle {
+    pub fn new<T: std::any::Any + Send + Sync>(inner: T) -> StoredHandle {
+        StoredHandle(Arc::new(inner))
+    }
+
+    /// The backend's own description, if this handle is of its kind.
+    pub fn downcast_ref<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for StoredHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredHandle")
+    }
+}
+
 /// How an error should be handled by the layers above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -218,6 +244,22 @@ pub trait Backend: Send + Sync {
     async fn stored_items(&self) -> Result<Option<StoredItems>> {
         Ok(None)
     }
+
+    /// A handle on the stored object `id` that another backend's
+    /// [`Backend::put_from_handle`] may take, where this backend can give
+    /// one (`None`: the object must be copied by its bytes).
+    async fn stored_handle(&self, _kind: ObjectKind, _id: &Id) -> Result<Option<StoredHandle>> {
+        Ok(None)
+    }
+
+    /// Stores object `id` as the object `handle` names in other storage,
+    /// without transferring its bytes, where this backend can (Telegram:
+    /// re-sends the document of another chat the account can read).
+    /// `Ok(false)` where it cannot: the caller then copies the bytes. The
+    /// bytes stored are exactly those of the object the handle names.
+    async fn put_from_handle(&self, _kind: ObjectKind, _id: &Id, _handle: &StoredHandle) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A count of what a backend holds, in its own unit.
@@ -283,6 +325,12 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn readable_by_others(&self) -> Option<String> {
         (**self).readable_by_others()
+    }
+    async fn stored_handle(&self, kind: ObjectKind, id: &Id) -> Result<Option<StoredHandle>> {
+        (**self).stored_handle(kind, id).await
+    }
+    async fn put_from_handle(&self, kind: ObjectKind, id: &Id, handle: &StoredHandle) -> Result<bool> {
+        (**self).put_from_handle(kind, id, handle).await
     }
 }
 

@@ -102,4 +102,10 @@ impl<B: Backend> Backend for RetryBackend<B> {
     async fn stored_items(&self) -> Result<Option<super::StoredItems>> {
         self.retry("stored_items", || self.inner.stored_items()).await
     }
+    async fn stored_handle(&self, kind: ObjectKind, id: &Id) -> Result<Option<super::StoredHandle>> {
+        self.retry("stored_handle", || self.inner.stored_handle(kind, id)).await
+    }
+    async fn put_from_handle(&self, kind: ObjectKind, id: &Id, handle: &super::StoredHandle) -> Result<bool> {
+        self.retry("put_from_handle", || self.inner.put_from_handle(kind, id, handle)).await
+    }
 }

@@ -133,6 +133,13 @@ impl<B: Backend> Backend for ThrottledBackend<B> {
     async fn rescan(&self) -> Result<()> {
         self.inner.rescan().await
     }
+    async fn stored_handle(&self, kind: ObjectKind, id: &Id) -> Result<Option<super::StoredHandle>> {
+        self.inner.stored_handle(kind, id).await
+    }
+    /// Nothing is uploaded: nothing to pace.
+    async fn put_from_handle(&self, kind: ObjectKind, id: &Id, handle: &super::StoredHandle) -> Result<bool> {
+        self.inner.put_from_handle(kind, id, handle).await
+    }
 }
 
 #[cfg(test)]

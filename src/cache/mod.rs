@@ -37,8 +37,19 @@ use crate::format::Id;
 const INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_v2");
 /// Tree blob id → the blob as sealed in its pack.
 const TREES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trees_v1");
-/// `generation` → the highest head generation seen.
+/// [`head_scope`] → the highest head generation seen of that copy of the
+/// repository.
 const HEAD: TableDefinition<&str, u64> = TableDefinition::new("head_v1");
+/// The one key of [`HEAD`] before scopes.
+const LEGACY_GENERATION: &str = "generation";
+
+/// The key under which the head generation of one copy of a repository is
+/// kept: copies with the same keys and repository id (`init --same-keys`)
+/// share a cache directory, but each has its own heads and generations; the
+/// config of each was made at its own time.
+pub fn head_scope(config_created_ns: i64) -> String {
+    format!("generation@{config_created_ns}")
+}
 
 /// The cache file's name in its repository's directory.
 pub const CACHE_FILE: &str = "cache.redb";
@@ -433,8 +444,12 @@ impl Cache {
         self.put_many(TREES, batch.trees.iter().map(|(id, t)| (id, &t[..])), Durability::Immediate)
     }
 
-    /// The highest head generation this cache has seen, if any.
-    pub fn head_generation(&self) -> Result<Option<u64>, CacheError> {
+    /// The highest head generation this cache has seen of the copy of the
+    /// repository `scope` names (see [`head_scope`]), if any. Before scopes,
+    /// one generation was kept per repository id; it still counts for a
+    /// scope that has none of its own (a mirror made by `init --same-keys`
+    /// starts above its source's generation, so it is never below it).
+    pub fn head_generation(&self, scope: &str) -> Result<Option<u64>, CacheError> {
         self.with_db(|db| {
             let tx = db.begin_read()?;
             let t = match tx.open_table(HEAD) {
@@ -442,20 +457,24 @@ impl Cache {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let v = t.get("generation")?;
+            if let Some(v) = t.get(scope)? {
+                return Ok(Some(v.value()));
+            }
+            let v = t.get(LEGACY_GENERATION)?;
             Ok(v.map(|v| v.value()))
         })
     }
 
-    /// Raises the highest head generation seen to `generation` (never lowers it).
-    pub fn raise_head_generation(&self, generation: u64) -> Result<(), CacheError> {
+    /// Raises the highest head generation seen of `scope` to `generation`
+    /// (never lowers it).
+    pub fn raise_head_generation(&self, scope: &str, generation: u64) -> Result<(), CacheError> {
         self.with_db(|db| {
             let tx = db.begin_write()?;
             {
                 let mut t = tx.open_table(HEAD)?;
-                let seen = t.get("generation")?.map(|v| v.value());
+                let seen = t.get(scope)?.map(|v| v.value());
                 if seen.is_none_or(|s| s < generation) {
-                    t.insert("generation", generation)?;
+                    t.insert(scope, generation)?;
                 }
             }
             tx.commit()?;
@@ -513,10 +532,15 @@ mod tests {
             assert!(c.tree(&Id([3; 32])).unwrap().is_none());
             c.remove_indexes(&[Id([2; 32])]).unwrap();
             assert!(c.index_ids().unwrap().is_empty());
-            assert_eq!(c.head_generation().unwrap(), None);
-            c.raise_head_generation(5).unwrap();
-            c.raise_head_generation(3).unwrap();
-            assert_eq!(c.head_generation().unwrap(), Some(5));
+            assert_eq!(c.head_generation("g").unwrap(), None);
+            c.raise_head_generation("g", 5).unwrap();
+            c.raise_head_generation("g", 3).unwrap();
+            assert_eq!(c.head_generation("g").unwrap(), Some(5));
+            // Another copy of the repository has generations of its own.
+            assert_eq!(c.head_generation("h").unwrap(), None);
+            c.raise_head_generation("h", 2).unwrap();
+            assert_eq!(c.head_generation("h").unwrap(), Some(2));
+            assert_eq!(c.head_generation("g").unwrap(), Some(5));
         }
         let path = dir.path().join(repo.to_hex()).join("cache.redb");
         std::fs::write(&path, b"garbage that is not a redb file at all").unwrap();
@@ -554,7 +578,7 @@ mod tests {
             c.put_trees(ids.iter().map(|id| (id, &blob[..]))).unwrap();
         }
         c.put_indexes([(&Id([7; 32]), &b"index"[..])]).unwrap();
-        c.raise_head_generation(9).unwrap();
+        c.raise_head_generation("g", 9).unwrap();
         c.path().to_path_buf()
     }
 
@@ -574,9 +598,9 @@ mod tests {
         let path = c.path().to_path_buf();
         let _ = c.index_ids();
         let _ = c.tree(&Id([3; 32]));
-        let _ = c.head_generation();
+        let _ = c.head_generation("g");
         let _ = c.put_trees([(&Id([99; 32]), &b"new"[..])]);
-        let _ = c.raise_head_generation(10);
+        let _ = c.raise_head_generation("g", 10);
         if !c.is_off() {
             assert_eq!(c.tree(&Id([99; 32])).unwrap().as_deref(), Some(&b"new"[..]));
         }

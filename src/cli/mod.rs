@@ -6,6 +6,7 @@
 mod output;
 mod admin;
 pub mod config;
+mod copy;
 mod inspect;
 pub mod jsonl;
 mod maintenance;
@@ -41,7 +42,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::Id;
 use crate::ops;
 use crate::ops::check::VerifyScope;
-use crate::repo::{InitOptions, RepoError, Repository};
+use crate::repo::{RepoError, Repository};
 use crate::restorer::{split_subpath, Overwrite, RestoreOptions};
 use config::PasswordSource;
 use output::{count, escape, escape_bytes, escape_path, is_broken_pipe};
@@ -127,8 +128,8 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a new encrypted repository
-    Init,
+    /// Create a new encrypted repository (--from-repo: to copy another into)
+    Init(copy::InitArgs),
     /// Back up files and directories
     #[command(visible_alias = "backup")]
     Snapshot(SnapshotArgs),
@@ -172,6 +173,8 @@ enum Command {
     /// Rebuild what can be rebuilt from the packs
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Copy snapshots from another repository (--from-repo) into this one
+    Copy(copy::CopyArgs),
     /// Print a shell completion script: `tstor completions bash > ~/.local/share/bash-completion/completions/tstor`
     /// (zsh: `_tstor` in a directory of $fpath; fish: ~/.config/fish/completions/tstor.fish)
     Completions(CompletionsArgs),
@@ -518,7 +521,12 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn open_backend(g: &Global) -> Result<Arc<dyn Backend>> {
-    let spec = g.repo.clone().filter(|s| !s.is_empty());
+    open_backend_at(g, g.repo.clone())
+}
+
+/// The storage of the repository `spec` names (`None`: the built-in one).
+fn open_backend_at(g: &Global, spec: Option<String>) -> Result<Arc<dyn Backend>> {
+    let spec = spec.filter(|s| !s.is_empty());
     let path = match spec {
         None => default_repository()?,
         Some(s) if s.starts_with("telegram:") => return telegram::open_backend(g, &s["telegram:".len()..]),
@@ -601,7 +609,7 @@ fn progress_enabled(g: &Global) -> bool {
 async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Init => cmd_init(g).await,
+        Command::Init(a) => copy::cmd_init(g, a).await,
         Command::Snapshot(a) => cmd_snapshot(g, a).await,
         Command::Snapshots(a) => cmd_snapshots(g, a).await,
         Command::Restore(a) => cmd_restore(g, a).await,
@@ -622,36 +630,12 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Dump(a) => snapshot_commands::cmd_dump(g, a).await,
         Command::Rewrite(a) => snapshot_commands::cmd_rewrite(g, a).await,
         Command::Mount(a) => mount::cmd_mount(g, a).await,
+        Command::Copy(a) => copy::cmd_copy(g, a).await,
         Command::Completions(_) => Ok(0),
         Command::Version => admin::cmd_version(g),
         Command::List(a) => admin::cmd_list(g, a).await,
         Command::Cache(a) => admin::cmd_cache(g, a),
     }
-}
-
-async fn cmd_init(g: &Global) -> Result<u8> {
-    let backend = open_backend(g)?;
-    let pw = password(g, true)?;
-    if pw.is_empty() {
-        bail!("an empty password is not allowed");
-    }
-    let location = backend.location();
-    let repo = Repository::init(backend, &pw, InitOptions::default())
-        .await
-        .with_context(|| format!("cannot create a repository at {location}"))?;
-    // A repository made in a new place (a new Telegram channel) has a new name.
-    let location = repo.backend().location();
-    if g.json {
-        outln!("{}", json!({ "repository": location, "id": repo.repo_id().to_hex() }));
-    } else {
-        let shown = escape(&location);
-        outln!("created repository {} at {shown}", repo.repo_id().short());
-        if g.repo.as_deref().is_some_and(|r| r != location && !r.starts_with("local:") && r.contains(':')) {
-            outln!("From now on use --repo {shown} (or TSTOR_REPOSITORY={shown}).");
-        }
-        outln!("Keep the password safe: without it the data cannot be recovered.");
-    }
-    Ok(0)
 }
 
 /// The configuration's excludes plus the command line's.

@@ -114,10 +114,26 @@ fn options(g: &Global, session: &TelegramSession) -> Result<Options> {
 pub fn open_backend(g: &Global, rest: &str) -> Result<Arc<dyn Backend>> {
     let target = Target::parse(rest).map_err(|e| anyhow!(e))?;
     let path = session_path(g)?;
-    let session = TelegramSession::open(&path)?;
+    let session = shared_session(&path)?;
     let options = options(g, &session)?;
     let public_names = Arc::new(ObjectNameCodec::public());
-    Ok(Arc::new(TelegramBackend::connect(Arc::new(session), target, options, public_names)))
+    Ok(Arc::new(TelegramBackend::connect(session, target, options, public_names)))
+}
+
+/// The session at `path`, opened once per process: a command on two
+/// repositories (`copy`, `init --from-repo`) uses one session for both,
+/// whose file lock it holds once.
+fn shared_session(path: &std::path::Path) -> Result<Arc<TelegramSession>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, Weak};
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<TelegramSession>>>> = OnceLock::new();
+    let mut open = OPEN.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(session) = open.get(path).and_then(Weak::upgrade) {
+        return Ok(session);
+    }
+    let session = Arc::new(TelegramSession::open(path)?);
+    open.insert(path.to_path_buf(), Arc::downgrade(&session));
+    Ok(session)
 }
 
 /// Whether the error means the user must run `tstor login`.

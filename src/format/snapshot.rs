@@ -50,8 +50,10 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     pub program_version: String,
     pub summary: Summary,
-    /// The snapshot this one was rewritten from (`rewrite`, `repair
-    /// snapshots`): the first of a chain of rewrites, kept through later ones.
+    /// The snapshot this one was made from: rewritten from (`rewrite`,
+    /// `repair snapshots`) or copied from another repository (`copy`); the
+    /// first original of a chain, kept through later rewrites and copies.
+    /// `None` for a snapshot taken here.
     pub original: Option<Id>,
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cat;
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod dump;
 pub mod forget;

@@ -33,6 +33,21 @@ impl HeadState {
 }
 
 impl Repository {
+    /// Where the cache keeps this copy's head generation.
+    fn head_scope(&self) -> String {
+        crate::cache::head_scope(self.config().created_ns)
+    }
+
+    /// The highest head generation this process has seen.
+    pub(super) fn head_generation(&self) -> u64 {
+        self.inner.head.generation.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next head written be above `generation`.
+    pub(super) fn raise_head_generation(&self, generation: u64) {
+        self.inner.head.generation.fetch_max(generation, Ordering::SeqCst);
+    }
+
     fn seal_head(&self, head: &Head) -> Result<Vec<u8>> {
         let env = seal_payload(&head.encode(), self.config().compression_level)
             .map_err(|e| RepoError::Invalid(format!("the head cannot be sealed: {e}")))?;
@@ -72,7 +87,7 @@ impl Repository {
         if !self.backend().keeps_head() {
             return Ok(());
         }
-        let seen = self.cache().and_then(|c| c.head_generation().ok().flatten()).unwrap_or(0);
+        let seen = self.cache().and_then(|c| c.head_generation(&self.head_scope()).ok().flatten()).unwrap_or(0);
         let mut best = self.newest_head(&candidates);
         if best.as_ref().is_none_or(|h| h.generation < seen) {
             // The pinned head is gone, unpinned, foreign or old: look at every head.
@@ -99,7 +114,7 @@ impl Repository {
         let generation = best.as_ref().map_or(0, |h| h.generation).max(seen);
         self.inner.head.generation.fetch_max(generation, Ordering::SeqCst);
         if let Some(cache) = self.cache() {
-            if let Err(e) = cache.raise_head_generation(generation) {
+            if let Err(e) = cache.raise_head_generation(&self.head_scope(), generation) {
                 tracing::debug!(error = %e, "could not remember the head generation");
             }
         }
@@ -139,7 +154,7 @@ impl Repository {
         }
         self.inner.head.generation.fetch_max(generation, Ordering::SeqCst);
         if let Some(cache) = self.cache() {
-            if let Err(e) = cache.raise_head_generation(generation) {
+            if let Err(e) = cache.raise_head_generation(&self.head_scope(), generation) {
                 tracing::debug!(error = %e, "could not remember the head generation");
             }
         }

@@ -110,6 +110,48 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository in empty storage, with one key for `password`.
     pub async fn init(backend: Arc<dyn Backend>, password: &[u8], opts: InitOptions) -> Result<Repository> {
+        Repository::init_with(backend, password, opts, random_secret(), Id::random(), 0).await
+    }
+
+    /// Creates a repository in empty storage that `copy` can fill from
+    /// `source`: with the source's chunker parameters and compression level,
+    /// and with `same_keys`, the source's master secret and repository id
+    /// too, so that the source's packs, index entries and snapshots are
+    /// valid in it as they are (and one password opens both: the key slot
+    /// made here wraps the source's master secret). Its first head is above
+    /// every generation of the source seen so far.
+    pub async fn init_from(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        mut opts: InitOptions,
+        source: &Repository,
+        same_keys: bool,
+    ) -> Result<Repository> {
+        let c = source.config();
+        opts.chunker = ChunkerParams { min: c.chunk_min, avg: c.chunk_avg, max: c.chunk_max };
+        opts.compression_level = c.compression_level;
+        if !same_keys {
+            return Repository::init(backend, password, opts).await;
+        }
+        let generation = source.head_generation();
+        Repository::init_with(backend, password, opts, source.inner.master, c.repo_id, generation).await
+    }
+
+    /// Whether `other` has this repository's keys and id: its packs, blobs
+    /// and objects are then valid here as they are stored there.
+    pub fn has_same_keys_as(&self, other: &Repository) -> bool {
+        // Both secrets are this process's own: no timing to hide.
+        self.repo_id() == other.repo_id() && self.inner.master == other.inner.master
+    }
+
+    async fn init_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: InitOptions,
+        master: [u8; 32],
+        repo_id: Id,
+        start_generation: u64,
+    ) -> Result<Repository> {
         if !opts.chunker.is_valid() {
             return Err(RepoError::Invalid(format!(
                 "invalid chunker parameters: min {}, average {}, max {}",
@@ -125,8 +167,6 @@ impl Repository {
         for stale in backend.list(ObjectKind::Key).await? {
             backend.delete(ObjectKind::Key, &stale.id).await?;
         }
-        let master = random_secret();
-        let repo_id = Id::random();
         let config = Config {
             repo_id,
             chunk_min: opts.chunker.min,
@@ -149,6 +189,7 @@ impl Repository {
             .map_err(|e| RepoError::Invalid(format!("the config cannot be sealed: {e}")))?;
         backend.put(ObjectKind::Config, &Id::ZERO, Bytes::from(sealed)).await?;
         let repo = Repository::assemble(backend, keys, config, key_id, &payload, None);
+        repo.raise_head_generation(start_generation);
         // A backend that keeps a head gets its first one now.
         repo.write_head().await?;
         Ok(repo)

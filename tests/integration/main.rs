@@ -5,6 +5,7 @@
 mod common;
 
 mod bad_input;
+mod copy;
 mod crafted;
 mod crash;
 mod damage;

@@ -461,6 +461,14 @@ impl World {
         }
     }
 
+    /// Whether a message the logged-in account can read holds document `id`:
+    /// in Saved Messages (not a bot's), or in a channel it reads.
+    fn can_read_document(&self, id: i64) -> bool {
+        let holds = |chat: &Chat| chat.messages.values().any(|m| matches!(m.body, Body::Document(d) if d == id));
+        (!self.is_bot() && holds(&self.saved))
+            || self.channels.values().filter(|c| !self.is_bot() || c.bot_rights.is_some()).any(|c| holds(&c.chat))
+    }
+
     fn chat(&self, w: Where) -> &Chat {
         match w {
             Where::Saved => &self.saved,
@@ -938,6 +946,11 @@ impl World {
                     }
                     if doc.file_reference != input.file_reference {
                         return Err(RpcErr::bad("FILE_REFERENCE_EXPIRED"));
+                    }
+                    // Only a document of a message the account can read
+                    // may be sent again (to this chat or any other).
+                    if !self.can_read_document(doc.id) {
+                        return Err(RpcErr::bad("MEDIA_INVALID"));
                     }
                     Ok(doc.id)
                 }
@@ -1687,6 +1700,41 @@ mod tests {
         );
         assert_eq!(ids(&all, Paging { limit: 500, ..Paging::default() }).len(), 10);
         assert!(ids(&all, Paging { limit: 0, ..Paging::default() }).is_empty());
+    }
+
+    #[test]
+    fn a_document_of_a_readable_chat_is_sent_again_by_reference_only() {
+        let mut w = World::default();
+        let (a, _) = w.create_channel("a", None).unwrap();
+        let (b, _) = w.create_channel("b", None).unwrap();
+        let msg = w.post_document(Where::Channel(a), "doc", vec![7; 100]);
+        let Body::Document(id) = w.chat(Where::Channel(a)).messages[&msg].body else { panic!("a document") };
+        let doc = Arc::clone(&w.docs[&id]);
+        let media = |access_hash: i64, file_reference: Vec<u8>| {
+            tl::enums::InputMedia::Document(tl::types::InputMediaDocument {
+                spoiler: false,
+                id: tl::types::InputDocument { id, access_hash, file_reference }.into(),
+                video_cover: None,
+                video_timestamp: None,
+                ttl_seconds: None,
+                query: None,
+            })
+        };
+        let send = |w: &mut World, m: &tl::enums::InputMedia| {
+            w.send_media(crate::DC_ID, Where::Channel(b), m, "", random_i64() | 1).map_err(|e| e.message)
+        };
+        let bad_hash = media(doc.access_hash ^ 1, doc.file_reference.clone());
+        assert_eq!(send(&mut w, &bad_hash).unwrap_err(), "MEDIA_INVALID");
+        assert_eq!(send(&mut w, &media(doc.access_hash, vec![0; 16])).unwrap_err(), "FILE_REFERENCE_EXPIRED");
+        let good = media(doc.access_hash, doc.file_reference.clone());
+        send(&mut w, &good).unwrap();
+        let copies: Vec<_> = w.documents(Where::Channel(b));
+        assert_eq!(copies.len(), 1);
+        assert_eq!(w.document_bytes(Where::Channel(b), copies[0].0).unwrap(), vec![7; 100]);
+        // Once no readable message holds it, it cannot be sent again.
+        w.delete_messages(Where::Channel(a), &[msg]);
+        w.delete_messages(Where::Channel(b), &[copies[0].0]);
+        assert_eq!(send(&mut w, &good).unwrap_err(), "MEDIA_INVALID");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod download;
 mod errors;
 pub mod head;
 mod peers;
+mod resend;
 pub mod retry;
 pub mod session;
 mod target;
@@ -49,7 +50,7 @@ use self::transfer_pool::TransferPool;
 pub use self::transfer_pool::TRANSFER_CONNECTIONS;
 use self::upload::Source;
 use super::names::{self, Named, ObjectNames};
-use super::{Backend, BackendError, ObjectInfo, Result, SpilledObject};
+use super::{Backend, BackendError, ObjectInfo, Result, SpilledObject, StoredHandle};
 use crate::format::{Id, ObjectKind};
 
 /// Upload part size: Telegram's largest, which also reaches its 2000 MiB cap.
@@ -405,6 +406,16 @@ impl Backend for TelegramBackend {
 
     async fn use_object_names(&self, names: Arc<dyn ObjectNames>) {
         self.catalog.lock().await.use_names(names);
+    }
+
+    async fn stored_handle(&self, kind: ObjectKind, id: &Id) -> Result<Option<StoredHandle>> {
+        self.document_handle(kind, id).await
+    }
+
+    /// Re-sends the document of another chat (see `resend`): no byte is
+    /// uploaded.
+    async fn put_from_handle(&self, kind: ObjectKind, id: &Id, handle: &StoredHandle) -> Result<bool> {
+        self.resend(kind, id, handle).await
     }
 
     /// The messages in the chat as Telegram counts them (one

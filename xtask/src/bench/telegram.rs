@@ -7,7 +7,9 @@
 //! Reports the bytes uploaded and the share of the link they used, the API
 //! calls per GiB of source data by method, the time lost to flood waits (as
 //! the server answered them and as tstor logged them at `-v`) and whether
-//! the restore is identical.
+//! the restore is identical. With `--copy`, also mirrors the repository
+//! into a new channel with the same keys (`init --same-keys`, `copy`) and
+//! reports what that took: bytes uploaded, API calls, wall time.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -27,7 +29,7 @@ use super::{
 const USAGE: &str = "\
 usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--download-mib-per-s N]
                                   [--connection-mib-per-s N] [--latency-ms N] [--faults SPEC]
-                                  [--premium-wait SPEC] [--dir DIR] [--seed N] [--keep]
+                                  [--premium-wait SPEC] [--dir DIR] [--seed N] [--keep] [--copy]
 
   --size SIZE            size of the generated tree (default 1GiB, the tree of `cargo xtask bench`)
   --upload-mib-per-s N   upload bandwidth of the loopback server's link, MiB/s (default 20)
@@ -40,6 +42,8 @@ usage: cargo xtask bench telegram [--size SIZE] [--upload-mib-per-s N] [--downlo
   --dir DIR              working directory (default target/bench/telegram)
   --seed N               seed of the generated data (default 42)
   --keep                 keep the cache and the restored tree afterwards
+  --copy                 then copy the repository to a new channel with the same keys
+                         (`init --same-keys`, `copy`): documents re-sent, not uploaded
 
 TSTOR_TG_PARTS_IN_FLIGHT, TSTOR_TG_CALLS_PER_MINUTE, TSTOR_TG_PACK_MIB, TSTOR_TG_MAX_FLOOD_WAIT and
 TSTOR_TG_TRANSFER_CONNECTIONS are passed on to tstor; TSTOR_BENCH_BIN=PATH runs that tstor instead of
@@ -72,6 +76,7 @@ struct Options {
     dir: Option<PathBuf>,
     seed: u64,
     keep: bool,
+    copy: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Options>> {
@@ -88,6 +93,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
         dir: None,
         seed: 42,
         keep: false,
+        copy: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -112,6 +118,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
             "--dir" => o.dir = Some(PathBuf::from(value()?)),
             "--seed" => o.seed = value()?.parse().context("bad --seed")?,
             "--keep" => o.keep = true,
+            "--copy" => o.copy = true,
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
@@ -419,6 +426,24 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         outcome = outcome.and(restored);
     }
+    if o.copy && outcome.is_ok() {
+        // The mirror: a new channel with the source's keys, then the copy.
+        let to = |spec: &str| {
+            let mut c = base();
+            c.env.push(("TSTOR_REPOSITORY".into(), spec.into()));
+            c.env.push(("TSTOR_FROM_PASSWORD".into(), PASSWORD.into()));
+            c
+        };
+        let mirror = ["--quiet", "init", "--same-keys", "--from-repo", "telegram:me"]
+            .iter()
+            .fold(to("telegram:new:mirror"), |c, a| c.arg(a));
+        outcome = bench.run("mirror", &mirror).and_then(|()| {
+            let channel = server.with_world(|w| w.channel_ids()).into_iter().next();
+            let spec = format!("telegram:-100{}", channel.ok_or_else(|| anyhow!("init made no channel"))?);
+            let copy = ["--json", "copy", "--from-repo", "telegram:me"].iter().fold(to(&spec), |c, a| c.arg(a));
+            bench.run("copy", &copy)
+        });
+    }
     let load_after = loadavg();
     let phases = bench.phases;
     drop(server);
@@ -450,6 +475,14 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("the restored tree differs from the source ({} mismatches)", v.mismatches());
     }
     Ok(())
+}
+
+/// The number after `"key":` in tstor's JSON output.
+fn json_number(text: &str, key: &str) -> Option<u64> {
+    let quoted = format!("\"{key}\"");
+    let rest = &text[text.find(&quoted)? + quoted.len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
 }
 
 /// The link's rate each way, bytes per second.
@@ -564,6 +597,23 @@ fn print_report(
             r.transfer_connections
         );
         print_calls(r, data_bytes);
+    }
+    if let Some(c) = find("copy") {
+        let field = |key: &str| json_number(&c.m.stdout, key).map_or("?".to_string(), |v| v.to_string());
+        println!(
+            "copy (same keys, Telegram to Telegram): {:.2} s wall{}, {} API calls; {} packs ({} re-sent) of \
+             {:.1} MiB copied, {} pack bytes uploaded; {:.1} MiB of upload parts in all (index, snapshots, \
+             locks, head)",
+            c.m.wall_s,
+            c.failed.as_ref().map_or(String::new(), |e| format!(" (FAILED: {e})")),
+            c.total_calls(),
+            field("packs_copied"),
+            field("packs_resent"),
+            json_number(&c.m.stdout, "bytes_copied").map_or(0.0, mib),
+            field("bytes_uploaded"),
+            mib(c.traffic.part_bytes),
+        );
+        print_calls(c, data_bytes);
     }
     let (n, secs, hold) = phases.iter().fold((0, 0, 0.0), |(n, s, h), p| {
         (n + p.traffic.flood_waits, s + p.traffic.flood_wait_secs, h + p.traffic.flood_hold_secs)
@@ -682,6 +732,15 @@ fn to_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_number_reads_a_field_of_pretty_json() {
+        let text = "{\n  \"packs_copied\": 17,\n  \"packs_resent\": 16,\n  \"bytes_uploaded\": 0\n}";
+        assert_eq!(json_number(text, "packs_copied"), Some(17));
+        assert_eq!(json_number(text, "packs_resent"), Some(16));
+        assert_eq!(json_number(text, "bytes_uploaded"), Some(0));
+        assert_eq!(json_number(text, "missing"), None);
+    }
 
     #[test]
     fn flags_parse() {
