@@ -12,9 +12,17 @@
 //! tstor's loop and waits for the shared gate just before it is sent (grammers
 //! never resends on its own), so that nothing goes out while a flood wait
 //! tstor was told about runs.
+//!
+//! A request handed to grammers is written only once its connection is up:
+//! one that was dropped (or never opened) opens again first, which takes
+//! round trips (TCP, `initConnection`, salts) while the request waits inside
+//! grammers, past the gate. So each client is a [`Line`] that remembers
+//! whether its connection must be opened, and a request on such a line
+//! opens it with a ping (not an API call: no flood wait applies to it)
+//! before it passes the gate.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -186,6 +194,61 @@ impl FloodGate {
     }
 }
 
+/// A client, and whether its connection to the home DC is to be opened
+/// before a request may pass the gate: at first, and after a request on it
+/// failed with a dropped connection.
+#[derive(Clone)]
+pub struct Line {
+    client: Client,
+    closed: Arc<AtomicBool>,
+}
+
+impl Line {
+    /// A line on `client`, whose connection is opened by its first request.
+    pub fn new(client: Client) -> Line {
+        Line { client, closed: Arc::new(AtomicBool::new(true)) }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether the connection is to be opened before the next request.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn set_closed(&self, closed: bool) {
+        self.closed.store(closed, Ordering::Release);
+    }
+
+    /// Opens the connection to DC `dc` (`None`: home), if it is not open,
+    /// with a ping: grammers opens it for the ping and answers it once the
+    /// connection is up.
+    async fn open(&self, dc: Option<i32>) -> Result<(), InvocationError> {
+        let ping = grammers_client::tl::functions::Ping { ping_id: rand::random() };
+        match dc {
+            Some(dc) => self.client.invoke_in_dc(dc, &ping).await.map(drop),
+            None => self.client.invoke(&ping).await.map(drop),
+        }
+    }
+}
+
+impl std::ops::Deref for Line {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Whether an error means the request's connection is gone, so that
+/// grammers opens a new one for the next request handed to it.
+fn is_dropped(e: &InvocationError) -> bool {
+    matches!(e, InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_))
+}
+
 /// Seconds Telegram asks to wait, for FLOOD_WAIT_X and FLOOD_PREMIUM_WAIT_X.
 pub fn flood_wait(e: &InvocationError) -> Option<Duration> {
     match e {
@@ -263,7 +326,7 @@ pub fn is_premium_wait(e: &InvocationError) -> bool {
 /// within `budget.attempts`; any other error, and a flood wait longer than
 /// `budget.max_flood_wait`, is returned at once.
 pub async fn invoke_retrying<R, F>(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     budget: Budget,
     make: F,
@@ -277,7 +340,7 @@ where
 
 /// [`invoke_retrying`] in DC `dc` (`None`: the home DC), through the same gate.
 pub async fn invoke_retrying_in<R, F>(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     budget: Budget,
     dc: Option<i32>,
@@ -290,7 +353,32 @@ where
     let mut failures = 0;
     let mut floods = 0;
     let mut premium_waits = 0;
+    // Whether this request's own connection was dropped (for another DC,
+    // which the line's flag does not cover).
+    let mut dropped = false;
     loop {
+        // The connection is opened before the gate, never after: a request
+        // grammers holds while it connects would go out whenever the
+        // connection is up, even during a flood wait learnt meanwhile.
+        if dropped || (dc.is_none() && client.is_closed()) {
+            match client.open(dc).await {
+                Ok(()) => {
+                    dropped = false;
+                    if dc.is_none() {
+                        client.set_closed(false);
+                    }
+                }
+                Err(e) if is_transient(&e) => {
+                    failures += 1;
+                    if failures >= budget.attempts {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(back_off(budget.delay, failures)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         gate.wait().await;
         let request = make();
         let answer = match dc {
@@ -314,6 +402,12 @@ where
             }
             gate.flooded(wait);
         } else if is_transient(&error) {
+            if is_dropped(&error) {
+                dropped = true;
+                if dc.is_none() {
+                    client.set_closed(true);
+                }
+            }
             failures += 1;
             if failures >= budget.attempts {
                 return Err(error);
