@@ -18,8 +18,9 @@
 //! round trips (TCP, `initConnection`, salts) while the request waits inside
 //! grammers, past the gate. So each client is a [`Line`] that remembers
 //! whether its connection must be opened, and a request on such a line
-//! opens it with a ping (not an API call: no flood wait applies to it)
-//! before it passes the gate.
+//! first opens it with a ping (the ping is no API call, but opening the
+//! connection makes one, `initConnection`, so the ping passes the gate
+//! too), then passes the gate again itself.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -357,37 +358,33 @@ where
     // which the line's flag does not cover).
     let mut dropped = false;
     loop {
-        // The connection is opened before the gate, never after: a request
-        // grammers holds while it connects would go out whenever the
-        // connection is up, even during a flood wait learnt meanwhile.
-        if dropped || (dc.is_none() && client.is_closed()) {
+        gate.wait().await;
+        // A connection to open is opened first, right after the gate (its
+        // opening makes an API call, `initConnection`), and the request
+        // passes the gate again after: handed over while grammers connects,
+        // it would go out whenever the connection is up, even during a
+        // flood wait learnt meanwhile.
+        let error = if dropped || (dc.is_none() && client.is_closed()) {
             match client.open(dc).await {
                 Ok(()) => {
                     dropped = false;
                     if dc.is_none() {
                         client.set_closed(false);
                     }
-                }
-                Err(e) if is_transient(&e) => {
-                    failures += 1;
-                    if failures >= budget.attempts {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(back_off(budget.delay, failures)).await;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => e,
             }
-        }
-        gate.wait().await;
-        let request = make();
-        let answer = match dc {
-            Some(dc) => client.invoke_in_dc(dc, &request).await,
-            None => client.invoke(&request).await,
-        };
-        let error = match answer {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
+        } else {
+            let request = make();
+            let answer = match dc {
+                Some(dc) => client.invoke_in_dc(dc, &request).await,
+                None => client.invoke(&request).await,
+            };
+            match answer {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            }
         };
         if let Some(wait) = flood_wait(&error) {
             let too_many = if is_premium_wait(&error) {

@@ -473,3 +473,27 @@ async fn a_resend_on_a_reopening_connection_waits_for_a_flood_wait_learnt_meanwh
     assert_eq!(server.pending_faults(), 0);
     assert_eq!(server.early_calls(), Vec::<&str>::new(), "a resend went out during a known flood wait");
 }
+
+/// Opening a connection again makes an API call (`initConnection`), which
+/// can itself be told to wait: the request waits it out like any flood
+/// wait, and nothing goes out meanwhile.
+#[tokio::test]
+async fn a_flood_wait_while_a_dropped_connection_opens_is_waited_out() {
+    let server = Server::start().await.unwrap();
+    let opts =
+        Options { retry_delay: Duration::from_millis(20), calls_per_minute: 0, transfer_connections: 1, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let id = Id([14; 32]);
+    b.put(ObjectKind::Pack, &id, data(20_000, 14)).await.unwrap();
+    let doc = b.resolved(ObjectKind::Pack, &id).await.unwrap().unwrap().doc.unwrap();
+    let line = b.transfers.lease();
+    retry::invoke_retrying(&line, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    server.inject("upload.getFile", Fault::Drop, 1);
+    server.inject("help.getConfig", Fault::FloodWait(1), 1);
+    retry::invoke_retrying(&line, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(b.gate.floods(), 1);
+    assert_eq!(server.early_calls(), Vec::<&str>::new());
+}
