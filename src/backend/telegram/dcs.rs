@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use grammers_client::tl::{self, RemoteCall};
-use grammers_client::{Client, InvocationError};
+use grammers_client::InvocationError;
 
 use super::errors::is_rpc;
-use super::retry::{self, Budget, FloodGate};
+use super::retry::{self, Budget, FloodGate, Line};
 
 /// Authorizations imported into one DC in one run at most: a key refused
 /// again after an import is not a missing authorization but a revoked one.
@@ -50,7 +50,7 @@ impl ForeignDcs {
     /// says no.
     async fn authorize(
         &self,
-        client: &Client,
+        client: &Line,
         gate: &FloodGate,
         budget: Budget,
         dc: i32,
@@ -89,7 +89,7 @@ pub(super) fn foreign_dc(document_dc: i32, home_dc: Option<i32>) -> Option<i32> 
 /// in a foreign DC that does not know the account yet, copies the
 /// authorization there first (once per run, see [`ForeignDcs`]).
 pub(super) async fn invoke_in<R, F>(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     budget: Budget,
     foreign: &ForeignDcs,

@@ -43,7 +43,7 @@ pub use self::download::chunk_plan;
 use self::download::{FileReferences, RANGES_IN_FLIGHT};
 use self::errors::{classify, permanent};
 use self::head::{Placed, Placement};
-use self::retry::{Budget, FloodGate, TstorRetry};
+use self::retry::{Budget, FloodGate, Line, TstorRetry};
 pub use self::session::TelegramSession;
 pub use self::target::Target;
 use self::transfer_pool::TransferPool;
@@ -134,7 +134,7 @@ impl Default for Options {
 }
 
 pub struct TelegramBackend {
-    client: Client,
+    client: Line,
     /// The client's handle below grammers' retry policy, for a call that
     /// must not be resent blindly after a dropped connection
     /// (`channels.createChannel`: see `peers`).
@@ -188,7 +188,7 @@ impl TelegramBackend {
         let params = ConnectionParams { retry_policy: Box::new(TstorRetry), ..Default::default() };
         let pool = SenderPool::with_configuration(Arc::clone(&session), options.api_id, params);
         let raw = pool.handle.thin.clone();
-        let client = Client::new(pool.handle);
+        let client = Line::new(Client::new(pool.handle));
         let runner = tokio::spawn(pool.runner.run());
         let transfers = Arc::new(TransferPool::new(Arc::clone(&session), options.clone(), client.clone()));
         TelegramBackend {

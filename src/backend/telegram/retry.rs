@@ -12,6 +12,15 @@
 //! tstor's loop and waits for the shared gate just before it is sent (grammers
 //! never resends on its own), so that nothing goes out while a flood wait
 //! tstor was told about runs.
+//!
+//! A request handed to grammers is written only once its connection is up:
+//! one that was dropped (or never opened) opens again first, which takes
+//! round trips (TCP, `initConnection`, salts) while the request waits inside
+//! grammers, past the gate. So each client is a [`Line`] that remembers
+//! whether its connection must be opened, and a request on such a line
+//! first opens it with a ping (the ping is no API call, but opening the
+//! connection makes one, `initConnection`, so the ping passes the gate
+//! too), then passes the gate again itself.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,6 +195,61 @@ impl FloodGate {
     }
 }
 
+/// A client, and whether its connection to the home DC is to be opened
+/// before a request may pass the gate: at first, and after a request on it
+/// failed with a dropped connection.
+#[derive(Clone)]
+pub struct Line {
+    client: Client,
+    closed: Arc<AtomicBool>,
+}
+
+impl Line {
+    /// A line on `client`, whose connection is opened by its first request.
+    pub fn new(client: Client) -> Line {
+        Line { client, closed: Arc::new(AtomicBool::new(true)) }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether the connection is to be opened before the next request.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn set_closed(&self, closed: bool) {
+        self.closed.store(closed, Ordering::Release);
+    }
+
+    /// Opens the connection to DC `dc` (`None`: home), if it is not open,
+    /// with a ping: grammers opens it for the ping and answers it once the
+    /// connection is up.
+    async fn open(&self, dc: Option<i32>) -> Result<(), InvocationError> {
+        let ping = grammers_client::tl::functions::Ping { ping_id: rand::random() };
+        match dc {
+            Some(dc) => self.client.invoke_in_dc(dc, &ping).await.map(drop),
+            None => self.client.invoke(&ping).await.map(drop),
+        }
+    }
+}
+
+impl std::ops::Deref for Line {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Whether an error means the request's connection is gone, so that
+/// grammers opens a new one for the next request handed to it.
+fn is_dropped(e: &InvocationError) -> bool {
+    matches!(e, InvocationError::Io(_) | InvocationError::Dropped(_) | InvocationError::Transport(_))
+}
+
 /// Seconds Telegram asks to wait, for FLOOD_WAIT_X and FLOOD_PREMIUM_WAIT_X.
 pub fn flood_wait(e: &InvocationError) -> Option<Duration> {
     match e {
@@ -311,7 +375,7 @@ pub fn is_premium_wait(e: &InvocationError) -> bool {
 /// within `budget.attempts`; any other error, and a flood wait longer than
 /// `budget.max_flood_wait`, is returned at once.
 pub async fn invoke_retrying<R, F>(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     budget: Budget,
     make: F,
@@ -325,7 +389,7 @@ where
 
 /// [`invoke_retrying`] in DC `dc` (`None`: the home DC), through the same gate.
 pub async fn invoke_retrying_in<R, F>(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     budget: Budget,
     dc: Option<i32>,
@@ -340,16 +404,37 @@ where
     let mut premium_waits = 0;
     // When the current run of transient failures began.
     let mut failing_since: Option<Instant> = None;
+    // Whether this request's own connection was dropped (for another DC,
+    // which the line's flag does not cover).
+    let mut dropped = false;
     loop {
         gate.wait().await;
-        let request = make();
-        let answer = match dc {
-            Some(dc) => client.invoke_in_dc(dc, &request).await,
-            None => client.invoke(&request).await,
-        };
-        let error = match answer {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
+        // A connection to open is opened first, right after the gate (its
+        // opening makes an API call, `initConnection`), and the request
+        // passes the gate again after: handed over while grammers connects,
+        // it would go out whenever the connection is up, even during a
+        // flood wait learnt meanwhile.
+        let error = if dropped || (dc.is_none() && client.is_closed()) {
+            match client.open(dc).await {
+                Ok(()) => {
+                    dropped = false;
+                    if dc.is_none() {
+                        client.set_closed(false);
+                    }
+                    continue;
+                }
+                Err(e) => e,
+            }
+        } else {
+            let request = make();
+            let answer = match dc {
+                Some(dc) => client.invoke_in_dc(dc, &request).await,
+                None => client.invoke(&request).await,
+            };
+            match answer {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            }
         };
         // Any answer (a flood wait, a server error) came over a working
         // connection: the run of connection failures ends.
@@ -369,6 +454,12 @@ where
             }
             gate.flooded(wait);
         } else if is_transient(&error) {
+            if is_dropped(&error) {
+                dropped = true;
+                if dc.is_none() {
+                    client.set_closed(true);
+                }
+            }
             failures += 1;
             let mut delay = back_off(budget.delay, failures);
             if is_connection_failure(&error) {

@@ -416,3 +416,84 @@ async fn premium_waits_pace_a_part_past_the_flood_wait_limit() {
     server.inject("upload.saveFilePart", Fault::FloodWait(0), 70);
     assert!(b.put(ObjectKind::Pack, &Id([8; 32]), blob).await.is_err());
 }
+
+/// The first 4 KiB of a document.
+fn first_chunk(doc: &catalog::DocRef) -> tl::functions::upload::GetFile {
+    tl::functions::upload::GetFile {
+        precise: false,
+        cdn_supported: false,
+        location: tl::types::InputDocumentFileLocation {
+            id: doc.id,
+            access_hash: doc.access_hash,
+            file_reference: doc.file_reference.clone(),
+            thumb_size: String::new(),
+        }
+        .into(),
+        offset: 0,
+        limit: 4096,
+    }
+}
+
+/// A transfer connection dropped under a request: the request's resend is
+/// handed to a connection that takes a while to open again (TCP, then
+/// `initConnection`, slow here), and meanwhile the other transfer
+/// connection is told to wait. grammers holds what it was handed until its
+/// connection is up and writes it then, whatever the gate learnt in
+/// between: the resend must pass the gate only once its connection is open.
+#[tokio::test]
+async fn a_resend_on_a_reopening_connection_waits_for_a_flood_wait_learnt_meanwhile() {
+    let server = Server::start().await.unwrap();
+    let opts =
+        Options { retry_delay: Duration::from_millis(20), calls_per_minute: 0, transfer_connections: 2, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let id = Id([13; 32]);
+    b.put(ObjectKind::Pack, &id, data(20_000, 13)).await.unwrap();
+    let doc = b.resolved(ObjectKind::Pack, &id).await.unwrap().unwrap().doc.unwrap();
+    // Two leases held at once are two different connections; both opened.
+    let (first, second) = (b.transfers.lease(), b.transfers.lease());
+    for line in [&first, &second] {
+        retry::invoke_retrying(line, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    }
+    // The first connection drops under its next request and opens again slowly.
+    server.inject("upload.getFile", Fault::Drop, 1);
+    server.inject("help.getConfig", Fault::Delay(Duration::from_millis(1500)), 1);
+    let gate = Arc::clone(&b.gate);
+    let budget = b.budget();
+    let resent = tokio::spawn({
+        let doc = doc.clone();
+        async move { retry::invoke_retrying(&first, &gate, budget, || first_chunk(&doc)).await.map(drop) }
+    });
+    // While it opens, the second connection is told to wait three seconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.inject("upload.getFile", Fault::FloodWait(3), 1);
+    retry::invoke_retrying(&second, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    resent.await.unwrap().unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new(), "a resend went out during a known flood wait");
+}
+
+/// Opening a connection again makes an API call (`initConnection`), which
+/// can itself be told to wait: the request waits it out like any flood
+/// wait, and nothing goes out meanwhile.
+#[tokio::test]
+async fn a_flood_wait_while_a_dropped_connection_opens_is_waited_out() {
+    let server = Server::start().await.unwrap();
+    let opts =
+        Options { retry_delay: Duration::from_millis(20), calls_per_minute: 0, transfer_connections: 1, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let id = Id([14; 32]);
+    b.put(ObjectKind::Pack, &id, data(20_000, 14)).await.unwrap();
+    let doc = b.resolved(ObjectKind::Pack, &id).await.unwrap().unwrap().doc.unwrap();
+    let line = b.transfers.lease();
+    retry::invoke_retrying(&line, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    server.inject("upload.getFile", Fault::Drop, 1);
+    server.inject("help.getConfig", Fault::FloodWait(1), 1);
+    retry::invoke_retrying(&line, &b.gate, b.budget(), || first_chunk(&doc)).await.unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(b.gate.floods(), 1);
+    assert_eq!(server.early_calls(), Vec::<&str>::new());
+}

@@ -19,7 +19,7 @@ use grammers_client::sender::ConnectionParams;
 use grammers_client::session::Session;
 use grammers_client::{Client, SenderPool};
 
-use super::retry::TstorRetry;
+use super::retry::{Line, TstorRetry};
 use super::session::TelegramSession;
 use super::Options;
 
@@ -27,7 +27,7 @@ use super::Options;
 pub const TRANSFER_CONNECTIONS: usize = 4;
 
 struct Connection {
-    client: Client,
+    line: Line,
     /// Transfers running on it now.
     busy: AtomicUsize,
 }
@@ -37,7 +37,7 @@ pub(super) struct TransferPool {
     session: Arc<TelegramSession>,
     options: Options,
     /// The main client, used when there are no transfer connections.
-    main: Client,
+    main: Line,
     connections: OnceLock<Vec<Arc<Connection>>>,
     runners: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Where the search for the least busy connection starts, so that ties
@@ -48,15 +48,15 @@ pub(super) struct TransferPool {
 /// The client one transfer runs on; the connection counts it as busy until
 /// this is dropped.
 pub(super) struct Lease {
-    client: Client,
+    line: Line,
     connection: Option<Arc<Connection>>,
 }
 
 impl std::ops::Deref for Lease {
-    type Target = Client;
+    type Target = Line;
 
-    fn deref(&self) -> &Client {
-        &self.client
+    fn deref(&self) -> &Line {
+        &self.line
     }
 }
 
@@ -79,7 +79,7 @@ impl Drop for TransferPool {
 impl TransferPool {
     /// A pool of `options.transfer_connections` connections (none: every
     /// transfer goes through `main`).
-    pub(super) fn new(session: Arc<TelegramSession>, options: Options, main: Client) -> Self {
+    pub(super) fn new(session: Arc<TelegramSession>, options: Options, main: Line) -> Self {
         TransferPool {
             session,
             options,
@@ -96,7 +96,7 @@ impl TransferPool {
         let connections = self.connections.get_or_init(|| self.open());
         let n = connections.len();
         if n == 0 {
-            return Lease { client: self.main.clone(), connection: None };
+            return Lease { line: self.main.clone(), connection: None };
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let chosen = (0..n)
@@ -106,9 +106,9 @@ impl TransferPool {
         match chosen {
             Some(c) => {
                 c.busy.fetch_add(1, Ordering::Relaxed);
-                Lease { client: c.client.clone(), connection: Some(c) }
+                Lease { line: c.line.clone(), connection: Some(c) }
             }
-            None => Lease { client: self.main.clone(), connection: None },
+            None => Lease { line: self.main.clone(), connection: None },
         }
     }
 
@@ -117,7 +117,7 @@ impl TransferPool {
     /// are read through the main client, which reaches every DC.
     pub(super) fn lease_for(&self, foreign: Option<i32>) -> Lease {
         match foreign {
-            Some(_) => Lease { client: self.main.clone(), connection: None },
+            Some(_) => Lease { line: self.main.clone(), connection: None },
             None => self.lease(),
         }
     }
@@ -142,7 +142,7 @@ impl TransferPool {
                 let pool = SenderPool::with_configuration(copy, self.options.api_id, params);
                 let client = Client::new(pool.handle);
                 runners.push(tokio::spawn(pool.runner.run()));
-                Arc::new(Connection { client, busy: AtomicUsize::new(0) })
+                Arc::new(Connection { line: Line::new(client), busy: AtomicUsize::new(0) })
             })
             .collect()
     }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use grammers_client::session::types::PeerRef;
-use grammers_client::{tl, Client};
+use grammers_client::tl;
 
 use super::catalog::{new_messages, parse_message};
 use super::errors::{classify, is_rpc, permanent, rpc_value, transient};
-use super::retry::{self, FloodGate};
+use super::retry::{self, FloodGate, Line};
 use super::{Options, TelegramBackend, BIG_FILE, MAX_PARTS, MIME, PART_SIZE};
 use crate::backend::names::Named;
 use crate::backend::{BackendError, Result, SpilledObject};
@@ -282,7 +282,7 @@ impl TelegramBackend {
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn save_part(
-    client: &Client,
+    client: &Line,
     gate: &FloodGate,
     options: &Options,
     file_id: i64,
