@@ -18,6 +18,7 @@ mod locks_and_cache;
 mod maintenance;
 mod model;
 mod pacing;
+mod prune_consolidation;
 mod repair;
 mod restore_reads;
 mod roundtrip;
