@@ -409,6 +409,54 @@ impl Cache {
         self.get(TREES, id)
     }
 
+    /// Ids of the trees held (written or queued).
+    pub fn tree_ids(&self) -> Result<Vec<Id>, CacheError> {
+        let mut out: Vec<Id> = self.pending_trees().trees.keys().copied().collect();
+        let written = self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let t = match tx.open_table(TREES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut ids = Vec::new();
+            for row in t.iter()? {
+                let (k, _) = row?;
+                if let Ok(b) = <[u8; 32]>::try_from(k.value()) {
+                    ids.push(Id(b));
+                }
+            }
+            Ok(ids)
+        })?;
+        out.extend(written);
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Drops trees no snapshot uses any more (prune deleted them).
+    pub fn remove_trees(&self, ids: &[Id]) -> Result<(), CacheError> {
+        {
+            let mut pending = self.pending_trees();
+            for id in ids {
+                if let Some(old) = pending.trees.remove(id) {
+                    pending.bytes -= old.len();
+                }
+            }
+        }
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(TREES)?;
+                for id in ids {
+                    t.remove(&id.0[..])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn pending_trees(&self) -> std::sync::MutexGuard<'_, PendingTrees> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

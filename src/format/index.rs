@@ -74,7 +74,7 @@ pub fn split_index(packs: Vec<IndexedPack>, supersedes: Vec<Id>, max_entries: us
     for pack in packs {
         let n = pack.blobs.len();
         let current = files.last_mut().expect("never empty");
-        if !current.packs.is_empty() && entries + n > max_entries {
+        if starts_new_object(current.packs.len(), entries, n, max_entries) {
             files.push(IndexFile::default());
             entries = 0;
         }
@@ -83,6 +83,26 @@ pub fn split_index(packs: Vec<IndexedPack>, supersedes: Vec<Id>, max_entries: us
     }
     files.last_mut().expect("never empty").supersedes = supersedes;
     files
+}
+
+/// Whether [`split_index`] starts a new object for a pack of `n` entries,
+/// the current object holding `packs` packs of `entries` entries.
+fn starts_new_object(packs: usize, entries: usize, n: usize, max_entries: usize) -> bool {
+    packs > 0 && entries + n > max_entries
+}
+
+/// How many objects [`split_index`] makes of packs with these entry counts.
+pub fn index_objects_for(pack_entries: impl IntoIterator<Item = usize>, max_entries: usize) -> usize {
+    let (mut objects, mut packs, mut entries) = (1, 0, 0);
+    for n in pack_entries {
+        if starts_new_object(packs, entries, n, max_entries) {
+            objects += 1;
+            (packs, entries) = (0, 0);
+        }
+        packs += 1;
+        entries += n;
+    }
+    objects
 }
 
 #[cfg(test)]
@@ -102,6 +122,14 @@ mod tests {
             })
             .collect();
         IndexedPack { id: Id([seed; 32]), size: u64::from(count) * 100, blobs }
+    }
+
+    #[test]
+    fn index_objects_for_counts_what_split_index_makes() {
+        for (counts, max) in [(vec![], 10), (vec![3, 3, 3, 3], 10), (vec![12, 1, 9, 2], 10), (vec![5; 7], 5)] {
+            let packs: Vec<IndexedPack> = counts.iter().enumerate().map(|(i, &n)| pack(i as u8, n as u32)).collect();
+            assert_eq!(index_objects_for(counts.clone(), max), split_index(packs, Vec::new(), max).len(), "{counts:?}");
+        }
     }
 
     #[test]

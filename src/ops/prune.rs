@@ -15,7 +15,10 @@
 //!   unused space left is under `--max-unused` (restic's rule: `5%` means
 //!   unused ≤ 5% of everything stored) and within `--max-repack-size`: their
 //!   home blobs are read with ranged reads, authenticated, and copied as sealed
-//!   bytes (blobs are not bound to their pack) into new packs;
+//!   bytes (blobs are not bound to their pack) into new packs; *small* packs
+//!   (under 1/25 of their target size) are repacked first whatever the unused
+//!   space, and wholly used small ones too once there are at least ten of them
+//!   (restic's rule), so that many small snapshots end in few packs;
 //! - the rest is kept as it is.
 //!
 //! Order of the writes, which is what makes an interruption harmless:
@@ -25,7 +28,11 @@
 //!    `supersedes` names every index object in storage (also those already
 //!    superseded, so that deleting them in any order never revives one);
 //! 3. delete the old index objects;
-//! 4. delete the packs that are no longer listed.
+//! 4. delete the packs that are no longer listed;
+//! 5. drop the trees no snapshot uses from the local cache.
+//!
+//! The index is also rewritten (steps 2 and 3 alone) when more index objects
+//! are in force than the kept packs need: each snapshot writes one.
 //!
 //! Interrupted before 2, the old index is intact and the new packs are merely
 //! unindexed (`check` warns; the next prune deletes them or, if a snapshot
@@ -45,7 +52,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::archiver::pipeline::PipelineOptions;
-use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::index::{index_objects_for, IndexFile, IndexedPack, MAX_INDEX_ENTRIES};
 use crate::format::pack::BlobEntry;
 use crate::format::{BlobType, Id, ObjectKind};
 use crate::repo::index::MasterIndex;
@@ -59,6 +66,16 @@ use crate::repo::{RepoError, Repository};
 /// it will not commit, but nothing should be deleted under it either). Twice
 /// the stale limit of locks; a pack of unknown age counts as young.
 pub const UNINDEXED_PACK_GRACE: Duration = Duration::from_secs(60 * 60);
+
+/// A pack smaller than this share of its kind's target size (`1/25`, as in
+/// restic) is *small*: a snapshot of few changes writes such packs, and on
+/// Telegram each pack is a message of its own.
+const SMALL_PACK_DIVISOR: u64 = 25;
+
+/// Small packs wholly in use are merged only when at least this many exist
+/// (restic's rule): fewer are not worth rewriting, and a lone pack below the
+/// target must not be rewritten by every prune.
+const MIN_SMALL_PACKS: usize = 10;
 
 /// How much unused space may stay in packs that are kept.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -375,8 +392,14 @@ fn make_plan(packs: &[PackInfo], used: &HashSet<Id>, opts: &PruneOptions) -> Res
         });
     }
 
+    let small = |p: &PackInfo| {
+        let trees_only = p.pack.blobs.iter().all(|b| b.blob_type == BlobType::Tree);
+        let target = if trees_only { opts.tree_pack_size } else { opts.data_pack_size };
+        p.pack.size < target as u64 / SMALL_PACK_DIVISOR
+    };
     let mut plan = Plan::default();
     let mut candidates: Vec<(usize, u64, u64)> = Vec::new(); // (pack, home bytes, unused bytes)
+    let mut small_full: Vec<(usize, u64, u64)> = Vec::new();
     for (i, p) in packs.iter().enumerate() {
         if !p.stored {
             plan.dropped.push(i);
@@ -389,11 +412,19 @@ fn make_plan(packs: &[PackInfo], used: &HashSet<Id>, opts: &PruneOptions) -> Res
             plan.young.push(i);
         } else if homes[i].is_empty() {
             plan.delete.push(i);
-        } else if homes[i].len() == p.pack.blobs.len() || p.young {
+        } else if p.young {
+            plan.keep.push(i);
+        } else if homes[i].len() == p.pack.blobs.len() && small(p) {
+            small_full.push((i, home, 0));
+        } else if homes[i].len() == p.pack.blobs.len() {
             plan.keep.push(i);
         } else {
             candidates.push((i, home, total[i] - home));
         }
+    }
+    if small_full.len() < MIN_SMALL_PACKS {
+        plan.keep.extend(small_full.iter().map(|c| c.0));
+        small_full.clear();
     }
     // Most unused share first (restic's order), then by id for determinism.
     candidates.sort_by(|a, b| {
@@ -401,13 +432,17 @@ fn make_plan(packs: &[PackInfo], used: &HashSet<Id>, opts: &PruneOptions) -> Res
         let share_b = u128::from(b.2) * u128::from(a.1 + a.2);
         share_b.cmp(&share_a).then(packs[a.0].pack.id.cmp(&packs[b.0].pack.id))
     });
+    // Small packs go first and are merged whatever the unused space (restic's
+    // order and rule); the others only while too much unused space is left.
+    let (small_partly, large): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| small(&packs[c.0]));
     let limit = opts.max_unused.limit(plan.used_bytes);
-    let mut unused_left: u64 = candidates.iter().map(|c| c.2).sum();
+    let mut unused_left: u64 = small_partly.iter().chain(&large).map(|c| c.2).sum();
     let mut repack_bytes = 0u64;
-    for (i, _, unused) in candidates {
+    let small_count = small_full.len() + small_partly.len();
+    for (n, (i, _, unused)) in small_full.into_iter().chain(small_partly).chain(large).enumerate() {
         let size = packs[i].pack.size;
         let over_budget = opts.max_repack_bytes.is_some_and(|max| repack_bytes + size > max);
-        if over_budget || unused_left < limit {
+        if over_budget || (n >= small_count && unused_left < limit) {
             plan.keep.push(i);
             continue;
         }
@@ -476,10 +511,15 @@ async fn run(
     };
     report.bytes_deleted = report.bytes_repacked + plan.delete.iter().map(|&i| p(i).pack.size).sum::<u64>();
     let adopted = plan.keep.iter().any(|&i| !p(i).indexed);
+    // Every snapshot writes an index object of its own: more objects than the
+    // kept packs need are merged, even when no pack changes.
+    let live_index_objects = state.index_ids.len() - state.superseded_in_storage;
+    let index_objects_needed = index_objects_for(plan.keep.iter().map(|&i| p(i).pack.blobs.len()), MAX_INDEX_ENTRIES);
     report.nothing_to_do = plan.delete.is_empty()
         && plan.repack.is_empty()
         && plan.dropped.is_empty()
         && state.superseded_in_storage == 0
+        && live_index_objects <= index_objects_needed
         && !adopted;
     if opts.dry_run || report.nothing_to_do {
         if !report.nothing_to_do {
@@ -497,6 +537,9 @@ async fn run(
             let (data, trees) = (copied(BlobType::Data), copied(BlobType::Tree));
             report.bytes_written = data + trees;
             report.packs_written = packs_for(data, opts.data_pack_size) + packs_for(trees, opts.tree_pack_size);
+        }
+        if !opts.dry_run {
+            evict_unused_trees(repo, &state.used);
         }
         finish_counts(&mut report);
         return Ok(report);
@@ -532,9 +575,32 @@ async fn run(
         repo.backend().delete(ObjectKind::Pack, &id).await?;
         tracing::debug!(pack = %id.short(), "pack deleted");
     }
+    // 5. The trees no snapshot uses leave the local cache.
+    evict_unused_trees(repo, &state.used);
     finish_counts(&mut report);
     tracing::info!(reclaimed = report.bytes_reclaimed, "prune finished");
     Ok(report)
+}
+
+/// Drops from the local cache every tree not in `used`: the trees of
+/// forgotten snapshots, which prune deleted or left unused, would otherwise
+/// stay cached for good. Best effort: the cache is never the source of truth.
+fn evict_unused_trees(repo: &Repository, used: &HashSet<Id>) {
+    let Some(cache) = repo.cache() else { return };
+    let unused: Vec<Id> = match cache.tree_ids() {
+        Ok(ids) => ids.into_iter().filter(|id| !used.contains(id)).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the cached trees");
+            return;
+        }
+    };
+    if unused.is_empty() {
+        return;
+    }
+    match cache.remove_trees(&unused) {
+        Ok(()) => tracing::info!(trees = unused.len(), "unused trees evicted from the cache"),
+        Err(e) => tracing::debug!(error = %e, "cannot evict unused trees from the cache"),
+    }
 }
 
 fn finish_counts(r: &mut PruneReport) {
@@ -625,8 +691,34 @@ mod tests {
         PackInfo { pack: IndexedPack { id: Id([n; 32]), size, blobs }, indexed, stored, young: false }
     }
 
+    /// Targets small enough that none of the packs here counts as small.
     fn opts(max_unused: MaxUnused) -> PruneOptions {
-        PruneOptions { max_unused, ..Default::default() }
+        PruneOptions { max_unused, data_pack_size: 1000, tree_pack_size: 1000, ..Default::default() }
+    }
+
+    #[test]
+    fn small_packs_are_merged_once_there_are_enough_of_them() {
+        // Packs of 200 bytes against a 25 KB target (small below 1 KB).
+        let small = PruneOptions { data_pack_size: 25_000, ..opts(MaxUnused::Unlimited) };
+        let full =
+            |count: u8| -> Vec<PackInfo> { (0..count).map(|n| pack(n, vec![blob(n, 0, 100)], true, true)).collect() };
+        let used_all = |count: u8| -> HashSet<Id> { (0..count).map(|n| Id([n; 32])).collect() };
+        let nine = make_plan(&full(9), &used_all(9), &small).unwrap();
+        assert_eq!((nine.keep.len(), nine.repack.len()), (9, 0), "too few to be worth merging");
+        let ten = make_plan(&full(10), &used_all(10), &small).unwrap();
+        assert_eq!((ten.keep.len(), ten.repack.len()), (0, 10));
+        assert!(ten.repack.iter().all(|(i, b)| b == &vec![blob(*i as u8, 0, 100)]));
+        let large = make_plan(&full(10), &used_all(10), &opts(MaxUnused::Unlimited)).unwrap();
+        assert_eq!((large.keep.len(), large.repack.len()), (10, 0), "packs near their target stay");
+
+        // A partly used small pack is merged even when unused space is tolerated.
+        let partly = vec![pack(1, vec![blob(10, 0, 100), blob(11, 100, 100)], true, true)];
+        let used: HashSet<Id> = [Id([10; 32])].into_iter().collect();
+        assert_eq!(make_plan(&partly, &used, &small).unwrap().repack.len(), 1);
+        assert_eq!(make_plan(&partly, &used, &opts(MaxUnused::Unlimited)).unwrap().repack.len(), 0);
+        // The repack budget still binds.
+        let capped = PruneOptions { max_repack_bytes: Some(500), ..small };
+        assert_eq!(make_plan(&full(10), &used_all(10), &capped).unwrap().repack.len(), 2);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod maintenance;
 mod model;
 mod mount;
 mod pacing;
+mod prune_consolidation;
 mod repair;
 mod restore_reads;
 mod restore_snapshot_options;

@@ -12,6 +12,7 @@ mod measure;
 mod mutate;
 mod report;
 mod rng;
+mod scale;
 mod telegram;
 mod text;
 pub(crate) mod verify;
@@ -30,6 +31,7 @@ use verify::Verification;
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--size SIZE] [--dir DIR] [--seed N] [--keep] [--only tstor|restic]
+       cargo xtask bench scale [--files 100000,1000000] [--history 300]   (many small files, against restic)
        cargo xtask bench telegram [--size 256MiB] [--upload-mib-per-s 20] [--latency-ms 50] [--faults SPEC]
 
   --size SIZE   size of the generated tree, e.g. 64MiB, 256MiB, 1GiB (default 1GiB)
@@ -349,6 +351,9 @@ fn mib(b: u64) -> f64 {
 pub fn main(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("telegram") {
         return telegram::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("scale") {
+        return scale::main(&args[1..]);
     }
     let o = parse_args(args)?;
     let root = workspace_root();
