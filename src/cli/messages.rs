@@ -40,6 +40,15 @@ pub struct FileStatus {
     pub total_files: u64,
 }
 
+/// `verbose_status` for each entry a restore handles (`-v`).
+#[derive(Serialize, Debug)]
+pub struct RestoreItemStatus {
+    /// restic's words: `restored`, `updated`, `unchanged`, `deleted`; and
+    /// `skipped` for what the overwrite mode keeps as it is.
+    pub action: &'static str,
+    pub item: String,
+}
+
 /// `status` while a restore runs.
 #[derive(Serialize, Debug)]
 pub struct RestoreStatus {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::jsonl::{self, JsonLines};
-use super::messages::{FileStatus, RestoreStatus, SnapshotStatus};
+use super::messages::{FileStatus, RestoreItemStatus, RestoreStatus, SnapshotStatus};
 use super::output::{escape, escape_path};
 use super::pacing::Pace;
 use crate::archiver::{FileAction, Progress};
@@ -335,6 +335,16 @@ impl RestoreProgress for RestoreListing {
     fn action(&self, action: RestoreAction, path: &str) {
         if self.list {
             self.bar.println_stdout(format!("{:<9} {}", action.name(), escape(path)));
+        }
+        if let (Some(lines), true) = (&self.bar.json, self.bar.json_verbose) {
+            let action = match action {
+                RestoreAction::Restore => "restored",
+                RestoreAction::Update => "updated",
+                RestoreAction::Unchanged => "unchanged",
+                RestoreAction::Skip => "skipped",
+                RestoreAction::Delete => "deleted",
+            };
+            lines.verbose_status(&RestoreItemStatus { action, item: path.to_string() });
         }
     }
 }

@@ -121,10 +121,15 @@ async fn every_command_prints_only_json_with_json() {
     let target = env.path("out");
     let restored = streamed(
         &env,
-        &["restore", "--json", "latest", "--target", target.to_str().unwrap()],
+        &["restore", "--json", "-v", "latest", "--target", target.to_str().unwrap()],
         &["total_bytes", "bytes_restored"],
     );
     assert_eq!(restored.last().unwrap()["files_restored"], 41);
+    // -v: one verbose_status per entry restored, files and directories.
+    let items: Vec<&Value> = restored.iter().filter(|l| l["message_type"] == "verbose_status").collect();
+    assert!(items.iter().all(|l| l["action"] == "restored"), "{items:?}");
+    let files = items.iter().filter(|l| l["item"].as_str().is_some_and(|p| p.ends_with(".bin") || p.ends_with(".txt")));
+    assert_eq!(files.count(), 41, "{items:?}");
 
     let snaps = document(&env, &["snapshots", "--json"]);
     assert_eq!(snaps.as_array().unwrap().len(), 3);
