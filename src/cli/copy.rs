@@ -3,7 +3,6 @@
 //! `--from-password-command`, `TSTOR_FROM_PASSWORD`), and the copy's
 //! summary as text or JSON. The copy itself is `ops::copy`.
 
-use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +13,7 @@ use crate::ops;
 use crate::repo::{InitOptions, Repository};
 
 use super::output::{count, escape};
-use super::{first_line, human, open_backend_at, open_repo_on, password, Global};
+use super::{given_password, human, open_backend_at, open_repo_on, password, Global};
 
 /// Where the source repository is and how to open it.
 #[derive(Args, Clone, Default)]
@@ -33,24 +32,9 @@ pub(super) struct FromRepo {
 impl FromRepo {
     /// The source's password: TSTOR_FROM_PASSWORD, a file, or a command.
     fn password(&self) -> Result<Vec<u8>> {
-        if let Some(p) = std::env::var_os("TSTOR_FROM_PASSWORD") {
-            return Ok(p.into_vec());
-        }
-        if let Some(f) = &self.from_password_file {
-            let bytes = std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
-            return Ok(first_line(bytes));
-        }
-        if let Some(cmd) = &self.from_password_command {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("cannot run password command `{cmd}`"))?;
-            if !out.status.success() {
-                bail!("password command `{cmd}` failed with {}", out.status);
-            }
-            return Ok(first_line(out.stdout));
+        let (file, command) = (self.from_password_file.as_deref(), self.from_password_command.as_deref());
+        if let Some(p) = given_password("TSTOR_FROM_PASSWORD", file, command)? {
+            return Ok(p);
         }
         bail!(
             "no password for the source repository: set TSTOR_FROM_PASSWORD, --from-password-file or \

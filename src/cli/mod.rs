@@ -25,7 +25,7 @@ mod views;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -545,18 +545,18 @@ fn first_line(bytes: Vec<u8>) -> Vec<u8> {
     line
 }
 
-/// The password, from (in order) TSTOR_PASSWORD, a file, a command, the
-/// configuration file, the first line of standard input when it is not a
-/// terminal, or a prompt.
-fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
-    if let Some(p) = std::env::var_os("TSTOR_PASSWORD") {
-        return Ok(p.into_vec());
+/// A password given without a prompt: the environment variable `var`, the
+/// first line of `file`, or the first line a shell command prints, in that
+/// order; `None` when none of them is given.
+fn given_password(var: &str, file: Option<&Path>, command: Option<&str>) -> Result<Option<Vec<u8>>> {
+    if let Some(p) = std::env::var_os(var) {
+        return Ok(Some(p.into_vec()));
     }
-    if let Some(f) = &g.password_file {
+    if let Some(f) = file {
         let bytes = std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display()))?;
-        return Ok(first_line(bytes));
+        return Ok(Some(first_line(bytes)));
     }
-    if let Some(cmd) = &g.password_command {
+    if let Some(cmd) = command {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(cmd)
@@ -566,7 +566,17 @@ fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
         if !out.status.success() {
             bail!("password command `{cmd}` failed with {}", out.status);
         }
-        return Ok(first_line(out.stdout));
+        return Ok(Some(first_line(out.stdout)));
+    }
+    Ok(None)
+}
+
+/// The password, from (in order) TSTOR_PASSWORD, a file, a command, the
+/// configuration file, the first line of standard input when it is not a
+/// terminal, or a prompt.
+fn password(g: &Global, confirm: bool) -> Result<Vec<u8>> {
+    if let Some(p) = given_password("TSTOR_PASSWORD", g.password_file.as_deref(), g.password_command.as_deref())? {
+        return Ok(p);
     }
     if let Some(PasswordSource::Literal(p)) = &g.settings.password {
         return Ok(p.clone().into_bytes());
