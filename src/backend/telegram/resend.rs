@@ -11,7 +11,7 @@ use grammers_client::tl;
 use super::catalog::{messages_of, new_messages, parse_message, DocRef};
 use super::errors::{classify, is_rpc, permanent};
 use super::retry;
-use super::upload::random_id;
+use super::upload::{random_id, send_media};
 use super::TelegramBackend;
 use crate::backend::names::Named;
 use crate::backend::{BackendError, Result, StoredHandle};
@@ -80,17 +80,9 @@ impl TelegramBackend {
                 file_reference: doc.file_reference.clone(),
             };
             let result = retry::invoke_retrying(&self.client, &self.gate, self.budget(), || {
-                tl::functions::messages::SendMedia {
-                    silent: true,
-                    background: false,
-                    clear_draft: false,
-                    noforwards: false,
-                    update_stickersets_order: false,
-                    invert_media: false,
-                    allow_paid_floodskip: false,
-                    peer: peer.into(),
-                    reply_to: None,
-                    media: tl::types::InputMediaDocument {
+                send_media(
+                    peer,
+                    tl::types::InputMediaDocument {
                         spoiler: false,
                         id: input.clone().into(),
                         video_cover: None,
@@ -99,18 +91,8 @@ impl TelegramBackend {
                         query: None,
                     }
                     .into(),
-                    message: String::new(),
                     random_id,
-                    reply_markup: None,
-                    entities: None,
-                    schedule_date: None,
-                    schedule_repeat_period: None,
-                    send_as: None,
-                    quick_reply_shortcut: None,
-                    effect: None,
-                    allow_paid_stars: None,
-                    suggested_post: None,
-                }
+                )
             })
             .await;
             match result {

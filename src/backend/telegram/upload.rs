@@ -52,6 +52,39 @@ impl Source {
     }
 }
 
+/// `messages.sendMedia` of `media` to `peer` as tstor sends every
+/// document: silently, with no caption and the given `random_id` (which
+/// makes a resend of the same request a duplicate Telegram recognises).
+pub(super) fn send_media(
+    peer: PeerRef,
+    media: tl::enums::InputMedia,
+    random_id: i64,
+) -> tl::functions::messages::SendMedia {
+    tl::functions::messages::SendMedia {
+        silent: true,
+        background: false,
+        clear_draft: false,
+        noforwards: false,
+        update_stickersets_order: false,
+        invert_media: false,
+        allow_paid_floodskip: false,
+        peer: peer.into(),
+        reply_to: None,
+        media,
+        message: String::new(),
+        random_id,
+        reply_markup: None,
+        entities: None,
+        schedule_date: None,
+        schedule_repeat_period: None,
+        send_as: None,
+        quick_reply_shortcut: None,
+        effect: None,
+        allow_paid_stars: None,
+        suggested_post: None,
+    }
+}
+
 pub(super) fn random_id() -> i64 {
     loop {
         let v = rand::random::<i64>();
@@ -201,41 +234,27 @@ impl TelegramBackend {
                         f
                     }
                 };
-                retry::invoke_retrying(&self.client, &self.gate, self.budget(), || tl::functions::messages::SendMedia {
-                    silent: true,
-                    background: false,
-                    clear_draft: false,
-                    noforwards: false,
-                    update_stickersets_order: false,
-                    invert_media: false,
-                    allow_paid_floodskip: false,
-                    peer: peer.into(),
-                    reply_to: None,
-                    media: tl::types::InputMediaUploadedDocument {
-                        nosound_video: false,
-                        force_file: true,
-                        spoiler: false,
-                        file: input.clone(),
-                        thumb: None,
-                        mime_type: MIME.into(),
-                        attributes: vec![tl::types::DocumentAttributeFilename { file_name: name.to_string() }.into()],
-                        stickers: None,
-                        video_cover: None,
-                        video_timestamp: None,
-                        ttl_seconds: None,
-                    }
-                    .into(),
-                    message: String::new(),
-                    random_id,
-                    reply_markup: None,
-                    entities: None,
-                    schedule_date: None,
-                    schedule_repeat_period: None,
-                    send_as: None,
-                    quick_reply_shortcut: None,
-                    effect: None,
-                    allow_paid_stars: None,
-                    suggested_post: None,
+                retry::invoke_retrying(&self.client, &self.gate, self.budget(), || {
+                    send_media(
+                        peer,
+                        tl::types::InputMediaUploadedDocument {
+                            nosound_video: false,
+                            force_file: true,
+                            spoiler: false,
+                            file: input.clone(),
+                            thumb: None,
+                            mime_type: MIME.into(),
+                            attributes: vec![
+                                tl::types::DocumentAttributeFilename { file_name: name.to_string() }.into()
+                            ],
+                            stickers: None,
+                            video_cover: None,
+                            video_timestamp: None,
+                            ttl_seconds: None,
+                        }
+                        .into(),
+                        random_id,
+                    )
                 })
                 .await
             };
