@@ -3,8 +3,9 @@
 //! restoring. Nothing here follows a symlink.
 
 use std::ffi::CString;
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -108,6 +109,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Writes extended attributes on `path` itself (a symlink is not followed).
 pub fn write_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
     let p = cpath(path)?;
     for (name, value) in xattrs {
@@ -117,20 +119,6 @@ pub fn write_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()
         check(unsafe { libc::lsetxattr(p.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })?;
     }
     Ok(())
-}
-
-/// Sets owner (only meaningful as root), without following a symlink.
-pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::lchown(p.as_ptr(), uid, gid) })
-}
-
-/// Sets permission bits, including setuid/setgid/sticky. Never on symlinks.
-pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    let p = cpath(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), (mode & 0o7777) as libc::mode_t, 0) })
 }
 
 fn timespec(ns: i64) -> libc::timespec {
@@ -146,18 +134,88 @@ pub fn set_times(path: &Path, atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
     check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
 }
 
-/// Creates a FIFO or device node.
-pub fn make_special(path: &Path, kind: NodeKind, mode: u32, rdev: u64) -> io::Result<()> {
-    let p = cpath(path)?;
-    let file_type = match kind {
-        NodeKind::Fifo => libc::S_IFIFO,
-        NodeKind::CharDevice => libc::S_IFCHR,
-        NodeKind::BlockDevice => libc::S_IFBLK,
-        NodeKind::Socket => libc::S_IFSOCK,
-        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a special file")),
-    };
-    // SAFETY: valid C string.
-    check(unsafe { libc::mknod(p.as_ptr(), file_type | (mode & 0o777) as libc::mode_t, rdev as libc::dev_t) })
+// ---- restoring: on an open handle, or relative to a directory handle ----
+
+fn cname(name: &[u8]) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+}
+
+/// Sets the owner of the open file or directory `f` (only meaningful as root).
+pub fn set_owner_fd(f: &File, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) })
+}
+
+/// Sets the permission bits of the open file or directory `f`.
+pub fn set_mode_fd(f: &File, mode: u32) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    check(unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o7777) as libc::mode_t) })
+}
+
+/// Sets access and modification times of the open file or directory `f`.
+pub fn set_times_fd(f: &File, atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
+    let times = [timespec(atime_ns), timespec(mtime_ns)];
+    // SAFETY: a valid descriptor and a two-element timespec array.
+    check(unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) })
+}
+
+/// Writes extended attributes on the open file or directory `f`.
+pub fn write_xattrs_fd(f: &File, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    for (name, value) in xattrs {
+        let cname = CString::new(name.clone())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name contains NUL"))?;
+        // SAFETY: a valid descriptor; pointers and lengths are valid.
+        check(unsafe { libc::fsetxattr(f.as_raw_fd(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) })?;
+    }
+    Ok(())
+}
+
+/// Sets the owner of the entry `name` of `dir`, not following a symlink.
+pub fn set_owner_at(dir: &File, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    let n = cname(name)?;
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// Sets the permission bits of the entry `name` of `dir`, which is not a
+/// symlink: never through one (where the C library cannot refuse to follow,
+/// it is asked plainly).
+pub fn set_mode_at(dir: &File, name: &[u8], mode: u32) -> io::Result<()> {
+    let n = cname(name)?;
+    let mode = (mode & 0o7777) as libc::mode_t;
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    let rc = unsafe { libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+            // SAFETY: as above.
+            check(unsafe { libc::fchmodat(dir.as_raw_fd(), n.as_ptr(), mode, 0) })
+        }
+        _ => Err(e),
+    }
+}
+
+/// Sets access and modification times of the entry `name` of `dir`, on
+/// the link itself for a symlink.
+pub fn set_times_at(dir: &File, name: &[u8], atime_ns: i64, mtime_ns: i64) -> io::Result<()> {
+    let n = cname(name)?;
+    let times = [timespec(atime_ns), timespec(mtime_ns)];
+    // SAFETY: a valid descriptor, a NUL-terminated name and a two-element array.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), n.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+/// The `S_IF*` file type bits of a special file's kind.
+pub fn special_file_type(kind: NodeKind) -> io::Result<libc::mode_t> {
+    match kind {
+        NodeKind::Fifo => Ok(libc::S_IFIFO),
+        NodeKind::CharDevice => Ok(libc::S_IFCHR),
+        NodeKind::BlockDevice => Ok(libc::S_IFBLK),
+        NodeKind::Socket => Ok(libc::S_IFSOCK),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a special file")),
+    }
 }
 
 pub fn is_root() -> bool {

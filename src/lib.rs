@@ -14,6 +14,7 @@ pub mod mount;
 pub mod repo;
 pub mod restorer;
 
+pub mod dirfd;
 pub mod fsmeta;
 pub mod ops;
 pub mod time;

@@ -2,7 +2,6 @@
 //! order packs → index → snapshot, so that a run interrupted at any point
 //! leaves a repository that checks clean and whose packs the next run reuses.
 
-pub mod dirfd;
 pub mod exclude;
 pub mod pipeline;
 pub mod walker;

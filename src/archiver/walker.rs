@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::runtime::Handle;
 
-use super::dirfd;
 use super::exclude::{Enter, Exclusions, IgnoreStack};
 use super::pipeline::Pipeline;
 use super::{DirCounts, FileAction, Progress, ReadHook};
+use crate::dirfd;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{encode_part_list, Node, NodeKind, Tree};
 use crate::format::{BlobType, Id, MAX_BLOB_LEN};

@@ -2,17 +2,22 @@
 //! (never through a symlink), writing blobs at their offsets with holes for
 //! zero blocks, counting the blob placements still missing, finishing a file
 //! once its last one is written (length, metadata, optional verification),
-//! and remembering why a file failed. Files are reopened for every range
-//! that writes to them, so a restore of many files holds few descriptors;
-//! a reopened file must be the very inode this restore created.
+//! and remembering why a file failed. Every file is reached relative to
+//! its directory's open handle (held by the file while it is in flight), by
+//! its name, never through a symlink, whatever the length of its path.
+//! Files are reopened for every range that writes to them, so a restore of
+//! many files holds few descriptors; a reopened file must be the very inode
+//! this restore created.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{apply_metadata, clear_path};
+use super::apply_metadata_fd;
+use super::dirs::{clear_at, Dir};
+use crate::dirfd;
 use crate::format::tree::Node;
 use crate::repo::index::MasterIndex;
 use crate::repo::Repository;
@@ -21,7 +26,8 @@ use crate::repo::Repository;
 pub(super) struct FileTarget {
     /// Path relative to the restore target, for messages.
     pub rel: PathBuf,
-    pub path: PathBuf,
+    /// The directory it goes in; its name there is `node.name`.
+    pub dir: Arc<Dir>,
     pub node: Node,
 }
 
@@ -78,7 +84,7 @@ impl FileTable {
     /// way; a file that cannot be created is failed.
     pub fn create_all(&self) {
         for (i, target) in self.files.iter().enumerate() {
-            match create(&target.path) {
+            match create(target) {
                 Ok(identity) => self.state(i).identity = Some(identity),
                 Err(message) => self.fail_keeping(i, message),
             }
@@ -119,7 +125,8 @@ impl FileTable {
     /// not the inode this restore created there.
     pub fn open_for_writing(&self, file: usize) -> io::Result<File> {
         let identity = self.state(file).identity;
-        let opened = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&self.files[file].path)?;
+        let target = &self.files[file];
+        let opened = dirfd::open_write_at(target.dir.file(), &target.node.name)?;
         let meta = opened.metadata()?;
         if identity != Some((meta.dev(), meta.ino())) {
             return Err(io::Error::other("the file was replaced while it was being restored"));
@@ -160,17 +167,22 @@ impl FileTable {
     fn finish(&self, file: usize, repo: &Repository, index: &MasterIndex) -> bool {
         let target = &self.files[file];
         let size = self.state(file).size;
-        let sized = self.open_for_writing(file).and_then(|f| f.set_len(size));
-        if let Err(e) = sized {
-            self.fail(file, format!("cannot set length: {e}"));
-            return false;
-        }
-        if let Err(e) = apply_metadata(&target.path, &target.node, self.owners) {
+        let opened = self.open_for_writing(file);
+        let sized = opened.and_then(|f| f.set_len(size).map(|()| f));
+        let f = match sized {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(file, format!("cannot set length: {e}"));
+                return false;
+            }
+        };
+        if let Err(e) = apply_metadata_fd(&f, &target.node, self.owners, &target.rel.display()) {
             self.fail_keeping(file, format!("cannot set metadata: {e}"));
             return false;
         }
+        drop(f);
         if self.verify {
-            if let Err(e) = verify_file(repo, index, &target.path, &target.node) {
+            if let Err(e) = verify_file(repo, index, target) {
                 self.fail(file, format!("verification failed: {e}"));
                 return false;
             }
@@ -222,26 +234,22 @@ impl FileTable {
     }
 }
 
-/// Creates an empty file at `path` and returns its (device, inode).
-fn create(path: &Path) -> Result<(u64, u64), String> {
-    clear_path(path).map_err(|e| format!("cannot replace existing entry: {e}"))?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("cannot create: {e}"))?;
+/// Creates an empty file (mode 0600) for `target` and returns its (device, inode).
+fn create(target: &FileTarget) -> Result<(u64, u64), String> {
+    let (dir, name) = (target.dir.file(), target.node.name.as_slice());
+    clear_at(dir, name).map_err(|e| format!("cannot replace existing entry: {e}"))?;
+    let file = dirfd::create_file_at(dir, name, 0o600).map_err(|e| format!("cannot create: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot create: {e}"))?;
     Ok((meta.dev(), meta.ino()))
 }
 
 /// Removes a file this restore created, unless something else took its place.
 fn remove_created(target: &FileTarget, identity: Option<(u64, u64)>) {
-    let ours = fs::symlink_metadata(&target.path).is_ok_and(|m| m.is_file() && Some((m.dev(), m.ino())) == identity);
+    let (dir, name) = (target.dir.file(), target.node.name.as_slice());
+    let ours = dirfd::metadata_at(dir, name).is_ok_and(|m| m.is_file() && Some((m.dev(), m.ino())) == identity);
     if ours {
-        if let Err(e) = fs::remove_file(&target.path) {
-            tracing::warn!(path = %target.path.display(), error = %e, "cannot remove a file that was not restored");
+        if let Err(e) = dirfd::unlink_at(dir, name, false) {
+            tracing::warn!(path = %target.rel.display(), error = %e, "cannot remove a file that was not restored");
         }
     }
 }
@@ -275,8 +283,9 @@ pub(super) fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<
 }
 
 /// Re-reads a restored file and checks every chunk against its id.
-fn verify_file(repo: &Repository, index: &MasterIndex, path: &Path, node: &Node) -> Result<(), String> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| e.to_string())?;
+fn verify_file(repo: &Repository, index: &MasterIndex, target: &FileTarget) -> Result<(), String> {
+    let node = &target.node;
+    let file = dirfd::open_file_at(target.dir.file(), &node.name).map_err(|e| e.to_string())?;
     let mut offset = 0u64;
     for id in &node.content {
         let loc = index.lookup(id).ok_or("blob missing from the index")?;
@@ -297,6 +306,8 @@ fn verify_file(repo: &Repository, index: &MasterIndex, path: &Path, node: &Node)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::fs;
 
     #[test]
     fn sparse_writes_reproduce_the_data_and_leave_holes() {
@@ -321,7 +332,7 @@ mod tests {
         let path = dir.path().join("f");
         let target = FileTarget {
             rel: PathBuf::from("f"),
-            path: path.clone(),
+            dir: Arc::new(Dir::open_target(dir.path()).unwrap()),
             node: Node::new(b"f".to_vec(), crate::format::tree::NodeKind::File),
         };
         let table = FileTable::new(vec![target], false, false);

@@ -8,7 +8,9 @@
 //! links and directory metadata wait for the batches they depend on. Memory
 //! follows the depth of the snapshot and the size of the window, not its
 //! number of entries. Any entry whose name could escape the target is
-//! refused, and nothing is written through a symlink. A file whose data is
+//! refused, and nothing is written through a symlink: every entry is
+//! reached relative to its directory's open handle (`dirs`), never by its
+//! path, so a tree deeper than `PATH_MAX` allows to name restores whole. A file whose data is
 //! damaged is not left behind half-written: it is removed and named.
 //! Storage that refuses our credentials stops the restore. What the target
 //! already holds is kept or replaced by the overwrite mode; with `delete`,
@@ -17,6 +19,7 @@
 //! the same way, writing nothing.
 
 mod content;
+mod dirs;
 mod files;
 mod ranges;
 pub mod trees;
@@ -217,44 +220,38 @@ fn pop_name(dir: &mut PathBuf, added: usize) {
     *dir = PathBuf::from(std::ffi::OsString::from_vec(bytes));
 }
 
-/// Makes `path` a real directory: a symlink or file in the way is removed.
-fn ensure_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => {
-            fs::remove_file(path)?;
-            fs::create_dir(path)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(path),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes a non-directory in the way of a new entry at `path`.
-fn clear_path(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::new(io::ErrorKind::AlreadyExists, "a directory is in the way")),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn apply_metadata(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
+/// Applies `node`'s metadata to the open file or directory `f`.
+fn apply_metadata_fd(f: &fs::File, node: &Node, owners: bool, shown: &dyn std::fmt::Display) -> io::Result<()> {
     if owners {
-        fsmeta::set_owner(path, node.uid, node.gid)?;
+        fsmeta::set_owner_fd(f, node.uid, node.gid)?;
     }
-    if node.kind != NodeKind::Symlink {
-        fsmeta::set_mode(path, node.mode)?;
-    }
+    fsmeta::set_mode_fd(f, node.mode)?;
     if !node.xattrs.is_empty() {
-        if let Err(e) = fsmeta::write_xattrs(path, &node.xattrs) {
-            tracing::warn!(path = %path.display(), error = %e, "extended attributes not restored");
+        if let Err(e) = fsmeta::write_xattrs_fd(f, &node.xattrs) {
+            tracing::warn!(path = %shown, error = %e, "extended attributes not restored");
         }
     }
     // Access times are not recorded (reading would change every tree);
     // a restored entry's access time is its modification time.
-    fsmeta::set_times(path, node.mtime_ns, node.mtime_ns)
+    fsmeta::set_times_fd(f, node.mtime_ns, node.mtime_ns)
+}
+
+/// Applies `node`'s metadata to the entry `node.name` of `dir`, never
+/// through a symlink (a symlink gets its own owner, xattrs and times).
+fn apply_metadata_at(dir: &fs::File, node: &Node, owners: bool, shown: &dyn std::fmt::Display) -> io::Result<()> {
+    let name = node.name.as_slice();
+    if owners {
+        fsmeta::set_owner_at(dir, name, node.uid, node.gid)?;
+    }
+    if node.kind != NodeKind::Symlink {
+        fsmeta::set_mode_at(dir, name, node.mode)?;
+    }
+    if !node.xattrs.is_empty() {
+        if let Err(e) = fsmeta::write_xattrs(&crate::dirfd::proc_path(dir, name), &node.xattrs) {
+            tracing::warn!(path = %shown, error = %e, "extended attributes not restored");
+        }
+    }
+    fsmeta::set_times_at(dir, name, node.mtime_ns, node.mtime_ns)
 }
 
 /// Restores the tree `root` of a snapshot according to `opts`.
@@ -308,6 +305,7 @@ pub async fn restore(
         fs::create_dir_all(target)
             .map_err(|e| RepoError::Invalid(format!("cannot create {}: {e}", target.display())))?;
     }
+
     // One file restored into the target leaves the rest of it alone.
     let delete_in_target = opts.delete && !is_single;
     walk::Walker::new(repo, index, loader, opts, progress, reads_in_flight, base).run(root_tree, delete_in_target).await

@@ -9,20 +9,30 @@
 //! yet complete and the metadata of a directory whose files are still being
 //! written, waits in a bounded queue. A directory that cannot be made is
 //! named with the number of entries below it that were not restored.
+//!
+//! Every entry is reached relative to its directory's open handle (see
+//! `dirs`): the walk keeps a cursor at the directory it is in, and the work
+//! that waits (hard links, directory metadata) a cursor of its own. Each
+//! file in flight holds its directory's handle; a batch is handed over
+//! early once its files lie in as many directories as the limit on open
+//! files leaves room for, so handles stay bounded however deep or wide the
+//! tree.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::content::{restore_contents, Shared};
+use super::dirs::{clear_at, split_last, Dir, DirCursor, OPEN_PER_CURSOR};
 use super::files::{FileTarget, FilesOutcome};
 use super::trees::{trees_ahead, TreeLoader};
 use super::{
-    apply_metadata, clear_path, display, display_limited, ensure_dir, pop_name, push_name, Overwrite, RestoreAction,
+    apply_metadata_at, apply_metadata_fd, display, display_limited, pop_name, push_name, Overwrite, RestoreAction,
     RestoreOptions, RestoreOutcome, RestoreProgress,
 };
 use crate::backend::ErrorClass;
+use crate::dirfd;
 use crate::format::tree::{validate_name, Node, NodeKind, Tree};
 use crate::format::{check_entry_limits, Id};
 use crate::fsmeta;
@@ -39,6 +49,26 @@ const BATCHES_RUNNING: usize = 2;
 /// Most hard links and directory metadata waiting for batches; past it the
 /// walk waits for every batch to finish.
 const MAX_DEFERRED: usize = 4096;
+/// Descriptors left for everything but directory handles: storage, the
+/// cache, files being written or verified.
+const FDS_RESERVED: usize = 256;
+
+/// Most directories the files of one batch may lie in: what the limit on
+/// open files leaves, after the cursors' handles and [`FDS_RESERVED`],
+/// shared by the batches that may be in flight together.
+fn batch_dirs_budget() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid out-parameter.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    let left = soft.saturating_sub(2 * OPEN_PER_CURSOR + FDS_RESERVED);
+    (left / (BATCHES_RUNNING + 1)).clamp(16, BATCH_FILES)
+}
+
+/// The bytes of a path relative to the target.
+fn bytes(rel: &Path) -> &[u8] {
+    rel.as_os_str().as_bytes()
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DirState {
@@ -141,6 +171,15 @@ pub(super) struct Walker<'o> {
     firsts: HashMap<(u64, u64), LinkFirst>,
     /// Bytes of the files handed over, for progress with patterns.
     files_bytes: u64,
+    /// Where the walk is in the target.
+    dirs: DirCursor,
+    /// Where the waiting work (links, directory metadata) last was.
+    aside: DirCursor,
+    /// Directories the open batch's files lie in (counted as they change),
+    /// and the last one.
+    batch_dirs: usize,
+    last_dir: Option<Arc<Dir>>,
+    dirs_budget: usize,
 }
 
 fn content_digest(content: &[Id]) -> blake3::Hash {
@@ -182,12 +221,28 @@ impl<'o> Walker<'o> {
             deferred: VecDeque::new(),
             firsts: HashMap::new(),
             files_bytes: 0,
+            dirs: DirCursor::new(None),
+            aside: DirCursor::new(None),
+            batch_dirs: 0,
+            last_dir: None,
+            dirs_budget: batch_dirs_budget(),
         }
     }
 
     /// Restores the entries of `root` into the target; `delete_in_target`
     /// removes what the target holds and `root` does not.
     pub async fn run(mut self, root: Tree, delete_in_target: bool) -> Result<RestoreOutcome, RepoError> {
+        // Everything below the target is reached relative to its handle.
+        let target = match Dir::open_target(&self.opts.target) {
+            Ok(dir) => Some(Arc::new(dir)),
+            // A dry run into a target that does not exist.
+            Err(_) if self.opts.dry_run => None,
+            Err(e) => {
+                return Err(RepoError::Invalid(format!("cannot open {}: {e}", self.opts.target.display())));
+            }
+        };
+        self.dirs = DirCursor::new(target.clone());
+        self.aside = DirCursor::new(target);
         let names = delete_in_target.then(|| sorted_names(&root.nodes));
         let mut pending = root.nodes;
         pending.reverse();
@@ -348,15 +403,13 @@ impl<'o> Walker<'o> {
     /// first; returns whether the innermost one is made. A directory that
     /// cannot be made fails with everything below it.
     fn make_ancestors(&mut self) -> bool {
-        use std::os::unix::ffi::OsStrExt;
         for i in 0..self.stack.len() {
             match self.stack[i].state {
                 DirState::Made => continue,
                 DirState::Failed => return false,
                 DirState::Lazy => {
-                    let bytes = &self.cur.as_os_str().as_bytes()[..self.stack[i].rel_len];
-                    let rel = Path::new(std::ffi::OsStr::from_bytes(bytes));
-                    let made = if self.opts.dry_run { Ok(()) } else { ensure_dir(&self.opts.target.join(rel)) };
+                    let rel = &bytes(&self.cur)[..self.stack[i].rel_len];
+                    let made = if self.opts.dry_run { Ok(()) } else { self.dirs.make(rel).map(drop) };
                     match made {
                         Ok(()) => {
                             self.stack[i].state = DirState::Made;
@@ -391,7 +444,7 @@ impl<'o> Walker<'o> {
                     if frame.after > self.completed {
                         self.deferred.push_back(Deferred::DirMetadata { rel, node, after: frame.after });
                     } else {
-                        self.dir_metadata(&rel, &node);
+                        self.dir_metadata(&rel, &node, false);
                     }
                 }
             }
@@ -420,12 +473,21 @@ impl<'o> Walker<'o> {
         }
     }
 
-    fn dir_metadata(&mut self, rel: &Path, node: &Node) {
+    /// Applies the metadata of the directory at `rel`, reached by the
+    /// walk's cursor or, for waiting work, the other one.
+    fn dir_metadata(&mut self, rel: &Path, node: &Node, aside: bool) {
         if self.opts.dry_run {
             return;
         }
-        if let Err(e) = apply_metadata(&self.opts.target.join(rel), node, self.owners) {
-            self.note(display(rel), format!("cannot set metadata: {e}"));
+        let cursor = if aside { &mut self.aside } else { &mut self.dirs };
+        let applied = cursor.open(bytes(rel)).and_then(|dir| {
+            // Up first, through its `..` while its mode still lets us:
+            // nothing below it is reached again.
+            let _ = cursor.open(split_last(bytes(rel)).0);
+            apply_metadata_fd(dir.file(), node, self.owners, &rel.display())
+        });
+        if let Err(e) = applied {
+            self.note(display_limited(rel), format!("cannot set metadata: {e}"));
         }
     }
 
@@ -433,6 +495,17 @@ impl<'o> Walker<'o> {
     /// met before, or a file for the open batch.
     async fn file(&mut self, rel: PathBuf, node: Node) {
         let Some(action) = self.decide(&rel, &node) else { return };
+        let dir = if self.opts.dry_run {
+            None
+        } else {
+            match self.dirs.open(split_last(bytes(&rel)).0) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    self.note(display_limited(&rel), format!("cannot create: {e}"));
+                    return;
+                }
+            }
+        };
         if node.links > 1 {
             let key = (node.device, node.inode);
             let digest = content_digest(&node.content);
@@ -445,7 +518,7 @@ impl<'o> Walker<'o> {
                     }
                     if same {
                         match state {
-                            FirstState::Restored => self.link(&rel, &first_rel),
+                            FirstState::Restored => self.link(&rel, &first_rel, false),
                             FirstState::Failed => self.link_target_lost(&rel, &first_rel),
                             FirstState::Pending(after) => {
                                 let frame = self.frame();
@@ -475,30 +548,47 @@ impl<'o> Walker<'o> {
             self.outcome.bytes += node.size;
             return;
         }
+        let Some(dir) = dir else { return };
         let seq = self.open_seq;
         let frame = self.frame();
         frame.after = frame.after.max(seq);
         self.open_placements += node.content.len();
         self.files_bytes += node.size;
-        let path = self.opts.target.join(&rel);
-        self.open.push(FileTarget { rel, path, node });
-        if self.open.len() >= BATCH_FILES || self.open_placements >= BATCH_PLACEMENTS {
+        if !self.last_dir.as_ref().is_some_and(|last| Arc::ptr_eq(last, &dir)) {
+            self.batch_dirs += 1;
+            self.last_dir = Some(dir.clone());
+        }
+        self.open.push(FileTarget { rel, dir, node });
+        if self.open.len() >= BATCH_FILES
+            || self.open_placements >= BATCH_PLACEMENTS
+            || self.batch_dirs >= self.dirs_budget
+        {
             self.dispatch().await;
         }
     }
 
-    fn link(&mut self, rel: &Path, first: &Path) {
+    /// Makes `rel` a hard link of `first`; `waited` when it waited for
+    /// `first` to be written (it is then reached by the other cursor).
+    fn link(&mut self, rel: &Path, first: &Path, waited: bool) {
         if self.opts.dry_run {
             self.outcome.links += 1;
             return;
         }
-        let path = self.opts.target.join(rel);
-        match clear_path(&path).and_then(|_| fs::hard_link(self.opts.target.join(first), &path)) {
+        match self.make_link(bytes(rel), bytes(first), waited) {
             // A hard link is a file of the snapshot, counted as one (as the
             // snapshot's summary counts it).
             Ok(()) => self.outcome.files += 1,
-            Err(e) => self.note(display(rel), format!("cannot create hard link: {e}")),
+            Err(e) => self.note(display_limited(rel), format!("cannot create hard link: {e}")),
         }
+    }
+
+    fn make_link(&mut self, rel: &[u8], first: &[u8], waited: bool) -> std::io::Result<()> {
+        let (first_parent, first_name) = split_last(first);
+        let (parent, name) = split_last(rel);
+        let first_dir = self.aside.open(first_parent)?;
+        let dir = if waited { self.aside.open(parent)? } else { self.dirs.open(parent)? };
+        clear_at(dir.file(), name)?;
+        dirfd::link_at(first_dir.file(), first_name, dir.file(), name)
     }
 
     fn link_target_lost(&mut self, rel: &Path, first: &Path) {
@@ -507,7 +597,6 @@ impl<'o> Walker<'o> {
 
     /// Symlinks and special files, made at once.
     fn special(&mut self, rel: &Path, node: &Node) {
-        use std::os::unix::ffi::OsStrExt;
         match node.kind {
             NodeKind::Socket => {
                 tracing::debug!(path = %rel.display(), "sockets are recorded, not recreated");
@@ -525,15 +614,19 @@ impl<'o> Walker<'o> {
             self.outcome.links += u64::from(node.kind == NodeKind::Symlink);
             return;
         }
-        let path = self.opts.target.join(rel);
-        let made = match node.kind {
-            NodeKind::Symlink => clear_path(&path)
-                .and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.symlink_target), &path)),
-            kind => clear_path(&path).and_then(|_| fsmeta::make_special(&path, kind, node.mode, node.rdev)),
-        };
-        match made.and_then(|_| apply_metadata(&path, node, self.owners)) {
+        let owners = self.owners;
+        let made = self.dirs.open(split_last(bytes(rel)).0).and_then(|dir| {
+            let (dir, name) = (dir.file(), node.name.as_slice());
+            clear_at(dir, name)?;
+            match node.kind {
+                NodeKind::Symlink => dirfd::symlink_at(&node.symlink_target, dir, name)?,
+                kind => dirfd::mknod_at(dir, name, fsmeta::special_file_type(kind)?, node.mode, node.rdev)?,
+            }
+            apply_metadata_at(dir, node, owners, &rel.display())
+        });
+        match made {
             Ok(()) => self.outcome.links += u64::from(node.kind == NodeKind::Symlink),
-            Err(e) => self.note(display(rel), format!("cannot create {}: {e}", node.kind.name())),
+            Err(e) => self.note(display_limited(rel), format!("cannot create {}: {e}", node.kind.name())),
         }
     }
 
@@ -543,16 +636,16 @@ impl<'o> Walker<'o> {
     /// `if-changed` given the snapshot's metadata). With `--delete`, a
     /// directory in the way of an entry to write is removed.
     fn decide(&mut self, rel: &Path, node: &Node) -> Option<RestoreAction> {
-        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::MetadataExt;
-        let path = self.opts.target.join(rel);
-        let Ok(existing) = fs::symlink_metadata(&path) else { return Some(RestoreAction::Restore) };
+        // Nothing there when the directory is not there (a dry run) either.
+        let Ok(dir) = self.dirs.open(split_last(bytes(rel)).0) else { return Some(RestoreAction::Restore) };
+        let name = node.name.as_slice();
+        let Ok(existing) = dirfd::metadata_at(dir.file(), name) else { return Some(RestoreAction::Restore) };
         let existing_mtime_ns = existing.mtime() * 1_000_000_000 + existing.mtime_nsec();
         let unchanged = match node.kind {
             NodeKind::File => existing.is_file() && existing.len() == node.size && existing_mtime_ns == node.mtime_ns,
             NodeKind::Symlink => {
-                existing.is_symlink()
-                    && fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == node.symlink_target.as_slice())
+                existing.is_symlink() && dirfd::read_link_at(dir.file(), name).is_ok_and(|t| t == node.symlink_target)
             }
             _ => false,
         };
@@ -567,7 +660,9 @@ impl<'o> Walker<'o> {
             if self.opts.overwrite == Overwrite::IfChanged {
                 self.progress.action(RestoreAction::Unchanged, &display(rel));
                 if !self.opts.dry_run {
-                    self.apply_kept_metadata(rel, node);
+                    if let Err(e) = apply_metadata_at(dir.file(), node, self.owners, &rel.display()) {
+                        self.note(display_limited(rel), format!("cannot set metadata: {e}"));
+                    }
                 }
             } else {
                 self.progress.action(RestoreAction::Skip, &display(rel));
@@ -578,8 +673,8 @@ impl<'o> Walker<'o> {
             self.progress.action(RestoreAction::Delete, &display(rel));
             self.outcome.deleted += 1;
             if !self.opts.dry_run {
-                if let Err(e) = fs::remove_dir_all(&path) {
-                    self.note(display(rel), format!("cannot remove the directory in the way: {e}"));
+                if let Err(e) = dirfd::remove_all_at(dir.file(), name) {
+                    self.note(display_limited(rel), format!("cannot remove the directory in the way: {e}"));
                     return None;
                 }
             }
@@ -587,64 +682,38 @@ impl<'o> Walker<'o> {
         Some(RestoreAction::Update)
     }
 
-    fn apply_kept_metadata(&mut self, rel: &Path, node: &Node) {
-        if let Err(e) = apply_metadata(&self.opts.target.join(rel), node, self.owners) {
-            self.note(display(rel), format!("cannot set metadata: {e}"));
-        }
-    }
-
     /// With `--delete`, removes the entries of the directory of stack frame
     /// `i` (just made, or found) that its tree does not name. Nothing is
-    /// removed through a symlink: every directory from the target down must
-    /// be a real one.
+    /// removed through a symlink: the directory is reached from the target
+    /// down without following one, and what is removed is removed relative
+    /// to its handle.
     fn delete_extras(&mut self, i: usize) {
-        use std::os::unix::ffi::OsStrExt;
         let Some(names) = self.stack[i].names.take() else { return };
-        let bytes = &self.cur.as_os_str().as_bytes()[..self.stack[i].rel_len];
-        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
-        if !real_directories(&self.opts.target, &rel) {
-            return;
-        }
-        let entries = match fs::read_dir(self.opts.target.join(&rel)) {
-            Ok(entries) => entries,
+        let rel_bytes = bytes(&self.cur)[..self.stack[i].rel_len].to_vec();
+        let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&rel_bytes));
+        let listed = self.dirs.open(&rel_bytes).and_then(|dir| dirfd::list_dir(dir.file()).map(|l| (dir, l)));
+        let (dir, listed) = match listed {
+            Ok(listed) => listed,
+            // Not made in a dry run, or (found in the way) not a directory.
+            Err(_) if self.opts.dry_run => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                self.note(display(&rel), format!("cannot list the directory to delete what the snapshot lacks: {e}"));
+                self.note(
+                    display_limited(&rel),
+                    format!("cannot list the directory to delete what the snapshot lacks: {e}"),
+                );
                 return;
             }
         };
-        let mut extras = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(entry) => {
-                    let name = entry.file_name();
-                    if names.binary_search_by(|n| n.as_slice().cmp(name.as_bytes())).is_err() {
-                        extras.push(name);
-                    }
-                }
-                Err(e) => {
-                    self.note(
-                        display(&rel),
-                        format!("cannot list the directory to delete what the snapshot lacks: {e}"),
-                    );
-                    return;
-                }
-            }
-        }
+        let mut extras: Vec<Vec<u8>> =
+            listed.into_iter().filter(|name| names.binary_search_by(|n| n.as_slice().cmp(name)).is_err()).collect();
         extras.sort();
         for name in extras {
-            let child = rel.join(&name);
+            let child = rel.join(std::ffi::OsStr::from_bytes(&name));
             self.progress.action(RestoreAction::Delete, &display(&child));
             if !self.opts.dry_run {
-                let path = self.opts.target.join(&child);
-                // `remove_dir_all` removes symlinks inside, never what they point to.
-                let removed = match fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
-                    Ok(_) => fs::remove_file(&path),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = removed {
-                    self.note(display(&child), format!("cannot delete: {e}"));
+                if let Err(e) = dirfd::remove_all_at(dir.file(), &name) {
+                    self.note(display_limited(&child), format!("cannot delete: {e}"));
                     continue;
                 }
             }
@@ -661,6 +730,8 @@ impl<'o> Walker<'o> {
         let files = std::mem::take(&mut self.open);
         let firsts = std::mem::take(&mut self.open_firsts);
         self.open_placements = 0;
+        self.batch_dirs = 0;
+        self.last_dir = None;
         if self.opts.include.is_some() || self.opts.exclude.is_some() {
             self.progress.total(self.files_bytes);
         }
@@ -739,10 +810,10 @@ impl<'o> Walker<'o> {
                     if failed.contains(&first) {
                         self.link_target_lost(&rel, &first);
                     } else {
-                        self.link(&rel, &first);
+                        self.link(&rel, &first, true);
                     }
                 }
-                Deferred::DirMetadata { rel, node, .. } => self.dir_metadata(&rel, &node),
+                Deferred::DirMetadata { rel, node, .. } => self.dir_metadata(&rel, &node, true),
             }
         }
         self.deferred = waiting;
@@ -754,18 +825,4 @@ fn sorted_names(nodes: &[Node]) -> Vec<Vec<u8>> {
     let mut names: Vec<Vec<u8>> = nodes.iter().map(|n| n.name.clone()).collect();
     names.sort_unstable();
     names
-}
-
-/// Whether every component of `rel` below `target` is a directory, not a
-/// symlink (the target itself is the user's choice and may be one).
-fn real_directories(target: &Path, rel: &Path) -> bool {
-    let mut path = target.to_path_buf();
-    for component in rel.components() {
-        path.push(component);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            _ => return false,
-        }
-    }
-    true
 }

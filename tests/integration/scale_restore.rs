@@ -53,14 +53,31 @@ fn restore_measured(env: &Env, target: &Path, extra: &[&str]) -> Measured {
     run_measured(env, &args)
 }
 
-/// The depth (components below `target`) of the first directory of a chain
-/// of `name` directories that cannot be made below `target`: where its path
-/// reaches the system's `PATH_MAX`.
-fn first_uncreatable_level(target: &Path, name: &str) -> usize {
-    let path_max = 4096;
-    let base = target.as_os_str().len();
-    // Level k's path is `target` + k × "/name"; it fits while shorter than PATH_MAX.
-    (1..).find(|k| base + k * (name.len() + 1) >= path_max).unwrap()
+/// The directories of the chain of `name` directories below `target`, each
+/// opened in its parent's handle (their paths outgrow `PATH_MAX`), from the
+/// top down, with the content of each one's `f` where there is one.
+fn chain_below(target: &Path, name: &str) -> Vec<(fs::Metadata, Option<Vec<u8>>)> {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let open_at = |dir: &fs::File, name: &str, flags: libc::c_int| -> Option<fs::File> {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+        // SAFETY: a descriptor just opened, owned by nobody else.
+        (fd >= 0).then(|| unsafe { fs::File::from_raw_fd(fd) })
+    };
+    let mut out = Vec::new();
+    let mut dir = fs::File::open(target).unwrap();
+    while let Some(next) = open_at(&dir, name, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let content = open_at(&next, "f", libc::O_RDONLY).map(|mut f| {
+            let mut content = Vec::new();
+            f.read_to_end(&mut content).unwrap();
+            content
+        });
+        out.push((next.metadata().unwrap(), content));
+        dir = next;
+    }
+    out
 }
 
 /// A chain of `levels` directories named `name`, each also holding a file
@@ -83,7 +100,7 @@ async fn chain(env: &Env, levels: usize, name: &[u8], files: bool) {
 }
 
 #[test]
-fn a_twenty_thousand_level_chain_restores_in_bounded_memory_and_counts_what_it_skipped() {
+fn a_twenty_thousand_level_chain_restores_down_to_the_depth_limit_in_bounded_memory() {
     let env = Env::new();
     let levels = std::env::var("TSTOR_SCALE_CHAIN").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     // Names of 15 bytes: at the depth limit, paths are as long as allowed,
@@ -99,59 +116,71 @@ fn a_twenty_thousand_level_chain_restores_in_bounded_memory_and_counts_what_it_s
         "restoring a {levels}-level chain took {} MiB",
         done.peak_rss_kib >> 10
     );
-    // Directories are made down to the system's path limit; the first one
-    // that cannot be is named with the number of entries below it (one
-    // directory per level, down to the depth limit of format.md §22).
-    let failed = first_uncreatable_level(&target, name);
-    let below = tstor::format::MAX_TREE_DEPTH - failed;
+    // Directories are made relative to their parents' handles, far past
+    // the system's path limit, down to the depth limit of format.md §22;
+    // the entry below the last is refused (with what is below it).
     let err = &done.stderr;
-    assert!(err.contains("cannot create directory") && err.contains("too long"), "{err}");
-    assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below} skipped:\n{err}");
     assert!(err.contains("refused: more than 4096 directory levels deep"), "{err}");
-    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 2)), "{err}");
-    assert!(target.join(format!("{name}/").repeat(failed - 1)).is_dir());
+    assert!(err.contains("tstor: 1 entry was not restored"), "{err}");
+    assert!(!err.contains("cannot create"), "{err}");
+    let made = chain_below(&target, name);
+    assert_eq!(made.len(), tstor::format::MAX_TREE_DEPTH);
+    use std::os::unix::fs::MetadataExt;
+    assert!(made.iter().all(|(m, _)| m.mtime() == 1_600_000_000), "directory times are applied at every level");
 }
 
 #[test]
-fn a_three_thousand_level_tree_round_trips_as_deep_as_paths_allow() {
+fn a_three_thousand_level_tree_round_trips_whole() {
     let env = Env::new();
     let levels = 3000;
     block_on(chain(&env, levels, b"d", true));
     let target = env.path("out");
     let done = restore_measured(&env, &target, &[]);
-    let failed = first_uncreatable_level(&target, "d");
-    if failed > levels {
-        assert_eq!(done.code, Some(0), "{}", done.stderr);
-    } else {
-        assert_eq!(done.code, Some(1), "{}", done.stderr);
-        // Below the directory that cannot be made: a `d` and an `f` on each
-        // level down to the last, which holds the bottom file. Its sibling
-        // `f`, whose path is as long, cannot be made either.
-        let below = 2 * (levels - failed) + 1;
-        let err = &done.stderr;
-        assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below}:\n{err}");
-        assert!(err.contains(&format!("tstor: {} entries were not restored", below + 2)), "{err}");
-    }
-    // Every level that fits is there, byte for byte, with its metadata.
-    let mut level_dir = target.clone();
-    for level in 1..failed.min(levels + 1) {
-        level_dir.push("d");
-        let expected: &[u8] = if level == levels { b"bottom" } else { &[] };
-        let f = level_dir.join("f");
-        if f.as_os_str().len() >= 4096 {
-            break;
-        }
-        let got = fs::read(&f).unwrap_or_else(|e| panic!("level {level}: {e}"));
-        if level == levels {
-            assert_eq!(got, expected);
-        } else {
-            assert_eq!(got, format!("level {level}").as_bytes(), "level {level}");
-        }
-        let meta = fs::metadata(&level_dir).unwrap();
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.peak_rss_kib < PEAK_RSS_LIMIT_KIB, "restoring took {} MiB", done.peak_rss_kib >> 10);
+    // Every level is there, far below `PATH_MAX`, byte for byte, with its metadata.
+    let made = chain_below(&target, "d");
+    assert_eq!(made.len(), levels);
+    for (i, (meta, content)) in made.iter().enumerate() {
+        let level = i + 1;
+        let expected = if level == levels { b"bottom".to_vec() } else { format!("level {level}").into_bytes() };
+        assert_eq!(content.as_deref(), Some(&expected[..]), "level {level}");
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
         assert_eq!(meta.mtime(), 1_600_000_000, "level {level}: directory times are applied");
     }
+}
+
+/// A directory whose name the file system refuses (longer than `NAME_MAX`)
+/// is named, with the number of entries below it, each counted as not
+/// restored; its siblings are restored.
+#[test]
+fn a_directory_the_file_system_refuses_counts_everything_below_it() {
+    let env = Env::new();
+    let long = "n".repeat(300);
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let blob = c.data(b"kept").await;
+        // 10 levels below the refused directory, a directory and a file on each.
+        let mut nodes = vec![file(b"f", vec![blob], 4)];
+        for _ in 0..10 {
+            let sub = c.tree(nodes).await;
+            nodes = vec![dir(b"d", sub), file(b"f", vec![blob], 4)];
+        }
+        let sub = c.tree(nodes).await;
+        let a = c.tree(vec![file(b"f", vec![blob], 4)]).await;
+        let root = c.tree(vec![dir(b"a", a), dir(long.as_bytes(), sub)]).await;
+        c.finish(root).await;
+    });
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    let err = &done.stderr;
+    let below = 2 * 10 + 1;
+    assert!(err.contains("cannot create directory") && err.contains("too long"), "{err}");
+    assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below}:\n{err}");
+    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 1)), "{err}");
+    assert_eq!(fs::read(target.join("a/f")).unwrap(), b"kept");
 }
 
 /// Names `d00`…`d99`, or `f00`…
