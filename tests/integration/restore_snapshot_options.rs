@@ -249,7 +249,7 @@ fn dry_run_writes_nothing_and_lists_what_would_change() {
     let json = env.cmd().args(["restore", "latest", "--dry-run", "--json", "--target"]).arg(&fresh).output().unwrap();
     assert!(json.status.success());
     assert!(!fresh.exists());
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let v = summary_line(&json.stdout);
     assert_eq!(v["result"]["files"], 3);
     assert_eq!(v["dry_run"], true);
 }
@@ -302,7 +302,7 @@ fn stdin_is_stored_as_one_file_under_its_name() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = summary_line(&out.stdout);
     assert_eq!(summary["files_new"], 1);
     assert_eq!(env.snapshots_json()[0]["paths"], serde_json::json!(["/dump.sql"]));
     let target = env.path("out");
@@ -571,6 +571,6 @@ fn a_missing_path_keeps_its_place_among_the_snapshots_paths() {
     // The same command again finds it as its parent.
     let again = env.cmd().args(["snapshot", "--json"]).arg(&here).arg(&gone).output().unwrap();
     assert_eq!(again.status.code(), Some(3));
-    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let v = summary_line(&again.stdout);
     assert_eq!(v["parent"], env.snapshots_json()[0]["id"]);
 }
