@@ -226,7 +226,7 @@ struct SnapshotArgs {
     dry_run: bool,
     /// The snapshot's time instead of now: RFC 3339 (`2026-01-02T03:04:05Z`,
     /// `...+02:00`) or `YYYY-MM-DD[ HH:MM[:SS]]` in local time (UTC with --utc)
-    #[arg(long, value_name = "TIME", value_parser = |s: &str| times::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string()))]
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| times::check(s))]
     time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
