@@ -112,14 +112,15 @@ fn an_unreachable_telegram_is_said_at_once_and_given_up_on_with_its_own_exit_cod
 async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     use std::sync::Arc;
     use tstor::archiver::{NoProgress, SnapshotOptions};
-    use tstor::backend::memory::MemoryBackend;
+    use tstor::backend::local::LocalBackend;
     use tstor::crypto::kdf::KdfParams;
     use tstor::repo::{InitOptions, Repository};
 
+    let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("f"), b"x").unwrap();
     let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
-    let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", opts).await.unwrap();
+    let repo = Repository::init(Arc::new(LocalBackend::new(env.repo())), PASSWORD.as_bytes(), opts).await.unwrap();
     // Among 17 snapshots two share their first hex digit.
     let mut ids: Vec<String> = Vec::new();
     let shared = loop {
@@ -134,6 +135,13 @@ async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     let e = repo.find_snapshot(&shared.0[..1]).await.unwrap_err().to_string();
     assert!(e.contains("matches 2 snapshots") && e.contains("give more of the id"), "{e}");
     assert!(e.contains(&shared.0[..8]) && e.contains(&shared.1[..8]), "candidates listed: {e}");
+    // The same on the command line, for any command taking a snapshot.
+    for args in [["ls", &shared.0[..1]], ["dump", &shared.1[..1]]] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&shared.0[..8]) && err.contains(&shared.1[..8]), "{args:?} lists the candidates: {err}");
+    }
 }
 
 /// Stores a live exclusive lock as a process on another host would.
