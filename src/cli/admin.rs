@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::output::{count, escape, escape_path};
+use super::views::{CacheView, VersionView};
 use super::{default_cache_dir, human, open_repo, Global};
 use crate::format::ObjectKind;
 use crate::repo::select::SnapshotFilter;
@@ -59,7 +60,7 @@ pub(super) fn cmd_version(g: &Global) -> Result<u8> {
     let version = env!("CARGO_PKG_VERSION");
     let format = crate::format::REPO_FORMAT_VERSION;
     if g.json {
-        outln!("{}", serde_json::json!({ "version": version, "repository_format": format }));
+        outln!("{}", serde_json::to_string(&VersionView { version, repository_format: format })?);
     } else {
         outln!("tstor {version} (repository format {format}, {} {})", std::env::consts::OS, std::env::consts::ARCH);
     }
@@ -141,7 +142,12 @@ pub(super) fn cmd_cache(g: &Global, a: CacheArgs) -> Result<u8> {
     if g.json {
         let list: Vec<_> = caches
             .iter()
-            .map(|e| serde_json::json!({ "repository_id": e.repo_id, "path": e.path.display().to_string(), "bytes": e.bytes, "days_unused": days(e) }))
+            .map(|e| CacheView {
+                repository_id: &e.repo_id,
+                path: e.path.display().to_string(),
+                bytes: e.bytes,
+                days_unused: days(e),
+            })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);

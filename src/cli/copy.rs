@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
 
 use crate::ops;
 use crate::repo::{InitOptions, Repository};
 
 use super::output::{count, escape};
+use super::views::InitView;
 use super::{given_password, human, open_backend_at, open_repo_on, password, Global};
 
 /// Where the source repository is and how to open it.
@@ -100,7 +100,12 @@ pub(super) async fn cmd_init(g: &Global, a: InitArgs) -> Result<u8> {
     if g.json {
         outln!(
             "{}",
-            json!({ "repository": location, "id": repo.repo_id().to_hex(), "same_keys_as_source": a.same_keys })
+            serde_json::to_string(&InitView {
+                message_type: "initialized",
+                id: repo.repo_id().to_hex(),
+                repository: location,
+                same_keys_as_source: a.same_keys,
+            })?
         );
     } else {
         let shown = escape(&location);

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use serde_json::{json, Value};
 
 use crate::archiver::absolute_path;
 use crate::format::snapshot::Snapshot;
@@ -19,7 +18,8 @@ use crate::ops::prune::{MaxUnused, PruneOptions, PruneReport};
 use crate::repo::lock;
 
 use super::output::{count, escape, escape_bytes};
-use super::{human, lossy, open_repo, snapshot_json, Global};
+use super::views::{ForgetView, RemovedLockView, UnlockView};
+use super::{human, open_repo, Global};
 
 #[derive(Args)]
 pub(super) struct PruneFlags {
@@ -180,7 +180,8 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     }
     let (report, pruned) = ops::forget(&repo, &opts, a.prune.then_some(&prune_opts)).await?;
     if g.json {
-        outln!("{}", serde_json::to_string_pretty(&forget_json(&opts, &report, pruned.as_ref()))?);
+        let policy = opts.ids.is_empty().then(|| opts.policy.to_string());
+        outln!("{}", serde_json::to_string_pretty(&ForgetView::of(policy, &report, pruned.as_ref()))?);
     } else {
         print_forget(&opts, &report)?;
         if let Some(p) = &pruned {
@@ -191,44 +192,6 @@ pub(super) async fn cmd_forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         errln!("warning: snapshot {} cannot be read and was left alone: {}", id.short(), escape(&e.to_string()));
     }
     Ok(0)
-}
-
-fn group_json(key: &GroupKey) -> Value {
-    json!({
-        "host": key.hostname,
-        "paths": key.paths.as_ref().map(|p| p.iter().map(|p| lossy(p)).collect::<Vec<_>>()),
-        "tags": key.tags,
-    })
-}
-
-fn forget_json(opts: &ForgetOptions, r: &ForgetReport, pruned: Option<&PruneReport>) -> Value {
-    let groups: Vec<Value> = r
-        .plan
-        .groups
-        .iter()
-        .map(|grp| {
-            let keep: Vec<Value> = grp
-                .keep
-                .iter()
-                .map(|(id, s, reasons)| {
-                    let mut v = snapshot_json(id, s);
-                    v["reasons"] = json!(reasons);
-                    v
-                })
-                .collect();
-            let remove: Vec<Value> = grp.remove.iter().map(|(id, s)| snapshot_json(id, s)).collect();
-            json!({ "group": group_json(&grp.key), "keep": keep, "remove": remove })
-        })
-        .collect();
-    json!({
-        "dry_run": r.dry_run,
-        "policy": if opts.ids.is_empty() { Some(opts.policy.to_string()) } else { None },
-        "groups": groups,
-        "would_remove": r.plan.to_remove().iter().map(Id::to_hex).collect::<Vec<_>>(),
-        "removed": r.removed.iter().map(Id::to_hex).collect::<Vec<_>>(),
-        "unreadable": r.unreadable.iter().map(|(id, e)| json!({ "id": id.to_hex(), "error": e })).collect::<Vec<_>>(),
-        "prune": pruned,
-    })
 }
 
 fn describe_group(key: &GroupKey) -> String {
@@ -379,11 +342,11 @@ pub(super) async fn cmd_unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let removed = lock::remove_locks(&repo, a.remove_all).await?;
     if g.json {
-        let list: Vec<Value> = removed
+        let removed = removed
             .iter()
-            .map(|(id, l)| json!({ "id": id.to_hex(), "lock": l.as_ref().map(lock::describe_lock) }))
+            .map(|(id, l)| RemovedLockView { id: id.to_hex(), lock: l.as_ref().map(lock::describe_lock) })
             .collect();
-        outln!("{}", json!({ "removed": list }));
+        outln!("{}", serde_json::to_string(&UnlockView { removed })?);
     } else {
         for (id, l) in &removed {
             let what = l.as_ref().map_or_else(|| "an unreadable lock".to_string(), lock::describe_lock);

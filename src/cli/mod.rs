@@ -32,7 +32,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde_json::json;
 
 use crate::archiver::{Exclusions, ParentChoice, SnapshotOptions};
 use crate::backend::local::LocalBackend;
@@ -227,7 +226,7 @@ struct SnapshotArgs {
     dry_run: bool,
     /// The snapshot's time instead of now: RFC 3339 (`2026-01-02T03:04:05Z`,
     /// `...+02:00`) or `YYYY-MM-DD[ HH:MM[:SS]]` in local time (UTC with --utc)
-    #[arg(long, value_name = "TIME", value_parser = |s: &str| times::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string()))]
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| times::check(s))]
     time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
@@ -891,10 +890,6 @@ fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
-    serde_json::to_value(views::SnapshotView::of(id, s)).unwrap_or(serde_json::Value::Null)
-}
-
 async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
     let repo = open_repo(g).await?;
     let (snaps, bad) = repo.snapshots().await?;
@@ -904,16 +899,14 @@ async fn cmd_snapshots(g: &Global, a: SnapshotsArgs) -> Result<u8> {
     let groups = group_snapshots(snaps, &a.group_by, a.latest);
     if g.json && a.group_by.is_empty() {
         let list: Vec<_> =
-            groups.iter().flat_map(|(_, snaps)| snaps.iter().map(|(id, s)| snapshot_json(id, s))).collect();
+            groups.iter().flat_map(|(_, snaps)| snaps.iter().map(|(id, s)| views::SnapshotView::of(id, s))).collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if g.json {
         let list: Vec<_> = groups
             .iter()
-            .map(|(key, snaps)| {
-                json!({
-                    "group_key": key,
-                    "snapshots": snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>(),
-                })
+            .map(|(key, snaps)| views::SnapshotGroupView {
+                group_key: key,
+                snapshots: snaps.iter().map(|(id, s)| views::SnapshotView::of(id, s)).collect(),
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&list)?);
@@ -942,24 +935,18 @@ fn group_snapshots(
     snaps: Vec<(Id, Snapshot)>,
     by: &[GroupBy],
     latest: Option<usize>,
-) -> Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> {
-    let mut groups: Vec<(serde_json::Value, Vec<(Id, Snapshot)>)> = Vec::new();
+) -> Vec<(views::GroupKeyView, Vec<(Id, Snapshot)>)> {
+    let mut groups: Vec<(views::GroupKeyView, Vec<(Id, Snapshot)>)> = Vec::new();
     for (id, s) in snaps {
-        let mut key = serde_json::Map::new();
-        if by.contains(&GroupBy::Host) {
-            key.insert("hostname".into(), json!(s.hostname));
-        }
-        if by.contains(&GroupBy::Paths) {
-            let mut paths: Vec<String> = s.paths.iter().map(|p| lossy(p)).collect();
-            paths.sort();
-            key.insert("paths".into(), json!(paths));
-        }
-        if by.contains(&GroupBy::Tags) {
-            let mut tags = s.tags.clone();
-            tags.sort();
-            key.insert("tags".into(), json!(tags));
-        }
-        let key = serde_json::Value::Object(key);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let key = views::GroupKeyView {
+            hostname: by.contains(&GroupBy::Host).then(|| s.hostname.clone()),
+            paths: by.contains(&GroupBy::Paths).then(|| sorted(s.paths.iter().map(|p| lossy(p)).collect())),
+            tags: by.contains(&GroupBy::Tags).then(|| sorted(s.tags.clone())),
+        };
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) => list.push((id, s)),
             None => groups.push((key, vec![(id, s)])),
@@ -975,28 +962,23 @@ fn group_snapshots(
 }
 
 /// A group's header line: `snapshots for host box1, paths /home, tags daily`.
-fn describe_group(key: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => escape(s),
-        serde_json::Value::Array(a) => {
-            let items: Vec<String> = a.iter().filter_map(|x| x.as_str()).map(escape).collect();
-            if items.is_empty() {
-                "(none)".into()
-            } else {
-                items.join(", ")
-            }
+fn describe_group(key: &views::GroupKeyView) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "(none)".to_string()
+        } else {
+            items.iter().map(|i| escape(i)).collect::<Vec<_>>().join(", ")
         }
-        other => other.to_string(),
     };
     let mut parts = Vec::new();
-    if let Some(h) = key.get("hostname") {
-        parts.push(format!("host {}", text(h)));
+    if let Some(h) = &key.hostname {
+        parts.push(format!("host {}", escape(h)));
     }
-    if let Some(p) = key.get("paths") {
-        parts.push(format!("paths {}", text(p)));
+    if let Some(p) = &key.paths {
+        parts.push(format!("paths {}", list(p)));
     }
-    if let Some(t) = key.get("tags") {
-        parts.push(format!("tags {}", text(t)));
+    if let Some(t) = &key.tags {
+        parts.push(format!("tags {}", list(t)));
     }
     format!("snapshots for {}:", parts.join("; "))
 }

@@ -13,6 +13,7 @@ use clap::Args;
 use grammers_client::{Client, SenderPool, SignInError};
 
 use super::output::{escape, escape_path};
+use super::views::LoginView;
 use crate::backend::telegram::session::{default_session_path, lock_session, SessionError};
 use crate::backend::telegram::{Options, Target, TelegramBackend, TelegramSession, DEFAULT_PACK_SIZE, MAX_PACK_SIZE};
 use crate::backend::Backend;
@@ -257,7 +258,7 @@ pub async fn cmd_login(g: &Global, a: LoginArgs) -> Result<u8> {
     };
     let who = describe_user(&user);
     if json {
-        outln!("{}", serde_json::json!({ "user": who, "session": path.display().to_string() }));
+        outln!("{}", serde_json::to_string(&LoginView { user: who, session: path.display().to_string() })?);
     } else {
         outln!("logged in as {}; session saved to {} (readable only by you)", escape(&who), escape_path(&path));
     }

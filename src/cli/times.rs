@@ -30,6 +30,13 @@ pub fn json(ns: i64) -> String {
     crate::time::format_rfc3339(ns, zone())
 }
 
+/// `s` if it is a time [`parse`] takes, for a flag's value parser. Checked
+/// in the local zone without choosing it: the parser runs before `--utc`
+/// is seen, and asking for [`zone`] then would fix it to the local one.
+pub fn check(s: &str) -> Result<String, String> {
+    crate::time::parse_time(s, &crate::time::local()).map(|_| s.to_string())
+}
+
 /// A time given on the command line, read in the chosen zone unless it
 /// carries its own offset.
 pub fn parse(s: &str) -> anyhow::Result<i64> {

@@ -1,5 +1,6 @@
-//! JSON views of what the inspection commands print (`ls`, `find`, `diff`,
-//! `cat`, `tag`, `key`, `snapshots`), as `#[derive(Serialize)]` types: the
+//! JSON views of what the commands print (`ls`, `find`, `diff`, `cat`,
+//! `tag`, `key`, `snapshots`, `forget`, `unlock`, `init`, `version`, `cache`,
+//! `telegram login`), as `#[derive(Serialize)]` types: the
 //! stored formats have no serde encoding of their own. Names are shown
 //! lossily (each byte that is not UTF-8 becomes U+FFFD); a name that is not
 //! UTF-8 also carries its exact bytes, escaped, as `<field>_escaped`. Times
@@ -15,6 +16,8 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind};
 use crate::format::Id;
 use crate::ops::diff::{Change, DiffTotals};
+use crate::ops::forget::{ForgetGroup, ForgetReport, GroupKey};
+use crate::ops::prune::PruneReport;
 use crate::repo::keyring::KeyInfo;
 
 use super::output::escape_bytes;
@@ -430,4 +433,154 @@ pub struct KeyRemoved {
 pub struct KeyReplaced {
     pub old_id: String,
     pub new_id: String,
+}
+
+/// What a `snapshots --group-by` group has in common: only the fields
+/// grouped by are present (restic's `group_key`).
+#[derive(Serialize, Clone, PartialEq, Eq, Default)]
+pub struct GroupKeyView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    /// Sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// One group of `snapshots --group-by --json`.
+#[derive(Serialize)]
+pub struct SnapshotGroupView<'a> {
+    pub group_key: &'a GroupKeyView,
+    pub snapshots: Vec<SnapshotView<'a>>,
+}
+
+/// What a `forget` group has in common; null for what it is not grouped by.
+#[derive(Serialize)]
+pub struct ForgetGroupKeyView<'a> {
+    pub host: Option<&'a str>,
+    pub paths: Option<Vec<String>>,
+    pub tags: Option<&'a [String]>,
+}
+
+impl<'a> ForgetGroupKeyView<'a> {
+    pub fn of(key: &'a GroupKey) -> ForgetGroupKeyView<'a> {
+        ForgetGroupKeyView {
+            host: key.hostname.as_deref(),
+            paths: key.paths.as_ref().map(|p| p.iter().map(|p| lossy(p)).collect()),
+            tags: key.tags.as_deref(),
+        }
+    }
+}
+
+/// A snapshot `forget` keeps, with the rules that keep it.
+#[derive(Serialize)]
+pub struct KeptView<'a> {
+    #[serde(flatten)]
+    pub snapshot: SnapshotView<'a>,
+    pub reasons: &'a [String],
+}
+
+#[derive(Serialize)]
+pub struct ForgetGroupView<'a> {
+    pub group: ForgetGroupKeyView<'a>,
+    pub keep: Vec<KeptView<'a>>,
+    pub remove: Vec<SnapshotView<'a>>,
+}
+
+impl<'a> ForgetGroupView<'a> {
+    pub fn of(g: &'a ForgetGroup) -> ForgetGroupView<'a> {
+        ForgetGroupView {
+            group: ForgetGroupKeyView::of(&g.key),
+            keep: g
+                .keep
+                .iter()
+                .map(|(id, s, reasons)| KeptView { snapshot: SnapshotView::of(id, s), reasons })
+                .collect(),
+            remove: g.remove.iter().map(|(id, s)| SnapshotView::of(id, s)).collect(),
+        }
+    }
+}
+
+/// A snapshot object that could not be read.
+#[derive(Serialize)]
+pub struct UnreadableView<'a> {
+    pub id: String,
+    pub error: &'a str,
+}
+
+/// What `forget --json` prints: the plan per group, what was (or would be)
+/// removed, and the prune that followed with `--prune`.
+#[derive(Serialize)]
+pub struct ForgetView<'a> {
+    pub dry_run: bool,
+    /// The policy applied; none when snapshots were named by id.
+    pub policy: Option<String>,
+    pub groups: Vec<ForgetGroupView<'a>>,
+    pub would_remove: Vec<String>,
+    pub removed: Vec<String>,
+    pub unreadable: Vec<UnreadableView<'a>>,
+    pub prune: Option<&'a PruneReport>,
+}
+
+impl<'a> ForgetView<'a> {
+    pub fn of(policy: Option<String>, r: &'a ForgetReport, prune: Option<&'a PruneReport>) -> ForgetView<'a> {
+        ForgetView {
+            dry_run: r.dry_run,
+            policy,
+            groups: r.plan.groups.iter().map(ForgetGroupView::of).collect(),
+            would_remove: r.plan.to_remove().iter().map(Id::to_hex).collect(),
+            removed: r.removed.iter().map(Id::to_hex).collect(),
+            unreadable: r.unreadable.iter().map(|(id, e)| UnreadableView { id: id.to_hex(), error: e }).collect(),
+            prune,
+        }
+    }
+}
+
+/// A lock `unlock` removed; `lock` is none when it could not be read.
+#[derive(Serialize)]
+pub struct RemovedLockView {
+    pub id: String,
+    pub lock: Option<String>,
+}
+
+/// What `unlock --json` prints.
+#[derive(Serialize)]
+pub struct UnlockView {
+    pub removed: Vec<RemovedLockView>,
+}
+
+/// What `init --json` prints: restic's `initialized` message (its
+/// `message_type`, `id` and `repository`), and whether the repository
+/// shares its keys with the one it was made from.
+#[derive(Serialize)]
+pub struct InitView {
+    pub message_type: &'static str,
+    pub id: String,
+    pub repository: String,
+    pub same_keys_as_source: bool,
+}
+
+/// What `version --json` prints.
+#[derive(Serialize)]
+pub struct VersionView {
+    pub version: &'static str,
+    pub repository_format: u8,
+}
+
+/// A cache directory in `cache --json`.
+#[derive(Serialize)]
+pub struct CacheView<'a> {
+    pub repository_id: &'a str,
+    pub path: String,
+    pub bytes: u64,
+    pub days_unused: u64,
+}
+
+/// What `telegram login --json` prints.
+#[derive(Serialize)]
+pub struct LoginView {
+    pub user: String,
+    pub session: String,
 }

@@ -9,6 +9,13 @@
 //! the blobs that cover it alone (`blobs`), each read with one ranged read
 //! of its pack, and kept in a small cache bounded in bytes, so memory does
 //! not follow file size. Nothing here writes to the repository.
+//!
+//! The view follows the repository as restic's does: when one of its own
+//! directories (the root, `snapshots/`, `ids/`, `hosts/…`, `tags/…`) is
+//! listed or looked into, the snapshot list is read again, at most once per
+//! [`REFRESH_INTERVAL`], and with it the index when snapshots came or went.
+//! Those directories keep their inode numbers across a refresh, and the
+//! kernel keeps their entries only for [`LAYOUT_TTL`].
 
 pub mod blobs;
 pub mod layout;
@@ -17,7 +24,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
@@ -32,9 +39,16 @@ use crate::repo::{RepoError, Repository};
 use crate::restorer::trees::TreeLoader;
 use blobs::BlobCache;
 
-/// How long the kernel may keep names and attributes: the view never
-/// changes while mounted.
+/// How long the kernel may keep names and attributes inside a snapshot:
+/// they never change while mounted.
 const TTL: Duration = Duration::from_secs(3600);
+
+/// How long the kernel may keep the entries and attributes of the view's
+/// own directories, which a refresh changes.
+pub const LAYOUT_TTL: Duration = Duration::from_secs(1);
+
+/// The snapshot list is read again at most this often.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Decoded blobs kept for file reads, in bytes (a few of the largest
 /// default chunks).
@@ -86,11 +100,16 @@ struct Inode {
     contents: Contents,
 }
 
+#[derive(Default)]
 struct Table {
     /// Inode `n` is at `inodes[n - 1]`.
     inodes: Vec<Inode>,
     /// Hard links met so far: (snapshot, device, inode) → our inode.
     hard_links: HashMap<(u64, u64, u64), u64>,
+    /// The view's own entries by path (`""` for the root, `snapshots/latest`,
+    /// `hosts/a/2026-…`): their inode and, for a snapshot's directory, the
+    /// snapshot. A refresh gives a path its inode again.
+    layout: HashMap<String, (u64, Option<Id>)>,
 }
 
 impl Table {
@@ -106,6 +125,48 @@ impl Table {
         self.inodes.push(inode);
         self.inodes.len() as u64
     }
+
+    /// The inode of the view's own entry at `path`, `inode` from now on,
+    /// recorded in `placed`. A directory or link placed before at `path`
+    /// keeps its number and takes `inode`'s place; a snapshot's directory
+    /// (`snapshot` given) seen before at `path` stays as it was, with what
+    /// was loaded below it; anything else is a new inode.
+    fn place(
+        &mut self,
+        placed: &mut HashMap<String, (u64, Option<Id>)>,
+        path: String,
+        snapshot: Option<Id>,
+        inode: Inode,
+    ) -> u64 {
+        let ino = match self.layout.get(&path) {
+            Some(&(ino, before)) if before == snapshot => {
+                if snapshot.is_none() {
+                    if let Some(slot) = self.get_mut(ino) {
+                        *slot = inode;
+                    }
+                }
+                ino
+            }
+            _ => {
+                let ino = self.push(inode);
+                if snapshot.is_some() {
+                    set_snapshot_scope(self, ino);
+                }
+                ino
+            }
+        };
+        placed.insert(path, (ino, snapshot));
+        ino
+    }
+}
+
+/// `name` below the view's own entry at `dir`.
+fn sub_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// What the view shows besides trees: who owns its own directories.
@@ -115,15 +176,30 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// Which snapshots the view shows.
+pub type SnapshotChoice = Arc<dyn Fn(&Snapshot) -> bool + Send + Sync>;
+
+/// Reading the snapshot list again.
+struct Refresh {
+    choose: SnapshotChoice,
+    every: Duration,
+    /// When the list was last read, and the snapshots shown: held while
+    /// reading, so that requests meanwhile wait for the new view.
+    state: tokio::sync::Mutex<(Instant, Vec<Id>)>,
+}
+
 struct Shared {
     repo: Repository,
-    index: Arc<MasterIndex>,
+    /// Replaced when a refresh brings new snapshots.
+    index: Mutex<Arc<MasterIndex>>,
     blobs: BlobCache,
     /// Reads a directory's tree with its subtrees' (breadth first, in merged
     /// ranges) into the local cache, so walking down costs no round trip
-    /// per directory.
-    trees: TreeLoader,
+    /// per directory. Replaced with the index.
+    trees: Mutex<TreeLoader>,
     table: Mutex<Table>,
+    owner: Owner,
+    refresh: Option<Refresh>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -135,18 +211,36 @@ pub struct SnapshotFs {
 
 impl SnapshotFs {
     /// The view of `snapshots` (any order), reading through `repo` and
-    /// `index` on `runtime`.
+    /// `index` on `runtime`. With `refresh`, the snapshot list is read again
+    /// (at most once per `every`) when the view's own directories are
+    /// looked into, showing the snapshots `choose` accepts.
     pub fn new(
         repo: Repository,
         index: Arc<MasterIndex>,
         snapshots: Vec<(Id, Snapshot)>,
         owner: Owner,
+        refresh: Option<(SnapshotChoice, Duration)>,
         runtime: tokio::runtime::Handle,
     ) -> SnapshotFs {
+        let shown = snapshots.iter().map(|(id, _)| *id).collect();
+        let refresh = refresh.map(|(choose, every)| Refresh {
+            choose,
+            every,
+            state: tokio::sync::Mutex::new((Instant::now(), shown)),
+        });
         let table = build_layout(snapshots, owner);
         let trees = TreeLoader::new(&repo, index.clone(), TREE_READS_IN_FLIGHT);
         let blobs = BlobCache::new(BLOB_CACHE_BYTES);
-        let shared = Shared { repo, index, blobs, trees, table: Mutex::new(table), runtime };
+        let shared = Shared {
+            repo,
+            index: Mutex::new(index),
+            blobs,
+            trees: Mutex::new(trees),
+            table: Mutex::new(table),
+            owner,
+            refresh,
+            runtime,
+        };
         SnapshotFs { shared: Arc::new(shared) }
     }
 }
@@ -180,20 +274,32 @@ fn link_inode(parent: u64, owner: Owner, time_ns: i64, target: &str) -> Inode {
     }
 }
 
-/// Adds a directory of snapshot directories named by time (oldest first in
-/// `snaps`) with a `latest` link to the newest; returns its inode.
-fn add_time_dir(table: &mut Table, parent: u64, owner: Owner, snaps: &[&(Id, Snapshot)]) -> u64 {
+/// The view's own entries placed so far in one (re)build of the layout.
+type Placed = HashMap<String, (u64, Option<Id>)>;
+
+/// Adds (at `path`) a directory of snapshot directories named by time
+/// (oldest first in `snaps`) with a `latest` link to the newest; returns
+/// its inode.
+fn add_time_dir(
+    table: &mut Table,
+    placed: &mut Placed,
+    path: &str,
+    parent: u64,
+    owner: Owner,
+    snaps: &[&(Id, Snapshot)],
+) -> u64 {
     let newest = snaps.last().map_or(0, |(_, s)| s.time_ns);
-    let dir = table.push(dir_inode(parent, owner, newest, Contents::Dir(Arc::default())));
+    let dir =
+        table.place(placed, path.to_string(), None, dir_inode(parent, owner, newest, Contents::Dir(Arc::default())));
     let names = layout::unique_names(snaps.iter().map(|(_, s)| layout::time_name(s.time_ns)).collect());
     let mut children = Vec::new();
-    for ((_, snap), name) in snaps.iter().zip(&names) {
-        let ino = table.push(dir_inode(dir, owner, snap.time_ns, Contents::Tree { tree: snap.tree }));
-        set_snapshot_scope(table, ino);
+    for ((id, snap), name) in snaps.iter().zip(&names) {
+        let inode = dir_inode(dir, owner, snap.time_ns, Contents::Tree { tree: snap.tree });
+        let ino = table.place(placed, sub_path(path, name), Some(*id), inode);
         children.push((name.clone().into_bytes(), ino));
     }
     if let Some(last) = names.last() {
-        let ino = table.push(link_inode(dir, owner, newest, last));
+        let ino = table.place(placed, sub_path(path, "latest"), None, link_inode(dir, owner, newest, last));
         children.push((b"latest".to_vec(), ino));
     }
     set_children(table, dir, children);
@@ -214,16 +320,20 @@ fn set_children(table: &mut Table, dir: u64, mut children: Vec<(Vec<u8>, u64)>) 
     }
 }
 
-/// Groups snapshots under a directory per key (host or tag), each a time directory.
+/// Groups snapshots under a directory (at `path`) per key (host or tag),
+/// each a time directory.
 fn add_grouped_dir(
     table: &mut Table,
+    placed: &mut Placed,
+    path: &str,
     parent: u64,
     owner: Owner,
     snaps: &[(Id, Snapshot)],
     keys: impl Fn(&Snapshot) -> Vec<String>,
 ) -> u64 {
     let newest = snaps.last().map_or(0, |(_, s)| s.time_ns);
-    let dir = table.push(dir_inode(parent, owner, newest, Contents::Dir(Arc::default())));
+    let dir =
+        table.place(placed, path.to_string(), None, dir_inode(parent, owner, newest, Contents::Dir(Arc::default())));
     let mut groups: Vec<(String, Vec<&(Id, Snapshot)>)> = Vec::new();
     for entry in snaps {
         for key in keys(&entry.1) {
@@ -236,23 +346,33 @@ fn add_grouped_dir(
     }
     let mut children = Vec::new();
     for (name, list) in groups {
-        let ino = add_time_dir(table, dir, owner, &list);
+        let ino = add_time_dir(table, placed, &sub_path(path, &name), dir, owner, &list);
         children.push((name.into_bytes(), ino));
     }
     set_children(table, dir, children);
     dir
 }
 
-/// The view's own directories for `snapshots`.
-fn build_layout(mut snapshots: Vec<(Id, Snapshot)>, owner: Owner) -> Table {
+/// The view's own directories for `snapshots`, in a new table.
+fn build_layout(snapshots: Vec<(Id, Snapshot)>, owner: Owner) -> Table {
+    let mut table = Table::default();
+    lay_out(&mut table, snapshots, owner);
+    table
+}
+
+/// Lays the view's own directories out in `table` for `snapshots`: the
+/// root is inode 1; an entry at a path laid out before keeps its inode.
+fn lay_out(table: &mut Table, mut snapshots: Vec<(Id, Snapshot)>, owner: Owner) {
     snapshots.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
     let newest = snapshots.last().map_or(0, |(_, s)| s.time_ns);
-    let mut table = Table { inodes: Vec::new(), hard_links: HashMap::new() };
-    let root = table.push(dir_inode(1, owner, newest, Contents::Dir(Arc::default())));
+    let mut placed = Placed::new();
+    let root =
+        table.place(&mut placed, String::new(), None, dir_inode(1, owner, newest, Contents::Dir(Arc::default())));
     let all: Vec<&(Id, Snapshot)> = snapshots.iter().collect();
-    let by_time = add_time_dir(&mut table, root, owner, &all);
+    let by_time = add_time_dir(table, &mut placed, "snapshots", root, owner, &all);
 
-    let ids = table.push(dir_inode(root, owner, newest, Contents::Dir(Arc::default())));
+    let ids =
+        table.place(&mut placed, "ids".into(), None, dir_inode(root, owner, newest, Contents::Dir(Arc::default())));
     let mut short_counts: HashMap<String, usize> = HashMap::new();
     for (id, _) in &snapshots {
         *short_counts.entry(id.short()).or_default() += 1;
@@ -261,22 +381,22 @@ fn build_layout(mut snapshots: Vec<(Id, Snapshot)>, owner: Owner) -> Table {
     for (id, snap) in &snapshots {
         let short = id.short();
         let name = if short_counts[&short] > 1 { id.to_hex() } else { short };
-        let ino = table.push(dir_inode(ids, owner, snap.time_ns, Contents::Tree { tree: snap.tree }));
-        set_snapshot_scope(&mut table, ino);
+        let inode = dir_inode(ids, owner, snap.time_ns, Contents::Tree { tree: snap.tree });
+        let ino = table.place(&mut placed, sub_path("ids", &name), Some(*id), inode);
         id_children.push((name.into_bytes(), ino));
     }
-    set_children(&mut table, ids, id_children);
+    set_children(table, ids, id_children);
 
-    let hosts = add_grouped_dir(&mut table, root, owner, &snapshots, |s| vec![s.hostname.clone()]);
-    let tags = add_grouped_dir(&mut table, root, owner, &snapshots, |s| s.tags.clone());
+    let hosts = add_grouped_dir(table, &mut placed, "hosts", root, owner, &snapshots, |s| vec![s.hostname.clone()]);
+    let tags = add_grouped_dir(table, &mut placed, "tags", root, owner, &snapshots, |s| s.tags.clone());
     let children = vec![
         (b"snapshots".to_vec(), by_time),
         (b"ids".to_vec(), ids),
         (b"hosts".to_vec(), hosts),
         (b"tags".to_vec(), tags),
     ];
-    set_children(&mut table, root, children);
-    table
+    set_children(table, root, children);
+    table.layout = placed;
 }
 
 /// A stored device number as the kernel's 32-bit form (`new_encode_dev`).
@@ -354,6 +474,17 @@ fn attr(ino: u64, inode: &Inode) -> FileAttr {
     }
 }
 
+/// How long the kernel may keep `inode`'s entry and attributes: briefly for
+/// the view's own entries and the snapshot directories in them, which a
+/// refresh changes; long inside snapshots.
+fn ttl(ino: u64, inode: &Inode) -> Duration {
+    if inode.snapshot == 0 || inode.snapshot == ino {
+        LAYOUT_TTL
+    } else {
+        TTL
+    }
+}
+
 /// The errno a failed storage read answers with.
 fn errno_of(e: &RepoError) -> Errno {
     match e {
@@ -367,6 +498,66 @@ impl Shared {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn index(&self) -> Arc<MasterIndex> {
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn trees(&self) -> TreeLoader {
+        self.trees.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Whether `ino` is one of the view's own directories (not inside a snapshot).
+    fn is_layout_dir(&self, ino: u64) -> bool {
+        self.table().get(ino).is_some_and(|i| i.snapshot == 0 && i.kind == FileType::Directory)
+    }
+
+    /// Reads the snapshot list again when `ino` is one of the view's own
+    /// directories and the last reading is older than the refresh interval;
+    /// lays the view out anew when the snapshots shown changed, with the
+    /// index read again for their blobs. A failure keeps the view as it is.
+    async fn refresh_at(&self, ino: u64) {
+        let Some(refresh) = &self.refresh else { return };
+        if !self.is_layout_dir(ino) {
+            return;
+        }
+        let mut state = refresh.state.lock().await;
+        if state.0.elapsed() < refresh.every {
+            return;
+        }
+        let result = async {
+            let (snaps, bad) = self.repo.snapshots().await?;
+            for (id, e) in bad {
+                tracing::warn!(snapshot = %id.short(), error = %e, "unreadable snapshot left out of the mounted view");
+            }
+            let snaps: Vec<(Id, Snapshot)> = snaps.into_iter().filter(|(_, s)| (refresh.choose)(s)).collect();
+            let mut shown: Vec<Id> = snaps.iter().map(|(id, _)| *id).collect();
+            shown.sort();
+            let mut before = state.1.clone();
+            before.sort();
+            if shown == before {
+                return Ok::<_, RepoError>(None);
+            }
+            let index = Arc::new(self.repo.load_index_lenient().await?);
+            Ok(Some((snaps, shown, index)))
+        }
+        .await;
+        match result {
+            Ok(None) => {}
+            Ok(Some((snaps, shown, index))) => {
+                tracing::info!(snapshots = shown.len(), "the mounted view follows a changed snapshot list");
+                *self.trees.lock().unwrap_or_else(|p| p.into_inner()) =
+                    TreeLoader::new(&self.repo, index.clone(), TREE_READS_IN_FLIGHT);
+                *self.index.lock().unwrap_or_else(|p| p.into_inner()) = index;
+                lay_out(&mut self.table(), snaps, self.owner);
+                state.1 = shown;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the snapshot list again; the mounted view stays as it was")
+            }
+        }
+        state.0 = Instant::now();
+    }
+
     /// The entries of directory `ino`, loading its tree when needed.
     async fn children(&self, ino: u64) -> Result<Children, Errno> {
         let tree_id = {
@@ -378,8 +569,9 @@ impl Shared {
                 _ => return Err(Errno::ENOTDIR),
             }
         };
-        self.trees.fetch_ahead([tree_id]).await;
-        let tree = self.trees.load(&tree_id).await.map_err(|e| {
+        let trees = self.trees();
+        trees.fetch_ahead([tree_id]).await;
+        let tree = trees.load(&tree_id).await.map_err(|e| {
             tracing::warn!(tree = %tree_id, error = %e, "cannot load a directory of the mounted view");
             errno_of(&e)
         })?;
@@ -420,14 +612,15 @@ impl Shared {
         Ok(children)
     }
 
-    async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, Errno> {
+    async fn lookup(&self, parent: u64, name: &[u8]) -> Result<(FileAttr, Duration), Errno> {
+        self.refresh_at(parent).await;
         let children = self.children(parent).await?;
         let ino = children
             .binary_search_by(|(n, _)| n.as_slice().cmp(name))
             .map(|i| children[i].1)
             .map_err(|_| Errno::ENOENT)?;
         let table = self.table();
-        table.get(ino).map(|inode| attr(ino, inode)).ok_or(Errno::ENOENT)
+        table.get(ino).map(|inode| (attr(ino, inode), ttl(ino, inode))).ok_or(Errno::ENOENT)
     }
 
     /// The blobs of file `ino` and where each ends, worked out once.
@@ -437,7 +630,7 @@ impl Shared {
         match &mut inode.contents {
             Contents::File { content, ends: Some(ends) } => Ok((content.clone(), ends.clone())),
             Contents::File { content, ends } => {
-                let computed = Arc::new(blobs::blob_ends(&self.index, content).map_err(|e| {
+                let computed = Arc::new(blobs::blob_ends(&self.index(), content).map_err(|e| {
                     tracing::warn!(error = %e, "cannot read a file of the mounted view");
                     Errno::EIO
                 })?);
@@ -451,7 +644,7 @@ impl Shared {
 
     async fn read(&self, ino: u64, offset: u64, len: u64) -> Result<Vec<u8>, Errno> {
         let (content, ends) = self.file_blobs(ino)?;
-        self.blobs.read(&self.repo, &self.index, &content, &ends, offset, len).await.map_err(|e| {
+        self.blobs.read(&self.repo, &self.index(), &content, &ends, offset, len).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot read a file of the mounted view");
             errno_of(&e)
         })
@@ -476,7 +669,7 @@ impl Filesystem for SnapshotFs {
         let name = name.as_bytes().to_vec();
         self.shared.runtime.spawn(async move {
             match shared.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+                Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -485,7 +678,7 @@ impl Filesystem for SnapshotFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let table = self.shared.table();
         match table.get(ino.0) {
-            Some(inode) => reply.attr(&TTL, &attr(ino.0, inode)),
+            Some(inode) => reply.attr(&ttl(ino.0, inode), &attr(ino.0, inode)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -534,6 +727,9 @@ impl Filesystem for SnapshotFs {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let shared = self.shared.clone();
         self.shared.runtime.spawn(async move {
+            if offset == 0 {
+                shared.refresh_at(ino.0).await;
+            }
             let children = match shared.children(ino.0).await {
                 Ok(children) => children,
                 Err(e) => return reply.error(e),
@@ -645,6 +841,40 @@ mod tests {
         assert_eq!(names(&table, child(&table, tags, "y_z")), ["1970-01-01T00:00:10Z", "latest"]);
         let root = table.get(1).unwrap();
         assert_eq!((root.uid, root.gid, root.perm), (5, 6, 0o555));
+    }
+
+    #[test]
+    fn a_new_layout_keeps_the_inodes_of_what_it_shows_again() {
+        let s = 1_000_000_000;
+        let first = (Id([1; 32]), snap(10 * s, "a", &["x"]));
+        let owner = Owner { uid: 0, gid: 0 };
+        let mut table = build_layout(vec![first.clone()], owner);
+        let by_time = child(&table, 1, "snapshots");
+        let old_dir = child(&table, by_time, "1970-01-01T00:00:10Z");
+        let latest = child(&table, by_time, "latest");
+        let hosts_a = child(&table, child(&table, 1, "hosts"), "a");
+        // What was loaded below a snapshot's directory stays.
+        table.get_mut(old_dir).unwrap().contents = Contents::Dir(Arc::new(vec![(b"src".to_vec(), 99)]));
+
+        lay_out(&mut table, vec![first, (Id([2; 32]), snap(20 * s, "a", &[]))], owner);
+        assert_eq!(child(&table, 1, "snapshots"), by_time);
+        assert_eq!(names(&table, by_time), ["1970-01-01T00:00:10Z", "1970-01-01T00:00:20Z", "latest"]);
+        assert_eq!(child(&table, by_time, "1970-01-01T00:00:10Z"), old_dir);
+        assert_eq!(names(&table, old_dir), ["src"]);
+        let new_dir = child(&table, by_time, "1970-01-01T00:00:20Z");
+        assert!(new_dir > old_dir);
+        assert_eq!(table.get(new_dir).unwrap().snapshot, new_dir, "a snapshot's directory is its own scope");
+        assert_eq!(child(&table, by_time, "latest"), latest);
+        assert!(matches!(&table.get(latest).unwrap().contents, Contents::Symlink(t) if t == b"1970-01-01T00:00:20Z"));
+        assert_eq!(child(&table, child(&table, 1, "hosts"), "a"), hosts_a);
+        assert_eq!(names(&table, hosts_a).len(), 3);
+
+        // A snapshot gone is gone from the view; another snapshot under its
+        // name is a new directory.
+        lay_out(&mut table, vec![(Id([3; 32]), snap(10 * s, "a", &[]))], owner);
+        assert_eq!(names(&table, by_time), ["1970-01-01T00:00:10Z", "latest"]);
+        assert_ne!(child(&table, by_time, "1970-01-01T00:00:10Z"), old_dir);
+        assert!(names(&table, child(&table, 1, "tags")).is_empty());
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! `mount`: the repository's snapshots as a read-only file system until
 //! told to stop. Holds a shared lock while mounted (so no prune removes
-//! data under a reader), loads the snapshot list and the index once, mounts
-//! the view of `crate::mount` through FUSE, serves it on its own thread, and
-//! unmounts when the caller's stop signal comes or someone unmounts it.
+//! data under a reader), loads the snapshot list and the index, mounts the
+//! view of `crate::mount` through FUSE (which reads the snapshot list again
+//! as it is browsed, to show snapshots taken meanwhile), serves it on its
+//! own thread, and unmounts when the caller's stop signal comes or someone
+//! unmounts it.
 
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::mount::{Owner, SnapshotFs};
+use crate::mount::{Owner, SnapshotChoice, SnapshotFs, REFRESH_INTERVAL};
 use crate::ops::forget::SnapshotFilter;
 use crate::repo::lock::{self, LockGuard};
 use crate::repo::{RepoError, Repository};
@@ -75,7 +77,10 @@ async fn start(repo: &Repository, mountpoint: &Path, filter: &SnapshotFilter) ->
     let count = snaps.len();
     let index = Arc::new(repo.load_index_lenient().await?);
     let owner = Owner { uid: crate::host::uid(), gid: crate::host::gid() };
-    let fs = SnapshotFs::new(repo.clone(), index, snaps, owner, tokio::runtime::Handle::current());
+    let filter = filter.clone();
+    let choose: SnapshotChoice = Arc::new(move |s| filter.matches(s));
+    let refresh = Some((choose, REFRESH_INTERVAL));
+    let fs = SnapshotFs::new(repo.clone(), index, snaps, owner, refresh, tokio::runtime::Handle::current());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,

@@ -205,6 +205,109 @@ fn copy_without_a_source_password_or_into_itself_is_refused_clearly() {
     );
 }
 
+/// The source's password from a file (`--from-password-file`) or from a
+/// command's first output line (`--from-password-command`), like restic's
+/// `--from-*` options; a wrong one is the source's wrong password.
+#[test]
+fn the_source_password_comes_from_a_file_or_a_command() {
+    let src = Env::new();
+    let data = local_source(&src);
+    let target = src.path("target");
+    target_cmd(&src, &target).arg("init").assert().success();
+    let pw_file = src.path("source-password");
+    fs::write(&pw_file, format!("{PASSWORD}\nignored second line\n")).unwrap();
+    let copy = |args: &[&std::ffi::OsStr]| {
+        target_cmd(&src, &target)
+            .env_remove("TSTOR_FROM_PASSWORD")
+            .args(["copy", "--json", "--from-repo"])
+            .arg(src.repo())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // One snapshot with the file, the other with the command.
+    let first_id = src.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    let by_file = json_of(
+        &copy(&[os("--from-password-file").as_os_str(), pw_file.as_os_str(), os(&first_id).as_os_str()]),
+        "copy --from-password-file",
+    );
+    assert_eq!(by_file["copied"].as_array().unwrap().len(), 1, "{by_file}");
+    let command = format!("printf '%s\\n' '{PASSWORD}'");
+    let by_command = json_of(
+        &copy(&[os("--from-password-command").as_os_str(), os(&command).as_os_str()]),
+        "copy --from-password-command",
+    );
+    assert_eq!(by_command["copied"].as_array().unwrap().len(), 1, "{by_command}");
+    assert_eq!(by_command["skipped"].as_array().unwrap().len(), 1, "{by_command}");
+    restore_latest_and_compare(|| target_cmd(&src, &target), &data, &src.path("out"));
+
+    // A wrong password in the file: the source's wrong password, exit 12.
+    fs::write(&pw_file, "not the password\n").unwrap();
+    let out = copy(&[os("--from-password-file").as_os_str(), pw_file.as_os_str()]);
+    assert_eq!(out.status.code(), Some(12), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("source repository"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A failing command is named.
+    let out = copy(&[os("--from-password-command").as_os_str(), os("exit 7").as_os_str()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit 7"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `init --from-repo SRC --copy-chunker-params`: the new repository takes
+/// the source's chunker parameters and compression level, but keys and an
+/// id of its own; a plain `init` takes the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_copy_chunker_params_takes_the_sources_parameters_and_keys_of_its_own() {
+    use std::sync::Arc;
+    use tstor::backend::local::LocalBackend;
+    use tstor::chunker::ChunkerParams;
+    use tstor::repo::{InitOptions, Repository};
+    let src = Env::new();
+    let chunker = ChunkerParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 };
+    let opts = InitOptions { chunker, compression_level: 7, ..Default::default() };
+    Repository::init(Arc::new(LocalBackend::new(src.repo())), PASSWORD.as_bytes(), opts).await.unwrap();
+    let config = |repo: &Path, pw: &str| {
+        let out = src
+            .cmd()
+            .env("TSTOR_REPOSITORY", repo)
+            .env("TSTOR_PASSWORD", pw)
+            .args(["cat", "--json", "config"])
+            .output()
+            .unwrap();
+        json_of(&out, "cat config")
+    };
+    let source = config(&src.repo(), PASSWORD);
+
+    let target = src.path("target");
+    let out = target_cmd(&src, &target)
+        .args(["init", "--json", "--copy-chunker-params", "--from-repo"])
+        .arg(src.repo())
+        .output()
+        .unwrap();
+    let made = json_of(&out, "init --copy-chunker-params");
+    assert_eq!(made["same_keys_as_source"], false);
+    let copied = config(&target, TARGET_PASSWORD);
+    assert_eq!(copied["chunker"], serde_json::json!({ "min": 64 << 10, "avg": 256 << 10, "max": 1 << 20 }));
+    assert_eq!(copied["chunker"], source["chunker"]);
+    assert_eq!(copied["compression_level"], 7);
+    assert_ne!(copied["repo_id"], source["repo_id"], "keys and id of its own");
+    // The source's password does not open it.
+    let out = src.cmd().env("TSTOR_REPOSITORY", &target).arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(12));
+
+    // Without the flag: the defaults.
+    let plain = src.path("plain");
+    target_cmd(&src, &plain).args(["init", "--from-repo"]).arg(src.repo()).assert().success();
+    let defaults = ChunkerParams::default();
+    assert_eq!(config(&plain, TARGET_PASSWORD)["chunker"]["avg"], defaults.avg);
+    // The flag needs a source.
+    let out = target_cmd(&src, &src.path("lone")).args(["init", "--copy-chunker-params"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 // ---- Telegram channels on the loopback server ----
 
 /// A loopback server and a session for it; repositories are channels.

@@ -112,14 +112,15 @@ fn an_unreachable_telegram_is_said_at_once_and_given_up_on_with_its_own_exit_cod
 async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     use std::sync::Arc;
     use tstor::archiver::{NoProgress, SnapshotOptions};
-    use tstor::backend::memory::MemoryBackend;
+    use tstor::backend::local::LocalBackend;
     use tstor::crypto::kdf::KdfParams;
     use tstor::repo::{InitOptions, Repository};
 
+    let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("f"), b"x").unwrap();
     let opts = InitOptions { kdf: KdfParams { m_kib: 64, t: 1, p: 1 }, ..Default::default() };
-    let repo = Repository::init(Arc::new(MemoryBackend::new()), b"pw", opts).await.unwrap();
+    let repo = Repository::init(Arc::new(LocalBackend::new(env.repo())), PASSWORD.as_bytes(), opts).await.unwrap();
     // Among 17 snapshots two share their first hex digit.
     let mut ids: Vec<String> = Vec::new();
     let shared = loop {
@@ -134,6 +135,13 @@ async fn an_ambiguous_snapshot_prefix_lists_the_candidates() {
     let e = repo.find_snapshot(&shared.0[..1]).await.unwrap_err().to_string();
     assert!(e.contains("matches 2 snapshots") && e.contains("give more of the id"), "{e}");
     assert!(e.contains(&shared.0[..8]) && e.contains(&shared.1[..8]), "candidates listed: {e}");
+    // The same on the command line, for any command taking a snapshot.
+    for args in [["ls", &shared.0[..1]], ["dump", &shared.1[..1]]] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&shared.0[..8]) && err.contains(&shared.1[..8]), "{args:?} lists the candidates: {err}");
+    }
 }
 
 /// Stores a live exclusive lock as a process on another host would.
@@ -282,6 +290,23 @@ fn latest_with_host_path_and_tag_filters_in_restore_and_ls() {
     // Host a and the path of the whole tree: the first one again, not the third.
     let out = env.cmd().args(["ls", "latest", "--host", "a", "--path"]).arg(env.path("src")).output().unwrap();
     assert!(text(&out.stdout).contains("/src/a.txt"), "{}", text(&out.stdout));
+    // restore takes --tag and --path too: tag y and the whole tree is the second.
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--tag", "y", "--path"])
+        .arg(env.path("src"))
+        .arg("--target")
+        .arg(env.path("out-y"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&ids[1][..8]), "{}", text(&out.stdout));
+    // Tag y alone: the newest with it, the third, of `src/sub` only.
+    let out =
+        env.cmd().args(["restore", "latest", "--tag", "y", "--target"]).arg(env.path("out-sub")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&ids[2][..8]), "{}", text(&out.stdout));
+    assert!(env.path("out-sub/sub").is_dir() && !env.path("out-sub/src").exists());
     let out = env.cmd().args(["ls", "latest", "--host", "c"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no snapshot matches host c"), "{}", text(&out.stderr));
@@ -306,6 +331,38 @@ fn version_list_and_cache_cleanup() {
     stored.sort();
     assert!(!packs.is_empty() && packs.iter().all(|p| p.len() == 64), "{packs:?}");
     assert_eq!(packs.len(), stored.len());
+    // index, keys and locks: the ids of the files in their directories.
+    let files_in = |dir: &str| {
+        let mut names: Vec<String> = fs::read_dir(env.repo().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let listed = |kind: &str| {
+        let out = env.cmd().args(["list", kind]).output().unwrap();
+        assert!(out.status.success(), "list {kind}: {}", text(&out.stderr));
+        text(&out.stdout).lines().map(String::from).collect::<Vec<_>>()
+    };
+    for kind in ["index", "keys"] {
+        let ids = listed(kind);
+        assert!(!ids.is_empty(), "list {kind}");
+        assert_eq!(ids, files_in(kind), "list {kind}");
+    }
+    let keys = env.cmd().args(["key", "list", "--json"]).output().unwrap();
+    let keys: Vec<serde_json::Value> = serde_json::from_slice(&keys.stdout).unwrap();
+    assert_eq!(listed("keys"), [keys[0]["id"].as_str().unwrap()]);
+    assert!(listed("locks").is_empty(), "no command leaves a lock behind");
+    plant_lock(&env);
+    let locks = listed("locks");
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks, files_in("locks"));
+    let unlocked = env.cmd().args(["unlock", "--remove-all"]).output().unwrap();
+    assert!(unlocked.status.success(), "{}", text(&unlocked.stderr));
+    assert!(listed("locks").is_empty());
+    let bad = env.cmd().args(["list", "blobs"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
 
     // A cache not used for 40 days goes; the repository's own stays.
     let stale = env.cache().join("e".repeat(64));

@@ -85,6 +85,10 @@ async fn every_command_prints_only_json_with_json() {
     let fresh = Env::new();
     let init = document(&fresh, &["init", "--json"]);
     assert!(init["id"].is_string(), "{init}");
+    // restic's `initialized` message, with the place the repository is at.
+    assert_eq!(init["message_type"], "initialized", "{init}");
+    assert!(init["repository"].as_str().is_some_and(|r| r.contains(fresh.repo().to_str().unwrap())), "{init}");
+    assert_eq!(init["same_keys_as_source"], false, "{init}");
     let env = Env::new();
     fast_repository(&env).await;
     let src = env.path("src");
@@ -150,9 +154,32 @@ async fn every_command_prints_only_json_with_json() {
         vec!["prune", "--json"],
         vec!["unlock", "--json"],
         vec!["repair", "--json", "index"],
+        vec!["version", "--json"],
+        vec!["cache", "--json"],
+        vec!["snapshots", "--json", "--group-by", "host,tags"],
     ] {
         document(&env, &args);
     }
+    let version = document(&env, &["version", "--json"]);
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert!(version["repository_format"].is_u64(), "{version}");
+    let caches = document(&env, &["cache", "--json"]);
+    let cache = &caches.as_array().unwrap()[0];
+    assert_eq!(cache["repository_id"].as_str().map(str::len), Some(64), "{caches}");
+    assert!(cache["path"].is_string() && cache["bytes"].is_u64() && cache["days_unused"] == 0, "{caches}");
+    // Grouped: restic's `group_key` with the fields grouped by, and the
+    // group's snapshots (here one group: one host, the tag added above
+    // only on the newest, so two groups by tags).
+    let grouped = document(&env, &["snapshots", "--json", "--group-by", "host,tags"]);
+    let groups = grouped.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{grouped}");
+    for g in groups {
+        assert!(g["group_key"]["hostname"].is_string(), "{g}");
+        assert!(g["group_key"]["tags"].is_array(), "{g}");
+        assert!(g["group_key"].get("paths").is_none(), "not grouped by paths: {g}");
+        assert!(g["snapshots"].as_array().unwrap().iter().all(|s| s["id"].is_string()), "{g}");
+    }
+    assert_eq!(groups[1]["group_key"]["tags"], serde_json::json!(["t"]), "{grouped}");
     env.cmd().args(["--json", "key", "add"]).env("TSTOR_NEW_PASSWORD", "other").assert().success();
     assert_eq!(document(&env, &["key", "list", "--json"]).as_array().unwrap().len(), 2);
 }

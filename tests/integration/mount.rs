@@ -199,9 +199,13 @@ fn mount_filters_choose_the_snapshots_shown_and_a_missing_mount_point_is_named()
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a.txt"), b"hello").unwrap();
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("b.txt"), b"other").unwrap();
     snapshot(&env, &["--host", "one", "--tag", "x"], &src);
     snapshot(&env, &["--host", "two", "--tag", "x"], &src);
     snapshot(&env, &["--host", "two"], &src);
+    snapshot(&env, &["--host", "two", "--tag", "x"], &other);
 
     // A mount point that is not there is named.
     let out = env.cmd().args(["mount"]).arg(env.path("nowhere")).output().unwrap();
@@ -211,7 +215,7 @@ fn mount_filters_choose_the_snapshots_shown_and_a_missing_mount_point_is_named()
 
     let mnt = env.path("mnt");
     let mut cmd = env.std_cmd();
-    cmd.args(["mount", "--host", "two", "--tag", "x"]).arg(&mnt);
+    cmd.args(["mount", "--host", "two", "--tag", "x", "--path"]).arg(&src).arg(&mnt);
     let mut m = Mounted::start(cmd, &mnt, env.path("mount.err"));
     assert_eq!(names(&mnt.join("ids")).len(), 1);
     assert_eq!(names(&mnt.join("hosts")), ["two"]);
@@ -221,6 +225,71 @@ fn mount_filters_choose_the_snapshots_shown_and_a_missing_mount_point_is_named()
     assert!(unmounted.success());
     assert!(m.wait().success(), "{}", m.stderr_text());
     assert!(m.stderr_text().contains("was unmounted"), "{}", m.stderr_text());
+}
+
+/// The names in `dir` once `want` holds of them, listing `dir` again (as
+/// someone browsing would) until it does or half a minute has passed.
+fn names_once(dir: &Path, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = names(dir);
+        if want(&now) || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A snapshot taken while the repository is mounted appears in the view
+/// within seconds of the view's directories being listed again (restic
+/// reads the snapshot list again as its directories are listed), under
+/// the mount's filters; what was open before keeps working.
+#[test]
+fn a_snapshot_taken_while_mounted_appears_when_the_view_is_listed_again() {
+    require_fuse!();
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"first").unwrap();
+    let first = snapshot(&env, &["--host", "h"], &src);
+
+    let mnt = env.path("mnt");
+    let mut cmd = env.std_cmd();
+    cmd.args(["mount", "--host", "h"]).arg(&mnt);
+    let mut m = Mounted::start(cmd, &mnt, env.path("mount.err"));
+    assert_eq!(names(&mnt.join("ids")), std::slice::from_ref(&first));
+    assert_eq!(fs::read(mnt.join("snapshots/latest/src/a.txt")).unwrap(), b"first");
+    let old_file = fs::File::open(mnt.join("snapshots/latest/src/a.txt")).unwrap();
+
+    // New data (in new packs, named by a new index object) while mounted,
+    // and a snapshot of another host, which the filter leaves out.
+    fs::write(src.join("a.txt"), b"second").unwrap();
+    fs::write(src.join("new.bin"), random_bytes(200_000, 7)).unwrap();
+    let second = snapshot(&env, &["--host", "h", "--tag", "later"], &src);
+    snapshot(&env, &["--host", "elsewhere"], &src);
+
+    let started = Instant::now();
+    let ids = names_once(&mnt.join("ids"), |n| n.len() == 2);
+    let mut want = vec![first.clone(), second.clone()];
+    want.sort();
+    assert_eq!(ids, want, "the new snapshot appears:\n{}", m.stderr_text());
+    eprintln!("the new snapshot appeared after {:?}", started.elapsed());
+    let by_time = names(&mnt.join("snapshots"));
+    assert_eq!(by_time.len(), 3, "{by_time:?}");
+    assert_eq!(fs::read_link(mnt.join("snapshots/latest")).unwrap(), Path::new(&by_time[1]));
+    assert_eq!(names(&mnt.join("hosts")), ["h"], "the filter still holds");
+    assert_eq!(names(&mnt.join("tags")), ["later"]);
+    assert_eq!(fs::read(mnt.join("snapshots/latest/src/a.txt")).unwrap(), b"second");
+    assert_eq!(fs::read(mnt.join("snapshots/latest/src/new.bin")).unwrap(), random_bytes(200_000, 7));
+    assert_eq!(fs::read(mnt.join("ids").join(&first).join("src/a.txt")).unwrap(), b"first");
+    let mut again = String::new();
+    std::io::Read::read_to_string(&mut &old_file, &mut again).unwrap();
+    assert_eq!(again, "first", "a file opened before the refresh reads as it did");
+    drop(old_file);
+
+    assert!(m.terminate().success(), "{}", m.stderr_text());
+    assert!(!is_mounted(&mnt));
 }
 
 /// Reading one small file of a Telegram repository fetches its blob with a

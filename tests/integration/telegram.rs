@@ -803,8 +803,12 @@ fn login_with_code_password_or_bot_token_and_logout() {
     tg.server.with_world(|w| w.login.log_out());
     let token = tg.server.with_world(|w| w.login.bot_token.clone());
     assert_eq!(tg.login(&["--bot-token", "1:nope"], "").status.code(), Some(1));
-    let out = tg.login(&["--bot-token", &token], "");
+    let out = tg.login(&["--json", "--bot-token", &token], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --json: who logged in and where the session is, as one JSON object.
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(said["user"].as_str().is_some_and(|u| !u.is_empty()), "{said}");
+    assert_eq!(said["session"], tg.session.to_str().unwrap(), "{said}");
     // A bot has no Saved Messages: it is told what to do instead (tests/integration/telegram_bot.rs).
     let out = tg.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(1));

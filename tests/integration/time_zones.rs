@@ -113,3 +113,30 @@ async fn keep_daily_counts_local_days_across_the_daylight_saving_change() {
     );
     assert_eq!(kept("UTC", false), kept(NEW_YORK, true));
 }
+
+/// `snapshot --time` is read in the local zone (UTC with `--utc`), an RFC
+/// 3339 time with its own offset, as `--newer`/`--older` are.
+#[test]
+fn snapshot_time_is_read_in_the_local_zone() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "a").unwrap();
+    let taken = |args: &[&str]| -> i64 {
+        let mut all = vec!["snapshot", "--json", "--force"];
+        all.extend_from_slice(args);
+        all.push(src.to_str().unwrap());
+        let out = run(&env, NEW_YORK, &all);
+        let id = summary_line(out.as_bytes())["snapshot_id"].as_str().unwrap().to_string();
+        let list: Vec<Value> = serde_json::from_str(&run(&env, NEW_YORK, &["snapshots", "--json"])).unwrap();
+        list.iter().find(|s| s["id"] == id.as_str()).unwrap()["time_ns"].as_i64().unwrap()
+    };
+    let utc = |s: &str| tstor::time::parse_time(s, &jiff::tz::TimeZone::UTC).unwrap();
+    // Noon in New York in July is 16:00 UTC; in January 17:00.
+    assert_eq!(taken(&["--time", "2026-07-15 12:00"]), ny("2026-07-15 12:00"));
+    assert_eq!(taken(&["--time", "2026-07-15 12:00"]), utc("2026-07-15 16:00"));
+    assert_eq!(taken(&["--time", "2026-01-15 12:00:30"]), utc("2026-01-15 17:00:30"));
+    assert_eq!(taken(&["--time", "2026-07-15 12:00", "--utc"]), utc("2026-07-15 12:00"));
+    assert_eq!(taken(&["--time", "2026-07-15T12:00:00+02:00"]), utc("2026-07-15 10:00"));
+}

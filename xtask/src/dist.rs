@@ -60,6 +60,26 @@ fn main_page() -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where dist writes: `dist/` under `target` (CARGO_TARGET_DIR) when set,
+/// under the workspace's `target/` otherwise.
+fn dist_dir(target: Option<std::ffi::OsString>) -> PathBuf {
+    target.map_or_else(|| workspace_root().join("target"), PathBuf::from).join("dist")
+}
+
+/// Writes the man pages and completions into `dist`; returns the main page.
+fn write_dist(dist: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dist).with_context(|| format!("cannot create {}", dist.display()))?;
+    clap_mangen::generate_to(tstor::cli::command(), dist)
+        .with_context(|| format!("cannot write man pages to {}", dist.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut tstor::cli::command(), "tstor", dist)
+            .with_context(|| format!("cannot write {shell} completions to {}", dist.display()))?;
+    }
+    let page = dist.join("tstor.1");
+    std::fs::write(&page, main_page()?).with_context(|| format!("cannot write {}", page.display()))?;
+    Ok(page)
+}
+
 pub fn main(args: &[String]) -> Result<()> {
     match args {
         [] => {}
@@ -69,18 +89,7 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         other => bail!("unexpected arguments {other:?}\n{USAGE}"),
     }
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let dist = target.join("dist");
-    std::fs::create_dir_all(&dist).with_context(|| format!("cannot create {}", dist.display()))?;
-    clap_mangen::generate_to(tstor::cli::command(), &dist)
-        .with_context(|| format!("cannot write man pages to {}", dist.display()))?;
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        clap_complete::generate_to(shell, &mut tstor::cli::command(), "tstor", &dist)
-            .with_context(|| format!("cannot write {shell} completions to {}", dist.display()))?;
-    }
-    let page = dist.join("tstor.1");
-    std::fs::write(&page, main_page()?).with_context(|| format!("cannot write {}", page.display()))?;
+    let page = write_dist(&dist_dir(std::env::var_os("CARGO_TARGET_DIR")))?;
     println!("wrote {} (and a page per command) and bash, zsh and fish completions", page.display());
     Ok(())
 }
@@ -98,6 +107,21 @@ mod tests {
         assert!(page.contains("TSTOR_TG_UNREACHABLE_TIMEOUT"));
         assert!(page.contains(".TP\n\\fB14\\fR"), "exit status 14 listed");
         assert!(page.contains("tstor \\-q \\-\\-password\\-file"), "examples escaped for roff");
+    }
+
+    #[test]
+    fn dist_writes_the_pages_and_completions_where_the_readme_says() {
+        assert_eq!(dist_dir(None), workspace_root().join("target/dist"));
+        assert_eq!(dist_dir(Some("/elsewhere".into())), Path::new("/elsewhere/dist"));
+        let dist = std::env::temp_dir().join(format!("tstor-dist-test-{}", std::process::id()));
+        let page = write_dist(&dist).unwrap();
+        assert_eq!(page, dist.join("tstor.1"));
+        for name in ["tstor.1", "tstor-snapshot.1", "tstor-mount.1", "tstor.bash", "_tstor", "tstor.fish"] {
+            let len = std::fs::metadata(dist.join(name)).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "{name} written");
+        }
+        assert!(std::fs::read_to_string(&page).unwrap().contains(".SH \"EXIT STATUS\""));
+        std::fs::remove_dir_all(&dist).unwrap();
     }
 
     #[test]
