@@ -1,5 +1,6 @@
 //! Flags and messages of `mount`, and the signals that end it: Ctrl-C
-//! (SIGINT), SIGTERM and SIGHUP unmount the view and exit 0.
+//! (SIGINT), SIGTERM and SIGHUP unmount the view (detach it, when a file
+//! in it is open) and exit 0.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -71,11 +72,15 @@ pub(super) async fn cmd_mount(g: &Global, a: MountArgs) -> Result<u8> {
         );
     }
     let ended = mounted.serve_until(first_signal(signals)).await?;
-    if !g.quiet {
-        match ended {
-            Ended::Stopped => errln!("unmounted {}", escape_path(&a.mountpoint)),
-            Ended::Unmounted => errln!("{} was unmounted", escape_path(&a.mountpoint)),
-        }
+    match ended {
+        Ended::Stopped if !g.quiet => errln!("unmounted {}", escape_path(&a.mountpoint)),
+        Ended::Unmounted if !g.quiet => errln!("{} was unmounted", escape_path(&a.mountpoint)),
+        // A warning, printed under -q too: programs reading the view lose it.
+        Ended::Detached => errln!(
+            "{} was busy (a file or directory in it is open): detached it; reads of files still open in it fail from now on",
+            escape_path(&a.mountpoint)
+        ),
+        _ => {}
     }
     Ok(0)
 }

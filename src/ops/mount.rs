@@ -22,6 +22,8 @@ pub enum MountError {
     Repo(#[from] RepoError),
     #[error("cannot mount at {path}: {reason}")]
     Mount { path: PathBuf, reason: String },
+    #[error("cannot unmount {path}: {reason}")]
+    Unmount { path: PathBuf, reason: String },
     #[error("the file system at {path} ended with an error: {source}")]
     Session { path: PathBuf, source: io::Error },
 }
@@ -33,7 +35,15 @@ pub enum Ended {
     Stopped,
     /// Someone else unmounted it (`fusermount3 -u`).
     Unmounted,
+    /// The stop signal came while files in the view were open: the view was
+    /// detached from its mount point (a lazy unmount), and reads of the
+    /// files still open fail once the process has ended.
+    Detached,
 }
+
+/// How long a view detached while busy goes on serving the files still
+/// open in it before the process ends anyway.
+const DETACHED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A mounted view, served until [`serve_until`](Mounted::serve_until) returns.
 pub struct Mounted {
@@ -107,6 +117,35 @@ async fn start(repo: &Repository, mountpoint: &Path, filter: &SnapshotFilter) ->
     Ok((count, unmounter, rx))
 }
 
+/// Detaches the view at `path` from the mount point even though it is busy
+/// (`umount2` with `MNT_DETACH`; without the privilege for it, through
+/// `fusermount3 -u -z` as FUSE mounts of other users are undone).
+fn detach(path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string for the call's duration.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let direct = io::Error::last_os_error();
+    if direct.raw_os_error() != Some(libc::EPERM) {
+        return Err(direct);
+    }
+    let out = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("fusermount3 -u -z: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
 /// Why mounting failed, with the fix when it is a missing tool or device.
 fn mount_failure(e: &io::Error) -> String {
     let fuse_device = Path::new("/dev/fuse").exists();
@@ -124,12 +163,27 @@ impl Mounted {
         let mut ended = self.ended;
         let (how, result) = tokio::select! {
             result = &mut ended => (Ended::Unmounted, result),
-            () = stop => {
-                if let Err(e) = self.unmounter.unmount() {
-                    tracing::warn!(error = %e, "unmount failed");
-                }
-                (Ended::Stopped, ended.await)
-            }
+            () = stop => match self.unmounter.unmount() {
+                Ok(()) => (Ended::Stopped, ended.await),
+                // Busy: a file or directory of the view is open. Waiting for
+                // it to close could take forever; detach the view instead,
+                // so that the mount point is free at once.
+                Err(busy) => match detach(&self.path) {
+                    Ok(()) => match tokio::time::timeout(DETACHED_GRACE, &mut ended).await {
+                        Ok(result) => (Ended::Stopped, result),
+                        Err(_) => (Ended::Detached, Ok(Ok(()))),
+                    },
+                    Err(e) => {
+                        if let Some(guard) = self.guard.take() {
+                            guard.release().await;
+                        }
+                        return Err(MountError::Unmount {
+                            path: self.path,
+                            reason: format!("{busy}; a lazy unmount failed too: {e}"),
+                        });
+                    }
+                },
+            },
         };
         if let Some(guard) = self.guard.take() {
             guard.release().await;

@@ -350,3 +350,30 @@ fn reading_a_small_file_from_telegram_costs_few_get_file_calls() {
     assert!(!is_mounted(&mnt));
     drop(rt);
 }
+
+/// A stop signal while a program holds a file of the view open does not
+/// leave `tstor mount` waiting for it: the view is detached, the mount
+/// point freed, the lock released, and the process exits 0 with a warning.
+#[test]
+fn a_stop_signal_while_a_file_is_open_detaches_the_view_and_exits() {
+    require_fuse!();
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("held.txt"), b"held open").unwrap();
+    snapshot(&env, &[], &src);
+
+    let mnt = env.path("mnt");
+    let mut cmd = env.std_cmd();
+    cmd.arg("mount").arg(&mnt);
+    let mut m = Mounted::start(cmd, &mnt, env.path("mount.err"));
+    let held = fs::File::open(mnt.join("snapshots/latest/src/held.txt")).unwrap();
+    let status = m.terminate();
+    assert!(status.success(), "{status}: {}", m.stderr_text());
+    assert!(!is_mounted(&mnt), "the mount point is free at once");
+    assert!(m.stderr_text().contains("detached it"), "{}", m.stderr_text());
+    drop(held);
+    // The shared lock is gone: an exclusive command runs at once.
+    env.cmd().args(["prune"]).assert().success();
+}
