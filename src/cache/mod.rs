@@ -169,7 +169,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, redb::Error>) -> Result<T, Failure> 
 /// behind the guard. An unclean file that redb repairs counts as healthy.
 fn open_checked(path: &Path) -> Result<Database, Failure> {
     guarded(|| {
-        let mut db = Database::create(path)?;
+        let mut db = Database::builder().set_cache_size(CACHE_MEMORY).create(path)?;
         db.check_integrity()?;
         Ok(db)
     })
@@ -191,6 +191,12 @@ fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
     std::fs::rename(path, &aside)?;
     Ok(aside)
 }
+
+/// Memory redb may keep of the file's pages (a tenth of it for pages
+/// written and not yet flushed). redb's default, 1 GiB, let a restore of a
+/// million files hold every tree and index object it read or wrote; the
+/// operating system's page cache keeps the file's pages warm anyway.
+const CACHE_MEMORY: usize = 32 << 20;
 
 /// Trees are written in batches of this many, or of this many bytes.
 const TREE_BATCH: usize = 1024;

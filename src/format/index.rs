@@ -44,23 +44,34 @@ impl IndexFile {
     }
 
     pub fn decode(buf: &[u8]) -> Result<IndexFile, FormatError> {
-        let mut d = Decoder::new(buf, "index", INDEX_VERSION)?;
-        let n = d.count(32)?;
-        let supersedes = (0..n).map(|_| d.id()).collect::<Result<_, _>>()?;
-        let n = d.count(32 + 8 + 4)?;
-        let mut packs = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = d.id()?;
-            let size = d.u64()?;
-            let blobs = decode_entries(&mut d)?;
-            if blobs.iter().any(|b| b.offset as u64 + b.length as u64 > size) {
-                return Err(d.invalid("blob lies outside its pack"));
-            }
-            packs.push(IndexedPack { id, size, blobs });
-        }
-        d.finish()?;
+        let mut packs = Vec::new();
+        let supersedes = decode_packs(buf, |p| packs.push(p))?;
         Ok(IndexFile { supersedes, packs })
     }
+}
+
+/// Decodes an index object one pack at a time, handing each to `on_pack`
+/// in order instead of holding them all, and returns its `supersedes`
+/// list. `on_pack` may have seen some packs of an object that then fails
+/// to decode: a reader that must not use any of such an object decodes it
+/// once with a no-op `on_pack` first (decoding the same bytes again gives
+/// the same result).
+pub fn decode_packs(buf: &[u8], mut on_pack: impl FnMut(IndexedPack)) -> Result<Vec<Id>, FormatError> {
+    let mut d = Decoder::new(buf, "index", INDEX_VERSION)?;
+    let n = d.count(32)?;
+    let supersedes = (0..n).map(|_| d.id()).collect::<Result<_, _>>()?;
+    let n = d.count(32 + 8 + 4)?;
+    for _ in 0..n {
+        let id = d.id()?;
+        let size = d.u64()?;
+        let blobs = decode_entries(&mut d)?;
+        if blobs.iter().any(|b| b.offset as u64 + b.length as u64 > size) {
+            return Err(d.invalid("blob lies outside its pack"));
+        }
+        on_pack(IndexedPack { id, size, blobs });
+    }
+    d.finish()?;
+    Ok(supersedes)
 }
 
 /// Splits `packs` into index objects of at most `max_entries` blob entries

@@ -245,11 +245,14 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
 
     let mut packs: Vec<PackInfo> = Vec::new();
     let mut seen: HashSet<Id> = HashSet::new();
-    for (id, file) in &files {
-        if superseded.contains(id) {
+    let index_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
+    let superseded_in_storage = index_ids.iter().filter(|id| superseded.contains(id)).count();
+    // Consumed as they are sorted out: each pack's list is held once.
+    for (id, file) in files {
+        if superseded.contains(&id) {
             continue;
         }
-        for p in &file.packs {
+        for p in file.packs {
             if !seen.insert(p.id) {
                 continue;
             }
@@ -257,7 +260,7 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
             if stored_size.is_some_and(|s| s != p.size) {
                 tracing::warn!(pack = %p.id.short(), indexed = p.size, stored = stored_size, "pack size differs from the index");
             }
-            packs.push(PackInfo { pack: p.clone(), indexed: true, stored: stored_size.is_some(), young: false });
+            packs.push(PackInfo { pack: p, indexed: true, stored: stored_size.is_some(), young: false });
         }
     }
     let mut unindexed: Vec<(Id, u64)> =
@@ -285,10 +288,11 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
         return Err(refuse(format!("snapshot {}", id.short()), e));
     }
     // Trees are read through the packs that exist, indexed ones first.
-    let mut lookup = MasterIndex::default();
+    let mut builder = MasterIndex::builder();
     for p in packs.iter().filter(|p| p.stored && p.indexed).chain(packs.iter().filter(|p| !p.indexed)) {
-        lookup.add_pack(&p.pack);
+        builder.add_pack(&p.pack);
     }
+    let lookup = builder.finish();
     let mut used: HashSet<Id> = HashSet::new();
     let mut stack: Vec<Id> = Vec::new();
     let mut counted = 0;
@@ -317,9 +321,8 @@ async fn load_state(repo: &Repository, forgotten: &HashSet<Id>, grace: Duration)
             used.extend(node.content.iter().copied());
         }
     }
-    let superseded_in_storage = files.iter().filter(|(id, _)| superseded.contains(id)).count();
     Ok(State {
-        index_ids: files.iter().map(|(id, _)| *id).collect(),
+        index_ids,
         superseded_in_storage,
         packs,
         unreadable_unindexed,

@@ -358,10 +358,11 @@ async fn rebuild(repo: &Repository, guard: &lock::LockGuard) -> Result<RepairRep
     report.packs = indexed.len();
     report.blobs = indexed.iter().map(|p| p.blobs.len()).sum();
 
-    let mut new_index = MasterIndex::default();
+    let mut builder = MasterIndex::builder();
     for p in &indexed {
-        new_index.add_pack(p);
+        builder.add_pack(p);
     }
+    let new_index = builder.finish();
     guard.ensure_held().await?;
     let ids = repo.write_index(indexed, listed.clone()).await?;
     report.index = ids.last().map(Id::to_hex);
@@ -543,10 +544,11 @@ async fn heal_packs(
     // 3. One index without the damaged packs, superseding every index object.
     let mut packs: Vec<IndexedPack> = old.packs.iter().filter(|p| !damaged.contains(&p.id)).cloned().collect();
     packs.extend(written);
-    let mut new_index = MasterIndex::default();
+    let mut builder = MasterIndex::builder();
     for p in &packs {
-        new_index.add_pack(p);
+        builder.add_pack(p);
     }
+    let new_index = builder.finish();
     guard.ensure_held().await?;
     let index_ids = repo.write_index(packs, listed.clone()).await?;
     report.index = index_ids.last().map(Id::to_hex);

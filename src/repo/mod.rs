@@ -25,7 +25,7 @@ use crate::crypto::kdf::KdfParams;
 use crate::crypto::{random_secret, RepoKeys};
 use crate::format::config::Config;
 use crate::format::envelope::{append_payload, open_payload_owned, seal_payload};
-use crate::format::index::{split_index, IndexFile, IndexedPack, MAX_INDEX_ENTRIES};
+use crate::format::index::{decode_packs, split_index, IndexFile, IndexedPack, MAX_INDEX_ENTRIES};
 use crate::format::key::{KeyOwner, KeyPayload, KeySlot};
 use crate::format::pack::{decode_header, header_offset, BlobEntry, TRAILER_LEN};
 use crate::format::snapshot::Snapshot;
@@ -593,30 +593,76 @@ impl Repository {
 
     /// Loads what index objects can be read, returning the unreadable ones
     /// beside it. `use_cache: false` reads every object from storage.
+    ///
+    /// One object at a time is read, opened, checked and added to the index,
+    /// then dropped: memory holds the index and one object, never every
+    /// object decoded. An object's packs count only if every object
+    /// superseding it fails to decode; the superseded set is known only once
+    /// every object is read, so in the rare case that an object already
+    /// added turns out superseded (an interrupted prune left both), the
+    /// index is built again from the objects in force.
     pub async fn load_index_report(&self, use_cache: bool) -> Result<(MasterIndex, Vec<(Id, RepoError)>)> {
-        let (files, bad) = self.load_index_files(use_cache).await?;
-        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        let mut index = MasterIndex::default();
-        for (id, file) in &files {
+        let listed = self.listed_index_objects(use_cache).await?;
+        let mut reader = IndexObjectReader::new(self.cache().filter(|_| use_cache), self.cache());
+        let mut superseded: HashSet<Id> = HashSet::new();
+        let mut builder = MasterIndex::builder();
+        let mut added: Vec<Id> = Vec::new();
+        let mut bad = Vec::new();
+        for id in &listed {
+            let plain = match reader.read(self, id).await {
+                Ok(plain) => plain,
+                Err(e) => {
+                    bad.push((*id, e));
+                    continue;
+                }
+            };
+            // Decoded whole first, so that an object that fails half-way adds nothing.
+            let supersedes = match decode_packs(&plain, |_| {}) {
+                Ok(s) => s,
+                Err(e) => {
+                    bad.push((*id, RepoError::damaged(format!("index object {id}"), e)));
+                    continue;
+                }
+            };
+            superseded.extend(supersedes);
             if superseded.contains(id) {
                 continue;
             }
-            for p in &file.packs {
-                index.add_pack(p);
-            }
-            index.index_ids.push(*id);
+            decode_packs(&plain, |p| builder.add_pack(&p)).expect("the same bytes decoded a moment ago");
+            added.push(*id);
         }
+        reader.flush();
+        if added.iter().any(|id| superseded.contains(id)) {
+            builder = MasterIndex::builder();
+            added.clear();
+            let unreadable: HashSet<Id> = bad.iter().map(|(id, _)| *id).collect();
+            for id in listed.iter().filter(|id| !superseded.contains(id) && !unreadable.contains(id)) {
+                let plain = match reader.read(self, id).await {
+                    Ok(plain) => plain,
+                    Err(e) => {
+                        bad.push((*id, e));
+                        continue;
+                    }
+                };
+                match decode_packs(&plain, |p| builder.add_pack(&p)) {
+                    Ok(_) => added.push(*id),
+                    // It decoded a moment ago; read again, it is what storage now gives.
+                    Err(e) => bad.push((*id, RepoError::damaged(format!("index object {id}"), e))),
+                }
+            }
+            reader.flush();
+        }
+        let mut index = builder.finish();
+        index.index_ids = added;
         Ok((index, bad))
     }
 
-    /// Every index object in storage that can be read, decoded (superseded
-    /// ones included), with the unreadable ones beside them. `use_cache:
-    /// false` reads every object from storage.
-    pub async fn load_index_files(&self, use_cache: bool) -> Result<(Vec<(Id, IndexFile)>, Vec<(Id, RepoError)>)> {
-        let cache = self.cache().filter(|_| use_cache);
-        let listed = self.inner.backend.list(ObjectKind::Index).await?;
-        let listed_ids: HashSet<Id> = listed.iter().map(|o| o.id).collect();
-        if let Some(cache) = cache {
+    /// The index objects storage lists; with the cache in use, forgets the
+    /// cached ones storage no longer has.
+    async fn listed_index_objects(&self, use_cache: bool) -> Result<Vec<Id>> {
+        let listed: Vec<Id> = self.inner.backend.list(ObjectKind::Index).await?.into_iter().map(|o| o.id).collect();
+        if let Some(cache) = self.cache().filter(|_| use_cache) {
+            let listed_ids: HashSet<&Id> = listed.iter().collect();
             if let Ok(cached) = cache.index_ids() {
                 let gone: Vec<Id> = cached.into_iter().filter(|id| !listed_ids.contains(id)).collect();
                 if !gone.is_empty() {
@@ -624,46 +670,29 @@ impl Repository {
                 }
             }
         }
+        Ok(listed)
+    }
+
+    /// Every index object in storage that can be read, decoded (superseded
+    /// ones included), with the unreadable ones beside them. `use_cache:
+    /// false` reads every object from storage. This holds every object
+    /// decoded at once: what only needs the index uses
+    /// [`load_index_report`](Self::load_index_report).
+    pub async fn load_index_files(&self, use_cache: bool) -> Result<(Vec<(Id, IndexFile)>, Vec<(Id, RepoError)>)> {
+        let listed = self.listed_index_objects(use_cache).await?;
+        let mut reader = IndexObjectReader::new(self.cache().filter(|_| use_cache), self.cache());
         let mut files = Vec::with_capacity(listed.len());
-        let mut fresh: Vec<(Id, bytes::Bytes)> = Vec::new();
         let mut bad = Vec::new();
-        for info in &listed {
-            // The cache holds sealed objects: what it returns is authenticated
-            // and checked against its id like anything read from storage.
-            let cached = cache
-                .and_then(|c| c.index(&info.id).ok().flatten())
-                .and_then(|sealed| self.open_stored_object(ObjectKind::Index, &info.id, &sealed).ok());
-            let plain = match cached {
-                Some(p) => p,
-                None => {
-                    let fetched = match self.inner.backend.get(ObjectKind::Index, &info.id).await {
-                        Ok(sealed) => {
-                            self.open_stored_object(ObjectKind::Index, &info.id, &sealed).map(|p| (sealed, p))
-                        }
-                        Err(e) => Err(e.into()),
-                    };
-                    match fetched {
-                        Ok((sealed, p)) => {
-                            fresh.push((info.id, sealed));
-                            p
-                        }
-                        Err(e) => {
-                            bad.push((info.id, e));
-                            continue;
-                        }
-                    }
-                }
-            };
-            match IndexFile::decode(&plain) {
-                Ok(file) => files.push((info.id, file)),
-                Err(e) => bad.push((info.id, RepoError::damaged(format!("index object {}", info.id), e))),
+        for id in listed {
+            match reader.read(self, &id).await {
+                Ok(plain) => match IndexFile::decode(&plain) {
+                    Ok(file) => files.push((id, file)),
+                    Err(e) => bad.push((id, RepoError::damaged(format!("index object {id}"), e))),
+                },
+                Err(e) => bad.push((id, e)),
             }
         }
-        if let Some(cache) = self.cache() {
-            if let Err(e) = cache.put_indexes(fresh.iter().map(|(id, p)| (id, &p[..]))) {
-                tracing::debug!(error = %e, "could not cache index objects");
-            }
-        }
+        reader.flush();
         Ok((files, bad))
     }
 
@@ -753,6 +782,58 @@ impl Repository {
         let ids = self.write_index(recovered, Vec::new()).await?;
         index.index_ids.extend(ids);
         Ok((n, unreadable))
+    }
+}
+
+/// Cached index objects written in one transaction at most this large.
+const INDEX_CACHE_BATCH: usize = 8 << 20;
+
+/// Reads index objects one by one, from the cache when it has them (the
+/// cache holds sealed objects: what it gives is opened and checked against
+/// its id like anything read from storage), and puts what it fetched from
+/// storage into the cache in batches of bounded size.
+struct IndexObjectReader<'c> {
+    read_from: Option<&'c Cache>,
+    write_to: Option<&'c Cache>,
+    fresh: Vec<(Id, Bytes)>,
+    fresh_bytes: usize,
+}
+
+impl<'c> IndexObjectReader<'c> {
+    fn new(read_from: Option<&'c Cache>, write_to: Option<&'c Cache>) -> Self {
+        IndexObjectReader { read_from, write_to, fresh: Vec::new(), fresh_bytes: 0 }
+    }
+
+    /// The plaintext of index object `id`.
+    async fn read(&mut self, repo: &Repository, id: &Id) -> Result<Vec<u8>> {
+        let cached = self
+            .read_from
+            .and_then(|c| c.index(id).ok().flatten())
+            .and_then(|sealed| repo.open_stored_object(ObjectKind::Index, id, &sealed).ok());
+        if let Some(plain) = cached {
+            return Ok(plain);
+        }
+        let sealed = repo.inner.backend.get(ObjectKind::Index, id).await?;
+        let plain = repo.open_stored_object(ObjectKind::Index, id, &sealed)?;
+        if self.write_to.is_some() {
+            self.fresh_bytes += sealed.len();
+            self.fresh.push((*id, sealed));
+            if self.fresh_bytes >= INDEX_CACHE_BATCH {
+                self.flush();
+            }
+        }
+        Ok(plain)
+    }
+
+    /// Puts what was fetched since the last flush into the cache.
+    fn flush(&mut self) {
+        let fresh = std::mem::take(&mut self.fresh);
+        self.fresh_bytes = 0;
+        if let (Some(cache), false) = (self.write_to, fresh.is_empty()) {
+            if let Err(e) = cache.put_indexes(fresh.iter().map(|(id, p)| (id, &p[..]))) {
+                tracing::debug!(error = %e, "could not cache index objects");
+            }
+        }
     }
 }
 

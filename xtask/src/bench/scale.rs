@@ -443,8 +443,10 @@ fn vm_rss_kib() -> u64 {
 }
 
 /// Bytes of resident memory per blob of tstor's in-memory index, filled
-/// with `blobs` entries (packs of 1,000 blobs) in this process.
-fn index_memory_per_blob(blobs: u32) -> f64 {
+/// with `blobs` entries (packs of 1,000 blobs) in this process: built at
+/// once as loading the index builds it (`loaded`), or pack by pack as a
+/// snapshot adds to it.
+fn index_memory_per_blob(blobs: u32, loaded: bool) -> f64 {
     use tstor::format::index::IndexedPack;
     use tstor::format::pack::BlobEntry;
     use tstor::format::{BlobType, Id};
@@ -456,12 +458,21 @@ fn index_memory_per_blob(blobs: u32) -> f64 {
         Id(b)
     };
     let before = vm_rss_kib();
+    let mut builder = MasterIndex::builder();
     let mut index = MasterIndex::default();
     for p in 0..blobs.div_ceil(1000) {
         let entries = (0..1000u32.min(blobs - p * 1000))
             .map(|b| BlobEntry { blob_type: BlobType::Data, id: id(), offset: b * 100, length: 100, raw_len: 90 })
             .collect();
-        index.add_pack(&IndexedPack { id: id(), size: 1 << 20, blobs: entries });
+        let pack = IndexedPack { id: id(), size: 1 << 20, blobs: entries };
+        if loaded {
+            builder.add_pack(&pack);
+        } else {
+            index.add_pack(&pack);
+        }
+    }
+    if loaded {
+        index = builder.finish();
     }
     let after = vm_rss_kib();
     let per_blob = (after.saturating_sub(before) * 1024) as f64 / f64::from(blobs);
@@ -476,7 +487,7 @@ fn growth(v1: f64, v2: f64, n1: u64, n2: u64) -> String {
     format!("{:.2}", (v2 / v1).ln() / (n2 as f64 / n1 as f64).ln())
 }
 
-fn report(tools: &[Tool], cells: &[Cell], history: &[HistoryResult], per_blob: f64) -> String {
+fn report(tools: &[Tool], cells: &[Cell], history: &[HistoryResult], per_blob: (f64, f64)) -> String {
     let mut s = String::new();
     let mut sizes: Vec<u64> = cells.iter().map(|c| c.files).collect();
     sizes.sort_unstable();
@@ -548,7 +559,11 @@ fn report(tools: &[Tool], cells: &[Cell], history: &[HistoryResult], per_blob: f
             );
         }
     }
-    let _ = writeln!(s, "\nindex memory per blob (tstor, 10^6 blobs in memory): {per_blob:.0} bytes");
+    let _ = writeln!(
+        s,
+        "\nindex memory per blob (tstor, 10^6 blobs in memory): {:.0} bytes loaded, {:.0} bytes added pack by pack",
+        per_blob.0, per_blob.1
+    );
     s
 }
 
@@ -613,7 +628,7 @@ pub fn main(args: &[String]) -> Result<()> {
         },
         _ => Vec::new(),
     };
-    let per_blob = index_memory_per_blob(1_000_000);
+    let per_blob = (index_memory_per_blob(1_000_000, true), index_memory_per_blob(1_000_000, false));
     let text = report(&tools, &read_cells(&dir.join(CELLS_FILE)), &history, per_blob);
     println!("{text}");
     let results = dir.join("scale-results.txt");
