@@ -37,6 +37,7 @@
 //! turn), so a part is always first in its connection's queue: it is
 //! written as soon as it is handed over, right after it passed the gate.
 
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -336,7 +337,7 @@ impl Line {
         R::Return: Send + 'static,
     {
         let line = self.clone();
-        let task = tokio::spawn(async move {
+        let mut call = Box::pin(async move {
             let answer = match dc {
                 Some(dc) => line.client.invoke_in_dc(dc, &request).await,
                 None => line.client.invoke(&request).await,
@@ -348,7 +349,14 @@ impl Line {
             drop(turn);
             answer
         });
-        match task.await {
+        // The first poll hands the request to grammers: here, in the poll
+        // that checked the gate, not whenever a spawned task first runs
+        // (on a busy machine, after a flood wait may have been learnt).
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(answer) = first {
+            return answer;
+        }
+        match tokio::spawn(call).await {
             Ok(answer) => answer,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(InvocationError::Dropped("a Telegram request was cancelled")),
