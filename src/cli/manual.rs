@@ -27,9 +27,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("TSTOR_TG_MAX_FLOOD_WAIT", "Longest Telegram flood wait sat out, in seconds (default 600)."),
     ("TSTOR_TG_PACK_MIB", "Data pack size for Telegram repositories, 1 to 512 MiB (default 64)."),
-    ("TSTOR_TG_PARTS_IN_FLIGHT", "Upload parts in flight across all packs (default 8)."),
+    ("TSTOR_TG_PARTS_IN_FLIGHT", "Upload parts in flight across all packs, at most one per transfer connection (default 8)."),
     ("TSTOR_TG_CALLS_PER_MINUTE", "Budget that paces every Telegram API call; 0 for none (default 3000)."),
-    ("TSTOR_TG_TRANSFER_CONNECTIONS", "Extra connections for uploads and downloads, 0 to 16 (default 4)."),
+    ("TSTOR_TG_TRANSFER_CONNECTIONS", "Extra connections for uploads and downloads, 0 to 16, one upload part at a time on each (default 8)."),
 ];
 
 /// Exit statuses and what each means.

@@ -97,7 +97,8 @@ pub(super) async fn invoke_in<R, F>(
     mut make: F,
 ) -> Result<R::Return, InvocationError>
 where
-    R: RemoteCall,
+    R: RemoteCall + Send + Sync + 'static,
+    R::Return: Send + 'static,
     F: FnMut() -> R,
 {
     let Some(dc) = dc else { return retry::invoke_retrying(client, gate, budget, make).await };

@@ -236,7 +236,11 @@ impl TelegramBackend {
     }
 
     /// Sends `request` until it is answered, as [`retry::invoke_retrying`] does.
-    async fn invoke<R: tl::RemoteCall + Clone>(&self, request: &R, what: &str) -> Result<R::Return> {
+    async fn invoke<R>(&self, request: &R, what: &str) -> Result<R::Return>
+    where
+        R: tl::RemoteCall + Clone + Send + Sync + 'static,
+        R::Return: Send + 'static,
+    {
         retry::invoke_retrying(&self.client, &self.gate, self.budget(), || request.clone())
             .await
             .map_err(|e| classify(e, what))

@@ -21,7 +21,23 @@
 //! first opens it with a ping (the ping is no API call, but opening the
 //! connection makes one, `initConnection`, so the ping passes the gate
 //! too), then passes the gate again itself.
+//!
+//! grammers also makes a request's msg_id (the time Telegram takes as its
+//! send time) only when the write before it on the connection is done, and
+//! a request dropped by its caller stays in that queue and is sent anyway.
+//! A 512 KiB upload part takes a while to write (and longer on a slow
+//! link); a request queued behind it passed the gate before the write
+//! began and goes out after, whatever flood wait was learnt meanwhile. So
+//! requests take turns on a line: any number of small requests share it,
+//! but an upload part has it alone ([`Exclusive`]): it is handed over only
+//! when everything handed over before on that connection has been
+//! answered or failed, and nothing is handed over while it is in flight.
+//! A turn ends when grammers gives the request back, not when its caller
+//! stops waiting (each attempt runs in a task of its own that holds the
+//! turn), so a part is always first in its connection's queue: it is
+//! written as soon as it is handed over, right after it passed the gate.
 
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,7 +47,7 @@ use grammers_client::sender::{RetryContext, RetryPolicy};
 use grammers_client::tl::RemoteCall;
 use grammers_client::{Client, InvocationError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::time::Instant;
 
 /// Successful parts after which one more part may be in flight again.
@@ -195,19 +211,66 @@ impl FloodGate {
     }
 }
 
-/// A client, and whether its connection to the home DC is to be opened
-/// before a request may pass the gate: at first, and after a request on it
-/// failed with a dropped connection.
+/// A client, whether its connection to the home DC is to be opened
+/// before a request may pass the gate (at first, and after a request on it
+/// failed with a dropped connection), and the turns requests take on it.
 #[derive(Clone)]
 pub struct Line {
     client: Client,
     closed: Arc<AtomicBool>,
+    /// Read: a request that shares the connection; write: an upload part
+    /// that has it alone.
+    turns: Arc<RwLock<()>>,
+    /// Told whenever a turn ends, on this line or another of the same
+    /// backend (they share it), for parts waiting for a free line.
+    freed: Arc<Notify>,
+}
+
+enum Held {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
+/// A request's turn on a line; it ends when the last clone is dropped,
+/// which is when grammers has given the request back.
+pub struct Turn {
+    held: Option<Held>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // The lock is released first, so that a waiter woken now finds it free.
+        self.held.take();
+        self.freed.notify_waiters();
+    }
+}
+
+/// A line held for one upload part alone, until this and every attempt
+/// made with it are over.
+pub struct Exclusive {
+    line: Line,
+    turn: Arc<Turn>,
+}
+
+impl std::ops::Deref for Exclusive {
+    type Target = Line;
+
+    fn deref(&self) -> &Line {
+        &self.line
+    }
 }
 
 impl Line {
     /// A line on `client`, whose connection is opened by its first request.
     pub fn new(client: Client) -> Line {
-        Line { client, closed: Arc::new(AtomicBool::new(true)) }
+        Line { client, closed: Arc::new(AtomicBool::new(true)), turns: Arc::default(), freed: Arc::default() }
+    }
+
+    /// A line on `client` whose ended turns are told to the same waiters
+    /// as `other`'s.
+    pub fn beside(client: Client, other: &Line) -> Line {
+        Line { freed: Arc::clone(&other.freed), ..Line::new(client) }
     }
 
     /// The client.
@@ -224,15 +287,88 @@ impl Line {
         self.closed.store(closed, Ordering::Release);
     }
 
+    /// Whether an upload part has the line now.
+    pub fn is_exclusive(&self) -> bool {
+        self.turns.try_read().is_err()
+    }
+
+    /// The line for one upload part alone, if nothing is in flight on it.
+    pub fn try_exclusive(&self) -> Option<Exclusive> {
+        let guard = Arc::clone(&self.turns).try_write_owned().ok()?;
+        let turn = Turn { held: Some(Held::Exclusive(guard)), freed: Arc::clone(&self.freed) };
+        Some(Exclusive { line: self.clone(), turn: Arc::new(turn) })
+    }
+
+    /// The line for one upload part alone, once everything in flight on it is over.
+    pub async fn exclusive(&self) -> Exclusive {
+        let guard = Arc::clone(&self.turns).write_owned().await;
+        let turn = Turn { held: Some(Held::Exclusive(guard)), freed: Arc::clone(&self.freed) };
+        Exclusive { line: self.clone(), turn: Arc::new(turn) }
+    }
+
+    /// A turn shared with other requests, once no part has the line.
+    async fn shared(&self) -> Arc<Turn> {
+        let guard = Arc::clone(&self.turns).read_owned().await;
+        Arc::new(Turn { held: Some(Held::Shared(guard)), freed: Arc::clone(&self.freed) })
+    }
+
+    /// Waits until some turn on this line, or a line beside it, ends.
+    /// `enable` runs once the wait is registered: a turn that ends while
+    /// it runs is not missed.
+    pub async fn wait_for_a_turn<T>(&self, mut enable: impl FnMut() -> Option<T>) -> T {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(found) = enable() {
+                return found;
+            }
+            freed.await;
+        }
+    }
+
+    /// Hands `request` to grammers in DC `dc` (`None`: home) with `turn`,
+    /// which lasts until grammers gives the request back, even if the
+    /// caller stops waiting first: grammers sends a request it was handed
+    /// whether anyone waits for it or not.
+    async fn attempt<R>(&self, turn: Arc<Turn>, dc: Option<i32>, request: R) -> Result<R::Return, InvocationError>
+    where
+        R: RemoteCall + Send + Sync + 'static,
+        R::Return: Send + 'static,
+    {
+        let line = self.clone();
+        let mut call = Box::pin(async move {
+            let answer = match dc {
+                Some(dc) => line.client.invoke_in_dc(dc, &request).await,
+                None => line.client.invoke(&request).await,
+            };
+            // Said before the turn ends, so that the next turn opens the connection first.
+            if dc.is_none() && answer.as_ref().is_err_and(is_dropped) {
+                line.set_closed(true);
+            }
+            drop(turn);
+            answer
+        });
+        // The first poll hands the request to grammers: here, in the poll
+        // that checked the gate, not whenever a spawned task first runs
+        // (on a busy machine, after a flood wait may have been learnt).
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(answer) = first {
+            return answer;
+        }
+        match tokio::spawn(call).await {
+            Ok(answer) => answer,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(InvocationError::Dropped("a Telegram request was cancelled")),
+        }
+    }
+
     /// Opens the connection to DC `dc` (`None`: home), if it is not open,
     /// with a ping: grammers opens it for the ping and answers it once the
     /// connection is up.
-    async fn open(&self, dc: Option<i32>) -> Result<(), InvocationError> {
+    async fn open(&self, turn: Arc<Turn>, dc: Option<i32>) -> Result<(), InvocationError> {
         let ping = grammers_client::tl::functions::Ping { ping_id: rand::random() };
-        match dc {
-            Some(dc) => self.client.invoke_in_dc(dc, &ping).await.map(drop),
-            None => self.client.invoke(&ping).await.map(drop),
-        }
+        self.attempt(turn, dc, ping).await.map(drop)
     }
 }
 
@@ -381,10 +517,27 @@ pub async fn invoke_retrying<R, F>(
     make: F,
 ) -> Result<R::Return, InvocationError>
 where
-    R: RemoteCall,
+    R: RemoteCall + Send + Sync + 'static,
+    R::Return: Send + 'static,
     F: FnMut() -> R,
 {
     invoke_retrying_in(client, gate, budget, None, make).await
+}
+
+/// [`invoke_retrying`] on a line held alone (an upload part): every
+/// attempt is the only request in flight on its connection.
+pub async fn invoke_exclusive<R, F>(
+    line: &Exclusive,
+    gate: &FloodGate,
+    budget: Budget,
+    make: F,
+) -> Result<R::Return, InvocationError>
+where
+    R: RemoteCall + Send + Sync + 'static,
+    R::Return: Send + 'static,
+    F: FnMut() -> R,
+{
+    invoke_turns(&line.line, Some(&line.turn), gate, budget, None, make).await
 }
 
 /// [`invoke_retrying`] in DC `dc` (`None`: the home DC), through the same gate.
@@ -393,10 +546,29 @@ pub async fn invoke_retrying_in<R, F>(
     gate: &FloodGate,
     budget: Budget,
     dc: Option<i32>,
+    make: F,
+) -> Result<R::Return, InvocationError>
+where
+    R: RemoteCall + Send + Sync + 'static,
+    R::Return: Send + 'static,
+    F: FnMut() -> R,
+{
+    invoke_turns(client, None, gate, budget, dc, make).await
+}
+
+/// The loop of [`invoke_retrying_in`]: each attempt with the turn `held`
+/// (a line held alone), or a turn shared with other requests.
+async fn invoke_turns<R, F>(
+    client: &Line,
+    held: Option<&Arc<Turn>>,
+    gate: &FloodGate,
+    budget: Budget,
+    dc: Option<i32>,
     mut make: F,
 ) -> Result<R::Return, InvocationError>
 where
-    R: RemoteCall,
+    R: RemoteCall + Send + Sync + 'static,
+    R::Return: Send + 'static,
     F: FnMut() -> R,
 {
     let mut failures = 0;
@@ -409,13 +581,22 @@ where
     let mut dropped = false;
     loop {
         gate.wait().await;
+        let turn = match held {
+            Some(turn) => Arc::clone(turn),
+            None => client.shared().await,
+        };
+        // A part may have had the line: a flood wait learnt meanwhile holds
+        // this request back too.
+        if !gate.held_for().is_zero() {
+            continue;
+        }
         // A connection to open is opened first, right after the gate (its
         // opening makes an API call, `initConnection`), and the request
         // passes the gate again after: handed over while grammers connects,
         // it would go out whenever the connection is up, even during a
         // flood wait learnt meanwhile.
         let error = if dropped || (dc.is_none() && client.is_closed()) {
-            match client.open(dc).await {
+            match client.open(turn, dc).await {
                 Ok(()) => {
                     dropped = false;
                     if dc.is_none() {
@@ -426,12 +607,7 @@ where
                 Err(e) => e,
             }
         } else {
-            let request = make();
-            let answer = match dc {
-                Some(dc) => client.invoke_in_dc(dc, &request).await,
-                None => client.invoke(&request).await,
-            };
-            match answer {
+            match client.attempt(turn, dc, make()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             }

@@ -497,3 +497,35 @@ async fn a_flood_wait_while_a_dropped_connection_opens_is_waited_out() {
     assert_eq!(b.gate.floods(), 1);
     assert_eq!(server.early_calls(), Vec::<&str>::new());
 }
+
+/// Parts queued on one connection behind other writes: grammers makes a
+/// request's msg_id (its send time) only when it writes it, after every
+/// request queued before it on that connection, one container at a time
+/// (and a 512 KiB part is one container, gzipped first). A part handed over
+/// while the gate was open could go out long after a flood wait for its
+/// method was learnt (the seeded sweep found such early
+/// `upload.saveBigFilePart` calls, and a premium-wait test early
+/// `upload.saveFilePart` ones). Here the server stops reading one
+/// connection for 1.5 s under its first part while the other connection's
+/// first part is told to wait, with many parts in flight on each: nothing
+/// may go out on either before the wait ends.
+#[tokio::test]
+async fn parts_never_wait_in_a_connection_queue_past_a_flood_wait() {
+    let server = Server::start().await.unwrap();
+    let opts = Options { calls_per_minute: 0, transfer_connections: 2, parts_in_flight: 64, ..options() };
+    let b = TelegramBackend::connect(session(&server), Target::SavedMessages, opts, public_names());
+    b.use_object_names(repo_names()).await;
+    b.create().await.unwrap();
+    let method = "upload.saveBigFilePart";
+    server.inject(method, Fault::Delay(Duration::from_millis(1500)), 1);
+    server.inject(method, Fault::FloodWait(3), 1);
+    let id = Id([16; 32]);
+    // Sealed bytes, as a pack is: gzip cannot shrink them.
+    let mut blob = vec![0; 64 << 20];
+    blake3::Hasher::new().update(b"parts").finalize_xof().fill(&mut blob);
+    let blob = Bytes::from(blob);
+    b.put(ObjectKind::Pack, &id, blob.clone()).await.unwrap();
+    assert_eq!(server.pending_faults(), 0);
+    assert_eq!(server.early_calls(), Vec::<&str>::new(), "parts went out during a known flood wait");
+    assert_eq!(b.get(ObjectKind::Pack, &id).await.unwrap(), blob);
+}

@@ -11,6 +11,13 @@
 //! and auth key, taken when the first transfer starts: it never writes the
 //! session file, and never makes a key of its own over the one the account
 //! logged in with.
+//!
+//! A connection carries either one upload part alone or any number of
+//! downloaded chunks (see `retry`'s turns): a part waits for a connection
+//! with nothing in flight, so that grammers writes it, and makes its
+//! msg_id, as soon as it is handed over, never after another part's write
+//! while a flood wait was learnt. Chunks go to the least busy connection
+//! no part holds, or to the main connection when parts hold all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,12 +26,14 @@ use grammers_client::sender::ConnectionParams;
 use grammers_client::session::Session;
 use grammers_client::{Client, SenderPool};
 
-use super::retry::{Line, TstorRetry};
+use super::retry::{Exclusive, Line, TstorRetry};
 use super::session::TelegramSession;
 use super::Options;
 
-/// Connections used for file transfers, besides the one for every other call.
-pub const TRANSFER_CONNECTIONS: usize = 4;
+/// Connections used for file transfers, besides the one for every other
+/// call: as many as the upload parts in flight by default, since each
+/// carries one part at a time.
+pub const TRANSFER_CONNECTIONS: usize = 8;
 
 struct Connection {
     line: Line,
@@ -90,8 +99,9 @@ impl TransferPool {
         }
     }
 
-    /// The least busy transfer connection's client (the main client if
-    /// there are none). Must be called within the runtime.
+    /// The least busy transfer connection's client that no upload part
+    /// holds (the main client if there are none, or parts hold them all).
+    /// Must be called within the runtime.
     pub(super) fn lease(&self) -> Lease {
         let connections = self.connections.get_or_init(|| self.open());
         let n = connections.len();
@@ -101,6 +111,7 @@ impl TransferPool {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let chosen = (0..n)
             .map(|i| &connections[(start + i) % n])
+            .filter(|c| !c.line.is_exclusive())
             .min_by_key(|c| c.busy.load(Ordering::Relaxed))
             .map(Arc::clone);
         match chosen {
@@ -110,6 +121,23 @@ impl TransferPool {
             }
             None => Lease { line: self.main.clone(), connection: None },
         }
+    }
+
+    /// A transfer connection for one upload part alone, once one has
+    /// nothing in flight (the main connection if there are none, once
+    /// everything in flight on it is over). Must be called within the runtime.
+    pub(super) async fn lease_part(&self) -> Exclusive {
+        let connections = self.connections.get_or_init(|| self.open());
+        let n = connections.len();
+        if n == 0 {
+            return self.main.exclusive().await;
+        }
+        self.main
+            .wait_for_a_turn(|| {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).find_map(|i| connections[(start + i) % n].line.try_exclusive())
+            })
+            .await
     }
 
     /// The client for a transfer from DC `foreign` (`None`: the home DC,
@@ -142,7 +170,7 @@ impl TransferPool {
                 let pool = SenderPool::with_configuration(copy, self.options.api_id, params);
                 let client = Client::new(pool.handle);
                 runners.push(tokio::spawn(pool.runner.run()));
-                Arc::new(Connection { line: Line::new(client), busy: AtomicUsize::new(0) })
+                Arc::new(Connection { line: Line::beside(client, &self.main), busy: AtomicUsize::new(0) })
             })
             .collect()
     }

@@ -14,7 +14,7 @@ use grammers_client::tl;
 
 use super::catalog::{new_messages, parse_message};
 use super::errors::{classify, is_rpc, permanent, rpc_value, transient};
-use super::retry::{self, FloodGate, Line};
+use super::retry::{self, Exclusive, FloodGate};
 use super::{Options, TelegramBackend, BIG_FILE, MAX_PARTS, MIME, PART_SIZE};
 use crate::backend::names::Named;
 use crate::backend::{BackendError, Result, SpilledObject};
@@ -133,11 +133,12 @@ impl TelegramBackend {
                     if part >= total {
                         return Ok(());
                     }
-                    // One place among the parts in flight of every upload.
+                    // One place among the parts in flight of every upload,
+                    // then a connection with nothing else in flight.
                     let _permit = gate.part().await;
                     let bytes = data.part(part).await?;
-                    let client = transfers.lease();
-                    save_part(&client, &gate, &options, file_id, part, total, big, bytes).await?;
+                    let line = transfers.lease_part().await;
+                    save_part(&line, &gate, &options, file_id, part, total, big, bytes).await?;
                     gate.part_done();
                 }
             });
@@ -175,8 +176,8 @@ impl TelegramBackend {
         let bytes = data.part(part).await?;
         tracing::info!(part, total, "re-sending a part Telegram no longer has");
         let _permit = self.gate.part().await;
-        let client = self.transfers.lease();
-        let result = save_part(&client, &self.gate, &self.options, file_id, part, total, big, bytes).await;
+        let line = self.transfers.lease_part().await;
+        let result = save_part(&line, &self.gate, &self.options, file_id, part, total, big, bytes).await;
         self.gate.part_done();
         result
     }
@@ -301,7 +302,7 @@ impl TelegramBackend {
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn save_part(
-    client: &Line,
+    line: &Exclusive,
     gate: &FloodGate,
     options: &Options,
     file_id: i64,
@@ -312,7 +313,7 @@ pub(super) async fn save_part(
 ) -> Result<()> {
     for _ in 0..options.attempts.max(1) {
         let result = if big {
-            retry::invoke_retrying(client, gate, options.budget(), || tl::functions::upload::SaveBigFilePart {
+            retry::invoke_exclusive(line, gate, options.budget(), || tl::functions::upload::SaveBigFilePart {
                 file_id,
                 file_part: part as i32,
                 file_total_parts: total as i32,
@@ -320,7 +321,7 @@ pub(super) async fn save_part(
             })
             .await
         } else {
-            retry::invoke_retrying(client, gate, options.budget(), || tl::functions::upload::SaveFilePart {
+            retry::invoke_exclusive(line, gate, options.budget(), || tl::functions::upload::SaveFilePart {
                 file_id,
                 file_part: part as i32,
                 bytes: bytes.to_vec(),
