@@ -3,7 +3,8 @@
 //! in merged ranged reads (grouped by pack, as file content is) so that a
 //! restore from remote storage does not cost a round trip per directory, and
 //! the count of a snapshot's entries that a restore checks before it writes
-//! anything (format.md §22).
+//! anything (format.md §22), and the count of what lies below a directory
+//! the restore refuses, so that the report names how much was left out.
 //!
 //! Fetched trees land in the local cache, from which the repository's tree
 //! loading then takes them: trees are decoded in one place only. Without a
@@ -139,6 +140,60 @@ impl TreeLoader {
             }
             if tasks.join_next().await.is_none() {
                 break;
+            }
+        }
+    }
+}
+
+/// How many entries lie below directory tree `root`: every entry of every
+/// tree under it, a tree reached twice counting twice, with no limit of
+/// depth or name applied (they are all left out with the directory that
+/// holds them). A tree that cannot be read counts as empty. Subtrees met
+/// again are counted once (up to [`REMEMBERED_SUBTREES`] of them), and the
+/// count stops past `cap`, which is then returned: a snapshot built of a few
+/// shared trees costs a few loads, not one per entry.
+pub(super) async fn count_below(loader: &TreeLoader, root: Id, cap: u64) -> u64 {
+    /// A tree being counted: its subdirectories still to count, and the
+    /// count reached before its own entries were added.
+    struct Open {
+        id: Id,
+        subtrees: std::vec::IntoIter<Id>,
+        counted_before: u64,
+    }
+    let mut known: HashMap<Id, u64> = HashMap::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let mut counted = 0u64;
+    let mut next = Some(root);
+    loop {
+        if let Some(id) = next.take() {
+            let (entries, subtrees) = match loader.load(&id).await {
+                Ok(tree) => {
+                    let subtrees: Vec<Id> =
+                        tree.nodes.iter().filter(|n| n.kind == NodeKind::Dir).filter_map(|n| n.subtree).collect();
+                    (tree.nodes.len() as u64, subtrees)
+                }
+                Err(_) => (0, Vec::new()),
+            };
+            stack.push(Open { id, subtrees: subtrees.into_iter(), counted_before: counted });
+            counted = counted.saturating_add(entries);
+        }
+        if counted > cap {
+            return cap;
+        }
+        let Some(top) = stack.last_mut() else { return counted };
+        match top.subtrees.next() {
+            Some(sub) => match known.get(&sub) {
+                Some(&below) => counted = counted.saturating_add(below),
+                None => next = Some(sub),
+            },
+            None => {
+                let done = stack.pop().expect("a tree is open");
+                if known.len() < REMEMBERED_SUBTREES {
+                    known.insert(done.id, counted - done.counted_before);
+                }
+                if stack.is_empty() {
+                    return counted;
+                }
             }
         }
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use super::content::{restore_contents, Shared};
 use super::dirs::{clear_at, split_last, Dir, DirCursor, OPEN_PER_CURSOR};
 use super::files::{FileTarget, FilesOutcome};
-use super::trees::{trees_ahead, TreeLoader};
+use super::trees::{count_below, trees_ahead, TreeLoader};
 use super::{
     apply_metadata_at, apply_metadata_fd, display, display_limited, pop_name, push_name, Overwrite, RestoreAction,
     RestoreOptions, RestoreOutcome, RestoreProgress,
@@ -282,6 +282,24 @@ impl<'o> Walker<'o> {
         self.outcome.errors.push(format!("{shown}: {msg}"));
     }
 
+    /// Names an entry that is not restored because of its name or its place
+    /// (format.md §22); a refused directory takes everything below it along,
+    /// and the report counts those entries too.
+    async fn refuse(&mut self, shown: String, why: String, node: &Node) {
+        let below = match node.subtree.filter(|_| node.kind == NodeKind::Dir) {
+            Some(sub) => count_below(&self.loader, sub, self.opts.max_entries).await,
+            None => 0,
+        };
+        if below == 0 {
+            self.note(shown, format!("refused: {why}"));
+        } else {
+            self.outcome.skipped += below;
+            let entries = if below == 1 { "1 entry below it was" } else { "entries below it were" };
+            let entries = if below == 1 { entries.to_string() } else { format!("{below} {entries}") };
+            self.note(shown, format!("refused: {why}; {entries} not restored"));
+        }
+    }
+
     fn frame(&mut self) -> &mut Frame {
         self.stack.last_mut().expect("a directory is being walked")
     }
@@ -295,7 +313,7 @@ impl<'o> Walker<'o> {
         if let Err(e) = validate_name(&node.name) {
             let shown = self.cur.join(String::from_utf8_lossy(&node.name).as_ref());
             tracing::error!(path = %shown.display(), reason = %e, "refusing an unsafe tree entry");
-            self.note(display(&shown), format!("refused: {e}"));
+            self.refuse(display(&shown), e.to_string(), &node).await;
             return;
         }
         let name_len = push_name(&mut self.cur, &node.name);
@@ -309,7 +327,7 @@ impl<'o> Walker<'o> {
     async fn visit(&mut self, node: Node, name_len: usize) -> bool {
         let depth = self.base.0 + self.stack.len();
         if let Err(e) = check_entry_limits(depth, self.base.1 + self.cur.as_os_str().len()) {
-            self.note(display_limited(&self.cur), format!("refused: {e}"));
+            self.refuse(display_limited(&self.cur), e.to_string(), &node).await;
             return false;
         }
         let rel = self.cur.clone();

@@ -118,10 +118,14 @@ fn a_twenty_thousand_level_chain_restores_down_to_the_depth_limit_in_bounded_mem
     );
     // Directories are made relative to their parents' handles, far past
     // the system's path limit, down to the depth limit of format.md §22;
-    // the entry below the last is refused (with what is below it).
+    // the entry below the last is refused, and so is everything below it:
+    // the directories of the levels past the limit and the bottom file.
     let err = &done.stderr;
+    let max = tstor::format::MAX_TREE_DEPTH;
+    let below = levels - (max + 1) + 1;
     assert!(err.contains("refused: more than 4096 directory levels deep"), "{err}");
-    assert!(err.contains("tstor: 1 entry was not restored"), "{err}");
+    assert!(err.contains(&format!("; {below} entries below it were not restored")), "expected {below}:\n{err}");
+    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 1)), "{err}");
     assert!(!err.contains("cannot create"), "{err}");
     let made = chain_below(&target, name);
     assert_eq!(made.len(), tstor::format::MAX_TREE_DEPTH);
@@ -181,6 +185,38 @@ fn a_directory_the_file_system_refuses_counts_everything_below_it() {
     assert!(err.contains(&format!("{below} entries below it were not restored")), "expected {below}:\n{err}");
     assert!(err.contains(&format!("tstor: {} entries were not restored", below + 1)), "{err}");
     assert_eq!(fs::read(target.join("a/f")).unwrap(), b"kept");
+}
+
+/// A directory refused for its name is reported with the number of entries
+/// below it, counted through shared subtrees without restoring any of them
+/// (each counted as often as it is reached, as the snapshot has them);
+/// everything beside it is restored.
+#[test]
+fn a_directory_refused_for_its_name_counts_everything_below_it() {
+    let env = Env::new();
+    block_on(async {
+        let mut c = Crafter::init(&env.repo()).await;
+        let blob = c.data(b"kept").await;
+        // Three levels of ten directories of one shared tree of ten files:
+        // 10 + 100 + 1,000 directories and 10,000 files from four trees.
+        let mut tree = c.tree(names('f', 10).into_iter().map(|n| file(&n, vec![blob], 4)).collect()).await;
+        for _ in 0..3 {
+            tree = c.tree(names('d', 10).into_iter().map(|n| dir(&n, tree)).collect()).await;
+        }
+        let a = c.tree(vec![file(b"f", vec![blob], 4)]).await;
+        let root = c.tree(vec![dir(b"a", a), dir(b"..", tree)]).await;
+        c.finish(root).await;
+    });
+    let target = env.path("out");
+    let done = restore_measured(&env, &target, &[]);
+    assert_eq!(done.code, Some(1), "{}", done.stderr);
+    let err = &done.stderr;
+    let below = 10 + 100 + 1_000 + 10_000;
+    assert!(err.contains("refused: name is \".\" or \"..\""), "{err}");
+    assert!(err.contains(&format!("; {below} entries below it were not restored")), "expected {below}:\n{err}");
+    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 1)), "{err}");
+    assert_eq!(fs::read(target.join("a/f")).unwrap(), b"kept");
+    assert!(!env.path("f00").exists() && !env.path("d00").exists(), "nothing was written beside the target");
 }
 
 /// Names `d00`…`d99`, or `f00`…
