@@ -14,6 +14,17 @@
 //! later panic or error inside redb (damage it could not see at open, a full
 //! disk) turns the cache off for the rest of the process. The user hears of
 //! it once, through the warning sink the command line installs.
+//!
+//! The full check reads every page of the file (redb's repair walk), which
+//! for the cache of a repository of 10^6 files cost 0.3 s and 100 MiB on
+//! every command. So a process that closes the cache cleanly leaves a stamp
+//! beside it (`cache.redb.clean`: the file's device, inode, size and
+//! modification and change times, and when it was last checked in full);
+//! the next open skips the full check when the file is exactly as that
+//! stamp says and was checked in full within [`FULL_CHECK_EVERY`]. Anything
+//! that touched the file since (another program, a crash in the middle of a
+//! write, a copy put in its place) changes its change time, which no
+//! program can set, and the file is checked in full again.
 
 // The guarded closures return redb's own error type, as redb hands it over;
 // it is large, and only ever on the cold path of a failing cache.
@@ -28,6 +39,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
@@ -55,6 +67,12 @@ pub fn head_scope(config_created_ns: i64) -> String {
 pub const CACHE_FILE: &str = "cache.redb";
 /// What a damaged cache file's name starts with once set aside.
 const DAMAGED_PREFIX: &str = "cache.redb.damaged-";
+/// The stamp a clean close leaves beside the cache file (see the module
+/// comment).
+const CLEAN_STAMP: &str = "cache.redb.clean";
+/// How long a cache file found as a clean close left it is trusted without
+/// reading all of it again.
+pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache {path}: {message}")]
@@ -165,14 +183,109 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, redb::Error>) -> Result<T, Failure> 
     }
 }
 
-/// Opens (or creates) the database at `path` and checks its integrity, all
-/// behind the guard. An unclean file that redb repairs counts as healthy.
-fn open_checked(path: &Path) -> Result<Database, Failure> {
+/// Opens (or creates) the database at `path`, checking its integrity in
+/// full when `full_check`, all behind the guard. An unclean file that redb
+/// repairs counts as healthy (redb repairs a file not closed cleanly on
+/// open, whether or not it is checked in full).
+fn open_checked(path: &Path, full_check: bool) -> Result<Database, Failure> {
     guarded(|| {
         let mut db = Database::builder().set_cache_size(CACHE_MEMORY).create(path)?;
-        db.check_integrity()?;
+        if full_check {
+            db.check_integrity()?;
+        }
         Ok(db)
     })
+}
+
+/// What identifies one state of the cache file: anything that writes to it,
+/// replaces it or changes its metadata changes its change time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileState {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileState {
+    fn of(path: &Path) -> Option<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(FileState {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The stamp a clean close leaves: the file as it was closed, and when it
+/// was last checked in full (seconds since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CleanStamp {
+    file: FileState,
+    checked_secs: u64,
+}
+
+const STAMP_HEADER: &str = "tstor cache stamp 1";
+
+impl CleanStamp {
+    fn encode(&self) -> String {
+        let f = &self.file;
+        format!(
+            "{STAMP_HEADER}\n{} {} {} {} {} {} {} {}\n",
+            f.dev, f.ino, f.size, f.mtime.0, f.mtime.1, f.ctime.0, f.ctime.1, self.checked_secs
+        )
+    }
+
+    /// Reads a stamp; anything but exactly what `encode` writes is none.
+    fn decode(text: &str) -> Option<CleanStamp> {
+        let mut lines = text.split('\n');
+        if lines.next()? != STAMP_HEADER {
+            return None;
+        }
+        let fields: Vec<&str> = lines.next()?.split(' ').collect();
+        if fields.len() != 8 || lines.next() != Some("") || lines.next().is_some() {
+            return None;
+        }
+        let u = |i: usize| fields[i].parse::<u64>().ok();
+        let i = |i: usize| fields[i].parse::<i64>().ok();
+        Some(CleanStamp {
+            file: FileState { dev: u(0)?, ino: u(1)?, size: u(2)?, mtime: (i(3)?, i(4)?), ctime: (i(5)?, i(6)?) },
+            checked_secs: u(7)?,
+        })
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// When the cache file at `path` was last checked in full, if the stamp
+/// beside it says a clean close left it exactly as it is now and that check
+/// is recent enough to trust (within [`FULL_CHECK_EVERY`], and not in the
+/// future).
+fn trusted_since(stamp: &Path, path: &Path, now_secs: u64) -> Option<u64> {
+    let stamp = CleanStamp::decode(&std::fs::read_to_string(stamp).ok()?)?;
+    let fresh = stamp.checked_secs <= now_secs && now_secs - stamp.checked_secs < FULL_CHECK_EVERY.as_secs();
+    (fresh && FileState::of(path)? == stamp.file).then_some(stamp.checked_secs)
+}
+
+/// Leaves the stamp of a clean close beside the cache file at `path`
+/// (written aside and renamed, so that a stamp is whole or absent).
+fn write_stamp(stamp: &Path, path: &Path, checked_secs: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(file) = FileState::of(path) else { return Ok(()) };
+    let text = CleanStamp { file, checked_secs }.encode();
+    let tmp = stamp.with_extension("clean.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, stamp)
 }
 
 /// Moves a damaged cache file aside (keeping only the newest one set aside,
@@ -214,6 +327,12 @@ pub struct Cache {
     /// the same damage, outside any guard.
     db: ManuallyDrop<Database>,
     path: PathBuf,
+    /// Where a clean close leaves its stamp.
+    stamp: PathBuf,
+    /// When the file was last checked in full (seconds since the epoch).
+    checked_secs: u64,
+    /// Whether this open checked the file in full.
+    checked_at_open: bool,
     /// Set after the first failure; every call then answers "not cached".
     failed: AtomicBool,
     /// Trees waiting for the next batch. A walk that fills the cache hands
@@ -250,7 +369,12 @@ impl Cache {
         mark_as_cache(dir);
         create_private_dir(&repo_dir).map_err(|e| err(&repo_dir, e))?;
         let path = repo_dir.join(CACHE_FILE);
-        let db = match open_checked(&path) {
+        let stamp = repo_dir.join(CLEAN_STAMP);
+        let now = now_secs();
+        let trusted = trusted_since(&stamp, &path, now);
+        let mut checked_secs = trusted.unwrap_or(now);
+        let mut checked_at_open = trusted.is_none();
+        let db = match open_checked(&path, checked_at_open) {
             Ok(db) => db,
             Err(Failure::Error(redb::Error::DatabaseAlreadyOpen)) => {
                 return Err(err(&path, "in use by another tstor process"));
@@ -265,7 +389,8 @@ impl Cache {
                         return Err(e);
                     }
                 };
-                match open_checked(&path) {
+                (checked_secs, checked_at_open) = (now, true);
+                match open_checked(&path, true) {
                     Ok(db) => {
                         warn_once(&format!(
                             "local cache {} was damaged ({f}); set it aside as {} and started a new one",
@@ -288,9 +413,15 @@ impl Cache {
             }
         };
         make_private_file(&path);
+        // The stamp speaks only of a file no process has open; this one is
+        // open now, and its next clean close leaves a new stamp.
+        let _ = std::fs::remove_file(&stamp);
         Ok(Cache {
             db: ManuallyDrop::new(db),
             path,
+            stamp,
+            checked_secs,
+            checked_at_open,
             failed: AtomicBool::new(false),
             pending: Mutex::default(),
             undurable: AtomicBool::new(false),
@@ -299,6 +430,12 @@ impl Cache {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether opening the cache read all of it to check it (rather than
+    /// trusting the stamp of a clean close).
+    pub fn checked_in_full_at_open(&self) -> bool {
+        self.checked_at_open
     }
 
     /// Whether an earlier call failed and the cache is off for this process.
@@ -546,11 +683,17 @@ impl Drop for Cache {
             // Leaked on purpose: see `db`.
             return;
         }
-        let _ = guarded(|| {
+        let closed = guarded(|| {
             // SAFETY: `db` is not used again; `drop` runs once.
             unsafe { ManuallyDrop::drop(&mut self.db) };
             Ok(())
         });
+        if closed.is_ok() {
+            if let Err(e) = write_stamp(&self.stamp, &self.path, self.checked_secs) {
+                // The next open checks the file in full: slower, not wrong.
+                tracing::debug!(path = %self.stamp.display(), error = %e, "cannot leave the cache's clean stamp");
+            }
+        }
     }
 }
 
@@ -682,6 +825,90 @@ mod tests {
         let repo = Id([1; 32]);
         let path = filled_cache(dir.path(), &repo);
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+        use_after_damage(dir.path(), &repo);
+    }
+
+    #[test]
+    fn the_clean_stamp_round_trips_and_nothing_else_reads_as_one() {
+        let file = FileState { dev: 2049, ino: 77, size: 1 << 20, mtime: (1_700_000_000, 5), ctime: (-1, 999_999_999) };
+        let stamp = CleanStamp { file, checked_secs: 1_700_000_123 };
+        assert_eq!(CleanStamp::decode(&stamp.encode()), Some(stamp));
+        let text = stamp.encode();
+        for bad in [
+            String::new(),
+            text.replace("stamp 1", "stamp 2"),
+            text.trim_end().to_string(),
+            format!("{text}more\n"),
+            text.replacen(" 77 ", " x ", 1),
+            text.replacen(" 77 ", " 77 78 ", 1),
+            text[..text.len() / 2].to_string(),
+        ] {
+            assert_eq!(CleanStamp::decode(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_cleanly_closed_cache_is_trusted_until_anything_touches_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let path = filled_cache(dir.path(), &repo);
+        let stamp = path.with_file_name(CLEAN_STAMP);
+        assert!(stamp.exists(), "a clean close leaves a stamp");
+        // Untouched since: opened without reading all of it, and the stamp
+        // is gone while the file is open.
+        let c = Cache::open(dir.path(), &repo).unwrap();
+        assert!(!c.checked_at_open);
+        assert!(!stamp.exists());
+        assert_eq!(c.head_generation("g").unwrap(), Some(9));
+        drop(c);
+        // A change of metadata alone is a touch.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Cache::open(dir.path(), &repo).unwrap();
+        assert!(c.checked_at_open);
+        drop(c);
+        // A stamp that is not whole counts as none.
+        std::fs::write(&stamp, b"tstor cache stamp 1\n1 2").unwrap();
+        assert!(Cache::open(dir.path(), &repo).unwrap().checked_at_open);
+        // A full check older than FULL_CHECK_EVERY is made again, and one in
+        // the future is not believed.
+        for checked_secs in [now_secs() - FULL_CHECK_EVERY.as_secs() - 1, now_secs() + 3600] {
+            drop(Cache::open(dir.path(), &repo).unwrap());
+            write_stamp(&stamp, &path, checked_secs).unwrap();
+            assert!(Cache::open(dir.path(), &repo).unwrap().checked_at_open, "checked at {checked_secs}");
+        }
+        // A full check is remembered across clean closes until it is due.
+        let long_ago = now_secs() - FULL_CHECK_EVERY.as_secs() / 2;
+        drop(Cache::open(dir.path(), &repo).unwrap());
+        write_stamp(&stamp, &path, long_ago).unwrap();
+        for _ in 0..2 {
+            let c = Cache::open(dir.path(), &repo).unwrap();
+            assert!(!c.checked_at_open);
+            assert_eq!(c.checked_secs, long_ago);
+        }
+    }
+
+    #[test]
+    fn a_cache_torn_after_a_clean_close_is_still_found_out() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Id([1; 32]);
+        let path = filled_cache(dir.path(), &repo);
+        assert!(path.with_file_name(CLEAN_STAMP).exists());
+        // A quarter of it inverted in place, its size unchanged.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let mut middle = vec![0u8; (len / 4) as usize];
+        f.read_exact_at(&mut middle, len / 4).unwrap();
+        middle.iter_mut().for_each(|b| *b = !*b);
+        f.write_all_at(&middle, len / 4).unwrap();
+        drop(f);
+        // Found out at open, by the full check, not later by chance.
+        let c = Cache::open(dir.path(), &repo).unwrap();
+        assert!(c.checked_in_full_at_open(), "a file written since its clean close is read in full");
+        assert_eq!(damaged_files(&path).len(), 1, "and set aside at once");
+        assert_eq!(c.head_generation("g").unwrap(), None, "a new cache");
+        drop(c);
         use_after_damage(dir.path(), &repo);
     }
 

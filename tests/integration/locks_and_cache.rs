@@ -89,13 +89,20 @@ fn deleting_or_damaging_the_cache_changes_nothing_but_speed() {
     assert_eq!(again["files_unchanged"], 5);
     assert_eq!(again["data_blobs_added"], 0);
     // A cache file full of garbage is rebuilt.
+    // Beside it: the directory's tag and the stamp of the last clean close.
     let mut cache_files = Vec::new();
+    let mut others = Vec::new();
     walk(&env.cache(), &mut |p, m| {
-        if m.is_file() && p.file_name() != Some(OsStr::new("CACHEDIR.TAG")) {
-            cache_files.push(p.to_path_buf())
+        if m.is_file() {
+            match p.file_name().and_then(OsStr::to_str) {
+                Some("cache.redb") => cache_files.push(p.to_path_buf()),
+                _ => others.push(p.file_name().unwrap().to_os_string()),
+            }
         }
     });
     assert_eq!(cache_files.len(), 1, "{cache_files:?}");
+    others.sort();
+    assert_eq!(others, ["CACHEDIR.TAG", "cache.redb.clean"], "{others:?}");
     fs::write(&cache_files[0], b"this is not a database").unwrap();
     let third = env.snapshot_json(&[src.as_os_str()]);
     assert_eq!(third["files_unchanged"], 5);
