@@ -21,10 +21,11 @@
 //! beside it (`cache.redb.clean`: the file's device, inode, size and
 //! modification and change times, and when it was last checked in full);
 //! the next open skips the full check when the file is exactly as that
-//! stamp says and was checked in full within [`FULL_CHECK_EVERY`]. Anything
-//! that touched the file since (another program, a crash in the middle of a
-//! write, a copy put in its place) changes its change time, which no
-//! program can set, and the file is checked in full again.
+//! stamp says and was checked in full within [`FULL_CHECK_EVERY`]. The
+//! stamp is removed as soon as the file is open, so a process that does not
+//! close cleanly leaves none; anything else that touched the file since
+//! (another program, a copy put in its place) changed its change time,
+//! which no program can set. Either way the file is checked in full again.
 
 // The guarded closures return redb's own error type, as redb hands it over;
 // it is large, and only ever on the cold path of a failing cache.
