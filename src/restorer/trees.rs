@@ -148,11 +148,16 @@ impl TreeLoader {
 /// How many entries lie below directory tree `root`: every entry of every
 /// tree under it, a tree reached twice counting twice, with no limit of
 /// depth or name applied (they are all left out with the directory that
-/// holds them). A tree that cannot be read counts as empty. Subtrees met
-/// again are counted once (up to [`REMEMBERED_SUBTREES`] of them), and the
-/// count stops past `cap`, which is then returned: a snapshot built of a few
-/// shared trees costs a few loads, not one per entry.
-pub(super) async fn count_below(loader: &TreeLoader, root: Id, cap: u64) -> u64 {
+/// holds them). A tree that cannot be read counts as empty. The count of
+/// every subtree is remembered in `known` (up to [`REMEMBERED_SUBTREES`] of
+/// them), which the caller keeps across calls, and the count stops past
+/// `cap`, which is then returned: a snapshot built of a few shared trees, or
+/// many refused directories holding the same subtree, costs a few loads,
+/// not one per entry.
+pub(super) async fn count_below(loader: &TreeLoader, known: &mut HashMap<Id, u64>, root: Id, cap: u64) -> u64 {
+    if let Some(&below) = known.get(&root) {
+        return below.min(cap);
+    }
     /// A tree being counted: its subdirectories still to count, and the
     /// count reached before its own entries were added.
     struct Open {
@@ -160,7 +165,6 @@ pub(super) async fn count_below(loader: &TreeLoader, root: Id, cap: u64) -> u64 
         subtrees: std::vec::IntoIter<Id>,
         counted_before: u64,
     }
-    let mut known: HashMap<Id, u64> = HashMap::new();
     let mut stack: Vec<Open> = Vec::new();
     let mut counted = 0u64;
     let mut next = Some(root);

@@ -155,6 +155,9 @@ pub(super) struct Walker<'o> {
     base: (usize, usize),
     owners: bool,
     outcome: RestoreOutcome,
+    /// Entries below the subtrees of refused directories, by tree, counted
+    /// once however many refused directories hold the same subtree.
+    refused_below: HashMap<Id, u64>,
     /// Path of the entry being visited, relative to the target.
     cur: PathBuf,
     stack: Vec<Frame>,
@@ -210,6 +213,7 @@ impl<'o> Walker<'o> {
             base,
             owners,
             outcome: RestoreOutcome::default(),
+            refused_below: HashMap::new(),
             cur: PathBuf::new(),
             stack: Vec::new(),
             open: Vec::new(),
@@ -287,7 +291,7 @@ impl<'o> Walker<'o> {
     /// and the report counts those entries too.
     async fn refuse(&mut self, shown: String, why: String, node: &Node) {
         let below = match node.subtree.filter(|_| node.kind == NodeKind::Dir) {
-            Some(sub) => count_below(&self.loader, sub, self.opts.max_entries).await,
+            Some(sub) => count_below(&self.loader, &mut self.refused_below, sub, self.opts.max_entries).await,
             None => 0,
         };
         if below == 0 {

@@ -190,7 +190,8 @@ fn a_directory_the_file_system_refuses_counts_everything_below_it() {
 /// A directory refused for its name is reported with the number of entries
 /// below it, counted through shared subtrees without restoring any of them
 /// (each counted as often as it is reached, as the snapshot has them);
-/// everything beside it is restored.
+/// everything beside it is restored. Two refused directories holding the
+/// same subtree are each counted in full.
 #[test]
 fn a_directory_refused_for_its_name_counts_everything_below_it() {
     let env = Env::new();
@@ -204,7 +205,7 @@ fn a_directory_refused_for_its_name_counts_everything_below_it() {
             tree = c.tree(names('d', 10).into_iter().map(|n| dir(&n, tree)).collect()).await;
         }
         let a = c.tree(vec![file(b"f", vec![blob], 4)]).await;
-        let root = c.tree(vec![dir(b"a", a), dir(b"..", tree)]).await;
+        let root = c.tree(vec![dir(b"a", a), dir(b"..", tree), dir(b"x/y", tree)]).await;
         c.finish(root).await;
     });
     let target = env.path("out");
@@ -213,8 +214,10 @@ fn a_directory_refused_for_its_name_counts_everything_below_it() {
     let err = &done.stderr;
     let below = 10 + 100 + 1_000 + 10_000;
     assert!(err.contains("refused: name is \".\" or \"..\""), "{err}");
-    assert!(err.contains(&format!("; {below} entries below it were not restored")), "expected {below}:\n{err}");
-    assert!(err.contains(&format!("tstor: {} entries were not restored", below + 1)), "{err}");
+    assert!(err.contains("x/y: refused"), "{err}");
+    let counted = format!("; {below} entries below it were not restored");
+    assert_eq!(err.matches(&counted).count(), 2, "expected {below} below each:\n{err}");
+    assert!(err.contains(&format!("tstor: {} entries were not restored", 2 * (below + 1))), "{err}");
     assert_eq!(fs::read(target.join("a/f")).unwrap(), b"kept");
     assert!(!env.path("f00").exists() && !env.path("d00").exists(), "nothing was written beside the target");
 }
